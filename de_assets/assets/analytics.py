@@ -1,0 +1,86 @@
+"""Group `analytics`: the served marts, partitioned by event day (see contracts.md)."""
+
+import time
+
+import dagster as dg
+
+from de_assets.lib import marts
+from de_assets.lib.tables import Table
+from de_assets.metadata import definition_metadata, table_metadata
+from de_assets.partitions import daily, partition_dates
+from de_assets.resources import PipelineSettings, Warehouse
+
+OWNERS = ["team:analytics"]
+CLEAN_EVENTS = dg.AssetKey(["clean", "events"])
+CLEAN_REQUESTS = dg.AssetKey(["clean", "requests"])
+
+
+def _mart(name: str, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefinition:
+    table, sql = marts.MARTS[name]
+
+    @dg.asset(
+        key=["marts", name],
+        deps=deps,
+        group_name="analytics",
+        description=description,
+        partitions_def=daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"duckdb", "sql"},
+        owners=OWNERS,
+        tags={"layer": "marts", "pii": "none"},
+        code_version="1",
+        metadata=definition_metadata(table),
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
+        started = time.perf_counter()
+        start, end = partition_dates(context)
+        query = marts.funnel_sql(settings.funnels) if name == "funnel_daily" else sql
+        with warehouse.connect() as con:
+            marts.replace_range(con, table, query, start, end)
+            return dg.MaterializeResult(metadata=table_metadata(con, table, start, end, started))
+
+    return _asset
+
+
+daily_engagement = _mart(
+    "daily_engagement",
+    [CLEAN_EVENTS],
+    "DAU, WAU (7 days), MAU (30 days), stickiness (DAU/MAU), new vs returning users, sessions "
+    "(30-minute inactivity) and events per UTC event day. Trailing windows are read from "
+    "`clean.events`, so re-running a day after late data arrives picks it up.",
+)
+funnel_daily = _mart(
+    "funnel_daily",
+    [CLEAN_EVENTS],
+    "Funnel conversion per day and step (default Product Viewed -> Product Added -> Checkout "
+    "Started -> Order Completed; configurable): a user counts at step k when they did steps 1..k "
+    "in order that day.",
+)
+retention_cohorts = _mart(
+    "retention_cohorts",
+    [CLEAN_EVENTS],
+    "Weekly cohorts (ISO week of a user's first event) x weeks since: cohort size, retained users, "
+    "retention rate. A daily partition rewrites the cells of its activity week.",
+)
+revenue_daily = _mart(
+    "revenue_daily",
+    [CLEAN_EVENTS],
+    "Orders (Order Completed events), revenue (properties.revenue, else total), paying users, "
+    "ARPU (revenue / DAU) and ARPPU (revenue / paying users) per day.",
+)
+service_latency = _mart(
+    "service_latency",
+    [CLEAN_REQUESTS],
+    "Requests, errors (status >= 500), error rate and continuous p50/p90/p99 latency per service "
+    "per day, from the request logs.",
+)
+kpi_changes = _mart(
+    "kpi_changes",
+    [dg.AssetKey(["marts", n]) for n in ("daily_engagement", "revenue_daily", "service_latency")],
+    "Every headline KPI per day in long form with relative change vs the day before (dod), 7 days "
+    "before (wow), a month before (mom) and a year before (yoy); NULL where there is no base.",
+)
+
+ALL: list[dg.AssetsDefinition] = [
+    daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes
+]

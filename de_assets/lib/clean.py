@@ -1,0 +1,253 @@
+"""The clean layer: raw rows of an arrival-day range -> clean, quarantined or duplicate.
+
+For each raw row, exactly one of:
+* **duplicate**  a later delivery of a dedupe key (messageId / request fingerprint) that was
+                 delivered before: in an earlier arrival day, or earlier the same day (by
+                 receivedAt, then file, then line). The first delivery is the original, whatever
+                 became of it; this depends only on the immutable raw layer, so it does not matter
+                 in which order partitions are (re)built.
+* **quarantined** unparseable, or failing the pandera contract; kept with the reason.
+* **clean**      typed, normalized, and written to the clean table.
+
+All writes for the range happen in one transaction after deleting the range (idempotent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandera.pandas as pa
+
+from de_assets.lib import contracts
+from de_assets.lib.tables import (
+    CLEAN_EVENTS,
+    CLEAN_REQUESTS,
+    DUPLICATES_EVENTS,
+    DUPLICATES_REQUESTS,
+    QUARANTINE_EVENTS,
+    QUARANTINE_REQUESTS,
+    RAW_EVENTS,
+    RAW_REQUESTS,
+    Table,
+)
+
+_TS = "try_cast({0} AS TIMESTAMPTZ)::TIMESTAMP"
+
+EVENTS_TYPED = f"""
+    SELECT *,
+        CASE WHEN sent_ts IS NOT NULL AND received_ts IS NOT NULL AND ts IS NOT NULL
+             THEN received_ts - (sent_ts - ts) ELSE ts END AS event_ts,
+        date_diff('millisecond', received_ts, sent_ts) / 1000.0 AS clock_skew_seconds,
+        try_cast(revenue_text AS DOUBLE) AS revenue
+    FROM (
+        SELECT row_id, arrival_date, source_file, line_no,
+            message_id,
+            lower(trim(type)) AS type,
+            nullif(trim(event), '') AS event,
+            coalesce(user_id, anonymous_id) AS user_key, user_id, anonymous_id,
+            {_TS.format("timestamp")} AS ts,
+            {_TS.format("sent_at")} AS sent_ts,
+            {_TS.format("received_at")} AS received_ts,
+            timestamp AS timestamp_text,
+            json_type(properties) AS properties_type,
+            coalesce(properties->>'$.revenue', properties->>'$.total') AS revenue_text,
+            properties->>'$.experiment_id' AS experiment_id,
+            properties->>'$.variant_id' AS variant_id,
+            properties, context
+        FROM _cur
+        WHERE parse_error IS NULL AND row_id NOT IN (SELECT row_id FROM _dup)
+    )
+"""
+
+_EPOCH = "try_cast(trim(timestamp) AS DOUBLE)"
+REQUESTS_TYPED = f"""
+    SELECT row_id, arrival_date, source_file, line_no, record_id,
+        CASE WHEN regexp_full_match(trim(timestamp), '\\d+(\\.\\d+)?')
+             THEN to_timestamp(CASE WHEN {_EPOCH} > 1e11 THEN {_EPOCH} / 1000 ELSE {_EPOCH} END)::TIMESTAMP
+             ELSE {_TS.format("timestamp")} END AS request_ts,
+        lower(trim(service)) AS service,
+        trim(endpoint) AS endpoint,
+        trim(host) AS host,
+        try_cast(trim(status) AS DOUBLE) AS status,
+        try_cast(trim(latency_ms) AS DOUBLE) AS latency_ms,
+        try_cast(trim(cpu_pct) AS DOUBLE) AS cpu_pct,
+        try_cast(trim(memory_mb) AS DOUBLE) AS memory_mb
+    FROM _cur
+    WHERE parse_error IS NULL AND row_id NOT IN (SELECT row_id FROM _dup)
+"""
+
+
+@dataclass(frozen=True)
+class CleanSpec:
+    raw: Table
+    clean: Table
+    quarantine: Table
+    duplicates: Table
+    key: str  # dedupe key column in the raw table
+    typed_sql: str  # over `_cur` minus `_dup`; must yield row_id + every contract and clean column
+    contract: type[pa.DataFrameModel]
+    clean_select: str  # projection of `_typed` onto the clean table's columns
+
+
+EVENTS = CleanSpec(
+    raw=RAW_EVENTS,
+    clean=CLEAN_EVENTS,
+    quarantine=QUARANTINE_EVENTS,
+    duplicates=DUPLICATES_EVENTS,
+    key="message_id",
+    typed_sql=EVENTS_TYPED,
+    contract=contracts.EventContract,
+    clean_select="event_ts::DATE AS event_date, * EXCLUDE (ts, timestamp_text, properties_type, revenue_text)",
+)
+
+REQUESTS = CleanSpec(
+    raw=RAW_REQUESTS,
+    clean=CLEAN_REQUESTS,
+    quarantine=QUARANTINE_REQUESTS,
+    duplicates=DUPLICATES_REQUESTS,
+    key="record_id",
+    typed_sql=REQUESTS_TYPED,
+    contract=contracts.RequestContract,
+    clean_select="request_ts::DATE AS event_date, * REPLACE (status::INTEGER AS status)",
+)
+
+
+@dataclass
+class CleanReport:
+    rows_in: int
+    rows_clean: int
+    rows_quarantined: int
+    rows_duplicate: int
+    reasons: dict[str, int]
+
+    def as_metadata(self) -> dict:
+        return {
+            "rows_in": self.rows_in,
+            "rows_clean": self.rows_clean,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_duplicate": self.rows_duplicate,
+            "quarantine_rate": self.rows_quarantined / self.rows_in if self.rows_in else 0.0,
+            "duplicate_rate": self.rows_duplicate / self.rows_in if self.rows_in else 0.0,
+        }
+
+
+def _raw_row_json(table: Table) -> str:
+    lineage = {"arrival_date", "source_file", "line_no", "ingested_at"}
+    fields = ", ".join(f'"{c}" := "{c}"' for c in table.column_names if c not in lineage)
+    return f"to_json(struct_pack({fields}))"
+
+
+def clean_range(con, spec: CleanSpec, start: date, end: date) -> CleanReport:
+    """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end]."""
+    params = {"start": start, "end": end}
+    key = spec.key
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cur AS SELECT row_number() OVER () AS row_id, * "
+        f"FROM {spec.raw.name} WHERE arrival_date BETWEEN $start AND $end",
+        params,
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _dup AS
+        WITH ranked AS (
+            SELECT row_id, {key},
+                   row_number() OVER (PARTITION BY {key} ORDER BY arrival_date,
+                       {"try_cast(received_at AS TIMESTAMPTZ)" if key == "message_id" else "NULL"} NULLS LAST,
+                       source_file, line_no) AS delivery
+            FROM _cur WHERE {key} IS NOT NULL AND parse_error IS NULL
+        ),
+        delivered_before AS (
+            SELECT DISTINCT {key} FROM {spec.raw.name}
+            WHERE arrival_date < $start AND parse_error IS NULL
+              AND {key} IN (SELECT {key} FROM ranked)
+        )
+        SELECT row_id, {key} FROM ranked
+        WHERE delivery > 1 OR {key} IN (SELECT {key} FROM delivered_before)
+        """,
+        {"start": start},
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {spec.typed_sql}")
+
+    frame_columns = ", ".join(
+        f"{c}::TIMESTAMP AS {c}" if c == "arrival_date" else c for c in spec.contract.to_schema().columns
+    )
+    frame = con.execute(f"SELECT row_id, {frame_columns} FROM _typed").df().set_index("row_id")
+    failures = contracts.failing_rows(spec.contract, frame)
+    del frame
+    con.register("_failures_df", failures)
+    con.execute("CREATE OR REPLACE TEMP TABLE _fail AS SELECT row_id, reason FROM _failures_df")
+    con.unregister("_failures_df")
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in (spec.clean, spec.quarantine, spec.duplicates):
+            con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN $start AND $end", params)
+        con.execute(
+            f"""
+            INSERT INTO {spec.quarantine.name} BY NAME
+            SELECT c.arrival_date, c.source_file, c.line_no, coalesce(c.parse_error, f.reason) AS reason,
+                   {_raw_row_json(spec.raw)} AS raw_row, c.ingested_at
+            FROM _cur c LEFT JOIN _fail f USING (row_id)
+            WHERE c.parse_error IS NOT NULL OR f.row_id IS NOT NULL
+            """
+        )
+        con.execute(
+            f"INSERT INTO {spec.duplicates.name} BY NAME SELECT c.arrival_date, c.source_file, c.line_no, "
+            f"c.{key} AS dedupe_key FROM _cur c JOIN _dup USING (row_id)"
+        )
+        con.execute(
+            f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} "
+            f"FROM (SELECT * EXCLUDE (row_id) FROM _typed WHERE row_id NOT IN (SELECT row_id FROM _fail))"
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+    counts = con.execute(
+        "SELECT (SELECT count(*) FROM _cur), (SELECT count(*) FROM _dup), "
+        "(SELECT count(*) FROM _cur WHERE parse_error IS NOT NULL) + (SELECT count(*) FROM _fail)"
+    ).fetchone()
+    reasons = dict(
+        con.execute(
+            f"SELECT reason, count(*) FROM {spec.quarantine.name} WHERE arrival_date BETWEEN $start AND $end "
+            "GROUP BY reason ORDER BY count(*) DESC",
+            params,
+        ).fetchall()
+    )
+    for temp in ("_cur", "_dup", "_typed", "_fail"):
+        con.execute(f"DROP TABLE IF EXISTS {temp}")
+    rows_in, dups, quarantined = counts
+    return CleanReport(rows_in, rows_in - dups - quarantined, quarantined, dups, reasons)
+
+
+def accounting(con, spec: CleanSpec, source: str, start: date, end: date) -> dict:
+    """Count, independently from the tables, where every landed row of [start, end] went.
+
+    The identity that must hold: rows landed = clean + quarantined + duplicates, where
+    duplicates are re-delivered rows plus the rows of byte-identical re-delivered files.
+    """
+    window = "arrival_date BETWEEN $start AND $end"
+    params = {"start": start, "end": end}
+    landed, redelivered = con.execute(
+        f"SELECT coalesce(sum(rows), 0), coalesce(sum(rows) FILTER (WHERE status = 'redelivered'), 0) "
+        f"FROM raw.source_files WHERE source = $source AND {window}",
+        {**params, "source": source},
+    ).fetchone()
+    counts = {
+        name: con.execute(f"SELECT count(*) FROM {table.name} WHERE {window}", params).fetchone()[0]
+        for name, table in (("raw", spec.raw), ("clean", spec.clean), ("quarantined", spec.quarantine),
+                            ("duplicate_rows", spec.duplicates))
+    }
+    duplicates = counts["duplicate_rows"] + redelivered
+    return {
+        "rows_landed": int(landed),
+        "rows_raw": counts["raw"],
+        "rows_clean": counts["clean"],
+        "rows_quarantined": counts["quarantined"],
+        "rows_duplicate": int(duplicates),
+        "rows_in_redelivered_files": int(redelivered),
+        "balanced": int(landed) == counts["clean"] + counts["quarantined"] + duplicates
+        and counts["raw"] == counts["clean"] + counts["quarantined"] + counts["duplicate_rows"],
+    }

@@ -1,0 +1,108 @@
+"""Data contracts of the clean layer, as pandera DataFrameModels.
+
+DuckDB types the raw strings (``try_cast``: an unparseable value becomes NULL, and the ``*_text``
+column keeps whether something was sent); the contract then decides what is acceptable. Validation
+is lazy: every failing row is reported, and ``failing_rows`` turns pandera's failure cases into
+one reason string per row (``column:check; ...``) for the quarantine.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+EVENT_TYPES = ["track", "page", "screen", "identify", "group", "alias"]
+EARLIEST = pd.Timestamp("2000-01-01")
+# An event may be stamped at most this long after the end of the day its file arrived.
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
+
+
+class EventContract(pa.DataFrameModel):
+    """A Segment event that may enter `clean.events`."""
+
+    message_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1, "max_value": 256})
+    type: Series[str] = pa.Field(nullable=True, isin=EVENT_TYPES)
+    event: Series[str] = pa.Field(nullable=True)
+    user_key: Series[str] = pa.Field(nullable=False)
+    event_ts: Series[pa.DateTime] = pa.Field(nullable=False, ge=EARLIEST)
+    timestamp_text: Series[str] = pa.Field(nullable=False)
+    properties_type: Series[str] = pa.Field(nullable=True, isin=["OBJECT"])
+    revenue: Series[float] = pa.Field(nullable=True, ge=0)
+    revenue_text: Series[str] = pa.Field(nullable=True)
+    arrival_date: Series[pa.DateTime] = pa.Field(nullable=False)
+
+    @pa.dataframe_check(name="type_present")
+    def type_present(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["type"].notna()
+
+    @pa.dataframe_check(name="track_has_event_name")
+    def track_has_event_name(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["type"] != "track") | df["event"].notna()
+
+    @pa.dataframe_check(name="revenue_is_numeric")
+    def revenue_is_numeric(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["revenue_text"].isna() | df["revenue"].notna()
+
+    @pa.dataframe_check(name="timestamp_parses")
+    def timestamp_parses(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["timestamp_text"].isna() | df["event_ts"].notna()
+
+    @pa.dataframe_check(name="not_in_future")
+    def not_in_future(cls, df: pd.DataFrame) -> Series[bool]:
+        latest = df["arrival_date"] + pd.Timedelta(days=1) + FUTURE_TOLERANCE
+        return df["event_ts"].isna() | (df["event_ts"] <= latest)
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+class RequestContract(pa.DataFrameModel):
+    """A request-log sample that may enter `clean.requests`."""
+
+    record_id: Series[str] = pa.Field(nullable=False)
+    request_ts: Series[pa.DateTime] = pa.Field(nullable=False, ge=EARLIEST)
+    service: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
+    status: Series[float] = pa.Field(nullable=False, ge=100, le=599)
+    latency_ms: Series[float] = pa.Field(nullable=False, ge=0)
+    cpu_pct: Series[float] = pa.Field(nullable=True, ge=0)
+    memory_mb: Series[float] = pa.Field(nullable=True, ge=0)
+    arrival_date: Series[pa.DateTime] = pa.Field(nullable=False)
+
+    @pa.dataframe_check(name="not_in_future")
+    def not_in_future(cls, df: pd.DataFrame) -> Series[bool]:
+        latest = df["arrival_date"] + pd.Timedelta(days=1) + FUTURE_TOLERANCE
+        return df["request_ts"].isna() | (df["request_ts"] <= latest)
+
+    class Config:
+        strict = False
+        coerce = False
+
+
+def failing_rows(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate lazily; return ``(row_id, reason)`` for every failing row (index = row_id).
+
+    Column checks are reported as ``column:check``, dataframe-wide checks by their name. A
+    schema-level failure (a missing column, a wrong dtype) is a bug in the typing SQL, not bad
+    data, so it is raised instead of quarantining every row.
+    """
+    try:
+        model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        schema_level = cases[cases["index"].isna()]
+        if not schema_level.empty:
+            raise ValueError(f"{model.__name__}: schema-level failures:\n{schema_level.to_string()}") from err
+        is_frame_check = cases["schema_context"] == "DataFrameSchema"
+        label = cases["check"].astype(str).where(is_frame_check, cases["column"].astype(str) + ":" + cases["check"].astype(str))
+        reasons = (
+            pd.DataFrame({"row_id": cases["index"].astype("int64"), "reason": label})
+            .drop_duplicates()
+            .sort_values(["row_id", "reason"])
+            .groupby("row_id", sort=True)["reason"]
+            .agg("; ".join)
+            .reset_index()
+        )
+        return reasons
+    return pd.DataFrame({"row_id": pd.Series([], dtype="int64"), "reason": pd.Series([], dtype="object")})

@@ -1,0 +1,155 @@
+"""The landing area: `<root>/<source>/<YYYY-MM-DD>/<name>.<ext>` (the day folder is the arrival day).
+
+Every accepted format is turned into the same shape, one JSON document per record, so the raw
+layer has exactly one parsing path: ``records_sql(path)`` returns a SQL query yielding
+``(line_no, line)`` where ``line`` is the record as JSON text (or the unparseable text as landed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+FORMATS = {
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".ndjson.gz": "ndjson.gz",
+    ".jsonl.gz": "ndjson.gz",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
+# Columns that carry a nested JSON object when a record is flattened into CSV/Parquet.
+JSON_COLUMNS = ("properties", "context", "traits", "integrations")
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: Path
+    relative: str
+    source: str
+    arrival_date: date
+    format: str | None  # None: unsupported extension
+
+    @property
+    def bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def file_format(name: str) -> str | None:
+    lowered = name.lower()
+    for ext in sorted(FORMATS, key=len, reverse=True):
+        if lowered.endswith(ext):
+            return FORMATS[ext]
+    return None
+
+
+def list_files(root: str | Path, source: str, day: date) -> list[LandedFile]:
+    """Files that landed for ``source`` on ``day``, in name order (hidden/temp files ignored)."""
+    root = Path(root)
+    folder = root / source / day.isoformat()
+    if not folder.is_dir():
+        return []
+    return [
+        LandedFile(p, p.relative_to(root).as_posix(), source, day, file_format(p.name))
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith((".", "_"))
+    ]
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lines_sql(path: Path) -> str:
+    # One VARCHAR column per physical line: no delimiter, no quoting; blank lines are skipped.
+    return f"""
+        SELECT row_number() OVER () AS line_no, line
+        FROM read_csv({_quote(path)}, columns = {{'line': 'VARCHAR'}}, header = false,
+                      delim = '\\x1f', quote = '', escape = '', auto_detect = false,
+                      strict_mode = false, null_padding = true, max_line_size = 16777216)
+    """
+
+
+def _json_array_sql(path: Path) -> str:
+    # A valid array yields one record per element; anything else yields the text as one bad line.
+    return f"""
+        WITH doc AS (SELECT content FROM read_text({_quote(path)})),
+        elements AS (
+            SELECT unnest(json_extract(content::JSON, '$[*]'))::VARCHAR AS line
+            FROM doc WHERE json_valid(content) AND json_type(content::JSON) = 'ARRAY'
+        )
+        SELECT row_number() OVER () AS line_no, line FROM elements
+        UNION ALL
+        SELECT 1 AS line_no, content AS line FROM doc
+        WHERE NOT (json_valid(content) AND json_type(content::JSON) = 'ARRAY')
+    """
+
+
+def _json_value_sql(column: str, column_type: str) -> str:
+    col = _ident(column)
+    if column in JSON_COLUMNS and column_type == "VARCHAR":
+        # JSON text in a column: keep it as an object when it parses, as text otherwise.
+        return f"coalesce(try(json({col})), to_json({col}))"
+    return col
+
+
+def _nested_object_sql(tree: dict, types: dict[str, str]) -> str:
+    parts = []
+    for key, node in tree.items():
+        value = _nested_object_sql(node, types) if isinstance(node, dict) else _json_value_sql(node, types[node])
+        parts.append(f"'{key.replace(chr(39), chr(39) * 2)}', {value}")
+    return "json_object(" + ", ".join(parts) + ")"
+
+
+def flattened_row_to_json_sql(columns: dict[str, str]) -> str:
+    """SQL that rebuilds a nested record from flattened columns (`properties.revenue` -> nested)."""
+    tree: dict = {}
+    for name in columns:
+        *parents, leaf = name.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # `a` and `a.b` both present: keep `a` as is
+                break
+        else:
+            node[leaf] = name
+    return _nested_object_sql(tree, columns)
+
+
+def _table_sql(con, path: Path, fmt: str) -> str:
+    if fmt == "csv":
+        scan = (
+            f"read_csv({_quote(path)}, header = true, all_varchar = true, strict_mode = false, "
+            f"null_padding = true)"
+        )
+    else:
+        scan = f"read_parquet({_quote(path)})"
+    described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
+    columns = {row[0]: row[1] for row in described}
+    return f"SELECT row_number() OVER () AS line_no, {flattened_row_to_json_sql(columns)}::VARCHAR AS line FROM {scan}"
+
+
+def records_sql(con, landed: LandedFile) -> str:
+    """A query yielding ``(line_no, line)`` for every record of a landed file, any format."""
+    if landed.format in ("ndjson", "ndjson.gz"):
+        return f"SELECT * FROM ({_lines_sql(landed.path)}) WHERE line IS NOT NULL AND trim(line) <> ''"
+    if landed.format == "json":
+        return _json_array_sql(landed.path)
+    if landed.format in ("csv", "parquet"):
+        return _table_sql(con, landed.path, landed.format)
+    raise ValueError(f"unsupported landing file format: {landed.relative}")

@@ -1,0 +1,262 @@
+"""Served tables, computed in DuckDB SQL from the clean layer for an event-day range.
+
+Every query takes ``$start`` and ``$end`` (DATE, inclusive) and yields exactly the rows of those
+days, so one pass computes one partition or a whole backfill range. Trailing windows (WAU, MAU,
+first-seen, sessions crossing midnight, retention) read clean data, never other partitions'
+outputs, so a partition's result depends only on data. Definitions: ../shared/docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from de_assets.lib.tables import (
+    DAILY_ENGAGEMENT,
+    FUNNEL_DAILY,
+    KPI_CHANGES,
+    RETENTION_COHORTS,
+    REVENUE_DAILY,
+    SERVICE_LATENCY,
+    Table,
+)
+
+DEFAULT_FUNNELS: dict[str, list[str]] = {
+    "checkout": ["Product Viewed", "Product Added", "Checkout Started", "Order Completed"],
+}
+SESSION_GAP_MINUTES = 30
+
+_DAYS = "SELECT unnest(generate_series($start::DATE, $end::DATE, INTERVAL 1 DAY))::DATE AS event_date"
+
+DAILY_ENGAGEMENT_SQL = f"""
+WITH days AS ({_DAYS}),
+user_days AS (
+    SELECT DISTINCT user_key, event_date FROM clean.events
+    WHERE event_date BETWEEN $start::DATE - 29 AND $end::DATE
+),
+actives AS (
+    SELECT d.event_date,
+           count(DISTINCT u.user_key) FILTER (WHERE u.event_date = d.event_date) AS dau,
+           count(DISTINCT u.user_key) FILTER (WHERE u.event_date >= d.event_date - 6) AS wau,
+           count(DISTINCT u.user_key) AS mau
+    FROM days d LEFT JOIN user_days u ON u.event_date BETWEEN d.event_date - 29 AND d.event_date
+    GROUP BY d.event_date
+),
+first_seen AS (
+    SELECT user_key, min(event_date) AS first_date FROM clean.events
+    WHERE user_key IN (SELECT user_key FROM user_days WHERE event_date BETWEEN $start AND $end)
+    GROUP BY user_key
+),
+new_users AS (
+    SELECT first_date AS event_date, count(*) AS new_users FROM first_seen
+    WHERE first_date BETWEEN $start AND $end GROUP BY 1
+),
+recent AS (
+    SELECT user_key, event_ts, event_ts::DATE AS event_date FROM clean.events
+    WHERE event_date BETWEEN $start::DATE - 1 AND $end::DATE
+      AND event_ts >= $start::TIMESTAMP - INTERVAL {SESSION_GAP_MINUTES} MINUTE
+),
+gaps AS (
+    SELECT event_date, event_ts - lag(event_ts) OVER (PARTITION BY user_key ORDER BY event_ts) AS gap
+    FROM recent
+),
+daily AS (
+    SELECT event_date,
+           count(*) FILTER (WHERE gap IS NULL OR gap > INTERVAL {SESSION_GAP_MINUTES} MINUTE) AS sessions,
+           count(*) AS events
+    FROM gaps WHERE event_date BETWEEN $start AND $end GROUP BY 1
+)
+SELECT a.event_date, a.dau, a.wau, a.mau,
+       a.dau / nullif(a.mau, 0) AS stickiness,
+       coalesce(n.new_users, 0) AS new_users,
+       a.dau - coalesce(n.new_users, 0) AS returning_users,
+       coalesce(s.sessions, 0) AS sessions,
+       coalesce(s.events, 0) AS events
+FROM actives a
+LEFT JOIN new_users n USING (event_date)
+LEFT JOIN daily s USING (event_date)
+"""
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def funnel_sql(funnels: dict[str, list[str]]) -> str:
+    """Users who did steps 1..k in order on the day (earliest match of each step after the previous).
+
+    Greedy earliest matching is exact for "did the steps in order": if any in-order sequence exists,
+    the one built from each step's earliest occurrence after the previous step is one too.
+    A `page` event is the step named `Page`; a tie in time counts as in order.
+    """
+    parts = []
+    for funnel, steps in funnels.items():
+        names = ", ".join(_sql_str(s) for s in steps)
+        ctes = [
+            f"""ev AS (
+                SELECT event_date, user_key, event_ts, CASE WHEN type = 'page' THEN 'Page' ELSE event END AS step
+                FROM clean.events
+                WHERE event_date BETWEEN $start AND $end
+                  AND (CASE WHEN type = 'page' THEN 'Page' WHEN type = 'track' THEN event END) IN ({names})
+            )""",
+            f"s1 AS (SELECT event_date, user_key, min(event_ts) AS t FROM ev WHERE step = {_sql_str(steps[0])} GROUP BY ALL)",
+        ]
+        for k in range(2, len(steps) + 1):
+            ctes.append(
+                f"""s{k} AS (
+                SELECT e.event_date, e.user_key, min(e.event_ts) AS t
+                FROM ev e JOIN s{k - 1} p ON e.event_date = p.event_date AND e.user_key = p.user_key AND e.event_ts >= p.t
+                WHERE e.step = {_sql_str(steps[k - 1])} GROUP BY ALL)"""
+            )
+        counts = " UNION ALL ".join(
+            f"SELECT event_date, {k} AS step_order, count(*) AS users FROM s{k} GROUP BY 1"
+            for k in range(1, len(steps) + 1)
+        )
+        step_rows = ", ".join(f"({k}, {_sql_str(s)})" for k, s in enumerate(steps, start=1))
+        ctes.append(f"counts AS ({counts})")
+        ctes.append(f"grid AS (SELECT * FROM ({_DAYS}) CROSS JOIN (VALUES {step_rows}) AS s(step_order, step))")
+        parts.append(
+            f"""(WITH {", ".join(ctes)},
+            filled AS (
+                SELECT g.event_date, g.step_order, g.step, coalesce(c.users, 0) AS users
+                FROM grid g LEFT JOIN counts c USING (event_date, step_order)
+            )
+            SELECT event_date, {_sql_str(funnel)} AS funnel, step_order, step, users,
+                   CASE WHEN step_order = 1 THEN CASE WHEN users > 0 THEN 1.0 END
+                        ELSE users / nullif(lag(users) OVER w, 0) END AS conversion_from_previous,
+                   users / nullif(first_value(users) OVER w, 0) AS conversion_from_start
+            FROM filled
+            WINDOW w AS (PARTITION BY event_date ORDER BY step_order))"""
+        )
+    return "\nUNION ALL\n".join(parts)
+
+
+RETENTION_SQL = """
+WITH weeks AS (
+    SELECT DISTINCT date_trunc('week', d)::DATE AS activity_week
+    FROM generate_series($start::DATE, $end::DATE, INTERVAL 1 DAY) AS t(d)
+),
+first_seen AS (
+    SELECT user_key, date_trunc('week', min(event_date))::DATE AS cohort_week FROM clean.events GROUP BY user_key
+),
+cohorts AS (SELECT cohort_week, count(*) AS cohort_size FROM first_seen GROUP BY 1),
+active AS (
+    SELECT DISTINCT date_trunc('week', event_date)::DATE AS activity_week, user_key FROM clean.events
+    WHERE event_date BETWEEN (SELECT min(activity_week) FROM weeks) AND (SELECT max(activity_week) + 6 FROM weeks)
+),
+retained AS (
+    SELECT f.cohort_week, a.activity_week, count(*) AS retained_users
+    FROM active a JOIN first_seen f USING (user_key) GROUP BY ALL
+)
+SELECT c.cohort_week,
+       (date_diff('day', c.cohort_week, w.activity_week) // 7)::INTEGER AS weeks_since,
+       c.cohort_size,
+       coalesce(r.retained_users, 0) AS retained_users,
+       coalesce(r.retained_users, 0) / c.cohort_size AS retention_rate,
+       w.activity_week
+FROM weeks w
+JOIN cohorts c ON c.cohort_week <= w.activity_week
+LEFT JOIN retained r ON r.cohort_week = c.cohort_week AND r.activity_week = w.activity_week
+"""
+
+REVENUE_DAILY_SQL = f"""
+WITH days AS ({_DAYS}),
+orders AS (
+    SELECT event_date, count(*) AS orders, sum(revenue) AS revenue, count(DISTINCT user_key) AS paying_users
+    FROM clean.events
+    WHERE event_date BETWEEN $start AND $end AND type = 'track' AND event = 'Order Completed'
+    GROUP BY 1
+),
+actives AS (
+    SELECT event_date, count(DISTINCT user_key) AS dau FROM clean.events
+    WHERE event_date BETWEEN $start AND $end GROUP BY 1
+)
+SELECT d.event_date,
+       coalesce(o.orders, 0) AS orders,
+       coalesce(o.revenue, 0.0) AS revenue,
+       coalesce(o.paying_users, 0) AS paying_users,
+       coalesce(o.revenue, 0.0) / nullif(a.dau, 0) AS arpu,
+       o.revenue / nullif(o.paying_users, 0) AS arppu
+FROM days d LEFT JOIN orders o USING (event_date) LEFT JOIN actives a USING (event_date)
+"""
+
+SERVICE_LATENCY_SQL = """
+SELECT event_date, service, requests, errors, errors / requests AS error_rate,
+       q[1] AS p50_ms, q[2] AS p90_ms, q[3] AS p99_ms
+FROM (
+    SELECT event_date, service, count(*) AS requests, count(*) FILTER (WHERE status >= 500) AS errors,
+           quantile_cont(latency_ms, [0.5, 0.9, 0.99]) AS q
+    FROM clean.requests WHERE event_date BETWEEN $start AND $end
+    GROUP BY ALL
+)
+"""
+
+HEADLINE_KPIS = {
+    "marts.daily_engagement": ["dau", "wau", "mau", "stickiness", "new_users", "returning_users", "sessions", "events"],
+    "marts.revenue_daily": ["orders", "revenue", "paying_users", "arpu", "arppu"],
+}
+
+
+def _kpi_long_sql() -> str:
+    parts = []
+    for table, kpis in HEADLINE_KPIS.items():
+        casts = ", ".join(f"{k}::DOUBLE AS {k}" for k in kpis)
+        parts.append(
+            f"SELECT event_date, kpi, value FROM (SELECT event_date, {casts} FROM {table}) "
+            f"UNPIVOT INCLUDE NULLS (value FOR kpi IN ({', '.join(kpis)}))"
+        )
+    parts.append(
+        "SELECT event_date, kpi, value FROM (SELECT event_date, sum(requests)::DOUBLE AS requests, "
+        "sum(errors) / sum(requests) AS error_rate FROM marts.service_latency GROUP BY 1) "
+        "UNPIVOT INCLUDE NULLS (value FOR kpi IN (requests, error_rate))"
+    )
+    return "\nUNION ALL\n".join(parts)
+
+
+KPI_CHANGES_SQL = f"""
+WITH kpis AS ({_kpi_long_sql()})
+SELECT c.event_date, c.kpi, c.value,
+       c.value / nullif(d.value, 0) - 1 AS dod,
+       c.value / nullif(w.value, 0) - 1 AS wow,
+       c.value / nullif(m.value, 0) - 1 AS mom,
+       c.value / nullif(y.value, 0) - 1 AS yoy
+FROM kpis c
+LEFT JOIN kpis d ON d.kpi = c.kpi AND d.event_date = c.event_date - 1
+LEFT JOIN kpis w ON w.kpi = c.kpi AND w.event_date = c.event_date - 7
+LEFT JOIN kpis m ON m.kpi = c.kpi AND m.event_date = (c.event_date - INTERVAL 1 MONTH)::DATE
+LEFT JOIN kpis y ON y.kpi = c.kpi AND y.event_date = (c.event_date - INTERVAL 1 YEAR)::DATE
+WHERE c.event_date BETWEEN $start AND $end
+"""
+
+
+def week_start(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def replace_range(con, table: Table, select_sql: str, start: date, end: date) -> int:
+    """Delete the table's rows for [start, end] and insert the query's rows, in one transaction.
+
+    Retention is keyed by activity week: a day range rewrites the weeks that contain it.
+    Returns the number of rows written.
+    """
+    lo, hi = (week_start(start), week_start(end)) if table.partition_column == "activity_week" else (start, end)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {table.name} WHERE {table.partition_column} BETWEEN ? AND ?", [lo, hi])
+        written = con.execute(
+            f"INSERT INTO {table.name} BY NAME {select_sql}", {"start": start, "end": end}
+        ).fetchone()[0]
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return written
+
+
+MARTS: dict[str, tuple[Table, str]] = {
+    "daily_engagement": (DAILY_ENGAGEMENT, DAILY_ENGAGEMENT_SQL),
+    "funnel_daily": (FUNNEL_DAILY, funnel_sql(DEFAULT_FUNNELS)),
+    "retention_cohorts": (RETENTION_COHORTS, RETENTION_SQL),
+    "revenue_daily": (REVENUE_DAILY, REVENUE_DAILY_SQL),
+    "service_latency": (SERVICE_LATENCY, SERVICE_LATENCY_SQL),
+    "kpi_changes": (KPI_CHANGES, KPI_CHANGES_SQL),
+}

@@ -1,0 +1,77 @@
+"""Pseudonymization and PII scrubbing as DuckDB macros, so they run inside the scan.
+
+* ``pseudonym(x)``   keyed HMAC-SHA256 of a user id (hex, 128 bits), computed in SQL;
+                     equal to ``hmac.new(key, x, sha256).hexdigest()[:32]``.
+* ``truncate_ip(x)`` IPv4 -> /24 (last octet 0), IPv6 -> /48; anything else -> NULL.
+* ``scrub(x)``       redacts e-mail addresses and truncates full IPv4/IPv6 addresses in free text.
+* ``strip_trait_pii(j)`` removes ``PII_TRAIT_KEYS`` (e-mail, names, phone, ...) from ``j.traits``.
+
+The key never appears in a persisted object: the macros are TEMP, per connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+IPV4_RE = r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}\b"
+IPV6_RE = r"\b([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}):([0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}\b"
+REDACTED_EMAIL = "[email]"
+
+PII_TRAIT_KEYS = (
+    "email",
+    "name",
+    "firstName",
+    "lastName",
+    "first_name",
+    "last_name",
+    "phone",
+    "address",
+    "username",
+    "birthday",
+)
+PSEUDONYM_HEX_CHARS = 32
+
+
+def pseudonymize(key: str, value: str) -> str:
+    """Reference implementation of the SQL ``pseudonym`` macro (used by tests and forget-user)."""
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+
+def _pads(key: str) -> tuple[str, str]:
+    k = key.encode()
+    if len(k) > 64:
+        k = hashlib.sha256(k).digest()
+    k = k.ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in k).hex(), bytes(b ^ 0x5C for b in k).hex()
+
+
+def install_macros(con, key: str) -> None:
+    """Define the privacy macros on a DuckDB connection (TEMP: gone when it closes)."""
+    ipad, opad = _pads(key)
+    trait_patch = '{"traits":{' + ",".join(f'"{k}":null' for k in PII_TRAIT_KEYS) + "}}"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO pseudonym(x) AS
+            CASE WHEN nullif(trim(x), '') IS NULL THEN NULL ELSE
+            left(sha256(unhex('{opad}') || unhex(sha256(unhex('{ipad}') || encode(trim(x))))),
+                 {PSEUDONYM_HEX_CHARS}) END;
+        CREATE OR REPLACE TEMP MACRO truncate_ip(x) AS
+            CASE
+              WHEN regexp_full_match(trim(x), '\\d{{1,3}}\\.\\d{{1,3}}\\.\\d{{1,3}}\\.\\d{{1,3}}')
+                THEN regexp_replace(trim(x), '\\.\\d{{1,3}}$', '.0')
+              WHEN contains(x, ':')
+                THEN array_to_string(string_split(trim(x), ':')[1:3], ':') || '::'
+              ELSE NULL
+            END;
+        CREATE OR REPLACE TEMP MACRO scrub(x) AS
+            regexp_replace(
+              regexp_replace(
+                regexp_replace(x, '{EMAIL_RE}', '{REDACTED_EMAIL}', 'g'),
+                '{IPV4_RE}', '\\1.0', 'g'),
+              '{IPV6_RE}', '\\1::', 'g');
+        CREATE OR REPLACE TEMP MACRO strip_trait_pii(j) AS
+            CASE WHEN json_type(j, '$.traits') = 'OBJECT' THEN json_merge_patch(j, '{trait_patch}') ELSE j END;
+        """
+    )

@@ -1,0 +1,276 @@
+"""Every warehouse table in one place: name, columns, types, column docs, partition column.
+
+The DDL that creates the tables and the `dagster/column_schema` metadata shown in the UI are both
+derived from these definitions, so a column is documented exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # schema-qualified, e.g. "clean.events"
+    columns: tuple[Column, ...]
+    partition_column: str | None = None
+    description: str = ""
+
+    @property
+    def schema(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n)"
+
+
+def _t(name: str, partition_column: str | None, description: str, *cols: tuple[str, str, str]) -> Table:
+    return Table(name, tuple(Column(*c) for c in cols), partition_column, description)
+
+
+_LINEAGE = (
+    ("arrival_date", "DATE", "UTC day the source file landed (landing day folder); the partition"),
+    ("source_file", "VARCHAR", "Landing file the row came from, relative to the landing root"),
+    ("line_no", "BIGINT", "1-based row number inside the source file"),
+)
+
+SOURCE_FILES = _t(
+    "raw.source_files",
+    "arrival_date",
+    "One row per landed file: checksum, row count, format and whether it was a re-delivery.",
+    ("source", "VARCHAR", "Landing source: events or requests"),
+    ("arrival_date", "DATE", "UTC day folder the file landed in"),
+    ("path", "VARCHAR", "File path relative to the landing root"),
+    ("format", "VARCHAR", "ndjson, ndjson.gz, json, csv or parquet"),
+    ("sha256", "VARCHAR", "SHA-256 of the file bytes"),
+    ("bytes", "BIGINT", "File size in bytes"),
+    ("rows", "BIGINT", "Rows read from the file (for a re-delivery: rows of the original)"),
+    ("status", "VARCHAR", "ingested, or redelivered when an identical file was ingested before"),
+    ("duplicate_of", "VARCHAR", "For a re-delivery: path of the file first ingested with this checksum"),
+    ("ingested_at", "TIMESTAMP", "UTC time the file was registered"),
+    ("run_id", "VARCHAR", "Dagster run that registered the file"),
+)
+
+RAW_EVENTS = _t(
+    "raw.events",
+    "arrival_date",
+    "Segment events as landed, pseudonymized and scrubbed of free PII; immutable, replayable.",
+    *_LINEAGE,
+    ("ingested_at", "TIMESTAMP", "UTC time the row was ingested"),
+    ("message_id", "VARCHAR", "Segment messageId as sent (the dedupe key)"),
+    ("type", "VARCHAR", "Segment type as sent (not yet normalized)"),
+    ("event", "VARCHAR", "Track event name as sent"),
+    ("user_id", "VARCHAR", "HMAC-SHA256 pseudonym of userId (never the plain id)"),
+    ("anonymous_id", "VARCHAR", "HMAC-SHA256 pseudonym of anonymousId"),
+    ("timestamp", "VARCHAR", "timestamp as sent"),
+    ("sent_at", "VARCHAR", "sentAt as sent"),
+    ("received_at", "VARCHAR", "receivedAt as sent"),
+    ("original_timestamp", "VARCHAR", "originalTimestamp as sent"),
+    ("properties", "JSON", "properties object, e-mails redacted, IPv4 truncated"),
+    ("context", "JSON", "context object, ip truncated, traits PII removed"),
+    ("extra", "JSON", "Every other top-level field (integrations, channel, traits without PII, ...)"),
+    ("parse_error", "VARCHAR", "Why the row could not be parsed (e.g. malformed_json), else NULL"),
+    ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
+)
+
+RAW_REQUESTS = _t(
+    "raw.requests",
+    "arrival_date",
+    "Operational request log samples as landed; immutable, replayable.",
+    *_LINEAGE,
+    ("ingested_at", "TIMESTAMP", "UTC time the row was ingested"),
+    ("record_id", "VARCHAR", "Fingerprint of the sample's fields (the dedupe key)"),
+    ("timestamp", "VARCHAR", "timestamp as sent: ISO-8601 or epoch seconds/milliseconds"),
+    ("service", "VARCHAR", "Service name as sent"),
+    ("endpoint", "VARCHAR", "Endpoint as sent"),
+    ("host", "VARCHAR", "Host as sent"),
+    ("status", "VARCHAR", "HTTP status as sent"),
+    ("latency_ms", "VARCHAR", "Latency in milliseconds as sent"),
+    ("cpu_pct", "VARCHAR", "CPU percent as sent"),
+    ("memory_mb", "VARCHAR", "Memory in MB as sent"),
+    ("parse_error", "VARCHAR", "Why the row could not be parsed, else NULL"),
+    ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
+)
+
+CLEAN_EVENTS = _t(
+    "clean.events",
+    "arrival_date",
+    "Typed, deduplicated, pseudonymized Segment events; one row per messageId.",
+    ("event_date", "DATE", "UTC day of event_ts: the day the event counts toward in the marts"),
+    ("event_ts", "TIMESTAMP", "Event time in UTC, clock-skew corrected: receivedAt - (sentAt - timestamp)"),
+    ("message_id", "VARCHAR", "Segment messageId; unique in this table"),
+    ("type", "VARCHAR", "track, page, screen, identify, group or alias (trimmed, lower-case)"),
+    ("event", "VARCHAR", "Track event name (trimmed); NULL for non-track types"),
+    ("user_key", "VARCHAR", "The user: pseudonymized userId when known, else pseudonymized anonymousId"),
+    ("user_id", "VARCHAR", "Pseudonymized userId"),
+    ("anonymous_id", "VARCHAR", "Pseudonymized anonymousId"),
+    ("sent_ts", "TIMESTAMP", "sentAt in UTC (device clock)"),
+    ("received_ts", "TIMESTAMP", "receivedAt in UTC (server clock)"),
+    ("clock_skew_seconds", "DOUBLE", "sentAt - receivedAt in seconds when both are known (device clock error + transit)"),
+    ("revenue", "DOUBLE", "properties.revenue, else properties.total, as a number"),
+    ("experiment_id", "VARCHAR", "properties.experiment_id of an Experiment Viewed event"),
+    ("variant_id", "VARCHAR", "properties.variant_id of an Experiment Viewed event"),
+    ("properties", "JSON", "properties object (scrubbed)"),
+    ("context", "JSON", "context object (scrubbed)"),
+    *_LINEAGE,
+)
+
+CLEAN_REQUESTS = _t(
+    "clean.requests",
+    "arrival_date",
+    "Typed, deduplicated request log samples.",
+    ("event_date", "DATE", "UTC day of request_ts"),
+    ("request_ts", "TIMESTAMP", "Request time in UTC"),
+    ("record_id", "VARCHAR", "Fingerprint of the sample; unique in this table"),
+    ("service", "VARCHAR", "Service (trimmed, lower-case)"),
+    ("endpoint", "VARCHAR", "Endpoint (trimmed)"),
+    ("host", "VARCHAR", "Host (trimmed)"),
+    ("status", "INTEGER", "HTTP status code"),
+    ("latency_ms", "DOUBLE", "Latency in milliseconds"),
+    ("cpu_pct", "DOUBLE", "CPU percent, if reported"),
+    ("memory_mb", "DOUBLE", "Memory in MB, if reported"),
+    *_LINEAGE,
+)
+
+_QUARANTINE_COLS = (
+    *_LINEAGE,
+    ("reason", "VARCHAR", "Why the row was rejected: contract checks that failed, '; '-separated"),
+    ("raw_row", "JSON", "The raw-layer row as JSON (pseudonymized, scrubbed)"),
+    ("ingested_at", "TIMESTAMP", "UTC time the row was ingested into the raw layer"),
+)
+
+QUARANTINE_EVENTS = _t(
+    "quarantine.events", "arrival_date", "Event rows rejected by the contract, with the reason.", *_QUARANTINE_COLS
+)
+QUARANTINE_REQUESTS = _t(
+    "quarantine.requests", "arrival_date", "Request rows rejected by the contract, with the reason.", *_QUARANTINE_COLS
+)
+
+_DUPLICATE_COLS = (
+    *_LINEAGE,
+    ("dedupe_key", "VARCHAR", "messageId (events) or record fingerprint (requests)"),
+)
+DUPLICATES_EVENTS = _t(
+    "clean.events_duplicates", "arrival_date", "Re-delivered event rows (a later delivery of a known messageId).",
+    *_DUPLICATE_COLS,
+)
+DUPLICATES_REQUESTS = _t(
+    "clean.requests_duplicates", "arrival_date", "Re-delivered request rows.", *_DUPLICATE_COLS
+)
+
+DAILY_ENGAGEMENT = _t(
+    "marts.daily_engagement",
+    "event_date",
+    "Daily active users, trailing 7/30-day actives, stickiness, new vs returning, sessions, events.",
+    ("event_date", "DATE", "UTC day"),
+    ("dau", "BIGINT", "Users with an event on the day"),
+    ("wau", "BIGINT", "Users with an event in [d-6, d]"),
+    ("mau", "BIGINT", "Users with an event in [d-29, d]"),
+    ("stickiness", "DOUBLE", "dau / mau (NULL when mau = 0)"),
+    ("new_users", "BIGINT", "Users whose first event ever is on the day"),
+    ("returning_users", "BIGINT", "dau - new_users"),
+    ("sessions", "BIGINT", "Sessions starting on the day (a session: a user's events with gaps <= 30 min)"),
+    ("events", "BIGINT", "Clean, deduplicated events on the day"),
+)
+
+FUNNEL_DAILY = _t(
+    "marts.funnel_daily",
+    "event_date",
+    "Per day and funnel step: users who did steps 1..k in order that day, and conversion.",
+    ("event_date", "DATE", "UTC day"),
+    ("funnel", "VARCHAR", "Funnel name"),
+    ("step_order", "INTEGER", "1-based position of the step"),
+    ("step", "VARCHAR", "Step: a track event name, or Page for page events"),
+    ("users", "BIGINT", "Users who did steps 1..k in order on the day"),
+    ("conversion_from_previous", "DOUBLE", "users / users at step k-1 (1.0 at step 1; NULL when the base is 0)"),
+    ("conversion_from_start", "DOUBLE", "users / users at step 1 (NULL when the base is 0)"),
+)
+
+RETENTION_COHORTS = _t(
+    "marts.retention_cohorts",
+    "activity_week",
+    "Weekly signup cohorts (week of first event) x weeks since: retained users and rate.",
+    ("cohort_week", "DATE", "Monday of the week of the users' first event"),
+    ("weeks_since", "INTEGER", "k: weeks between cohort week and activity week"),
+    ("cohort_size", "BIGINT", "Users whose first event is in cohort_week"),
+    ("retained_users", "BIGINT", "Cohort users with an event in week cohort_week + 7k days"),
+    ("retention_rate", "DOUBLE", "retained_users / cohort_size"),
+    ("activity_week", "DATE", "cohort_week + 7k days: the week a daily partition rewrites"),
+)
+
+REVENUE_DAILY = _t(
+    "marts.revenue_daily",
+    "event_date",
+    "Orders, revenue, paying users, ARPU and ARPPU per day.",
+    ("event_date", "DATE", "UTC day"),
+    ("orders", "BIGINT", "Order Completed events"),
+    ("revenue", "DOUBLE", "Sum of properties.revenue (else properties.total) over orders"),
+    ("paying_users", "BIGINT", "Users with an order on the day"),
+    ("arpu", "DOUBLE", "revenue / dau (NULL when dau = 0)"),
+    ("arppu", "DOUBLE", "revenue / paying_users (NULL when paying_users = 0)"),
+)
+
+SERVICE_LATENCY = _t(
+    "marts.service_latency",
+    "event_date",
+    "Requests, errors (status >= 500), error rate and continuous p50/p90/p99 latency per service per day.",
+    ("event_date", "DATE", "UTC day"),
+    ("service", "VARCHAR", "Service"),
+    ("requests", "BIGINT", "Requests"),
+    ("errors", "BIGINT", "Requests with status >= 500"),
+    ("error_rate", "DOUBLE", "errors / requests"),
+    ("p50_ms", "DOUBLE", "Median latency (quantile_cont)"),
+    ("p90_ms", "DOUBLE", "90th percentile latency (quantile_cont)"),
+    ("p99_ms", "DOUBLE", "99th percentile latency (quantile_cont)"),
+)
+
+KPI_CHANGES = _t(
+    "marts.kpi_changes",
+    "event_date",
+    "Every headline KPI per day with relative change vs the previous day, week, month and year.",
+    ("event_date", "DATE", "UTC day"),
+    ("kpi", "VARCHAR", "KPI name"),
+    ("value", "DOUBLE", "KPI value on the day"),
+    ("dod", "DOUBLE", "value / value(d-1) - 1 (NULL where no base or base = 0)"),
+    ("wow", "DOUBLE", "value / value(d-7) - 1"),
+    ("mom", "DOUBLE", "value / value(d - 1 month) - 1"),
+    ("yoy", "DOUBLE", "value / value(d - 1 year) - 1"),
+)
+
+ALL_TABLES: tuple[Table, ...] = (
+    SOURCE_FILES,
+    RAW_EVENTS,
+    RAW_REQUESTS,
+    CLEAN_EVENTS,
+    CLEAN_REQUESTS,
+    QUARANTINE_EVENTS,
+    QUARANTINE_REQUESTS,
+    DUPLICATES_EVENTS,
+    DUPLICATES_REQUESTS,
+    DAILY_ENGAGEMENT,
+    FUNNEL_DAILY,
+    RETENTION_COHORTS,
+    REVENUE_DAILY,
+    SERVICE_LATENCY,
+    KPI_CHANGES,
+)
+
+
+def ensure_tables(con) -> None:
+    """Create every schema and table that does not exist yet (idempotent)."""
+    for schema in dict.fromkeys(t.schema for t in ALL_TABLES):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for table in ALL_TABLES:
+        con.execute(table.ddl())

@@ -1,0 +1,63 @@
+"""Materialization metadata shared by every asset: rows, schema, preview, timing, throughput."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import dagster as dg
+
+from de_assets.lib.tables import Table
+
+PREVIEW_ROWS = 10
+
+
+def column_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type, description=c.description) for c in table.columns]
+    )
+
+
+def definition_metadata(table: Table) -> dict:
+    """Static metadata on the asset definition (shown in the catalog before any run)."""
+    return {
+        "dagster/column_schema": column_schema(table),
+        "dagster/table_name": f"warehouse.{table.name}",
+        "partitioned_by": table.partition_column or "-",
+    }
+
+
+def _markdown(columns: list[str], rows: list[tuple]) -> str:
+    def cell(value) -> str:
+        text = "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table_metadata(con, table: Table, start: date, end: date, started: float, rows_in: int | None = None) -> dict:
+    """Row count, schema and a preview of the rows this run wrote, plus timing and throughput."""
+    where = f"{table.partition_column} BETWEEN ? AND ?"
+    if table.partition_column == "activity_week":
+        where = "activity_week BETWEEN date_trunc('week', ?::DATE) AND date_trunc('week', ?::DATE)"
+    rows = con.execute(f"SELECT count(*) FROM {table.name} WHERE {where}", [start, end]).fetchone()[0]
+    preview_cols = [c.name for c in table.columns if c.type != "JSON"]
+    order = ", ".join(preview_cols[:3])
+    preview = con.execute(
+        f"SELECT {', '.join(preview_cols)} FROM {table.name} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",
+        [start, end],
+    ).fetchall()
+    seconds = time.perf_counter() - started
+    throughput_rows = rows if rows_in is None else rows_in
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": column_schema(table),
+        "dagster/table_name": f"warehouse.{table.name}",
+        "preview": dg.MetadataValue.md(_markdown(preview_cols, preview)),
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(throughput_rows / seconds, 1) if seconds > 0 else 0.0,
+        "partition_range": f"{start}..{end}",
+    }
