@@ -1,24 +1,29 @@
 """The code location: assembles assets, checks, jobs and resources. Nothing else lives here."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from de_assets.assets import analytics, cleaning, ingestion
 from de_assets.jobs import daily_pipeline
 from de_assets.resources import build_resources
 
-defs = dg.Definitions(
-    assets=[
-        ingestion.landing_events,
-        ingestion.landing_requests,
-        ingestion.raw_events,
-        ingestion.raw_requests,
-        cleaning.clean_events,
-        cleaning.clean_requests,
-        *analytics.ALL,
-    ],
-    jobs=[daily_pipeline],
-    resources=build_resources(),
-    executor=dg.in_process_executor,
-)
+
+def build_defs(resources: dict | None = None) -> dg.Definitions:
+    """The Definitions, with resources from the environment unless given (tests pass their own)."""
+    return dg.Definitions(
+        assets=[
+            ingestion.landing_events,
+            ingestion.landing_requests,
+            ingestion.raw_events,
+            ingestion.raw_requests,
+            cleaning.clean_events,
+            cleaning.clean_requests,
+            *analytics.ALL,
+        ],
+        jobs=[daily_pipeline],
+        resources=resources if resources is not None else build_resources(),
+        # DuckDB allows one writer per file: steps run one after another in the run's process.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

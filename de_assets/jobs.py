@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from de_assets.partitions import daily
-
 PIPELINE_GROUPS = ("ingestion", "cleaning", "analytics")
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
-    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS) - dg.AssetSelection.keys(
+    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS) - dg.AssetSelection.assets(
         ["landing", "events"], ["landing", "requests"]
     ),
-    partitions_def=daily,
     description="Ingest, clean and serve one UTC day (or a range, in one run: every asset has a "
     "single-run backfill policy). Steps run in process: DuckDB has one writer at a time.",
 )

@@ -64,7 +64,7 @@ def _raw_asset(source: str, table: Table, upstream: dg.AssetSpec, description: s
             if config.reingest:
                 ingest.forget_partition(con, source, start, end)
             for day in days_between(start, end):
-                ingest.ingest_day(con, settings.landing_root, source, day, context.run_id, report)
+                ingest.ingest_day(con, settings.landing_root, source, day, context.run.run_id, report)
             metadata = table_metadata(con, table, start, end, started, rows_in=report.rows_ingested)
         if report.files_unsupported:
             context.log.warning(f"Skipped files with unsupported extensions: {report.files_unsupported}")
