@@ -87,16 +87,13 @@ def _lines_sql(path: Path) -> str:
 
 def _json_array_sql(path: Path) -> str:
     # A valid array yields one record per element; anything else yields the text as one bad line.
+    is_array = "CASE WHEN json_valid(content) THEN json_type(content::JSON) = 'ARRAY' ELSE false END"
     return f"""
-        WITH doc AS (SELECT content FROM read_text({_quote(path)})),
-        elements AS (
-            SELECT unnest(json_extract(content::JSON, '$[*]'))::VARCHAR AS line
-            FROM doc WHERE json_valid(content) AND json_type(content::JSON) = 'ARRAY'
-        )
+        WITH doc AS (SELECT content, {is_array} AS is_array FROM read_text({_quote(path)})),
+        elements AS (SELECT unnest(json_extract(content::JSON, '$[*]'))::VARCHAR AS line FROM doc WHERE is_array)
         SELECT row_number() OVER () AS line_no, line FROM elements
         UNION ALL
-        SELECT 1 AS line_no, content AS line FROM doc
-        WHERE NOT (json_valid(content) AND json_type(content::JSON) = 'ARRAY')
+        SELECT 1 AS line_no, content AS line FROM doc WHERE NOT is_array
     """
 
 
@@ -111,7 +108,14 @@ def _json_value_sql(column: str, column_type: str) -> str:
 def _nested_object_sql(tree: dict, types: dict[str, str]) -> str:
     parts = []
     for key, node in tree.items():
-        value = _nested_object_sql(node, types) if isinstance(node, dict) else _json_value_sql(node, types[node])
+        if key == "":
+            continue
+        if isinstance(node, dict):
+            value = _nested_object_sql(node, types)
+            if "" in node:  # both `a` (JSON text) and `a.b` columns: the JSON text wins when present
+                value = f"coalesce({_json_value_sql(node[''], types[node['']])}, {value})"
+        else:
+            value = _json_value_sql(node, types[node])
         parts.append(f"'{key.replace(chr(39), chr(39) * 2)}', {value}")
     return "json_object(" + ", ".join(parts) + ")"
 
@@ -123,9 +127,12 @@ def flattened_row_to_json_sql(columns: dict[str, str]) -> str:
         *parents, leaf = name.split(".")
         node = tree
         for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):  # `a` and `a.b` both present: keep `a` as is
-                break
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {} if child is None else {"": child}
+            node = child
+        if isinstance(node.get(leaf), dict):
+            node[leaf][""] = name
         else:
             node[leaf] = name
     return _nested_object_sql(tree, columns)
@@ -134,8 +141,8 @@ def flattened_row_to_json_sql(columns: dict[str, str]) -> str:
 def _table_sql(con, path: Path, fmt: str) -> str:
     if fmt == "csv":
         scan = (
-            f"read_csv({_quote(path)}, header = true, all_varchar = true, strict_mode = false, "
-            f"null_padding = true)"
+            f"read_csv({_quote(path)}, header = true, all_varchar = true, quote = '\"', escape = '\"', "
+            f"strict_mode = false, null_padding = true)"
         )
     else:
         scan = f"read_parquet({_quote(path)})"

@@ -1,0 +1,137 @@
+"""Dagster-level behaviour of the whole graph on the golden fixture: idempotent re-runs, late data,
+partition order, bad input."""
+
+import dagster as dg
+import pytest
+
+from de_assets.lib.tables import ALL_TABLES
+from de_assets_tests.conftest import Pipeline
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+MARTS = [t.name for t in ALL_TABLES if t.schema == "marts"]
+
+
+def failure_text(result) -> str:
+    """Every step failure's message and causes, as a user reads them in the run log."""
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            while error is not None:
+                texts.append(error.message)
+                error = error.cause
+    return "\n".join(texts)
+
+
+def snapshot(p: Pipeline, tables=None) -> dict:
+    """Every table's full contents, order-independent (ingestion wall-clock times aside)."""
+    out = {}
+    for table in tables or [t.name for t in ALL_TABLES]:
+        has_clock = "ingested_at" in next(t for t in ALL_TABLES if t.name == table).column_names
+        frame = p.query(f"SELECT * {'EXCLUDE (ingested_at)' if has_clock else ''} FROM {table}")
+        out[table] = sorted(map(repr, frame.astype(str).itertuples(index=False)))
+    return out
+
+
+def test_rerunning_a_range_or_a_partition_changes_nothing(pipeline):
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    first = snapshot(pipeline)
+    assert pipeline.run(DAYS[0], DAYS[-1]).success  # the same range again
+    assert pipeline.run(DAYS[1]).success  # and one partition of it
+    assert snapshot(pipeline) == first
+    dupes = pipeline.query("SELECT count(*) - count(DISTINCT message_id) AS n FROM clean.events").n[0]
+    assert dupes == 0
+
+
+def test_partition_by_partition_equals_one_range_run(tmp_path, golden_landing, pipeline):
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    one_run = snapshot(pipeline, MARTS + ["clean.events", "quarantine.events"])
+
+    daily = Pipeline(tmp_path / "daily", golden_landing)
+    (tmp_path / "daily").mkdir()
+    for day in DAYS:
+        assert daily.run(day).success
+    # the late event for 11-01 arrived on 11-02: re-running the earlier analytics picks it up
+    assert daily.run(DAYS[0], DAYS[-1], selection=[dg.AssetKey(["marts", n.split(".")[1]]) for n in MARTS]).success
+    assert snapshot(daily, MARTS + ["clean.events", "quarantine.events"]) == one_run
+
+
+def test_late_event_counts_toward_its_event_day_after_rerun(pipeline):
+    assert pipeline.run(DAYS[0]).success
+    dau = "SELECT dau, new_users FROM marts.daily_engagement WHERE event_date = '2026-11-01'"
+    assert pipeline.query(dau).values.tolist() == [[2, 2]]  # alice, bob
+    assert pipeline.run(DAYS[1]).success  # dave's 11-01 page view arrives on 11-02
+    assert pipeline.query(dau).values.tolist() == [[2, 2]]  # not yet: marts[11-01] is stale
+    late = pipeline.query("SELECT event_date::VARCHAR d, arrival_date::VARCHAR a FROM clean.events WHERE message_id = 'm29'")
+    assert late.values.tolist() == [["2026-11-01", "2026-11-02"]]
+    assert pipeline.query(
+        "SELECT count(*) n FROM marts.daily_engagement WHERE event_date = '2026-11-02' AND events = 14"
+    ).n[0] == 0, "the late event must not count toward its arrival day"
+    marts = [dg.AssetKey(["marts", "daily_engagement"])]
+    assert pipeline.run(DAYS[0], selection=marts).success
+    assert pipeline.query(dau).values.tolist() == [[3, 3]]
+
+
+def test_marts_do_not_depend_on_partition_order(tmp_path, golden_landing, pipeline):
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    expected = snapshot(pipeline, MARTS)
+    backwards = Pipeline(tmp_path / "backwards", golden_landing)
+    (tmp_path / "backwards").mkdir()
+    for day in reversed(DAYS):
+        assert backwards.run(day).success
+    assert backwards.run(DAYS[0], DAYS[-1], selection=[dg.AssetKey(["marts", n.split(".")[1]]) for n in MARTS]).success
+    assert snapshot(backwards, MARTS) == expected
+    assert backwards.query("SELECT count(*) - count(DISTINCT message_id) AS n FROM clean.events").n[0] == 0
+
+
+def test_day_without_files_serves_zero_rows_and_balances(pipeline):
+    result = pipeline.run("2026-11-10")
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert pipeline.query(
+        "SELECT dau, events FROM marts.daily_engagement WHERE event_date = '2026-11-10'"
+    ).values.tolist() == [[0, 0]]
+
+
+def test_changed_landing_file_is_a_clear_error(pipeline, golden_landing):
+    assert pipeline.run(DAYS[0]).success
+    path = golden_landing / "events" / DAYS[0] / "batch-1.ndjson"
+    path.write_text(path.read_text() + '{"messageId":"m99"}\n')
+    result = pipeline.run(DAYS[0], raise_on_error=False)
+    assert not result.success
+    assert "changed after it was ingested" in failure_text(result)
+
+
+def test_unsupported_file_is_reported_not_ingested(pipeline, golden_landing):
+    (golden_landing / "events" / DAYS[0] / "notes.txt").write_text("hello")
+    result = pipeline.run(DAYS[0])
+    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "events"])]
+    assert raw.materialization.metadata["files_unsupported"].value == 1
+
+
+def test_reingest_rebuilds_raw_partition(pipeline):
+    assert pipeline.run(DAYS[0]).success
+    before = snapshot(pipeline, ["raw.events"])
+    job = pipeline.defs.resolve_job_def("daily_pipeline")
+    result = job.execute_in_process(
+        partition_key=DAYS[0], instance=pipeline.instance,
+        run_config={"ops": {"raw__events": {"config": {"reingest": True}}}},
+    )
+    assert result.success
+    after = pipeline.query("SELECT count(*) AS n FROM raw.events").n[0]
+    assert after == len(before["raw.events"]) == 4
+
+
+def test_missing_key_outside_dev_is_a_clear_error(tmp_path, golden_landing):
+    from de_assets.definitions import build_defs
+    from de_assets.resources import PipelineSettings, Warehouse
+
+    defs = build_defs({
+        "warehouse": Warehouse(database=str(tmp_path / "w.duckdb")),
+        "settings": PipelineSettings(landing_root=str(golden_landing), environment="prod"),
+    })
+    result = defs.resolve_job_def("daily_pipeline").execute_in_process(
+        partition_key=DAYS[0], raise_on_error=False, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert not result.success
+    assert "DE_ASSETS_PSEUDONYM_KEY is not set" in failure_text(result)
