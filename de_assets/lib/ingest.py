@@ -6,7 +6,7 @@ Rules:
   registered with ``status = 'redelivered'`` and its rows are not ingested again.
 * The raw layer is append-only: a file already registered is never read twice, so re-running a
   partition ingests only files that are new since the last run.
-* Each file is ingested in its own transaction together with its registry row.
+* A day's new files are ingested in one transaction together with their registry rows.
 """
 
 from __future__ import annotations
@@ -19,58 +19,59 @@ from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
                  "receivedAt", "originalTimestamp", "properties", "context")
+_EVENT_SHAPE = "{" + ", ".join(
+    f'"{f}": "{"JSON" if f in ("properties", "context") else "VARCHAR"}"' for f in _EVENT_FIELDS
+) + "}"
 _EXTRA_PATCH = "{" + ",".join(f'"{f}":null' for f in _EVENT_FIELDS) + "}"
 _ID_FIELDS_RE = r'("(userId|anonymousId|user_id)"\s*:\s*)"[^"]*"'
 
-# Parse once, then project. `rec` is NULL for text that is not a JSON object.
+# One JSON parse per line into a struct `r` (NULL when the line is not a JSON object).
 _PARSED = """
-    SELECT line_no, line,
-           CASE WHEN json_valid(line) AND json_type(line::JSON) = 'OBJECT' THEN line::JSON END AS rec
-    FROM ({records})
+    SELECT source_file, line_no, line,
+           CASE WHEN json_valid(line) AND starts_with(ltrim(line), '{{') THEN from_json(line, '{shape}') END AS r
+    FROM ({{records}})
 """
 
 RAW_EVENTS_SELECT = f"""
     SELECT
-        $arrival_date::DATE AS arrival_date, $source_file AS source_file, line_no,
+        $arrival_date::DATE AS arrival_date, source_file, line_no,
         $ingested_at::TIMESTAMP AS ingested_at,
-        rec->>'$.messageId' AS message_id,
-        rec->>'$.type' AS type,
-        rec->>'$.event' AS event,
-        pseudonym(rec->>'$.userId') AS user_id,
-        pseudonym(rec->>'$.anonymousId') AS anonymous_id,
-        rec->>'$.timestamp' AS timestamp,
-        rec->>'$.sentAt' AS sent_at,
-        rec->>'$.receivedAt' AS received_at,
-        rec->>'$.originalTimestamp' AS original_timestamp,
-        scrub((rec->'$.properties')::VARCHAR)::JSON AS properties,
-        CASE WHEN json_type(rec, '$.context') = 'OBJECT' THEN scrub(strip_trait_pii(json_merge_patch(
-            rec->'$.context', json_object('ip', truncate_ip(rec->>'$.context.ip'))))::VARCHAR)::JSON
-             ELSE scrub((rec->'$.context')::VARCHAR)::JSON END AS context,
-        CASE WHEN rec IS NOT NULL THEN
-            scrub(strip_trait_pii(json_merge_patch(rec, '{_EXTRA_PATCH}'))::VARCHAR)::JSON END AS extra,
-        CASE WHEN rec IS NULL THEN 'malformed_json' END AS parse_error,
-        CASE WHEN rec IS NULL THEN scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1"[redacted]"', 'g')) END
+        r.messageId AS message_id,
+        r.type AS type,
+        r.event AS event,
+        pseudonym(r.userId) AS user_id,
+        pseudonym(r.anonymousId) AS anonymous_id,
+        r.timestamp AS timestamp,
+        r.sentAt AS sent_at,
+        r.receivedAt AS received_at,
+        r.originalTimestamp AS original_timestamp,
+        scrub(r.properties::VARCHAR)::JSON AS properties,
+        -- scrub truncates IPv4 (context.ip included); other ip forms go through truncate_ip
+        CASE WHEN json_type(r.context) = 'OBJECT' AND contains(r.context->>'$.ip', ':')
+             THEN scrub(strip_trait_pii(json_merge_patch(r.context,
+                        json_object('ip', truncate_ip(r.context->>'$.ip'))))::VARCHAR)::JSON
+             ELSE scrub(strip_trait_pii(r.context)::VARCHAR)::JSON END AS context,
+        CASE WHEN r IS NOT NULL THEN
+            scrub(strip_trait_pii(json_merge_patch(line, '{_EXTRA_PATCH}'))::VARCHAR)::JSON END AS extra,
+        CASE WHEN r IS NULL THEN 'malformed_json' END AS parse_error,
+        CASE WHEN r IS NULL THEN scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1"[redacted]"', 'g')) END
             AS raw_text
-    FROM ({_PARSED})
+    FROM ({_PARSED.format(shape=_EVENT_SHAPE)})
 """
+
+_REQUEST_FIELDS = ("timestamp", "service", "endpoint", "host", "status", "latency_ms", "cpu_pct", "memory_mb")
+_REQUEST_SHAPE = "{" + ", ".join(f'"{f}": "VARCHAR"' for f in _REQUEST_FIELDS) + "}"
 
 RAW_REQUESTS_SELECT = f"""
     SELECT
-        $arrival_date::DATE AS arrival_date, $source_file AS source_file, line_no,
+        $arrival_date::DATE AS arrival_date, source_file, line_no,
         $ingested_at::TIMESTAMP AS ingested_at,
-        CASE WHEN rec IS NOT NULL THEN md5(concat_ws('|', rec->>'$.timestamp', rec->>'$.service',
-            rec->>'$.host', rec->>'$.endpoint', rec->>'$.status', rec->>'$.latency_ms')) END AS record_id,
-        rec->>'$.timestamp' AS timestamp,
-        rec->>'$.service' AS service,
-        rec->>'$.endpoint' AS endpoint,
-        rec->>'$.host' AS host,
-        rec->>'$.status' AS status,
-        rec->>'$.latency_ms' AS latency_ms,
-        rec->>'$.cpu_pct' AS cpu_pct,
-        rec->>'$.memory_mb' AS memory_mb,
-        CASE WHEN rec IS NULL THEN 'malformed_json' END AS parse_error,
-        CASE WHEN rec IS NULL THEN scrub(line) END AS raw_text
-    FROM ({_PARSED})
+        CASE WHEN r IS NOT NULL THEN md5(concat_ws('|', r.timestamp, r.service, r.host, r.endpoint,
+            r.status, r.latency_ms)) END AS record_id,
+        r.timestamp, r.service, r.endpoint, r.host, r.status, r.latency_ms, r.cpu_pct, r.memory_mb,
+        CASE WHEN r IS NULL THEN 'malformed_json' END AS parse_error,
+        CASE WHEN r IS NULL THEN scrub(line) END AS raw_text
+    FROM ({_PARSED.format(shape=_REQUEST_SHAPE)})
 """
 
 SOURCES = {
@@ -113,16 +114,23 @@ def forget_partition(con, source: str, start: date, end: date) -> None:
 
 
 def ingest_day(con, root, source: str, day: date, run_id: str, report: IngestReport) -> IngestReport:
-    """Ingest every file that landed for ``source`` on ``day`` and is not registered yet."""
+    """Ingest every file that landed for ``source`` on ``day`` and is not registered yet.
+
+    All new files of the day are read in one statement (DuckDB parallelizes across them) and
+    registered in the same transaction, so a day's ingestion is all-or-nothing.
+    """
     table, select_sql = SOURCES[source]
+    to_read: list[tuple[landing.LandedFile, str]] = []
+    redelivered: list[tuple[landing.LandedFile, str, str]] = []  # (file, checksum, original path)
+    first_path_of: dict[str, str] = {}
     for landed in landing.list_files(root, source, day):
-        known = con.execute(
-            f"SELECT sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, landed.relative]
-        ).fetchone()
         if landed.format is None:
             report.files_unsupported.append(landed.relative)
             continue
         checksum = landing.sha256_of(landed.path)
+        known = con.execute(
+            f"SELECT sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, landed.relative]
+        ).fetchone()
         if known is not None:
             if known[0] != checksum:
                 raise ValueError(
@@ -132,36 +140,71 @@ def ingest_day(con, root, source: str, day: date, run_id: str, report: IngestRep
                 )
             report.files_already_known += 1
             continue
-        ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        original = con.execute(
-            f"SELECT path, rows FROM {SOURCE_FILES.name} WHERE source = ? AND sha256 = ? "
-            "AND status = 'ingested' ORDER BY arrival_date, path LIMIT 1",
-            [source, checksum],
-        ).fetchone()
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if original is None:
-                params = {"arrival_date": day, "source_file": landed.relative, "ingested_at": ingested_at}
-                query = select_sql.replace("{records}", landing.records_sql(con, landed))
-                rows = con.execute(f"INSERT INTO {table.name} BY NAME {query}", params).fetchone()[0]
-                status, duplicate_of = "ingested", None
-                report.files_ingested += 1
-                report.rows_ingested += rows
-                report.bytes_ingested += landed.bytes
-            else:
-                duplicate_of, rows = original
-                status = "redelivered"
-                report.files_redelivered += 1
-                report.rows_redelivered += rows
+        original = first_path_of.get(checksum) or _ingested_path(con, source, checksum)
+        if original is None:
+            first_path_of[checksum] = landed.relative
+            to_read.append((landed, checksum))
+        else:
+            redelivered.append((landed, checksum, original))
+    if not to_read and not redelivered:
+        return report
+
+    ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        rows_by_path: dict[str, int] = {}
+        if to_read:
+            records = "\nUNION ALL\n".join(
+                f"SELECT {_literal(f.relative)} AS source_file, * FROM ({landing.records_sql(con, f)})"
+                for f, _ in to_read
+            )
+            con.execute(
+                f"INSERT INTO {table.name} BY NAME {select_sql.replace('{records}', records)}",
+                {"arrival_date": day, "ingested_at": ingested_at},
+            )
+            rows_by_path = dict(con.execute(
+                f"SELECT source_file, count(*) FROM {table.name} WHERE arrival_date = ? AND ingested_at = ? "
+                "GROUP BY 1", [day, ingested_at],
+            ).fetchall())
+        registrations = [
+            (f, checksum, rows_by_path.get(f.relative, 0), "ingested", None) for f, checksum in to_read
+        ] + [
+            (f, checksum, rows_by_path.get(original) or _registered_rows(con, source, original), "redelivered", original)
+            for f, checksum, original in redelivered
+        ]
+        for f, checksum, rows, status, original in registrations:
             con.execute(
                 f"INSERT INTO {SOURCE_FILES.name} BY NAME SELECT ? AS source, ? AS arrival_date, ? AS path, "
                 "? AS format, ? AS sha256, ? AS bytes, ? AS rows, ? AS status, ? AS duplicate_of, "
                 "? AS ingested_at, ? AS run_id",
-                [source, day, landed.relative, landed.format, checksum, landed.bytes, rows, status,
-                 duplicate_of, ingested_at, run_id],
+                [source, day, f.relative, f.format, checksum, f.bytes, rows, status, original, ingested_at, run_id],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            if status == "ingested":
+                report.files_ingested += 1
+                report.rows_ingested += rows
+                report.bytes_ingested += f.bytes
+            else:
+                report.files_redelivered += 1
+                report.rows_redelivered += rows
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
     return report
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ingested_path(con, source: str, checksum: str) -> str | None:
+    row = con.execute(
+        f"SELECT path FROM {SOURCE_FILES.name} WHERE source = ? AND sha256 = ? AND status = 'ingested' "
+        "ORDER BY arrival_date, path LIMIT 1",
+        [source, checksum],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _registered_rows(con, source: str, path: str) -> int:
+    return con.execute(f"SELECT rows FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, path]).fetchone()[0]

@@ -18,6 +18,8 @@ EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 IPV4_RE = r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}\b"
 IPV6_RE = r"\b([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}):([0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}\b"
 REDACTED_EMAIL = "[email]"
+# Cheap pre-test: only text that may hold an e-mail or an IP address pays for the replacements.
+SUSPECT_RE = r"@|\d\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"
 
 PII_TRAIT_KEYS = (
     "email",
@@ -66,12 +68,16 @@ def install_macros(con, key: str) -> None:
               ELSE NULL
             END;
         CREATE OR REPLACE TEMP MACRO scrub(x) AS
-            regexp_replace(
+            CASE WHEN regexp_matches(x, '{SUSPECT_RE}') THEN
               regexp_replace(
-                regexp_replace(x, '{EMAIL_RE}', '{REDACTED_EMAIL}', 'g'),
-                '{IPV4_RE}', '\\1.0', 'g'),
-              '{IPV6_RE}', '\\1::', 'g');
+                regexp_replace(
+                  CASE WHEN contains(x, '@') THEN regexp_replace(x, '{EMAIL_RE}', '{REDACTED_EMAIL}', 'g') ELSE x END,
+                  '{IPV4_RE}', '\\1.0', 'g'),
+                '{IPV6_RE}', '\\1::', 'g')
+            ELSE x END;
         CREATE OR REPLACE TEMP MACRO strip_trait_pii(j) AS
-            CASE WHEN json_type(j, '$.traits') = 'OBJECT' THEN json_merge_patch(j, '{trait_patch}') ELSE j END;
+            CASE WHEN NOT contains(j::VARCHAR, '"traits"') THEN j
+                 WHEN json_type(j, '$.traits') = 'OBJECT' THEN json_merge_patch(j, '{trait_patch}')
+                 ELSE j END;
         """
     )
