@@ -40,15 +40,16 @@ def cmd_generate(args) -> dict:
 def cmd_run(args) -> bool:
     import dagster as dg
 
-    from de_assets.definitions import defs
+    from de_assets.definitions import build_defs
     from de_assets.partitions import partition_range_tags
 
+    os.environ["DE_ASSETS_LANDING"] = str(args.landing)  # the run reads what was generated
     if not os.getenv("DAGSTER_HOME"):
         DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("daily_pipeline").execute_in_process(
+        result = build_defs().resolve_job_def("daily_pipeline").execute_in_process(
             instance=instance, tags=partition_range_tags(str(args.start), str(args.end)), raise_on_error=False
         )
     seconds = time.perf_counter() - started
@@ -59,18 +60,20 @@ def cmd_run(args) -> bool:
 
 
 def _print_summary(result) -> None:
+    # A range run records one materialization per partition, each carrying the whole range's metadata.
     rows = {}
     for event in result.get_asset_materialization_events():
         meta = event.materialization.metadata
-        key = event.asset_key.to_user_string()
-        rows[key] = rows.get(key, 0) + (meta["dagster/row_count"].value if "dagster/row_count" in meta else 0)
+        rows[event.asset_key.to_user_string()] = meta["dagster/row_count"].value
     for key, count in rows.items():
         print(f"  {key:<28} {count:>10,} rows")
-    for check in result.get_asset_check_evaluations():
+    for check in {(c.asset_key, c.check_name): c for c in result.get_asset_check_evaluations()}.values():
         print(f"  check {check.asset_key.to_user_string()}:{check.check_name} "
               f"{'passed' if check.passed else 'FAILED'}")
     database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
-    print(f"\nwarehouse: {database}   (e.g. duckdb {database} \"FROM marts.daily_engagement\")")
+    print(f"\nwarehouse: {database}")
+    print(f"  python -c \"import duckdb; print(duckdb.connect('{database}', read_only=True)"
+          f".sql('FROM marts.daily_engagement ORDER BY event_date'))\"")
     print(f"UI:        DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev   -> http://127.0.0.1:3000")
 
 
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize daily_pipeline for a day range in one run")
     run.add_argument("--start", type=_date, required=True)
     run.add_argument("--end", type=_date, default=None, help="default: --start")
+    run.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
 
     args = parser.parse_args(argv)
     if args.command == "generate":

@@ -135,3 +135,10 @@ def test_missing_key_outside_dev_is_a_clear_error(tmp_path, golden_landing):
     )
     assert not result.success
     assert "DE_ASSETS_PSEUDONYM_KEY is not set" in failure_text(result)
+
+
+def test_missing_landing_root_is_a_clear_error(tmp_path):
+    p = Pipeline(tmp_path, tmp_path / "no-such-landing")
+    result = p.run(DAYS[0], raise_on_error=False)
+    assert not result.success
+    assert "does not exist" in failure_text(result)

@@ -49,6 +49,8 @@ def file_format(name: str) -> str | None:
 def list_files(root: str | Path, source: str, day: date) -> list[LandedFile]:
     """Files that landed for ``source`` on ``day``, in name order (hidden/temp files ignored)."""
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"landing root {root.resolve()} does not exist (set DE_ASSETS_LANDING)")
     folder = root / source / day.isoformat()
     if not folder.is_dir():
         return []
