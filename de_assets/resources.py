@@ -3,6 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | `DE_ASSETS_DUCKDB` | `data/warehouse.duckdb` | warehouse file (`:memory:` for throwaway runs) |
+| `DE_ASSETS_DUCKDB_MEMORY_LIMIT` | `600MB` | DuckDB buffer pool; larger work spills to disk |
 | `DE_ASSETS_LANDING` | `data/landing` | landing root (`<root>/<source>/<YYYY-MM-DD>/<file>`) |
 | `DE_ASSETS_ENV` | `dev` | `dev`, or anything else (`prod`, `staging`) for strict mode |
 | `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev` |
@@ -22,13 +23,20 @@ DEV_PSEUDONYM_KEY = "de-assets-dev-key-not-for-production"
 
 
 class Warehouse(DuckDBResource):
-    """The DuckDB warehouse. `connect()` yields a UTC connection with every table created."""
+    """The DuckDB warehouse. `connect()` yields a UTC connection with every table created.
+
+    `memory_limit` caps DuckDB's buffer pool (it spills to `<database>.tmp/` beyond it); DuckDB's
+    own default is 80% of RAM, which makes a run's footprint depend on the machine, not the data.
+    """
+
+    memory_limit: str = "600MB"
 
     @contextmanager
     def connect(self):
         if self.database != ":memory:":
             Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as con:
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.execute("SET TimeZone = 'UTC'")
             ensure_tables(con)
             yield con
@@ -65,12 +73,15 @@ def _env(name: str):
 
 def build_resources() -> dict:
     warehouse = _env("DE_ASSETS_DUCKDB")
+    memory_limit = _env("DE_ASSETS_DUCKDB_MEMORY_LIMIT")
     settings = {
         "landing_root": _env("DE_ASSETS_LANDING"),
         "environment": _env("DE_ASSETS_ENV"),
         "pseudonym_key": _env("DE_ASSETS_PSEUDONYM_KEY"),
     }
     return {
-        "warehouse": Warehouse(database=warehouse or "data/warehouse.duckdb"),
+        "warehouse": Warehouse(
+            database=warehouse or "data/warehouse.duckdb", **({"memory_limit": memory_limit} if memory_limit else {})
+        ),
         "settings": PipelineSettings(**{k: v for k, v in settings.items() if v is not None}),
     }

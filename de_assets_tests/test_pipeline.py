@@ -142,3 +142,15 @@ def test_missing_landing_root_is_a_clear_error(tmp_path):
     result = p.run(DAYS[0], raise_on_error=False)
     assert not result.success
     assert "does not exist" in failure_text(result)
+
+
+def test_contract_validation_in_small_chunks_gives_the_same_result(pipeline, monkeypatch, tmp_path, golden_landing):
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    expected = snapshot(pipeline, ["clean.events", "quarantine.events", "clean.requests", "quarantine.requests"])
+    from de_assets.lib import clean
+
+    monkeypatch.setattr(clean, "VALIDATION_CHUNK_ROWS", 4)
+    chunked = Pipeline(tmp_path / "chunked", golden_landing)
+    (tmp_path / "chunked").mkdir()
+    assert chunked.run(DAYS[0], DAYS[-1]).success
+    assert snapshot(chunked, list(expected)) == expected

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+import pandas as pd
 import pandera.pandas as pa
 
 from de_assets.lib import contracts
@@ -138,6 +139,27 @@ def _raw_row_json(table: Table) -> str:
     return f"to_json(struct_pack({fields}))"
 
 
+VALIDATION_CHUNK_ROWS = 250_000
+
+
+def _validate_in_chunks(con, contract: type[pa.DataFrameModel]) -> pd.DataFrame:
+    """Run the pandera contract over `_typed` in bounded chunks; only the contract's columns go to
+    pandas, so memory stays flat however large the partition is."""
+    columns = ", ".join(
+        f"{c}::TIMESTAMP AS {c}" if c == "arrival_date" else c for c in contract.to_schema().columns
+    )
+    [(last,)] = con.execute("SELECT coalesce(max(row_id), 0) FROM _typed").fetchall()
+    failures = [contracts.no_failures()]
+    for low in range(1, last + 1, VALIDATION_CHUNK_ROWS):
+        frame = con.execute(
+            f"SELECT row_id, {columns} FROM _typed WHERE row_id BETWEEN ? AND ? ORDER BY row_id",
+            [low, low + VALIDATION_CHUNK_ROWS - 1],
+        ).df().set_index("row_id")
+        if not frame.empty:
+            failures.append(contracts.failing_rows(contract, frame))
+    return pd.concat(failures, ignore_index=True)
+
+
 def clean_range(con, spec: CleanSpec, start: date, end: date) -> CleanReport:
     """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end]."""
     params = {"start": start, "end": end}
@@ -169,12 +191,7 @@ def clean_range(con, spec: CleanSpec, start: date, end: date) -> CleanReport:
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {spec.typed_sql}")
 
-    frame_columns = ", ".join(
-        f"{c}::TIMESTAMP AS {c}" if c == "arrival_date" else c for c in spec.contract.to_schema().columns
-    )
-    frame = con.execute(f"SELECT row_id, {frame_columns} FROM _typed").df().set_index("row_id")
-    failures = contracts.failing_rows(spec.contract, frame)
-    del frame
+    failures = _validate_in_chunks(con, spec.contract)
     con.register("_failures_df", failures)
     con.execute("CREATE OR REPLACE TEMP TABLE _fail AS SELECT row_id, reason FROM _failures_df")
     con.unregister("_failures_df")

@@ -105,4 +105,8 @@ def failing_rows(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.Data
             .reset_index()
         )
         return reasons
+    return no_failures()
+
+
+def no_failures() -> pd.DataFrame:
     return pd.DataFrame({"row_id": pd.Series([], dtype="int64"), "reason": pd.Series([], dtype="object")})

@@ -25,14 +25,25 @@ _EVENT_SHAPE = "{" + ", ".join(
 _EXTRA_PATCH = "{" + ",".join(f'"{f}":null' for f in _EVENT_FIELDS) + "}"
 _ID_FIELDS_RE = r'("(userId|anonymousId|user_id)"\s*:\s*)"[^"]*"'
 
-# One JSON parse per line into a struct `r` (NULL when the line is not a JSON object).
+# One JSON parse per line into a struct `r`; `ok` is false when the line is not a JSON object.
+# Expensive intermediates are computed in their own SELECT level and CASE is applied on top: DuckDB
+# re-evaluates repeated (macro) sub-expressions inside CASE branches, which cost 3-4x here.
 _PARSED = """
-    SELECT source_file, line_no, line,
-           CASE WHEN json_valid(line) AND starts_with(ltrim(line), '{{') THEN from_json(line, '{shape}') END AS r
-    FROM ({{records}})
+    SELECT source_file, line_no, line, ok, CASE WHEN ok THEN from_json(line, '{shape}') END AS r
+    FROM (SELECT *, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok FROM ({{records}}))
 """
 
 RAW_EVENTS_SELECT = f"""
+    WITH parsed AS ({_PARSED.format(shape=_EVENT_SHAPE)}),
+    patched AS (
+        SELECT *,
+            -- context.ip -> truncated, as a plain string replace of its exact value; an ip written
+            -- differently (spacing) is still caught by scrub, which truncates any full address
+            replace(r.context::VARCHAR, '"ip":"' || (r.context->>'$.ip') || '"',
+                    '"ip":' || coalesce('"' || truncate_ip(r.context->>'$.ip') || '"', 'null')) AS context_ip,
+            json_merge_patch(CASE WHEN ok THEN line END, '{_EXTRA_PATCH}') AS extra_fields
+        FROM parsed
+    )
     SELECT
         $arrival_date::DATE AS arrival_date, source_file, line_no,
         $ingested_at::TIMESTAMP AS ingested_at,
@@ -45,18 +56,13 @@ RAW_EVENTS_SELECT = f"""
         r.sentAt AS sent_at,
         r.receivedAt AS received_at,
         r.originalTimestamp AS original_timestamp,
-        scrub(r.properties::VARCHAR)::JSON AS properties,
-        -- scrub truncates IPv4 (context.ip included); other ip forms go through truncate_ip
-        CASE WHEN json_type(r.context) = 'OBJECT' AND contains(r.context->>'$.ip', ':')
-             THEN scrub(strip_trait_pii(json_merge_patch(r.context,
-                        json_object('ip', truncate_ip(r.context->>'$.ip'))))::VARCHAR)::JSON
-             ELSE scrub(strip_trait_pii(r.context)::VARCHAR)::JSON END AS context,
-        CASE WHEN r IS NOT NULL THEN
-            scrub(strip_trait_pii(json_merge_patch(line, '{_EXTRA_PATCH}'))::VARCHAR)::JSON END AS extra,
-        CASE WHEN r IS NULL THEN 'malformed_json' END AS parse_error,
-        CASE WHEN r IS NULL THEN scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1"[redacted]"', 'g')) END
+        scrub(r.properties::VARCHAR) AS properties,
+        scrub(strip_trait_pii(context_ip::JSON)::VARCHAR) AS context,
+        CASE WHEN ok THEN scrub(strip_trait_pii(extra_fields)::VARCHAR) END AS extra,
+        CASE WHEN NOT ok THEN 'malformed_json' END AS parse_error,
+        CASE WHEN NOT ok THEN scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1"[redacted]"', 'g')) END
             AS raw_text
-    FROM ({_PARSED.format(shape=_EVENT_SHAPE)})
+    FROM patched
 """
 
 _REQUEST_FIELDS = ("timestamp", "service", "endpoint", "host", "status", "latency_ms", "cpu_pct", "memory_mb")
@@ -66,11 +72,11 @@ RAW_REQUESTS_SELECT = f"""
     SELECT
         $arrival_date::DATE AS arrival_date, source_file, line_no,
         $ingested_at::TIMESTAMP AS ingested_at,
-        CASE WHEN r IS NOT NULL THEN md5(concat_ws('|', r.timestamp, r.service, r.host, r.endpoint,
+        CASE WHEN ok THEN md5(concat_ws('|', r.timestamp, r.service, r.host, r.endpoint,
             r.status, r.latency_ms)) END AS record_id,
         r.timestamp, r.service, r.endpoint, r.host, r.status, r.latency_ms, r.cpu_pct, r.memory_mb,
-        CASE WHEN r IS NULL THEN 'malformed_json' END AS parse_error,
-        CASE WHEN r IS NULL THEN scrub(line) END AS raw_text
+        CASE WHEN NOT ok THEN 'malformed_json' END AS parse_error,
+        CASE WHEN NOT ok THEN scrub(line) END AS raw_text
     FROM ({_PARSED.format(shape=_REQUEST_SHAPE)})
 """
 

@@ -19,7 +19,11 @@ IPV4_RE = r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}\b"
 IPV6_RE = r"\b([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}):([0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}\b"
 REDACTED_EMAIL = "[email]"
 # Cheap pre-test: only text that may hold an e-mail or an IP address pays for the replacements.
-SUSPECT_RE = r"@|\d\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"
+# An IPv4 address ending in .0 is already truncated (a /24 network), so it does not count.
+SUSPECT_RE = (
+    r"@|\d\.\d{1,3}\.\d{1,3}\.(?:[1-9]|0\d)"
+    r"|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"
+)
 
 PII_TRAIT_KEYS = (
     "email",

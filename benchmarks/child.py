@@ -1,0 +1,162 @@
+"""One measurement, in a fresh process (started by benchmarks/run.py; not meant to be run by hand).
+
+    python benchmarks/child.py <task> '<json args>' <result.json>
+
+Tasks: pipeline, reference, pandas, backfill_single, backfill_per_partition, overhead.
+Writes {"import_s", "wall_s", "maxrss_kb", ...task details} to result.json. `wall_s` is the measured
+work (for Dagster: building the Definitions and the instance, then the run), `import_s` the module
+imports before it. The parent also measures the whole process (wall and ru_maxrss via wait4).
+"""
+
+import time
+
+T0 = time.perf_counter()
+
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+from datetime import date, timedelta  # noqa: E402
+
+
+def _dagster():
+    import dagster as dg
+
+    from de_assets.definitions import build_defs
+    from de_assets.resources import PipelineSettings, Warehouse
+
+    return dg, build_defs, PipelineSettings, Warehouse
+
+
+def _job_and_instance(args):
+    dg, build_defs, PipelineSettings, Warehouse = _dagster()
+    defs = build_defs(
+        {
+            "warehouse": Warehouse(database=args["database"]),
+            "settings": PipelineSettings(landing_root=args["landing"], pseudonym_key=args["key"]),
+        }
+    )
+    return dg, defs.resolve_job_def("daily_pipeline"), dg.DagsterInstance.ephemeral()
+
+
+def _run_summary(result) -> dict:
+    """Per step: Dagster's STEP_SUCCESS duration and the asset body's own `seconds` metadata (the
+    largest of the step's materializations: a multi-asset reports both from the same start);
+    row counts per asset."""
+    steps, body, rows = {}, {}, {}
+    for event in result.all_events:
+        if event.event_type_value == "STEP_SUCCESS":
+            steps[event.step_key] = event.event_specific_data.duration_ms / 1000
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if "seconds" in meta:
+            body[event.step_key] = max(body.get(event.step_key, 0.0), float(meta["seconds"].value))
+        if "dagster/row_count" in meta:
+            key = event.asset_key.to_user_string()
+            rows[key] = rows.get(key, 0) + int(meta["dagster/row_count"].value)
+    checks = [(c.asset_key.to_user_string(), c.check_name, bool(c.passed)) for c in result.get_asset_check_evaluations()]
+    return {
+        "success": bool(result.success),
+        "steps": steps,  # step key -> seconds, in execution order
+        "step_body_seconds": body,
+        "rows": rows,
+        "checks_passed": all(passed for _, _, passed in checks),
+        "checks": len(checks),
+    }
+
+
+def task_pipeline(args) -> dict:
+    dg, job, instance = _job_and_instance(args)
+    result = job.execute_in_process(partition_key=args["day"], instance=instance, raise_on_error=False)
+    return _run_summary(result)
+
+
+def task_backfill_single(args) -> dict:
+    from de_assets.partitions import partition_range_tags
+
+    dg, job, instance = _job_and_instance(args)
+    result = job.execute_in_process(
+        tags=partition_range_tags(args["start"], args["end"]), instance=instance, raise_on_error=False
+    )
+    return _run_summary(result)
+
+
+def task_backfill_per_partition(args) -> dict:
+    dg, job, instance = _job_and_instance(args)
+    start = date.fromisoformat(args["start"])
+    days = (date.fromisoformat(args["end"]) - start).days + 1
+    runs, ok, rows = [], True, {}
+    for i in range(days):
+        began = time.perf_counter()
+        result = job.execute_in_process(
+            partition_key=(start + timedelta(days=i)).isoformat(), instance=instance, raise_on_error=False
+        )
+        runs.append(time.perf_counter() - began)
+        summary = _run_summary(result)
+        ok = ok and summary["success"] and summary["checks_passed"]
+        for key, count in summary["rows"].items():
+            rows[key] = rows.get(key, 0) + count
+    return {"success": ok, "checks_passed": ok, "run_seconds": runs, "rows": rows}
+
+
+def task_overhead(args) -> dict:
+    dg, job, instance = _job_and_instance(args)
+    runs, ok = [], True
+    for _ in range(args["runs"]):
+        began = time.perf_counter()
+        result = job.execute_in_process(partition_key=args["day"], instance=instance, raise_on_error=False)
+        runs.append(time.perf_counter() - began)
+        ok = ok and result.success
+    return {"success": ok, "run_seconds": runs}
+
+
+def task_reference(args) -> dict:
+    import reference
+
+    return {"success": True, **reference.run(args["landing"], args["day"], args["database"], args["key"])}
+
+
+def task_pandas(args) -> dict:
+    import pandas_baseline
+
+    return {"success": True, **pandas_baseline.run(args["landing"], args["day"], args["database"], args["key"])}
+
+
+TASKS = {
+    "pipeline": (task_pipeline, "dagster"),
+    "backfill_single": (task_backfill_single, "dagster"),
+    "backfill_per_partition": (task_backfill_per_partition, "dagster"),
+    "overhead": (task_overhead, "dagster"),
+    "reference": (task_reference, "duckdb"),
+    "pandas": (task_pandas, "pandas"),
+}
+
+
+def main() -> None:
+    task, args, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    func, stack = TASKS[task]
+    # Imports are timed apart from the work (a long-lived process would pay them once).
+    if stack == "dagster":
+        _dagster()
+    elif stack == "duckdb":
+        import duckdb  # noqa: F401
+
+        import reference  # noqa: F401
+    else:
+        import pandas  # noqa: F401
+
+        import pandas_baseline  # noqa: F401
+    imported = time.perf_counter()
+    details = func(args)
+    finished = time.perf_counter()
+    record = {
+        "import_s": imported - T0,
+        "wall_s": finished - imported,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        **details,
+    }
+    with open(out, "w") as fh:
+        json.dump(record, fh)
+
+
+if __name__ == "__main__":
+    main()
