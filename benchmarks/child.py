@@ -13,9 +13,42 @@ import time
 T0 = time.perf_counter()
 
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from datetime import date, timedelta  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class RssSampler(threading.Thread):
+    """Samples this process's RSS (/proc/self/statm) every `interval` s, to attribute memory to
+    steps. It can miss spikes shorter than the interval; ru_maxrss stays the authoritative peak."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.interval, self.samples, self.done = interval, [], threading.Event()
+
+    def run(self) -> None:
+        with open("/proc/self/statm") as fh:
+            while True:
+                fh.seek(0)
+                self.samples.append((time.time(), int(fh.read().split()[1]) * PAGE))
+                if self.done.wait(self.interval):
+                    return
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
+
+    def peak_mib(self, start: float, end: float) -> float | None:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside) / 2**20 if inside else None
 
 
 def _dagster():
@@ -38,6 +71,20 @@ def _job_and_instance(args):
     return dg, defs.resolve_job_def("daily_pipeline"), dg.DagsterInstance.ephemeral()
 
 
+def _step_peaks(instance, run_id: str, sampler: RssSampler) -> dict:
+    """Peak sampled RSS (MiB) between each step's STEP_START and STEP_SUCCESS/FAILURE."""
+    starts, peaks = {}, {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = record.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+            peaks[event.step_key] = sampler.peak_mib(starts[event.step_key], record.timestamp)
+    return peaks
+
+
 def _run_summary(result) -> dict:
     """Per step: Dagster's STEP_SUCCESS duration and the asset body's own `seconds` metadata (the
     largest of the step's materializations: a multi-asset reports both from the same start);
@@ -50,9 +97,9 @@ def _run_summary(result) -> dict:
         meta = event.materialization.metadata
         if "seconds" in meta:
             body[event.step_key] = max(body.get(event.step_key, 0.0), float(meta["seconds"].value))
-        if "dagster/row_count" in meta:
+        if "dagster/row_count" in meta:  # a range run repeats the range's count on every partition
             key = event.asset_key.to_user_string()
-            rows[key] = rows.get(key, 0) + int(meta["dagster/row_count"].value)
+            rows[key] = max(rows.get(key, 0), int(meta["dagster/row_count"].value))
     checks = [(c.asset_key.to_user_string(), c.check_name, bool(c.passed)) for c in result.get_asset_check_evaluations()]
     return {
         "success": bool(result.success),
@@ -66,18 +113,20 @@ def _run_summary(result) -> dict:
 
 def task_pipeline(args) -> dict:
     dg, job, instance = _job_and_instance(args)
-    result = job.execute_in_process(partition_key=args["day"], instance=instance, raise_on_error=False)
-    return _run_summary(result)
+    with RssSampler() as sampler:
+        result = job.execute_in_process(partition_key=args["day"], instance=instance, raise_on_error=False)
+    return {**_run_summary(result), "step_peak_rss_mib": _step_peaks(instance, result.run_id, sampler)}
 
 
 def task_backfill_single(args) -> dict:
     from de_assets.partitions import partition_range_tags
 
     dg, job, instance = _job_and_instance(args)
-    result = job.execute_in_process(
-        tags=partition_range_tags(args["start"], args["end"]), instance=instance, raise_on_error=False
-    )
-    return _run_summary(result)
+    with RssSampler() as sampler:
+        result = job.execute_in_process(
+            tags=partition_range_tags(args["start"], args["end"]), instance=instance, raise_on_error=False
+        )
+    return {**_run_summary(result), "step_peak_rss_mib": _step_peaks(instance, result.run_id, sampler)}
 
 
 def task_backfill_per_partition(args) -> dict:

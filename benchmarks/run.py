@@ -19,9 +19,11 @@ reported as medians with min-max; see benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -105,6 +107,8 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--backfill-events", type=int, help="events/day of the backfill (default 100000; --quick: 10000)")
     parser.add_argument("--backfill-reps", type=int, help="repetitions of each backfill mode (default 3; --quick: 1)")
     parser.add_argument("--overhead-runs", type=int, help="empty-partition runs per process (default 5; --quick: 3)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite the report from benchmarks/out/results.json (the last run's figures)")
     a = parser.parse_args(argv)
     quick = a.quick
     sizes = a.sizes or ("20000,50000" if quick else "100000,1000000,5000000")
@@ -158,6 +162,13 @@ def landing_data(events_per_day: int, days: int, start: date, seed: int) -> tupl
     return folder / "landing", facts
 
 
+def remove_db(db: Path) -> None:
+    """A DuckDB file with its WAL and spill folder (`<file>.tmp/`), so the next run starts fresh."""
+    db.unlink(missing_ok=True)
+    db.with_name(db.name + ".wal").unlink(missing_ok=True)
+    shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
+
+
 def warm_page_cache(landing: Path) -> None:
     """Read every landed file once, so the first measured implementation does not pay for cold I/O."""
     for path in landing.rglob("*"):
@@ -182,7 +193,16 @@ class Measurement:
     process_s: float | None = None  # whole child process, seen from here
     rss_kb: int | None = None  # peak RSS of the child (ru_maxrss from wait4)
     loadavg: float | None = None  # 1-minute load average when it started (noise indicator)
+    code: str | None = None  # fingerprint of de_assets/**/*.py when it started (others edit it)
     details: dict = field(default_factory=dict)
+
+
+def code_fingerprint() -> str:
+    """Short sha256 of the pipeline's source (de_assets/**/*.py), to see whether it changed mid-run."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "de_assets").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def measure(task: str, args: dict, label: str, timeout: float = RUN_TIMEOUT_S) -> Measurement:
@@ -193,7 +213,7 @@ def measure(task: str, args: dict, label: str, timeout: float = RUN_TIMEOUT_S) -
     log_path = LOGS / f"{label}.log"
     cmd = [sys.executable, str(HERE / "child.py"), task, json.dumps(args), str(result_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    load = os.getloadavg()[0]
+    load, code = os.getloadavg()[0], code_fingerprint()
     timed_out = threading.Event()
     with open(log_path, "w") as log:
         began = time.perf_counter()
@@ -209,9 +229,9 @@ def measure(task: str, args: dict, label: str, timeout: float = RUN_TIMEOUT_S) -
         elapsed = time.perf_counter() - began
         timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    m = Measurement(task, ok=False, process_s=elapsed, rss_kb=usage.ru_maxrss, loadavg=load)
+    m = Measurement(task, ok=False, process_s=elapsed, rss_kb=usage.ru_maxrss, loadavg=load, code=code)
     if timed_out.is_set():
-        m.error = f"aborted after {timeout:.0f} s (time limit)"
+        m.error = f"aborted after {timeout:g} s (time limit)"
     elif proc.returncode != 0 or not result_path.exists():
         tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
         m.error = f"exit code {proc.returncode}: " + " | ".join(tail)[-400:]
@@ -271,8 +291,8 @@ def bench_sizes(cfg: Config, results: dict) -> None:
                  "runs": {impl: [] for impl in IMPLS}, "mismatches": {}, "pandas_skipped": None}
         results["sizes"][str(size)] = entry
         if size > cfg.pandas_max_events:
-            entry["pandas_skipped"] = (f"not run above {cfg.pandas_max_events:,} events/day (--pandas-max-events): "
-                                       "see the note below the table")
+            entry["pandas_skipped"] = (f"skipped above {cfg.pandas_max_events:,} events/day "
+                                       "(--pandas-max-events), see the note after the last size")
         elif pandas_gave_up_at is not None:
             entry["pandas_skipped"] = f"not run: it hit the time limit at {pandas_gave_up_at:,} events/day"
         for rep in range(cfg.reps):
@@ -281,8 +301,7 @@ def bench_sizes(cfg: Config, results: dict) -> None:
                 if impl == "pandas" and entry["pandas_skipped"]:
                     continue
                 db = WORK / f"{impl}-{size}.duckdb"
-                for stale in (db, db.with_name(db.name + ".wal")):
-                    stale.unlink(missing_ok=True)
+                remove_db(db)
                 args = {"landing": str(landing), "day": DAY.isoformat(), "database": str(db), "key": KEY}
                 timeout = cfg.pandas_timeout if impl == "pandas" else RUN_TIMEOUT_S
                 m = measure(impl, args, f"{impl}-{size}-rep{rep + 1}", timeout)
@@ -293,7 +312,7 @@ def bench_sizes(cfg: Config, results: dict) -> None:
                 if m.ok:
                     dbs[impl] = db
                 elif impl == "pandas" and m.error and "time limit" in m.error:
-                    entry["pandas_skipped"] = f"aborted: {m.error}"
+                    entry["pandas_skipped"] = f"{m.error} (--pandas-timeout)"
                     pandas_gave_up_at = size
             if "pipeline" in dbs:
                 for impl in ("reference", "pandas"):
@@ -303,7 +322,7 @@ def bench_sizes(cfg: Config, results: dict) -> None:
                             entry["mismatches"].setdefault(impl, problems)
                             print(f"  !! {impl} differs from the pipeline: {problems[:3]}", flush=True)
             for db in dbs.values():
-                db.unlink(missing_ok=True)
+                remove_db(db)
 
 
 def bench_backfill(cfg: Config, results: dict) -> None:
@@ -318,8 +337,7 @@ def bench_backfill(cfg: Config, results: dict) -> None:
     for rep in range(cfg.backfill_reps):
         for mode, task in (("single", "backfill_single"), ("per_partition", "backfill_per_partition")):
             db = WORK / f"backfill-{mode}.duckdb"
-            for stale in (db, db.with_name(db.name + ".wal")):
-                stale.unlink(missing_ok=True)
+            remove_db(db)
             args = {"landing": str(landing), "start": BACKFILL_START.isoformat(), "end": end.isoformat(),
                     "database": str(db), "key": KEY}
             m = measure(task, args, f"backfill-{mode}-rep{rep + 1}")
@@ -327,7 +345,7 @@ def bench_backfill(cfg: Config, results: dict) -> None:
             status = f"{m.wall_s:7.1f} s" if m.ok else f"FAILED: {m.error}"
             print(f"  rep {rep + 1}/{cfg.backfill_reps} {mode:<14} {status}  peak RSS {m.rss_kb / 1024:7.0f} MiB",
                   flush=True)
-            db.unlink(missing_ok=True)
+            remove_db(db)
 
 
 def bench_overhead(cfg: Config, results: dict) -> None:
@@ -337,15 +355,14 @@ def bench_overhead(cfg: Config, results: dict) -> None:
     runs = []
     for rep in range(cfg.reps):
         db = WORK / "overhead.duckdb"
-        for stale in (db, db.with_name(db.name + ".wal")):
-            stale.unlink(missing_ok=True)
+        remove_db(db)
         args = {"landing": str(empty), "day": DAY.isoformat(), "database": str(db), "key": KEY,
                 "runs": cfg.overhead_runs}
         m = measure("overhead", args, f"overhead-rep{rep + 1}")
         runs.append(asdict(m))
         status = (", ".join(f"{s:.2f}" for s in m.details["run_seconds"]) + " s") if m.ok else f"FAILED: {m.error}"
         print(f"  rep {rep + 1}/{cfg.reps} {status}  (imports {m.import_s or 0:.1f} s)", flush=True)
-        db.unlink(missing_ok=True)
+        remove_db(db)
     results["overhead"] = runs
 
 
@@ -456,8 +473,6 @@ def size_section(size: int, entry: dict, cfg: Config) -> list[str]:
                       f"({stats['pandas']['process_med'] / pipe['process_med']:.2f}x on process wall)")
     if ratios:
         out += ["Ratios of medians: " + "; ".join(ratios) + ".", ""]
-    if entry["pandas_skipped"] and stats["pandas"] is None:
-        out += [f"pandas: {entry['pandas_skipped']}.", ""]
     checked = [impl for impl in ("reference", "pandas") if stats[impl] and pipe]
     if entry["mismatches"]:
         for impl, problems in entry["mismatches"].items():
@@ -486,12 +501,16 @@ def pipeline_steps_table(entry: dict) -> list[str]:
     for step in order:
         step_s = [r["details"]["steps"].get(step, 0.0) for r in runs]
         body_s = [r["details"]["step_body_seconds"].get(step, 0.0) for r in runs]
-        rows.append([f"`{step}`", spread(step_s), spread(body_s), f"{100 * med(step_s) / wall:.0f}%"])
+        peaks = [p for r in runs if (p := r["details"].get("step_peak_rss_mib", {}).get(step)) is not None]
+        rows.append([f"`{step}`", spread(step_s), spread(body_s), f"{100 * med(step_s) / wall:.0f}%",
+                     f"{med(peaks):,.0f}" if peaks else "-"])
     outside = [r["wall_s"] - sum(r["details"]["steps"].values()) for r in runs]
-    rows.append(["outside steps (defs, instance, run start/end, event log)", spread(outside), "", 
-                 f"{100 * med(outside) / wall:.0f}%"])
-    return ["Pipeline per step (Dagster STEP_SUCCESS duration; asset body = the asset's own `seconds` metadata):",
-            "", table(["step", "step s", "asset body s", "share of wall"], rows), ""]
+    rows.append(["outside steps (defs, instance, run start/end, event log)", spread(outside), "",
+                 f"{100 * med(outside) / wall:.0f}%", ""])
+    return ["Pipeline per step (step s = Dagster's STEP_SUCCESS duration; asset body s = the asset's own "
+            "`seconds` metadata; peak RSS = largest RSS sampled every 50 ms while the step ran, median over "
+            "repetitions):", "",
+            table(["step", "step s", "asset body s", "share of wall", "peak RSS MiB"], rows), ""]
 
 
 def backfill_section(results: dict) -> list[str]:
@@ -592,6 +611,21 @@ def goals(cfg: Config, results: dict) -> list[list[str]]:
     return rows
 
 
+def code_line(results: dict) -> list[str]:
+    """Which pipeline source the measurements ran (it is being edited by others meanwhile)."""
+    versions: dict[str, int] = {}
+    for m in all_measurements(results):
+        if m.get("code"):
+            versions[m["code"]] = versions.get(m["code"], 0) + 1
+    if not versions:
+        return []
+    if len(versions) == 1:
+        return [f"- pipeline source (sha256 of `de_assets/**/*.py`): `{next(iter(versions))}` for every measurement"]
+    listed = ", ".join(f"`{v}` ({n} measurements)" for v, n in versions.items())
+    return [f"- **the pipeline source changed during the run** (sha256 of `de_assets/**/*.py`): {listed}; "
+            "figures mix versions"]
+
+
 def render(cfg: Config, results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -606,6 +640,7 @@ def render(cfg: Config, results: dict) -> str:
         f"- Python {m['python']}, DuckDB {m['duckdb']}, Dagster {m['dagster']}, pandas {m['pandas']}, pandera {m['pandera']}",
         f"- 1-minute load average: {results['load_start']:.2f} at start, {results['load_end']:.2f} at end, "
         f"max {results['load_max']:.2f} when a measurement started (other work on the machine adds noise)",
+        *code_line(results),
         "",
         "## Reproduce",
         "",
@@ -648,16 +683,36 @@ def pandas_note(cfg: Config, results: dict) -> list[str]:
     if measured:
         size, s = max(measured)
         text += (f"; at {size:,} it took {s['wall_med']:.0f} s and {s['rss_med']:,.0f} MiB, so about "
-                 + ", ".join(f"{s['wall_med'] * k / size / 60:.0f} min and {s['rss_med'] * k / size / 1024:.0f} GiB "
-                             f"at {k:,}" for k in skipped))
+                 + ", ".join(f"{s['wall_med'] * k / size / 60:.1f} min and {s['rss_med'] * k / size / 1024:.1f} GiB "
+                             f"at {k:,}" for k in skipped) + " by linear extrapolation")
     return [text + ". Override with `--pandas-max-events`.", ""]
 
 
 # ------------------------------------------------------------------------------------------------
 
 
+def all_measurements(results: dict) -> list[dict]:
+    sections = [e["runs"][i] for e in results["sizes"].values() for i in IMPLS]
+    if "backfill" in results:
+        sections += [results["backfill"]["single"], results["backfill"]["per_partition"]]
+    sections.append(results.get("overhead", []))
+    return [m for section in sections for m in section]
+
+
+def write_report(cfg: Config, results: dict) -> None:
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(render(cfg, results))
+    print(f"\nwrote {cfg.out.relative_to(ROOT) if cfg.out.is_relative_to(ROOT) else cfg.out}", flush=True)
+
+
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
+    if "--render-only" in argv:
+        results = json.loads((OUT / "results.json").read_text())
+        measured = parse_args(shlex.split(results["config"]["command"])[2:])
+        measured.out = cfg.out
+        write_report(measured, results)
+        return 0
     began = time.perf_counter()
     loads: list[float] = []
     results: dict = {"machine": machine(), "config": {k: str(v) for k, v in asdict(cfg).items()},
@@ -667,18 +722,13 @@ def main(argv: list[str]) -> int:
     if not cfg.skip_backfill:
         bench_backfill(cfg, results)
     bench_overhead(cfg, results)
-    for section in [*(e["runs"][i] for e in results["sizes"].values() for i in IMPLS),
-                    *([results["backfill"]["single"], results["backfill"]["per_partition"]] if "backfill" in results else []),
-                    results.get("overhead", [])]:
-        loads += [r["loadavg"] for r in section if r.get("loadavg") is not None]
+    loads += [m["loadavg"] for m in all_measurements(results) if m.get("loadavg") is not None]
     results.update(load_end=os.getloadavg()[0], load_max=max(loads, default=0.0),
                    took_min=(time.perf_counter() - began) / 60,
                    finished=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(render(cfg, results))
-    print(f"\nwrote {cfg.out.relative_to(ROOT) if cfg.out.is_relative_to(ROOT) else cfg.out} "
-          f"and {(OUT / 'results.json').relative_to(ROOT)}", flush=True)
+    print(f"\nwrote {(OUT / 'results.json').relative_to(ROOT)}", flush=True)
+    write_report(cfg, results)
     return 0
 
 
