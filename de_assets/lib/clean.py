@@ -50,9 +50,10 @@ EVENTS_TYPED = f"""
             {_TS.format("timestamp")} AS ts,
             {_TS.format("sent_at")} AS sent_ts,
             {_TS.format("received_at")} AS received_ts,
-            timestamp AS timestamp_text,
+            timestamp IS NOT NULL AS timestamp_sent,
             json_type(properties) AS properties_type,
             coalesce(properties->>'$.revenue', properties->>'$.total') AS revenue_text,
+            revenue_text IS NOT NULL AS revenue_sent,
             properties->>'$.experiment_id' AS experiment_id,
             properties->>'$.variant_id' AS variant_id,
             properties, context
@@ -99,7 +100,7 @@ EVENTS = CleanSpec(
     key="message_id",
     typed_sql=EVENTS_TYPED,
     contract=contracts.EventContract,
-    clean_select="event_ts::DATE AS event_date, * EXCLUDE (ts, timestamp_text, properties_type, revenue_text)",
+    clean_select="event_ts::DATE AS event_date, * EXCLUDE (ts, timestamp_sent, properties_type, revenue_text, revenue_sent)",
 )
 
 REQUESTS = CleanSpec(

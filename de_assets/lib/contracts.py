@@ -1,9 +1,13 @@
 """Data contracts of the clean layer, as pandera DataFrameModels.
 
-DuckDB types the raw strings (``try_cast``: an unparseable value becomes NULL, and the ``*_text``
-column keeps whether something was sent); the contract then decides what is acceptable. Validation
+DuckDB types the raw strings (``try_cast``: an unparseable value becomes NULL, and a ``*_sent``
+flag keeps whether something was sent); the contract then decides what is acceptable. Validation
 is lazy: every failing row is reported, and ``failing_rows`` turns pandera's failure cases into
 one reason string per row (``column:check; ...``) for the quarantine.
+
+Text columns are declared ``Text`` (pandas ``object``): they come from DuckDB VARCHAR columns, so
+every value is already a ``str`` or None. Declaring ``str`` instead makes pandera re-check each
+element's Python type, which was ~40% of validation time for no added guarantee.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+
+Text = object  # a DuckDB VARCHAR column in pandas: str or None (see the module docstring)
 
 EVENT_TYPES = ["track", "page", "screen", "identify", "group", "alias"]
 EARLIEST = pd.Timestamp("2000-01-01")
@@ -21,15 +27,15 @@ FUTURE_TOLERANCE = pd.Timedelta(days=1)
 class EventContract(pa.DataFrameModel):
     """A Segment event that may enter `clean.events`."""
 
-    message_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1, "max_value": 256})
-    type: Series[str] = pa.Field(nullable=True, isin=EVENT_TYPES)
-    event: Series[str] = pa.Field(nullable=True)
-    user_key: Series[str] = pa.Field(nullable=False)
+    message_id: Series[Text] = pa.Field(nullable=False, str_length={"min_value": 1, "max_value": 256})
+    type: Series[Text] = pa.Field(nullable=True, isin=EVENT_TYPES)
+    event: Series[Text] = pa.Field(nullable=True)
+    user_key: Series[Text] = pa.Field(nullable=False)
     event_ts: Series[pa.DateTime] = pa.Field(nullable=False, ge=EARLIEST)
-    timestamp_text: Series[str] = pa.Field(nullable=False)
-    properties_type: Series[str] = pa.Field(nullable=True, isin=["OBJECT"])
+    timestamp_sent: Series[bool]
+    properties_type: Series[Text] = pa.Field(nullable=True, isin=["OBJECT"])
     revenue: Series[float] = pa.Field(nullable=True, ge=0)
-    revenue_text: Series[str] = pa.Field(nullable=True)
+    revenue_sent: Series[bool]
     arrival_date: Series[pa.DateTime] = pa.Field(nullable=False)
 
     @pa.dataframe_check(name="type_present")
@@ -40,13 +46,17 @@ class EventContract(pa.DataFrameModel):
     def track_has_event_name(cls, df: pd.DataFrame) -> Series[bool]:
         return (df["type"] != "track") | df["event"].notna()
 
+    @pa.dataframe_check(name="timestamp_present")
+    def timestamp_present(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["timestamp_sent"]
+
     @pa.dataframe_check(name="revenue_is_numeric")
     def revenue_is_numeric(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["revenue_text"].isna() | df["revenue"].notna()
+        return ~df["revenue_sent"] | df["revenue"].notna()
 
     @pa.dataframe_check(name="timestamp_parses")
     def timestamp_parses(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["timestamp_text"].isna() | df["event_ts"].notna()
+        return ~df["timestamp_sent"] | df["event_ts"].notna()
 
     @pa.dataframe_check(name="not_in_future")
     def not_in_future(cls, df: pd.DataFrame) -> Series[bool]:
@@ -61,9 +71,9 @@ class EventContract(pa.DataFrameModel):
 class RequestContract(pa.DataFrameModel):
     """A request-log sample that may enter `clean.requests`."""
 
-    record_id: Series[str] = pa.Field(nullable=False)
+    record_id: Series[Text] = pa.Field(nullable=False)
     request_ts: Series[pa.DateTime] = pa.Field(nullable=False, ge=EARLIEST)
-    service: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
+    service: Series[Text] = pa.Field(nullable=False, str_length={"min_value": 1})
     status: Series[float] = pa.Field(nullable=False, ge=100, le=599)
     latency_ms: Series[float] = pa.Field(nullable=False, ge=0)
     cpu_pct: Series[float] = pa.Field(nullable=True, ge=0)
