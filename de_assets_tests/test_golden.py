@@ -121,3 +121,13 @@ def test_no_pii_past_the_door(golden_run):
     assert context == "203.0.113.0"
     traits = p.query("SELECT extra->'$.traits' AS t FROM raw.events WHERE message_id = 'm22'").t[0]
     assert traits == '{"plan":"pro"}'
+
+
+def test_kpi_anomalies_cover_every_kpi_and_flag_nothing_without_history(golden_run):
+    """Three days are too little history for the detector: every KPI row is there, unscored."""
+    p, _ = golden_run
+    rows = p.query(
+        "SELECT count(*) AS n, count(expected) AS scored, count(*) FILTER (WHERE is_anomaly) AS flagged "
+        "FROM marts.kpi_anomalies"
+    ).iloc[0]
+    assert (int(rows.n), int(rows.scored), int(rows.flagged)) == (len(expected("kpi_changes")), 0, 0)

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from de_assets.lib import marts
-from de_assets.lib.tables import Table
+from de_assets.lib.tables import KPI_ANOMALIES
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.resources import PipelineSettings, Warehouse
@@ -81,6 +81,35 @@ kpi_changes = _mart(
     "before (wow), a month before (mom) and a year before (yoy); NULL where there is no base.",
 )
 
+
+
+@dg.asset(
+    key=["marts", "kpi_anomalies"],
+    deps=[kpi_changes],
+    group_name="analytics",
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"duckdb", "pandas"},
+    owners=OWNERS,
+    tags={"layer": "marts", "pii": "none"},
+    code_version="1",
+    metadata=definition_metadata(KPI_ANOMALIES),
+)
+def kpi_anomalies(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Every headline KPI per day scored against its own history by `de_assets.anomaly.detect`:
+    weekly seasonality, median/MAD robust (one spike does not poison the baseline), no look-ahead.
+    `is_anomaly` marks |score| > 3.5; `expected` is NULL until a KPI has enough history."""
+    started = time.perf_counter()
+    start, end = partition_dates(context)
+    with warehouse.connect() as con:
+        marts.kpi_anomalies(con, start, end)
+        metadata = table_metadata(con, KPI_ANOMALIES, start, end, started)
+        flagged = con.execute(
+            "SELECT count(*) FROM marts.kpi_anomalies WHERE is_anomaly AND event_date BETWEEN ? AND ?", [start, end]
+        ).fetchall()[0][0]
+    return dg.MaterializeResult(metadata={**metadata, "anomalies": flagged})
+
+
 ALL: list[dg.AssetsDefinition] = [
-    daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes
+    daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes, kpi_anomalies
 ]

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pandas as pd
+
+from de_assets.anomaly import detect
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
     FUNNEL_DAILY,
+    KPI_ANOMALIES,
     KPI_CHANGES,
     RETENTION_COHORTS,
     REVENUE_DAILY,
@@ -250,6 +254,32 @@ def replace_range(con, table: Table, select_sql: str, start: date, end: date) ->
         con.execute("ROLLBACK")
         raise
     return written
+
+
+def kpi_anomalies(con, start: date, end: date) -> int:
+    """Score each KPI of [start, end] against its own history (days before it, from kpi_changes).
+
+    Small data (days x KPIs), so the series go to pandas for `de_assets.anomaly.detect`, which
+    uses only points before t: re-running a day gives the same result whatever came later.
+    """
+    history = con.execute(
+        "SELECT event_date AS ts, kpi, value FROM marts.kpi_changes WHERE event_date <= ? ORDER BY kpi, ts", [end]
+    ).df()
+    scored = [detect(series).assign(kpi=kpi) for kpi, series in history.groupby("kpi", sort=True)]
+    frame = history.iloc[0:0].assign(expected=0.0, score=0.0, is_anomaly=False)
+    if scored:
+        frame = pd.concat(scored, ignore_index=True)
+    frame = frame[frame["ts"].dt.date.between(start, end)].rename(columns={"ts": "event_date"})
+    con.register("_kpi_anomalies_df", frame)
+    try:
+        return replace_range(
+            con, KPI_ANOMALIES,
+            "SELECT event_date::DATE AS event_date, kpi, value, expected, score, coalesce(is_anomaly, false) AS is_anomaly "
+            "FROM _kpi_anomalies_df WHERE $start::DATE <= event_date::DATE AND event_date::DATE <= $end::DATE",
+            start, end,
+        )
+    finally:
+        con.unregister("_kpi_anomalies_df")
 
 
 MARTS: dict[str, tuple[Table, str]] = {

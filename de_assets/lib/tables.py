@@ -249,6 +249,18 @@ KPI_CHANGES = _t(
     ("yoy", "DOUBLE", "value / value(d - 1 year) - 1"),
 )
 
+KPI_ANOMALIES = _t(
+    "marts.kpi_anomalies",
+    "event_date",
+    "Every headline KPI per day with the value the detector expected, a robust score and a flag.",
+    ("event_date", "DATE", "UTC day"),
+    ("kpi", "VARCHAR", "KPI name (as in marts.kpi_changes)"),
+    ("value", "DOUBLE", "KPI value on the day"),
+    ("expected", "DOUBLE", "Seasonal, outlier-robust expectation from days before (NULL: too little history)"),
+    ("score", "DOUBLE", "(value - expected) / robust scale; positive above expected"),
+    ("is_anomaly", "BOOLEAN", "|score| > threshold (3.5)"),
+)
+
 ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
     RAW_EVENTS,
@@ -265,6 +277,7 @@ ALL_TABLES: tuple[Table, ...] = (
     REVENUE_DAILY,
     SERVICE_LATENCY,
     KPI_CHANGES,
+    KPI_ANOMALIES,
 )
 
 

@@ -1,0 +1,48 @@
+"""Unit tests of mart functions on small hand-made tables (no Dagster)."""
+
+from datetime import date, timedelta
+
+import duckdb
+import numpy as np
+
+from de_assets.lib import marts
+from de_assets.lib.tables import ensure_tables
+
+
+def test_kpi_anomalies_flags_an_injected_spike_and_only_it():
+    con = duckdb.connect()
+    ensure_tables(con)
+    rng = np.random.default_rng(3)
+    first = date(2026, 1, 5)  # a Monday
+    days = [first + timedelta(days=i) for i in range(84)]
+    for i, day in enumerate(days):
+        weekly = 1000 * (0.7 if day.weekday() >= 5 else 1.0)  # weekends are quieter
+        dau = weekly + rng.normal(0, 10) + (600 if i == 70 else 0)  # one spike on day 70
+        con.execute("INSERT INTO marts.kpi_changes (event_date, kpi, value) VALUES (?, 'dau', ?)", [day, dau])
+        con.execute("INSERT INTO marts.kpi_changes (event_date, kpi, value) VALUES (?, 'events', ?)", [day, 5 * weekly])
+    written = marts.kpi_anomalies(con, days[28], days[-1])
+    assert written == 2 * (84 - 28)
+    flagged = con.execute("SELECT event_date, kpi FROM marts.kpi_anomalies WHERE is_anomaly").fetchall()
+    assert flagged == [(days[70], "dau")]
+    # a weekend day is expected to be lower than a weekday: the baseline is seasonal
+    sat, mon = days[75], days[77]
+    expected = dict(con.execute(
+        "SELECT event_date, expected FROM marts.kpi_anomalies WHERE kpi = 'dau' AND event_date IN (?, ?)", [sat, mon]
+    ).fetchall())
+    assert expected[sat] < 800 < expected[mon]
+
+
+def test_kpi_anomalies_rerun_is_idempotent_and_ignores_later_days():
+    con = duckdb.connect()
+    ensure_tables(con)
+    day0 = date(2026, 3, 2)
+    for i in range(40):
+        con.execute("INSERT INTO marts.kpi_changes (event_date, kpi, value) VALUES (?, 'dau', ?)",
+                    [day0 + timedelta(days=i), 100.0 + (i % 7)])
+    target = day0 + timedelta(days=30)
+    marts.kpi_anomalies(con, target, target)
+    before = con.execute("SELECT * FROM marts.kpi_anomalies").fetchall()
+    con.execute("UPDATE marts.kpi_changes SET value = 1e6 WHERE event_date > ?", [target])  # the future changes
+    marts.kpi_anomalies(con, target, target)
+    assert con.execute("SELECT * FROM marts.kpi_anomalies").fetchall() == before
+    assert len(before) == 1
