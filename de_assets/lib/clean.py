@@ -123,6 +123,18 @@ class CleanReport:
     rows_duplicate: int
     reasons: dict[str, int]
 
+    @classmethod
+    def total(cls, reports) -> "CleanReport":
+        out = cls(0, 0, 0, 0, {})
+        for r in reports:
+            out.rows_in += r.rows_in
+            out.rows_clean += r.rows_clean
+            out.rows_quarantined += r.rows_quarantined
+            out.rows_duplicate += r.rows_duplicate
+            for reason, n in r.reasons.items():
+                out.reasons[reason] = out.reasons.get(reason, 0) + n
+        return out
+
     def as_metadata(self) -> dict:
         return {
             "rows_in": self.rows_in,
