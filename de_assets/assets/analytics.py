@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from de_assets.lib import marts
-from de_assets.lib.tables import KPI_ANOMALIES
+from de_assets.lib.tables import KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.resources import PipelineSettings, Warehouse
@@ -15,8 +15,20 @@ CLEAN_EVENTS = dg.AssetKey(["clean", "events"])
 CLEAN_REQUESTS = dg.AssetKey(["clean", "requests"])
 
 
-def _mart(name: str, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefinition:
-    table, sql = marts.MARTS[name]
+def _sql_writer(name: str):
+    def write(con, start, end, settings: PipelineSettings) -> None:
+        table, sql = marts.MARTS[name]
+        marts.replace_range(con, table, marts.funnel_sql(settings.funnels) if name == "funnel_daily" else sql, start, end)
+
+    return write
+
+
+def _mart(
+    name: str, deps: list, description: str, table: Table | None = None, write=None, kinds=("duckdb", "sql")
+) -> dg.AssetsDefinition:
+    """A served mart: partitioned by event day, single-run backfills, rows of [start, end] replaced."""
+    table = table or marts.MARTS[name][0]
+    write = write or _sql_writer(name)
 
     @dg.asset(
         key=["marts", name],
@@ -25,7 +37,7 @@ def _mart(name: str, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefi
         description=description,
         partitions_def=daily,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"duckdb", "sql"},
+        kinds=set(kinds),
         owners=OWNERS,
         tags={"layer": "marts", "pii": "none"},
         code_version="1",
@@ -34,9 +46,8 @@ def _mart(name: str, deps: list[dg.AssetKey], description: str) -> dg.AssetsDefi
     def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        query = marts.funnel_sql(settings.funnels) if name == "funnel_daily" else sql
         with warehouse.connect() as con:
-            marts.replace_range(con, table, query, start, end)
+            write(con, start, end, settings)
             return dg.MaterializeResult(metadata=table_metadata(con, table, start, end, started))
 
     return _asset
@@ -83,32 +94,16 @@ kpi_changes = _mart(
 
 
 
-@dg.asset(
-    key=["marts", "kpi_anomalies"],
-    deps=[kpi_changes],
-    group_name="analytics",
-    partitions_def=daily,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    kinds={"duckdb", "pandas"},
-    owners=OWNERS,
-    tags={"layer": "marts", "pii": "none"},
-    code_version="1",
-    metadata=definition_metadata(KPI_ANOMALIES),
+kpi_anomalies = _mart(
+    "kpi_anomalies",
+    [dg.AssetKey(["marts", "kpi_changes"])],
+    "Every headline KPI per day scored against its own history by `de_assets.anomaly.detect`: weekly "
+    "seasonality, median/MAD robust (one spike does not poison the baseline), no look-ahead. "
+    "`is_anomaly` marks |score| > 3.5; `expected` is NULL until a KPI has enough history.",
+    table=KPI_ANOMALIES,
+    write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end),
+    kinds=("duckdb", "pandas"),
 )
-def kpi_anomalies(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Every headline KPI per day scored against its own history by `de_assets.anomaly.detect`:
-    weekly seasonality, median/MAD robust (one spike does not poison the baseline), no look-ahead.
-    `is_anomaly` marks |score| > 3.5; `expected` is NULL until a KPI has enough history."""
-    started = time.perf_counter()
-    start, end = partition_dates(context)
-    with warehouse.connect() as con:
-        marts.kpi_anomalies(con, start, end)
-        metadata = table_metadata(con, KPI_ANOMALIES, start, end, started)
-        flagged = con.execute(
-            "SELECT count(*) FROM marts.kpi_anomalies WHERE is_anomaly AND event_date BETWEEN ? AND ?", [start, end]
-        ).fetchall()[0][0]
-    return dg.MaterializeResult(metadata={**metadata, "anomalies": flagged})
-
 
 ALL: list[dg.AssetsDefinition] = [
     daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes, kpi_anomalies
