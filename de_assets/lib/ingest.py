@@ -30,7 +30,7 @@ _ID_FIELDS_RE = r'("(userId|anonymousId|user_id)"\s*:\s*)"[^"]*"'
 # re-evaluates repeated (macro) sub-expressions inside CASE branches, which cost 3-4x here.
 _PARSED = """
     SELECT source_file, line_no, line, ok, CASE WHEN ok THEN from_json(line, '{shape}') END AS r
-    FROM (SELECT *, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok FROM ({{records}}))
+    FROM (SELECT *, json_valid(line) AND regexp_matches(line, '^\\s*\\{{') AS ok FROM ({{records}}))
 """
 
 RAW_EVENTS_SELECT = f"""

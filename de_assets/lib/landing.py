@@ -156,7 +156,8 @@ def _table_sql(con, path: Path, fmt: str) -> str:
 def records_sql(con, landed: LandedFile) -> str:
     """A query yielding ``(line_no, line)`` for every record of a landed file, any format."""
     if landed.format in ("ndjson", "ndjson.gz"):
-        return f"SELECT * FROM ({_lines_sql(landed.path)}) WHERE line IS NOT NULL AND trim(line) <> ''"
+        # blank lines are not records (a regex test: trim() would copy every line)
+        return f"SELECT * FROM ({_lines_sql(landed.path)}) WHERE line IS NOT NULL AND NOT regexp_full_match(line, '\\s*')"
     if landed.format == "json":
         return _json_array_sql(landed.path)
     if landed.format in ("csv", "parquet"):
