@@ -40,7 +40,7 @@ def test_pseudonym_depends_on_key_and_ignores_blank(con):
 @pytest.mark.parametrize(
     "ip, truncated",
     [("198.51.100.23", "198.51.100.0"), ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),
-     ("not-an-ip", None), (None, None)],
+     ("2001:db8::1", "2001:db8::"), ("::1", "::"), ("not-an-ip", None), (None, None)],
 )
 def test_truncate_ip(con, ip, truncated):
     assert one(con, "SELECT truncate_ip(?)", ip) == truncated

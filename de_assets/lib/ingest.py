@@ -35,14 +35,16 @@ _PARSED = """
 
 RAW_EVENTS_SELECT = f"""
     WITH parsed AS ({_PARSED.format(shape=_EVENT_SHAPE)}),
+    with_ip AS (SELECT *, r.context->>'$.ip' AS ip FROM parsed),
     patched AS (
         SELECT *,
             -- context.ip -> truncated, as a plain string replace of its exact value; an ip written
             -- differently (spacing) is still caught by scrub, which truncates any full address
-            replace(r.context::VARCHAR, '"ip":"' || (r.context->>'$.ip') || '"',
-                    '"ip":' || coalesce('"' || truncate_ip(r.context->>'$.ip') || '"', 'null')) AS context_ip,
+            CASE WHEN ip IS NULL THEN r.context::VARCHAR
+                 ELSE replace(r.context::VARCHAR, '"ip":"' || ip || '"',
+                              '"ip":' || coalesce('"' || truncate_ip(ip) || '"', 'null')) END AS context_ip,
             json_merge_patch(CASE WHEN ok THEN line END, '{_EXTRA_PATCH}') AS extra_fields
-        FROM parsed
+        FROM with_ip
     )
     SELECT
         $arrival_date::DATE AS arrival_date, source_file, line_no,

@@ -67,8 +67,8 @@ def install_macros(con, key: str) -> None:
             CASE
               WHEN regexp_full_match(trim(x), '\\d{{1,3}}\\.\\d{{1,3}}\\.\\d{{1,3}}\\.\\d{{1,3}}')
                 THEN regexp_replace(trim(x), '\\.\\d{{1,3}}$', '.0')
-              WHEN contains(x, ':')
-                THEN array_to_string(string_split(trim(x), ':')[1:3], ':') || '::'
+              WHEN contains(x, ':')  -- IPv6: keep at most the first three groups before any '::'
+                THEN array_to_string(string_split(split_part(trim(x), '::', 1), ':')[1:3], ':') || '::'
               ELSE NULL
             END;
         CREATE OR REPLACE TEMP MACRO scrub(x) AS
