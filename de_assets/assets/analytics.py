@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from de_assets.lib import marts
+from de_assets.lib import marts, quality
 from de_assets.lib.tables import KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, partition_dates
@@ -42,13 +42,17 @@ def _mart(
         tags={"layer": "marts", "pii": "none"},
         code_version="1",
         metadata=definition_metadata(table),
+        check_specs=quality.check_specs(dg.AssetKey(["marts", name]), table),
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
         started = time.perf_counter()
         start, end = partition_dates(context)
         with warehouse.connect() as con:
             write(con, start, end, settings)
-            return dg.MaterializeResult(metadata=table_metadata(con, table, start, end, started))
+            return dg.MaterializeResult(
+                metadata=table_metadata(con, table, start, end, started),
+                check_results=quality.check_results(con, context.asset_key, table, start, end),
+            )
 
     return _asset
 

@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from de_assets.lib import clean
+from de_assets.lib import clean, quality
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.resources import Warehouse
@@ -41,7 +41,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 **common,
             ),
         ],
-        check_specs=[
+        check_specs=quality.check_specs(clean_key, spec.clean)
+        + quality.check_specs(quarantine_key, spec.quarantine)
+        + [
             dg.AssetCheckSpec(
                 "rows_reconcile",
                 asset=clean_key,
@@ -62,6 +64,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             books = clean.accounting(con, spec, source, start, end)
             clean_meta = table_metadata(con, spec.clean, start, end, started, rows_in=report.rows_in)
             quarantine_meta = table_metadata(con, spec.quarantine, start, end, started)
+            rule_results = quality.check_results(con, clean_key, spec.clean, start, end) + quality.check_results(
+                con, quarantine_key, spec.quarantine, start, end
+            )
         reasons = dg.MetadataValue.md(
             "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in report.reasons.items())
         )
@@ -69,6 +74,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         yield dg.MaterializeResult(
             asset_key=quarantine_key, metadata={**quarantine_meta, "reasons": reasons}
         )
+        yield from rule_results
         yield dg.AssetCheckResult(
             check_name="rows_reconcile",
             asset_key=clean_key,

@@ -162,14 +162,23 @@ def ingest_day(con, root, source: str, day: date, run_id: str, report: IngestRep
     try:
         rows_by_path: dict[str, int] = {}
         if to_read:
+            # Line numbers need each file read in order, so the numbered lines are staged with
+            # insertion order on; the heavy projection then runs with it off (the warehouse
+            # default), which lets DuckDB stream the insert within its memory limit.
             records = "\nUNION ALL\n".join(
                 f"SELECT {_literal(f.relative)} AS source_file, * FROM ({landing.records_sql(con, f)})"
                 for f, _ in to_read
             )
+            con.execute("SET preserve_insertion_order = true")
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _lines AS {records}")
+            finally:
+                con.execute("SET preserve_insertion_order = false")
             con.execute(
-                f"INSERT INTO {table.name} BY NAME {select_sql.replace('{records}', records)}",
+                f"INSERT INTO {table.name} BY NAME {select_sql.replace('{records}', 'SELECT * FROM _lines')}",
                 {"arrival_date": day, "ingested_at": ingested_at},
             )
+            con.execute("DROP TABLE _lines")
             rows_by_path = dict(con.execute(
                 f"SELECT source_file, count(*) FROM {table.name} WHERE arrival_date = ? AND ingested_at = ? "
                 "GROUP BY 1", [day, ingested_at],

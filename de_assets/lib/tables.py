@@ -22,6 +22,7 @@ class Table:
     columns: tuple[Column, ...]
     partition_column: str | None = None
     description: str = ""
+    key: tuple[str, ...] = ()  # the grain: columns that identify a row
 
     @property
     def schema(self) -> str:
@@ -36,8 +37,8 @@ class Table:
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n)"
 
 
-def _t(name: str, partition_column: str | None, description: str, *cols: tuple[str, str, str]) -> Table:
-    return Table(name, tuple(Column(*c) for c in cols), partition_column, description)
+def _t(name: str, partition_column: str | None, description: str, *cols: tuple[str, str, str], key=()) -> Table:
+    return Table(name, tuple(Column(*c) for c in cols), partition_column, description, tuple(key))
 
 
 _LINEAGE = (
@@ -125,6 +126,7 @@ CLEAN_EVENTS = _t(
     ("properties", "JSON", "properties object (scrubbed)"),
     ("context", "JSON", "context object (scrubbed)"),
     *_LINEAGE,
+    key=("message_id",),
 )
 
 CLEAN_REQUESTS = _t(
@@ -142,6 +144,7 @@ CLEAN_REQUESTS = _t(
     ("cpu_pct", "DOUBLE", "CPU percent, if reported"),
     ("memory_mb", "DOUBLE", "Memory in MB, if reported"),
     *_LINEAGE,
+    key=("record_id",),
 )
 
 _QUARANTINE_COLS = (
@@ -152,10 +155,12 @@ _QUARANTINE_COLS = (
 )
 
 QUARANTINE_EVENTS = _t(
-    "quarantine.events", "arrival_date", "Event rows rejected by the contract, with the reason.", *_QUARANTINE_COLS
+    "quarantine.events", "arrival_date", "Event rows rejected by the contract, with the reason.", *_QUARANTINE_COLS,
+    key=("arrival_date", "source_file", "line_no"),
 )
 QUARANTINE_REQUESTS = _t(
-    "quarantine.requests", "arrival_date", "Request rows rejected by the contract, with the reason.", *_QUARANTINE_COLS
+    "quarantine.requests", "arrival_date", "Request rows rejected by the contract, with the reason.", *_QUARANTINE_COLS,
+    key=("arrival_date", "source_file", "line_no"),
 )
 
 _DUPLICATE_COLS = (
@@ -183,6 +188,7 @@ DAILY_ENGAGEMENT = _t(
     ("returning_users", "BIGINT", "dau - new_users"),
     ("sessions", "BIGINT", "Sessions starting on the day (a session: a user's events with gaps <= 30 min)"),
     ("events", "BIGINT", "Clean, deduplicated events on the day"),
+    key=("event_date",),
 )
 
 FUNNEL_DAILY = _t(
@@ -196,6 +202,7 @@ FUNNEL_DAILY = _t(
     ("users", "BIGINT", "Users who did steps 1..k in order on the day"),
     ("conversion_from_previous", "DOUBLE", "users / users at step k-1 (1.0 at step 1; NULL when the base is 0)"),
     ("conversion_from_start", "DOUBLE", "users / users at step 1 (NULL when the base is 0)"),
+    key=("event_date", "funnel", "step_order"),
 )
 
 RETENTION_COHORTS = _t(
@@ -208,6 +215,7 @@ RETENTION_COHORTS = _t(
     ("retained_users", "BIGINT", "Cohort users with an event in week cohort_week + 7k days"),
     ("retention_rate", "DOUBLE", "retained_users / cohort_size"),
     ("activity_week", "DATE", "cohort_week + 7k days: the week a daily partition rewrites"),
+    key=("cohort_week", "weeks_since"),
 )
 
 REVENUE_DAILY = _t(
@@ -220,6 +228,7 @@ REVENUE_DAILY = _t(
     ("paying_users", "BIGINT", "Users with an order on the day"),
     ("arpu", "DOUBLE", "revenue / dau (NULL when dau = 0)"),
     ("arppu", "DOUBLE", "revenue / paying_users (NULL when paying_users = 0)"),
+    key=("event_date",),
 )
 
 SERVICE_LATENCY = _t(
@@ -234,6 +243,7 @@ SERVICE_LATENCY = _t(
     ("p50_ms", "DOUBLE", "Median latency (quantile_cont)"),
     ("p90_ms", "DOUBLE", "90th percentile latency (quantile_cont)"),
     ("p99_ms", "DOUBLE", "99th percentile latency (quantile_cont)"),
+    key=("event_date", "service"),
 )
 
 KPI_CHANGES = _t(
@@ -247,6 +257,7 @@ KPI_CHANGES = _t(
     ("wow", "DOUBLE", "value / value(d-7) - 1"),
     ("mom", "DOUBLE", "value / value(d - 1 month) - 1"),
     ("yoy", "DOUBLE", "value / value(d - 1 year) - 1"),
+    key=("event_date", "kpi"),
 )
 
 KPI_ANOMALIES = _t(
@@ -259,6 +270,7 @@ KPI_ANOMALIES = _t(
     ("expected", "DOUBLE", "Seasonal, outlier-robust expectation from days before (NULL: too little history)"),
     ("score", "DOUBLE", "(value - expected) / robust scale; positive above expected"),
     ("is_anomaly", "BOOLEAN", "|score| > threshold (3.5)"),
+    key=("event_date", "kpi"),
 )
 
 ALL_TABLES: tuple[Table, ...] = (
