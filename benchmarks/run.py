@@ -489,12 +489,11 @@ def size_section(size: int, entry: dict, cfg: Config) -> list[str]:
                 "`json.loads`. Parquet is read through DuckDB (pandas would need pyarrow or fastparquet, which "
                 "are not project dependencies).", ""]
     if pipe:
-        out += pipeline_steps_table(entry)
+        out += pipeline_steps_table(ok_runs(entry["runs"]["pipeline"]))
     return out
 
 
-def pipeline_steps_table(entry: dict) -> list[str]:
-    runs = ok_runs(entry["runs"]["pipeline"])
+def pipeline_steps_table(runs: list[dict]) -> list[str]:
     order = list(runs[0]["details"]["steps"])
     wall = med([r["wall_s"] for r in runs])
     rows = []
@@ -541,6 +540,9 @@ def backfill_section(results: dict) -> list[str]:
         b_rows = per[0]["details"]["rows"].get("clean/events")
         out += [f"Rows in `clean.events`: (a) {a_rows:,}, (b) {b_rows:,}"
                 + (" (same)." if a_rows == b_rows else " (**differ**)."), ""]
+    if single:
+        out += ["(a) " + pipeline_steps_table(single)[0][0].lower() + pipeline_steps_table(single)[0][1:]]
+        out += pipeline_steps_table(single)[1:]
     return out
 
 
