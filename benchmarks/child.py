@@ -201,10 +201,23 @@ def main() -> None:
         "import_s": imported - T0,
         "wall_s": finished - imported,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "vmhwm_kb": _vmhwm_kb(),
         **details,
     }
     with open(out, "w") as fh:
         json.dump(record, fh)
+
+
+def _vmhwm_kb() -> int | None:
+    """Peak RSS of this process image (VmHWM). Unlike ru_maxrss, it does not include the parent's
+    RSS inherited at fork time, which made every child look as big as the harness had become."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":
