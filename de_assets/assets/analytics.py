@@ -4,7 +4,8 @@ import time
 
 import dagster as dg
 
-from de_assets.lib import marts, quality
+from de_assets import checks
+from de_assets.lib import marts
 from de_assets.lib.tables import KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, partition_dates
@@ -18,9 +19,14 @@ CLEAN_REQUESTS = dg.AssetKey(["clean", "requests"])
 def _sql_writer(name: str):
     def write(con, start, end, settings: PipelineSettings) -> None:
         table, sql = marts.MARTS[name]
-        marts.replace_range(con, table, marts.funnel_sql(settings.funnels) if name == "funnel_daily" else sql, start, end)
+        marts.replace_range(con, table, sql, start, end)
 
     return write
+
+
+def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
+    """The funnels are configuration (`PipelineSettings.funnels`), so their SQL is built per run."""
+    marts.replace_range(con, marts.MARTS["funnel_daily"][0], marts.funnel_sql(settings.funnels), start, end)
 
 
 def _mart(
@@ -42,7 +48,7 @@ def _mart(
         tags={"layer": "marts", "pii": "none"},
         code_version="1",
         metadata=definition_metadata(table),
-        check_specs=quality.check_specs(dg.AssetKey(["marts", name]), table),
+        check_specs=checks.check_specs(dg.AssetKey(["marts", name]), table),
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
         started = time.perf_counter()
@@ -51,7 +57,7 @@ def _mart(
             write(con, start, end, settings)
             return dg.MaterializeResult(
                 metadata=table_metadata(con, table, start, end, started),
-                check_results=quality.check_results(con, context.asset_key, table, start, end),
+                check_results=checks.check_results(con, context.asset_key, table, start, end),
             )
 
     return _asset
@@ -70,6 +76,7 @@ funnel_daily = _mart(
     "Funnel conversion per day and step (default Product Viewed -> Product Added -> Checkout "
     "Started -> Order Completed; configurable): a user counts at step k when they did steps 1..k "
     "in order that day.",
+    write=_write_funnels,
 )
 retention_cohorts = _mart(
     "retention_cohorts",

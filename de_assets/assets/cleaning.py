@@ -4,7 +4,8 @@ import time
 
 import dagster as dg
 
-from de_assets.lib import clean, quality
+from de_assets import checks
+from de_assets.lib import clean
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.resources import Warehouse
@@ -41,8 +42,8 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 **common,
             ),
         ],
-        check_specs=quality.check_specs(clean_key, spec.clean)
-        + quality.check_specs(quarantine_key, spec.quarantine)
+        check_specs=checks.check_specs(clean_key, spec.clean)
+        + checks.check_specs(quarantine_key, spec.quarantine)
         + [
             dg.AssetCheckSpec(
                 "rows_reconcile",
@@ -64,7 +65,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             books = clean.accounting(con, spec, source, start, end)
             clean_meta = table_metadata(con, spec.clean, start, end, started, rows_in=report.rows_in)
             quarantine_meta = table_metadata(con, spec.quarantine, start, end, started)
-            rule_results = quality.check_results(con, clean_key, spec.clean, start, end) + quality.check_results(
+            rule_results = checks.check_results(con, clean_key, spec.clean, start, end) + checks.check_results(
                 con, quarantine_key, spec.quarantine, start, end
             )
         reasons = dg.MetadataValue.md(

@@ -90,6 +90,7 @@ def no_raw_pii(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
                                            "rows_with_unhashed_user_id": plain_ids}
 
 
+# Blocking rules per served table, evaluated on the partition range just written.
 RULES = {
     "marts.daily_engagement": [unique_key, keys_not_null, rate_in_unit_interval("stickiness")],
     "marts.funnel_daily": [unique_key, keys_not_null, funnel_monotonic, rate_in_unit_interval("conversion_from_start")],
@@ -103,26 +104,4 @@ RULES = {
     "quarantine.events": [unique_key, no_raw_pii],
     "quarantine.requests": [unique_key, no_raw_pii],
 }
-"""Blocking rules per served table: evaluated on the partition range just written."""
 
-
-def check_specs(asset_key, table: Table) -> list:
-    """Dagster check specs for a table's rules (blocking: a failure stops downstream assets)."""
-    import dagster as dg
-
-    return [
-        dg.AssetCheckSpec(rule.__name__, asset=asset_key, blocking=True, description=(rule.__doc__ or "").strip())
-        for rule in RULES.get(table.name, [])
-    ]
-
-
-def check_results(con, asset_key, table: Table, start: date, end: date) -> list:
-    """Evaluate a table's rules on [start, end] as Dagster check results."""
-    import dagster as dg
-
-    results = []
-    for rule in RULES.get(table.name, []):
-        passed, metadata = rule(con, table, start, end)
-        results.append(dg.AssetCheckResult(check_name=rule.__name__, asset_key=asset_key, passed=bool(passed),
-                                           metadata=metadata))
-    return results
