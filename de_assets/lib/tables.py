@@ -273,6 +273,59 @@ KPI_ANOMALIES = _t(
     key=("event_date", "kpi"),
 )
 
+PARTITION_KPIS = _t(
+    "pipeline_health.partition_kpis",
+    "partition",
+    "The pipeline's own KPIs: one row per partition x asset x run, appended by every step as it finishes.",
+    ("partition", "DATE", "Daily partition (arrival day for raw/clean, event day for marts)"),
+    ("asset", "VARCHAR", "Asset key, e.g. clean/events"),
+    ("run_id", "VARCHAR", "Dagster run that materialized it"),
+    ("rows_in", "BIGINT", "Rows the step read for this partition (raw rows for cleaning, written rows elsewhere)"),
+    ("rows_out", "BIGINT", "Rows the step wrote for this partition"),
+    ("rows_quarantined", "BIGINT", "Rows rejected into quarantine (cleaning; 0 elsewhere)"),
+    ("rows_duplicate", "BIGINT", "Rows counted as duplicates (cleaning; 0 elsewhere)"),
+    ("seconds", "DOUBLE", "Step wall time apportioned to this partition by its share of rows_in"),
+    ("rows_per_second", "DOUBLE", "Step throughput: rows_in / step seconds"),
+    ("freshness_seconds", "DOUBLE", "Data freshness: seconds from the newest event of the partition to availability"),
+    ("recorded_at", "TIMESTAMP", "UTC time the row was written"),
+    key=("partition", "asset", "run_id"),
+)
+
+SLO_STATUS = _t(
+    "pipeline_health.slo_status",
+    "partition",
+    "Per partition and SLO: target, measured value, met or breached, and the error budget burnt over 28 days.",
+    ("partition", "DATE", "Daily partition the SLO was evaluated for"),
+    ("slo", "VARCHAR", "freshness_hours, completeness, quarantine_rate or duplicate_rate"),
+    ("target", "DOUBLE", "Target value (configurable, `SloTargets`)"),
+    ("comparison", "VARCHAR", "'<=' when lower is better, '>=' when higher is better"),
+    ("actual", "DOUBLE", "Measured value for the partition (NULL when it cannot be measured yet)"),
+    ("status", "VARCHAR", "met, breached or no_data"),
+    ("breached_days_28d", "INTEGER", "Partitions breaching this SLO in the 28 days ending here"),
+    ("error_budget_days", "DOUBLE", "Breaches allowed in 28 days: 28 x (1 - objective)"),
+    ("budget_burn", "DOUBLE", "breached_days_28d / error_budget_days (above 1: budget exhausted)"),
+    ("evaluated_at", "TIMESTAMP", "UTC time of evaluation"),
+    key=("partition", "slo"),
+)
+
+ALERTS = _t(
+    "pipeline_health.alerts",
+    None,
+    "Every alert raised, once per dedupe key: first and last time seen and how often.",
+    ("dedupe_key", "VARCHAR", "Identity of the problem; the same key never pages twice"),
+    ("severity", "VARCHAR", "critical, error or warning"),
+    ("kind", "VARCHAR", "check_failed, slo_breach, kpi_anomaly, run_failure or stale_partition"),
+    ("asset", "VARCHAR", "Asset key the alert is about (or the job for run failures)"),
+    ("partition", "VARCHAR", "Partition (or range) the alert is about"),
+    ("message", "VARCHAR", "What is wrong, in one sentence"),
+    ("run_id", "VARCHAR", "Run that raised it first"),
+    ("first_seen", "TIMESTAMP", "UTC time first raised"),
+    ("last_seen", "TIMESTAMP", "UTC time last raised"),
+    ("occurrences", "INTEGER", "How many times it was raised"),
+    ("webhook_status", "VARCHAR", "not_configured, delivered or failed (after retries)"),
+    key=("dedupe_key",),
+)
+
 ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
     RAW_EVENTS,
@@ -290,6 +343,9 @@ ALL_TABLES: tuple[Table, ...] = (
     SERVICE_LATENCY,
     KPI_CHANGES,
     KPI_ANOMALIES,
+    PARTITION_KPIS,
+    SLO_STATUS,
+    ALERTS,
 )
 
 
