@@ -55,19 +55,14 @@ def _dagster():
     import dagster as dg
 
     from de_assets.definitions import build_defs
-    from de_assets.resources import PipelineSettings, Warehouse
+    from de_assets.resources import build_resources
 
-    return dg, build_defs, PipelineSettings, Warehouse
+    return dg, build_defs, build_resources
 
 
 def _job_and_instance(args):
-    dg, build_defs, PipelineSettings, Warehouse = _dagster()
-    defs = build_defs(
-        {
-            "warehouse": Warehouse(database=args["database"]),
-            "settings": PipelineSettings(landing_root=args["landing"], pseudonym_key=args["key"]),
-        }
-    )
+    dg, build_defs, build_resources = _dagster()
+    defs = build_defs(build_resources(args["database"], args["landing"], args["key"]))
     return dg, defs.resolve_job_def("daily_pipeline"), dg.DagsterInstance.ephemeral()
 
 

@@ -38,6 +38,19 @@ def _markdown(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _dry_run_diff(con, table: Table, where: str, start: date, end: date, rows: int) -> dict:
+    """In a dry run (the stored warehouse attached as `stored`), what this step would change."""
+    if not con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'stored'").fetchall()[0][0]:
+        return {}
+    schema, name = table.name.split(".")
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'stored' AND schema_name = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()[0][0]
+    stored = con.execute(f"SELECT count(*) FROM stored.{table.name} WHERE {where}", [start, end]).fetchall()[0][0] if exists else 0
+    return {"dry_run": True, "stored_rows": stored, "would_write_rows": rows, "row_diff": rows - stored}
+
+
 def table_metadata(con, table: Table, start: date, end: date, started: float, rows_in: int | None = None) -> dict:
     """Row count, schema and a preview of the rows this run wrote, plus timing and throughput."""
     where = f"{table.partition_column} BETWEEN ? AND ?"
@@ -53,6 +66,7 @@ def table_metadata(con, table: Table, start: date, end: date, started: float, ro
     seconds = time.perf_counter() - started
     throughput_rows = rows if rows_in is None else rows_in
     return {
+        **_dry_run_diff(con, table, where, start, end, rows),
         "dagster/row_count": rows,
         "dagster/column_schema": column_schema(table),
         "dagster/table_name": f"warehouse.{table.name}",

@@ -7,19 +7,40 @@
 | `DE_ASSETS_LANDING` | `data/landing` | landing root (`<root>/<source>/<YYYY-MM-DD>/<file>`) |
 | `DE_ASSETS_ENV` | `dev` | `dev`, or anything else (`prod`, `staging`) for strict mode |
 | `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev` |
+| `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning partition quarantining more is not served |
+| `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
+
+Dry run is a launch-time switch, not an environment variable: run config
+`{"resources": {"run_mode": {"config": {"dry_run": true}}}}` or `de-assets run --dry-run`.
 """
 
 import os
+import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
+from de_assets.lib import alerts
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
 DEV_PSEUDONYM_KEY = "de-assets-dev-key-not-for-production"
+
+
+class RunMode(dg.ConfigurableResource):
+    """Switches chosen when a run is launched (run config `resources.run_mode.config`).
+
+    `dry_run: true` runs the whole selected graph against a scratch copy of the warehouse: every
+    step computes, validates and reports what it would write (rows, quarantine, checks, the diff
+    against what is stored), and the warehouse file itself is never opened for writing.
+    """
+
+    dry_run: bool = False
 
 
 class Warehouse(DuckDBResource):
@@ -28,21 +49,65 @@ class Warehouse(DuckDBResource):
     `memory_limit` caps DuckDB's buffer pool (it spills to `<database>.tmp/` beyond it); DuckDB's
     own default is 80% of RAM, which makes a run's footprint depend on the machine, not the data.
     Insertion order is not preserved (no table here relies on row order), so big inserts stream.
+
+    In a dry run the run works on a copy (`<database>.dry_run/<run id>.duckdb`, deleted when the
+    run ends); the stored warehouse is attached read-only as `stored` so steps can diff against it.
     """
 
     memory_limit: str = "600MB"
+    run_mode: dg.ResourceDependency[RunMode]
+    _scratch: Path | None = PrivateAttr(default=None)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.run_mode.dry_run
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if not self.dry_run:
+            return
+        if self.database == ":memory:":
+            raise dg.Failure("A dry run needs a warehouse file to compare with; DE_ASSETS_DUCKDB is :memory:.")
+        scratch_dir = Path(f"{self.database}.dry_run")
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        self._scratch = scratch_dir / f"{context.run_id}.duckdb"
+        for suffix in ("", ".wal"):  # copy, never open: the stored file stays byte-for-byte the same
+            if Path(self.database + suffix).exists():
+                shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch.parent, ignore_errors=True)
+            self._scratch = None
 
     @contextmanager
     def connect(self):
-        if self.database != ":memory:":
-            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with self.get_connection() as con:
+        target = str(self._scratch) if self._scratch is not None else self.database
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        con = _connect_with_retry(target, self.connection_config)
+        try:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             # Row order inside tables carries no meaning here; without it large inserts stream.
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET TimeZone = 'UTC'")
             ensure_tables(con)
+            if self._scratch is not None and Path(self.database).exists():
+                con.execute(f"ATTACH '{self.database}' AS stored (READ_ONLY)")
             yield con
+        finally:
+            con.close()
+
+
+def _connect_with_retry(database: str, config: dict, attempts: int = 10):
+    """Open DuckDB, waiting out another process's write lock (with backoff) before giving up."""
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(database, config=dict(config))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.2 * 2**attempt, 5.0))
+    raise AssertionError("unreachable")
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -52,6 +117,7 @@ class PipelineSettings(dg.ConfigurableResource):
     environment: str = "dev"
     pseudonym_key: str | None = None
     funnels: dict[str, list[str]] = DEFAULT_FUNNELS
+    max_quarantine_rate: float = 0.2
 
     def key(self, log) -> str:
         """The HMAC key; in dev a fixed default with a loud warning, elsewhere an error when missing."""
@@ -69,22 +135,56 @@ class PipelineSettings(dg.ConfigurableResource):
         )
 
 
+class Alerting(dg.ConfigurableResource):
+    """The alert sink: a structured log line and a row in `pipeline_health.alerts` (once per dedupe
+    key), plus a JSON POST to `webhook_url` when set (timeout, retries with backoff)."""
+
+    webhook_url: str | None = None
+    timeout_seconds: float = 5.0
+    retries: int = 3
+
+    def send(self, con, items: list[alerts.Alert], log=None) -> list[alerts.Alert]:
+        """Record the alerts; returns the new ones (repeats only bump their counters)."""
+        if not items:
+            return []
+        return alerts.record(
+            con, items, webhook_url=self.webhook_url, timeout=self.timeout_seconds, retries=self.retries, log=log
+        )
+
+
 def _env(name: str):
     """EnvVar when the variable is set (so secrets stay out of the UI), else None (use the default)."""
     return dg.EnvVar(name) if os.getenv(name) else None
 
 
-def build_resources() -> dict:
-    warehouse = _env("DE_ASSETS_DUCKDB")
-    memory_limit = _env("DE_ASSETS_DUCKDB_MEMORY_LIMIT")
-    settings = {
-        "landing_root": _env("DE_ASSETS_LANDING"),
-        "environment": _env("DE_ASSETS_ENV"),
-        "pseudonym_key": _env("DE_ASSETS_PSEUDONYM_KEY"),
-    }
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def build_resources(
+    database: str | None = None, landing_root: str | None = None, pseudonym_key: str | None = None, **settings
+) -> dict:
+    """Every resource, configured from the environment; arguments override it (tests, benchmarks)."""
+    run_mode = RunMode.configure_at_launch()
+    warehouse = Warehouse(
+        run_mode=run_mode,
+        **_given(database=database or _env("DE_ASSETS_DUCKDB") or "data/warehouse.duckdb",
+                 memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT")),
+    )
+    rate = os.getenv("DE_ASSETS_MAX_QUARANTINE_RATE")
     return {
-        "warehouse": Warehouse(
-            database=warehouse or "data/warehouse.duckdb", **({"memory_limit": memory_limit} if memory_limit else {})
+        "run_mode": run_mode,
+        "warehouse": warehouse,
+        "settings": PipelineSettings(
+            **{
+                **_given(
+                    landing_root=landing_root or _env("DE_ASSETS_LANDING"),
+                    environment=_env("DE_ASSETS_ENV"),
+                    pseudonym_key=pseudonym_key or _env("DE_ASSETS_PSEUDONYM_KEY"),
+                    max_quarantine_rate=float(rate) if rate else None,
+                ),
+                **settings,
+            }
         ),
-        "settings": PipelineSettings(**{k: v for k, v in settings.items() if v is not None}),
+        "alerting": Alerting(**_given(webhook_url=_env("DE_ASSETS_ALERT_WEBHOOK"))),
     }

@@ -6,10 +6,12 @@ import dagster as dg
 
 from de_assets import checks
 from de_assets.lib import marts
+from de_assets.lib.alerts import Alert
 from de_assets.lib.tables import KPI_ANOMALIES, Table
-from de_assets.metadata import definition_metadata, table_metadata
+from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
-from de_assets.resources import PipelineSettings, Warehouse
+from de_assets.reporting import finish
+from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:analytics"]
 CLEAN_EVENTS = dg.AssetKey(["clean", "events"])
@@ -27,6 +29,23 @@ def _sql_writer(name: str):
 def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
     """The funnels are configuration (`PipelineSettings.funnels`), so their SQL is built per run."""
     marts.replace_range(con, marts.MARTS["funnel_daily"][0], marts.funnel_sql(settings.funnels), start, end)
+
+
+def anomaly_alerts(con, start, end, run_id: str) -> list[Alert]:
+    """A warning per KPI flagged anomalous in [start, end]."""
+    rows = con.execute(
+        f"SELECT event_date, kpi, value, expected, score FROM {KPI_ANOMALIES.name} "
+        "WHERE event_date BETWEEN ? AND ? AND is_anomaly ORDER BY event_date, kpi",
+        [start, end],
+    ).fetchall()
+    return [
+        Alert(
+            severity="warning", kind="kpi_anomaly", asset="marts/kpi_anomalies", partition=str(day),
+            message=f"{kpi} = {value:.4g} on {day}, expected {expected:.4g} (score {score:.1f})",
+            run_id=run_id, discriminator=kpi,
+        )
+        for day, kpi, value, expected, score in rows
+    ]
 
 
 def _mart(
@@ -50,15 +69,17 @@ def _mart(
         metadata=definition_metadata(table),
         check_specs=checks.check_specs(dg.AssetKey(["marts", name]), table),
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
+    def _asset(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings, alerting: Alerting
+    ):
         started = time.perf_counter()
         start, end = partition_dates(context)
         with warehouse.connect() as con:
             write(con, start, end, settings)
-            return dg.MaterializeResult(
-                metadata=table_metadata(con, table, start, end, started),
-                check_results=checks.check_results(con, context.asset_key, table, start, end),
-            )
+            metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started)
+            if table is KPI_ANOMALIES:
+                alerting.send(con, anomaly_alerts(con, start, end, context.run.run_id), log=context.log)
+        return dg.MaterializeResult(metadata=metadata, check_results=results)
 
     return _asset
 
@@ -102,8 +123,6 @@ kpi_changes = _mart(
     "Every headline KPI per day in long form with relative change vs the day before (dod), 7 days "
     "before (wow), a month before (mom) and a year before (yoy); NULL where there is no base.",
 )
-
-
 
 kpi_anomalies = _mart(
     "kpi_anomalies",

@@ -5,10 +5,11 @@ import time
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import clean
-from de_assets.metadata import definition_metadata, table_metadata
+from de_assets.lib import clean, health
+from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.resources import Warehouse
+from de_assets.reporting import finish
+from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
 
@@ -46,42 +47,76 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         + checks.check_specs(quarantine_key, spec.quarantine)
         + [
             dg.AssetCheckSpec(
+                "quarantine_rate_within_threshold",
+                asset=clean_key,
+                blocking=True,
+                description="At most `max_quarantine_rate` (default 20%, DE_ASSETS_MAX_QUARANTINE_RATE) of a "
+                "day's rows fail the contract. A day above it is not written: the clean and quarantine "
+                "tables keep the day's previous rows, and everything downstream is skipped.",
+            ),
+            dg.AssetCheckSpec(
                 "rows_reconcile",
                 asset=clean_key,
                 blocking=True,
                 description="Every landed row of the partition is accounted for: rows landed = clean + "
-                "quarantined + duplicates (re-delivered rows and rows of re-delivered files).",
+                "quarantined + duplicates (re-delivered rows and rows of re-delivered files). Days held "
+                "back by the quarantine-rate gate are left out (they were not written).",
             )
         ],
         partitions_def=daily,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    def _asset(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings, alerting: Alerting
+    ):
         started = time.perf_counter()
         start, end = partition_dates(context)
+        limit = settings.max_quarantine_rate
         with warehouse.connect() as con:
             # one arrival day at a time: memory stays that of one day however long the backfill
-            report = clean.CleanReport.total(clean.clean_range(con, spec, day, day) for day in days_between(start, end))
-            books = clean.accounting(con, spec, source, start, end)
-            clean_meta = table_metadata(con, spec.clean, start, end, started, rows_in=report.rows_in)
-            quarantine_meta = table_metadata(con, spec.quarantine, start, end, started)
-            rule_results = checks.check_results(con, clean_key, spec.clean, start, end) + checks.check_results(
-                con, quarantine_key, spec.quarantine, start, end
+            daily_reports = {day: clean.clean_range(con, spec, day, day, limit) for day in days_between(start, end)}
+            report = clean.CleanReport.total(daily_reports.values())
+            written = [day for day, r in daily_reports.items() if not r.gated_days]
+            books = clean.accounting_over(con, spec, source, written)
+            gate = dg.AssetCheckResult(
+                check_name="quarantine_rate_within_threshold",
+                asset_key=clean_key,
+                passed=not report.gated_days,
+                metadata={
+                    "quarantine_rate": round(report.quarantine_rate, 4),
+                    "max_quarantine_rate": limit,
+                    "days_held_back": ", ".join(report.gated_days) or "none",
+                },
+            )
+            reconcile = dg.AssetCheckResult(
+                check_name="rows_reconcile",
+                asset_key=clean_key,
+                passed=bool(books["balanced"]),
+                metadata={k: v for k, v in books.items() if k != "balanced"},
+            )
+            counts = {
+                day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)
+                for day, r in daily_reports.items()
+            }
+            clean_meta, clean_results = finish(
+                context, con, alerting, clean_key, spec.clean, start, end, started,
+                rows_in=report.rows_in, counts=counts, extra_results=(gate, reconcile),
+            )
+            quarantine_meta, quarantine_results = finish(
+                context, con, alerting, quarantine_key, spec.quarantine, start, end, started
             )
         reasons = dg.MetadataValue.md(
             "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in report.reasons.items())
         )
+        if report.gated_days:
+            context.log.error(
+                f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days were "
+                "not written (previous rows kept) and downstream assets are skipped."
+            )
         yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **report.as_metadata()})
-        yield dg.MaterializeResult(
-            asset_key=quarantine_key, metadata={**quarantine_meta, "reasons": reasons}
-        )
-        yield from rule_results
-        yield dg.AssetCheckResult(
-            check_name="rows_reconcile",
-            asset_key=clean_key,
-            passed=bool(books["balanced"]),
-            metadata={k: v for k, v in books.items() if k != "balanced"},
-        )
+        yield dg.MaterializeResult(asset_key=quarantine_key, metadata={**quarantine_meta, "reasons": reasons})
+        yield from clean_results
+        yield from quarantine_results
 
     return _asset
 

@@ -4,11 +4,13 @@ import time
 
 import dagster as dg
 
+from de_assets import checks
 from de_assets.lib import ingest, privacy
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
-from de_assets.metadata import definition_metadata, table_metadata
+from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.resources import PipelineSettings, Warehouse
+from de_assets.reporting import finish
+from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
 
@@ -52,9 +54,14 @@ def _raw_asset(source: str, table: Table, upstream: dg.AssetSpec, description: s
         tags={"layer": "raw", "pii": "pseudonymized"},
         code_version="1",
         metadata=definition_metadata(table),
+        check_specs=checks.check_specs(dg.AssetKey(["raw", source]), table),
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: RawConfig, warehouse: Warehouse, settings: PipelineSettings
+        context: dg.AssetExecutionContext,
+        config: RawConfig,
+        warehouse: Warehouse,
+        settings: PipelineSettings,
+        alerting: Alerting,
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         start, end = partition_dates(context)
@@ -65,10 +72,12 @@ def _raw_asset(source: str, table: Table, upstream: dg.AssetSpec, description: s
                 ingest.forget_partition(con, source, start, end)
             for day in days_between(start, end):
                 ingest.ingest_day(con, settings.landing_root, source, day, context.run.run_id, report)
-            metadata = table_metadata(con, table, start, end, started, rows_in=report.rows_ingested)
+            metadata, results = finish(
+                context, con, alerting, context.asset_key, table, start, end, started, rows_in=report.rows_ingested
+            )
         if report.files_unsupported:
             context.log.warning(f"Skipped files with unsupported extensions: {report.files_unsupported}")
-        return dg.MaterializeResult(metadata={**metadata, **report.as_metadata()})
+        return dg.MaterializeResult(metadata={**metadata, **report.as_metadata()}, check_results=results)
 
     return _asset
 

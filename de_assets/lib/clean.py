@@ -14,7 +14,7 @@ All writes for the range happen in one transaction after deleting the range (ide
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
@@ -122,6 +122,11 @@ class CleanReport:
     rows_quarantined: int
     rows_duplicate: int
     reasons: dict[str, int]
+    gated_days: list[str] = field(default_factory=list)  # ranges withheld by the quality gate
+
+    @property
+    def quarantine_rate(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
 
     @classmethod
     def total(cls, reports) -> "CleanReport":
@@ -133,6 +138,7 @@ class CleanReport:
             out.rows_duplicate += r.rows_duplicate
             for reason, n in r.reasons.items():
                 out.reasons[reason] = out.reasons.get(reason, 0) + n
+            out.gated_days += r.gated_days
         return out
 
     def as_metadata(self) -> dict:
@@ -141,7 +147,7 @@ class CleanReport:
             "rows_clean": self.rows_clean,
             "rows_quarantined": self.rows_quarantined,
             "rows_duplicate": self.rows_duplicate,
-            "quarantine_rate": self.rows_quarantined / self.rows_in if self.rows_in else 0.0,
+            "quarantine_rate": self.quarantine_rate,
             "duplicate_rate": self.rows_duplicate / self.rows_in if self.rows_in else 0.0,
         }
 
@@ -173,8 +179,15 @@ def _validate_in_chunks(con, contract: type[pa.DataFrameModel]) -> pd.DataFrame:
     return pd.concat(failures, ignore_index=True)
 
 
-def clean_range(con, spec: CleanSpec, start: date, end: date) -> CleanReport:
-    """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end]."""
+def clean_range(
+    con, spec: CleanSpec, start: date, end: date, max_quarantine_rate: float | None = None
+) -> CleanReport:
+    """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end].
+
+    Quality gate: when more than `max_quarantine_rate` of the range's rows fail the contract, the
+    range is not written at all; its previous clean/quarantine rows stay as they were (the report
+    lists the range in `gated_days`), so a broken delivery never replaces good data.
+    """
     params = {"start": start, "end": end}
     key = spec.key
     con.execute(
@@ -209,6 +222,31 @@ def clean_range(con, spec: CleanSpec, start: date, end: date) -> CleanReport:
     con.execute("CREATE OR REPLACE TEMP TABLE _fail AS SELECT row_id, reason FROM _failures_df")
     con.unregister("_failures_df")
 
+    rows_in, dups, quarantined = con.execute(
+        "SELECT (SELECT count(*) FROM _cur), (SELECT count(*) FROM _dup), "
+        "(SELECT count(*) FROM _cur WHERE parse_error IS NOT NULL) + (SELECT count(*) FROM _fail)"
+    ).fetchall()[0]
+    reasons = dict(
+        con.execute(
+            "SELECT coalesce(c.parse_error, f.reason) AS reason, count(*) FROM _cur c LEFT JOIN _fail f USING (row_id) "
+            "WHERE c.parse_error IS NOT NULL OR f.row_id IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    )
+    gated = max_quarantine_rate is not None and rows_in > 0 and quarantined / rows_in > max_quarantine_rate
+    if not gated:
+        _write(con, spec, params)
+    for temp in ("_cur", "_dup", "_typed", "_fail"):
+        con.execute(f"DROP TABLE IF EXISTS {temp}")
+    return CleanReport(rows_in, rows_in - dups - quarantined, quarantined, dups, reasons, [_label(start, end)] if gated else [])
+
+
+def _label(start: date, end: date) -> str:
+    return str(start) if start == end else f"{start}..{end}"
+
+
+def _write(con, spec: CleanSpec, params: dict) -> None:
+    """Replace the range's clean, quarantine and duplicate rows in one transaction."""
+    key = spec.key
     con.execute("BEGIN TRANSACTION")
     try:
         for table in (spec.clean, spec.quarantine, spec.duplicates):
@@ -235,21 +273,16 @@ def clean_range(con, spec: CleanSpec, start: date, end: date) -> CleanReport:
         con.execute("ROLLBACK")
         raise
 
-    counts = con.execute(
-        "SELECT (SELECT count(*) FROM _cur), (SELECT count(*) FROM _dup), "
-        "(SELECT count(*) FROM _cur WHERE parse_error IS NOT NULL) + (SELECT count(*) FROM _fail)"
-    ).fetchone()
-    reasons = dict(
-        con.execute(
-            f"SELECT reason, count(*) FROM {spec.quarantine.name} WHERE arrival_date BETWEEN $start AND $end "
-            "GROUP BY reason ORDER BY count(*) DESC",
-            params,
-        ).fetchall()
-    )
-    for temp in ("_cur", "_dup", "_typed", "_fail"):
-        con.execute(f"DROP TABLE IF EXISTS {temp}")
-    rows_in, dups, quarantined = counts
-    return CleanReport(rows_in, rows_in - dups - quarantined, quarantined, dups, reasons)
+
+def accounting_over(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
+    """`accounting` summed over the given days (those the quality gate let through)."""
+    total: dict = {"balanced": True, "days_checked": len(days)}
+    for day in days:
+        books = accounting(con, spec, source, day, day)
+        total["balanced"] = total["balanced"] and books.pop("balanced")
+        for name, value in books.items():
+            total[name] = total.get(name, 0) + value
+    return total
 
 
 def accounting(con, spec: CleanSpec, source: str, start: date, end: date) -> dict:

@@ -1,0 +1,171 @@
+"""Alerts: record pipeline problems once per dedupe key, and page only the new ones.
+
+Sinks
+-----
+* Default: a structured log line (``"ALERT " + JSON``, at error level for critical/error alerts and
+  warning level for warnings) and a row in ``pipeline_health.alerts``.
+* Optional: a JSON POST to a webhook (Slack/PagerDuty relay, ...). The URL comes from the
+  ``DE_ASSETS_ALERT_WEBHOOK`` environment variable, read by the Dagster ``Alerting`` resource and
+  passed in here as ``webhook_url``; this module never reads the environment itself.
+
+Dedupe
+------
+Every alert has a ``dedupe_key`` (by default ``kind|asset|partition|discriminator``, where the
+discriminator is e.g. the check or KPI name). The first time a key is recorded a row is inserted
+and the alert is logged and sent to the webhook. Each later time, only ``last_seen`` and
+``occurrences`` of that row are updated: a problem that persists across runs pages once.
+
+No Dagster imports here: plain Python + DuckDB, so it is easy to test directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from http.client import HTTPException
+
+SEVERITIES = ("critical", "error", "warning")
+KINDS = ("check_failed", "slo_breach", "kpi_anomaly", "run_failure", "stale_partition")
+
+MAX_DELAY_SECONDS = 30.0
+DEFAULT_LOGGER = logging.getLogger("de_assets.alerts")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One problem to report. ``dedupe_key`` is derived from the other fields when left empty."""
+
+    severity: str  # one of SEVERITIES
+    kind: str  # one of KINDS
+    asset: str  # e.g. "clean/events" (or the job name for run failures)
+    partition: str  # e.g. "2026-11-01", "2026-11-01..2026-11-07" or ""
+    message: str
+    run_id: str | None = None
+    dedupe_key: str = ""
+    discriminator: str = ""  # e.g. check or KPI name; part of the default key, not stored
+
+    def __post_init__(self):
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.dedupe_key:
+            key = f"{self.kind}|{self.asset}|{self.partition}|{self.discriminator}"
+            object.__setattr__(self, "dedupe_key", key)  # frozen dataclass
+
+    def as_dict(self) -> dict:
+        """JSON-able payload (the discriminator is only part of the key, so it is left out)."""
+        d = asdict(self)
+        del d["discriminator"]
+        return d
+
+
+def _delay(attempt: int, backoff: float, retry_after: str | None) -> float:
+    """Seconds to wait before the next attempt: Retry-After if given in seconds, else exponential
+    backoff with up to 10 % jitter; never more than MAX_DELAY_SECONDS."""
+    if retry_after is not None:
+        try:
+            return min(max(float(retry_after), 0.0), MAX_DELAY_SECONDS)
+        except ValueError:
+            pass  # an HTTP date: fall back to the backoff
+    base = backoff * 2**attempt
+    return min(base * (1 + random.uniform(0, 0.1)), MAX_DELAY_SECONDS)
+
+
+def post_webhook(
+    url: str, payload: dict, timeout: float = 5.0, retries: int = 3, backoff: float = 0.5, sleep=time.sleep
+) -> str:
+    """POST ``payload`` as JSON to ``url``. Returns "delivered" on a 2xx answer, else "failed".
+
+    429, 5xx, timeouts and connection errors are retried up to ``retries`` times (so at most
+    ``retries + 1`` attempts), waiting ``backoff * 2**attempt`` seconds plus a little jitter (or the
+    Retry-After seconds of a 429), capped at 30 s. Any other 4xx fails at once. Never raises.
+    """
+    try:
+        body = json.dumps(payload).encode("utf-8")
+    except (TypeError, ValueError):
+        return "failed"
+    for attempt in range(retries + 1):
+        retry_after = None
+        try:
+            request = urllib.request.Request(
+                url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if 200 <= response.status < 300:
+                    return "delivered"
+                return "failed"  # e.g. an unfollowed 3xx: retrying will not help
+        except urllib.error.HTTPError as e:  # a non-2xx answer
+            if e.code == 429:
+                retry_after = e.headers.get("Retry-After")
+            elif e.code < 500:
+                return "failed"
+        except (urllib.error.URLError, HTTPException, OSError):  # connection error or timeout
+            pass
+        except Exception:  # e.g. ValueError for a malformed URL: retrying will not help
+            return "failed"
+        if attempt < retries:
+            sleep(_delay(attempt, backoff, retry_after))
+    return "failed"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def record(
+    con, alerts, webhook_url: str | None = None, timeout: float = 5.0, retries: int = 3,
+    log=None, now=None, sleep=time.sleep,
+) -> list[Alert]:
+    """Store ``alerts`` in ``pipeline_health.alerts`` once per dedupe key; page only the new ones.
+
+    A new key is inserted (first_seen = last_seen = ``now``, occurrences = 1), logged as
+    ``"ALERT {json}"`` and POSTed to ``webhook_url`` when set; ``webhook_status`` is "delivered",
+    "failed" or "not_configured". A known key (also a repeat within this call) only gets
+    last_seen = ``now`` and occurrences + 1, with an info log line. Returns the new alerts.
+    """
+    log = log or DEFAULT_LOGGER
+    now = now or _utc_now()
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc).replace(tzinfo=None)
+    new = []
+    for alert in alerts:
+        known = con.execute(
+            "SELECT 1 FROM pipeline_health.alerts WHERE dedupe_key = ?", [alert.dedupe_key]
+        ).fetchone()
+        if known:
+            con.execute(
+                "UPDATE pipeline_health.alerts SET last_seen = ?, occurrences = occurrences + 1 "
+                "WHERE dedupe_key = ?",
+                [now, alert.dedupe_key],
+            )
+            log.info(f"alert repeated (not paged again): {alert.dedupe_key}")
+            continue
+
+        line = "ALERT " + json.dumps(alert.as_dict(), sort_keys=True)
+        if alert.severity == "warning":
+            log.warning(line)
+        else:
+            log.error(line)
+
+        status = "not_configured"
+        if webhook_url:
+            payload = {**alert.as_dict(), "source": "de_assets"}
+            status = post_webhook(webhook_url, payload, timeout=timeout, retries=retries, sleep=sleep)
+            if status != "delivered":
+                log.warning(f"alert webhook delivery failed: {alert.dedupe_key}")
+
+        con.execute(
+            'INSERT INTO pipeline_health.alerts (dedupe_key, severity, kind, asset, "partition", message, '
+            "run_id, first_seen, last_seen, occurrences, webhook_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            [alert.dedupe_key, alert.severity, alert.kind, alert.asset, alert.partition, alert.message,
+             alert.run_id, now, now, status],
+        )
+        new.append(alert)
+    return new

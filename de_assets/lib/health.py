@@ -1,0 +1,189 @@
+"""The pipeline measuring itself: one `pipeline_health.partition_kpis` row per partition x asset x run.
+
+Every step calls `record_kpis` as it finishes, on its own connection, so failed, gated and partial
+runs are recorded too. A range run writes one row per day; the step's seconds are shared among the
+days in proportion to their input rows, and `rows_per_second` is the step's overall throughput.
+
+Data freshness is "event time -> available": seconds from the newest event of the partition (never
+a future-dated one) to the moment the step finished. Raw partitions, whose rows are not typed yet,
+use the end of their arrival day instead.
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
+
+# Where a table's event time is read from: (table, timestamp column, day column of the partition).
+_EVENT_TIME = {
+    "clean.events": ("clean.events", "event_ts", "arrival_date"),
+    "clean.requests": ("clean.requests", "request_ts", "arrival_date"),
+    "marts.service_latency": ("clean.requests", "request_ts", "event_date"),
+}
+_MART_EVENTS = ("clean.events", "event_ts", "event_date")
+
+
+@dataclass
+class DayCounts:
+    rows_in: int
+    rows_out: int
+    rows_quarantined: int = 0
+    rows_duplicate: int = 0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def rows_per_day(con, table: Table, start: date, end: date) -> dict[date, DayCounts]:
+    """Rows of [start, end] per partition day (retention cells count toward each day of their week)."""
+    if table.partition_column == "activity_week":
+        sql = (f"SELECT d::DATE, count(t.activity_week) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
+               f"LEFT JOIN {table.name} t ON t.activity_week = date_trunc('week', d) GROUP BY 1")
+    else:
+        column = table.partition_column
+        sql = (f"SELECT d::DATE, count(t.{column}) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
+               f"LEFT JOIN {table.name} t ON t.{column} = d::DATE GROUP BY 1")
+    return {day: DayCounts(n, n) for day, n in con.execute(sql, {"start": start, "end": end}).fetchall()}
+
+
+def freshness_seconds(con, table: Table, start: date, end: date, now: datetime) -> dict[date, float]:
+    """Per day: seconds from the newest (non-future) event of the partition to `now`."""
+    if table.schema == "raw":
+        return {}
+    source, ts, day_column = _EVENT_TIME.get(table.name, _MART_EVENTS)
+    rows = con.execute(
+        f"SELECT {day_column}, max({ts}) FROM {source} WHERE {day_column} BETWEEN $start AND $end "
+        f"AND {ts} <= $now GROUP BY 1",
+        {"start": start, "end": end, "now": now},
+    ).fetchall()
+    return {day: (now - newest).total_seconds() for day, newest in rows if newest is not None}
+
+
+def record_kpis(
+    con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
+    counts: dict[date, DayCounts] | None = None,
+) -> dict:
+    """Replace this run's KPI rows for the asset's days; return numeric metadata for the UI plots."""
+    now = _now()
+    counts = counts if counts is not None else rows_per_day(con, table, start, end)
+    fresh = freshness_seconds(con, table, start, end, now)
+    total_in = sum(c.rows_in for c in counts.values())
+    throughput = total_in / seconds if seconds > 0 else 0.0
+    rows = []
+    for day, c in sorted(counts.items()):
+        share = c.rows_in / total_in if total_in else 1 / len(counts)
+        freshness = fresh.get(day)
+        if freshness is None and table.schema == "raw":
+            freshness = (now - (datetime(day.year, day.month, day.day) + timedelta(days=1))).total_seconds()
+        rows.append((day, asset, run_id, c.rows_in, c.rows_out, c.rows_quarantined, c.rows_duplicate,
+                     seconds * share, throughput, freshness, now))
+    con.execute(f"DELETE FROM {PARTITION_KPIS.name} WHERE asset = ? AND run_id = ? AND partition BETWEEN ? AND ?",
+                [asset, run_id, start, end])
+    if rows:
+        con.executemany(f"INSERT INTO {PARTITION_KPIS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    freshest = [r[9] for r in rows if r[9] is not None]
+    return {
+        "rows_per_second": round(throughput, 1),
+        "freshness_seconds": round(min(freshest), 1) if freshest else -1.0,
+    }
+
+
+# --- SLOs ------------------------------------------------------------------------------------------
+
+SLO_WINDOW_DAYS = 28
+
+
+@dataclass(frozen=True)
+class SloTargets:
+    """Targets per partition; `objective` is the share of partitions in 28 days that must meet each."""
+
+    freshness_hours: float = 36.0  # end of the event day -> every mart available
+    completeness: float = 0.8  # rows landed vs the median of the same weekday in the 4 weeks before
+    quarantine_rate: float = 0.05
+    duplicate_rate: float = 0.10
+    objective: float = 0.9
+    backfill_after_days: float = 2.0  # first loaded later than this: a backfill, freshness not judged
+
+    def slos(self) -> list[tuple[str, float, str]]:
+        return [
+            ("freshness_hours", self.freshness_hours, "<="),
+            ("completeness", self.completeness, ">="),
+            ("quarantine_rate", self.quarantine_rate, "<="),
+            ("duplicate_rate", self.duplicate_rate, "<="),
+        ]
+
+
+_LATEST = f"""
+    SELECT * FROM {PARTITION_KPIS.name}
+    QUALIFY row_number() OVER (PARTITION BY partition, asset ORDER BY recorded_at DESC, run_id DESC) = 1
+"""
+
+
+def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None, str | None]]:
+    """The measured value of every SLO for `day` from `partition_kpis`, with an optional status override."""
+    [(rows_in, quarantined, duplicate)] = con.execute(
+        f"SELECT sum(rows_in), sum(rows_quarantined), sum(rows_duplicate) FROM ({_LATEST}) "
+        "WHERE partition = $day AND asset LIKE 'clean/%'",
+        {"day": day},
+    ).fetchall()
+    [(baseline,)] = con.execute(
+        f"""SELECT median(n) FROM (
+                SELECT partition, sum(rows_in) AS n FROM ({_LATEST})
+                WHERE asset LIKE 'clean/%' AND partition IN ($day - 7, $day - 14, $day - 21, $day - 28)
+                GROUP BY partition)""",
+        {"day": day},
+    ).fetchall()
+    [(first_available, marts)] = con.execute(
+        f"""SELECT max(first_seen), count(*) FROM (
+                SELECT asset, min(recorded_at) AS first_seen FROM {PARTITION_KPIS.name}
+                WHERE partition = $day AND asset LIKE 'marts/%' GROUP BY asset)""",
+        {"day": day},
+    ).fetchall()
+    day_end = datetime(day.year, day.month, day.day) + timedelta(days=1)
+    freshness = (first_available - day_end).total_seconds() / 3600 if marts else None
+    late_load = freshness is not None and freshness > targets.backfill_after_days * 24
+    return {
+        "freshness_hours": (freshness, "backfill" if late_load else None),
+        "completeness": (rows_in / baseline if rows_in is not None and baseline else None, None),
+        "quarantine_rate": (quarantined / rows_in if rows_in else None, None),
+        "duplicate_rate": (duplicate / rows_in if rows_in else None, None),
+    }
+
+
+def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
+    """Evaluate every SLO for `day`, store them in `pipeline_health.slo_status`, return the rows.
+
+    Status is met, breached, no_data (nothing to measure yet) or backfill (freshness of a partition
+    first loaded long after its day is not judged; missing partitions are the stale-partition
+    sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
+    """
+    now = _now()
+    budget = SLO_WINDOW_DAYS * (1 - targets.objective)
+    measured = measure(con, day, targets)
+    rows = []
+    con.execute("BEGIN TRANSACTION")
+    con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
+    for name, target, comparison in targets.slos():
+        actual, override = measured[name]
+        if override:
+            status = override
+        elif actual is None:
+            status = "no_data"
+        else:
+            met = actual <= target if comparison == "<=" else actual >= target
+            status = "met" if met else "breached"
+        [(breached_before,)] = con.execute(
+            f"SELECT count(*) FROM {SLO_STATUS.name} WHERE slo = ? AND status = 'breached' "
+            "AND partition BETWEEN ? - 27 AND ? - 1",
+            [name, day, day],
+        ).fetchall()
+        breached = breached_before + (status == "breached")
+        row = dict(partition=day, slo=name, target=target, comparison=comparison, actual=actual, status=status,
+                   breached_days_28d=breached, error_budget_days=budget,
+                   budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now)
+        con.execute(f"INSERT INTO {SLO_STATUS.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    list(row.values()))
+        rows.append(row)
+    con.execute("COMMIT")
+    return rows
