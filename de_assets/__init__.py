@@ -8,3 +8,6 @@ import dagster as dg
 # we rely on them deliberately, so their warnings are noise in every CLI call and test.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+# The per-partition freshness checks are "superseded" by FreshnessPolicy, which is not partition
+# aware; we attach both on purpose (see definitions.py), so that warning is noise too.
+warnings.filterwarnings("ignore", category=dg.SupersessionWarning)

@@ -1,25 +1,34 @@
-"""The code location: assembles assets, checks, jobs and resources. Nothing else lives here."""
+"""The code location: assembles assets, checks, jobs, sensors and resources. Nothing else lives here."""
 
 import dagster as dg
 
-from de_assets.assets import analytics, cleaning, ingestion
+from de_assets import freshness, sensors
+from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
 from de_assets.jobs import daily_pipeline
 from de_assets.resources import build_resources
+
+ASSETS = dg.map_asset_specs(
+    freshness.with_policy,
+    [
+        ingestion.landing_events,
+        ingestion.landing_requests,
+        ingestion.raw_events,
+        ingestion.raw_requests,
+        cleaning.clean_events,
+        cleaning.clean_requests,
+        *analytics.ALL,
+        *pipeline_health.ALL,
+    ],
+)
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:
     """The Definitions, with resources from the environment unless given (tests pass their own)."""
     return dg.Definitions(
-        assets=[
-            ingestion.landing_events,
-            ingestion.landing_requests,
-            ingestion.raw_events,
-            ingestion.raw_requests,
-            cleaning.clean_events,
-            cleaning.clean_requests,
-            *analytics.ALL,
-        ],
+        assets=ASSETS,
+        asset_checks=freshness.CHECKS,
         jobs=[daily_pipeline],
+        sensors=[freshness.CHECKS_SENSOR, sensors.run_failure_alerts, sensors.stale_partition_alerts],
         resources=resources if resources is not None else build_resources(),
         # DuckDB allows one writer per file: steps run one after another in the run's process.
         executor=dg.in_process_executor,

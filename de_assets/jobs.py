@@ -1,16 +1,18 @@
-"""Jobs. `daily_pipeline` materializes ingestion -> cleaning -> analytics for a day or a range."""
+"""Jobs. `daily_pipeline` materializes ingestion -> cleaning -> analytics -> pipeline_health for a day or a range."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-PIPELINE_GROUPS = ("ingestion", "cleaning", "analytics")
+from de_assets import freshness
+
+PIPELINE_GROUPS = ("ingestion", "cleaning", "analytics", "pipeline_health")
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.groups(*PIPELINE_GROUPS) - dg.AssetSelection.assets(
         ["landing", "events"], ["landing", "requests"]
-    ),
+    ) - dg.AssetSelection.checks(*freshness.CHECKS),  # evaluated by their sensor, not by the pipeline
     description="Ingest, clean and serve one UTC day (or a range, in one run: every asset has a "
     "single-run backfill policy). Steps run in process: DuckDB has one writer at a time.",
 )

@@ -2,7 +2,7 @@ import dagster as dg
 
 from de_assets.definitions import defs
 
-GROUPS = {"ingestion", "cleaning", "analytics"}
+GROUPS = {"ingestion", "cleaning", "analytics", "pipeline_health"}
 
 
 def test_definitions_load_and_job_resolves():

@@ -1,0 +1,170 @@
+"""Group `pipeline_health`: the pipeline's own KPIs per partition, and its SLOs with error budgets."""
+
+import time
+
+import dagster as dg
+
+from de_assets.lib import health
+from de_assets.lib.alerts import Alert
+from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS
+from de_assets.metadata import definition_metadata, table_metadata
+from de_assets.partitions import daily, days_between, partition_dates
+from de_assets.reporting import partition_label
+from de_assets.resources import Alerting, Warehouse
+
+OWNERS = ["team:data-platform"]
+PIPELINE_ASSETS = [
+    dg.AssetKey(k.split("/"))
+    for k in (
+        "raw/events", "raw/requests", "clean/events", "quarantine/events", "clean/requests",
+        "quarantine/requests", "marts/daily_engagement", "marts/funnel_daily", "marts/retention_cohorts",
+        "marts/revenue_daily", "marts/service_latency", "marts/kpi_changes", "marts/kpi_anomalies",
+    )
+]
+COMMON = dict(
+    group_name="pipeline_health",
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"duckdb"},
+    owners=OWNERS,
+    tags={"layer": "pipeline_health", "pii": "none"},
+    code_version="1",
+)
+
+
+def _run_summary(con, run_id: str, start, end) -> dict:
+    """Numeric figures of this run for the UI's metadata plots."""
+    [(seconds, slowest, quarantined, duplicate, rows_in, freshness)] = con.execute(
+        f"""SELECT sum(seconds), min(rows_per_second) FILTER (WHERE rows_in > 0),
+                   sum(rows_quarantined) FILTER (WHERE asset LIKE 'clean/%'),
+                   sum(rows_duplicate) FILTER (WHERE asset LIKE 'clean/%'),
+                   sum(rows_in) FILTER (WHERE asset LIKE 'clean/%'),
+                   max(freshness_seconds) FILTER (WHERE asset LIKE 'marts/%')
+            FROM {PARTITION_KPIS.name} WHERE run_id = ? AND partition BETWEEN ? AND ?""",
+        [run_id, start, end],
+    ).fetchall()
+    return {
+        "run_seconds": round(seconds or 0.0, 3),
+        "slowest_step_rows_per_second": round(slowest or 0.0, 1),
+        "quarantine_rate": round(quarantined / rows_in, 5) if rows_in else 0.0,
+        "duplicate_rate": round(duplicate / rows_in, 5) if rows_in else 0.0,
+        "mart_freshness_hours": round(freshness / 3600, 2) if freshness is not None else -1.0,
+    }
+
+
+@dg.asset(
+    key=["pipeline_health", "partition_kpis"],
+    deps=PIPELINE_ASSETS,
+    description="The pipeline's own KPIs, one row per partition x asset x run: rows in/out/quarantined/"
+    "duplicate, seconds, rows/s and data freshness (newest event -> available). Every step appends "
+    "its rows as it finishes, so failed and partial runs are recorded too; this asset publishes the "
+    "run's figures as numeric metadata (plotted in the UI) and checks that every step of the run "
+    "reported.",
+    metadata=definition_metadata(PARTITION_KPIS),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_step_reported",
+            asset=["pipeline_health", "partition_kpis"],
+            description="Every asset materialized in this run has a KPI row for every partition of the run.",
+        )
+    ],
+    **COMMON,
+)
+def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    start, end = partition_dates(context)
+    run_id = context.run.run_id
+    materialized = {
+        e.dagster_event.asset_key.to_user_string()
+        for e in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        if e.dagster_event.asset_key in PIPELINE_ASSETS
+    }
+    with warehouse.connect() as con:
+        reported = con.execute(
+            f"SELECT asset, count(DISTINCT partition) FROM {PARTITION_KPIS.name} "
+            "WHERE run_id = ? AND partition BETWEEN ? AND ? GROUP BY asset",
+            [run_id, start, end],
+        ).fetchall()
+        days = len(days_between(start, end))
+        missing = sorted(a for a in materialized if dict(reported).get(a, 0) < days)
+        metadata = {**table_metadata(con, PARTITION_KPIS, start, end, started), **_run_summary(con, run_id, start, end)}
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="every_step_reported",
+                passed=not missing,
+                metadata={"assets_in_run": len(materialized), "missing": ", ".join(missing) or "none"},
+            )
+        ],
+    )
+
+
+class SloConfig(dg.Config):
+    """SLO targets; change them in the launchpad (`ops.pipeline_health__slo_status.config`)."""
+
+    freshness_hours: float = health.SloTargets.freshness_hours
+    completeness: float = health.SloTargets.completeness
+    quarantine_rate: float = health.SloTargets.quarantine_rate
+    duplicate_rate: float = health.SloTargets.duplicate_rate
+    objective: float = health.SloTargets.objective
+    backfill_after_days: float = health.SloTargets.backfill_after_days
+
+
+@dg.asset(
+    key=["pipeline_health", "slo_status"],
+    deps=[partition_kpis],
+    description="Service-level objectives per partition: freshness (end of day -> every mart "
+    "available), completeness (rows landed vs the median of the same weekday over the 4 weeks "
+    "before), quarantine rate and duplicate rate against configurable targets, each met or breached, "
+    "with the 28-day error budget and how much of it is burnt. A breach raises an alert (error once "
+    "the budget is exhausted).",
+    metadata=definition_metadata(SLO_STATUS),
+    **COMMON,
+)
+def slo_status(
+    context: dg.AssetExecutionContext, config: SloConfig, warehouse: Warehouse, alerting: Alerting
+) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    start, end = partition_dates(context)
+    targets = health.SloTargets(**config.model_dump())
+    with warehouse.connect() as con:
+        evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(con, day, targets)]
+        breaches = [r for r in evaluated if r["status"] == "breached"]
+        alerting.send(con, [_breach_alert(r, context.run.run_id) for r in breaches], log=context.log)
+        metadata = table_metadata(con, SLO_STATUS, start, end, started)
+    latest = {r["slo"]: r for r in evaluated if r["partition"] == end}
+    for name, row in latest.items():  # numeric, so the UI plots every SLO over the partitions
+        metadata[name] = round(row["actual"], 5) if row["actual"] is not None else -1.0
+        metadata[f"{name}_budget_burn"] = round(row["budget_burn"], 3)
+    metadata["breaches"] = len(breaches)
+    metadata["status"] = dg.MetadataValue.md(_status_table(evaluated))
+    context.log.info(f"SLOs {partition_label(start, end)}: {len(breaches)} breach(es)")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _status_table(rows: list[dict]) -> str:
+    lines = ["| day | slo | target | actual | status | budget burn |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        actual = "-" if r["actual"] is None else f"{r['actual']:.4g}"
+        lines.append(f"| {r['partition']} | {r['slo']} | {r['comparison']} {r['target']:g} | {actual} | "
+                     f"{r['status']} | {r['budget_burn']:.2f} |")
+    return "\n".join(lines)
+
+
+def _breach_alert(row: dict, run_id: str) -> Alert:
+    exhausted = row["budget_burn"] >= 1
+    return Alert(
+        severity="error" if exhausted else "warning",
+        kind="slo_breach",
+        asset="pipeline_health/slo_status",
+        partition=str(row["partition"]),
+        message=f"SLO {row['slo']} breached on {row['partition']}: {row['actual']:.4g} vs target "
+        f"{row['comparison']} {row['target']:g}; 28-day error budget {row['budget_burn']:.0%} burnt"
+        + (" (exhausted)" if exhausted else ""),
+        run_id=run_id,
+        discriminator=row["slo"],
+    )
+
+
+ALL = [partition_kpis, slo_status]

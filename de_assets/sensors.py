@@ -1,0 +1,93 @@
+"""Sensors: alerts on run failures and stale partitions, and the evaluation of freshness checks."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from de_assets.freshness import DEADLINE_HOUR_UTC, SERVED
+from de_assets.lib.alerts import Alert
+from de_assets.resources import Alerting, Warehouse
+
+
+def _partition_of(run: dg.DagsterRun) -> str:
+    tags = run.tags
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return f"{start}..{end}" if start else ""
+
+
+def _is_dry_run(run: dg.DagsterRun) -> bool:
+    return bool(((run.run_config or {}).get("resources", {}).get("run_mode", {}).get("config", {}) or {}).get("dry_run"))
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alerts",
+    description="Raises a critical alert (log, pipeline_health.alerts, webhook) when a run fails. "
+    "One alert per job and partition: a retry that fails again does not page twice. Dry runs are ignored.",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def run_failure_alerts(context: dg.RunFailureSensorContext, warehouse: Warehouse, alerting: Alerting):
+    run = context.dagster_run
+    if _is_dry_run(run):
+        return
+    partition = _partition_of(run)
+    alert = Alert(
+        severity="critical",
+        kind="run_failure",
+        asset=run.job_name,
+        partition=partition,
+        message=f"run {run.run_id} of {run.job_name} ({partition or 'unpartitioned'}) failed: "
+        f"{context.failure_event.message}",
+        run_id=run.run_id,
+    )
+    with warehouse.connect() as con:
+        alerting.send(con, [alert], log=context.log)
+
+
+@dg.sensor(
+    name="stale_partition_alerts",
+    description=f"Every 15 minutes: once yesterday's partition is due ({DEADLINE_HOUR_UTC:02d}:00 UTC), "
+    "raises an alert for every served asset in operation (materialized at least once) that does not "
+    "have it. One alert per asset and partition.",
+    minimum_interval_seconds=900,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def stale_partition_alerts(context: dg.SensorEvaluationContext, warehouse: Warehouse, alerting: Alerting):
+    now = datetime.now(timezone.utc)
+    stale = stale_assets(context.instance, SERVED, now)
+    if not stale:
+        return dg.SkipReason("every served asset has its latest due partition")
+    due = _due_partition(now)
+    alerts = [
+        Alert(
+            severity="error", kind="stale_partition", asset=key.to_user_string(), partition=due,
+            message=f"{key.to_user_string()} has no materialization of {due}, due by "
+            f"{DEADLINE_HOUR_UTC:02d}:00 UTC the day after",
+        )
+        for key in stale
+    ]
+    with warehouse.connect() as con:
+        new = alerting.send(con, alerts, log=context.log)
+    return dg.SkipReason(f"{len(stale)} stale asset(s), {len(new)} new alert(s)")
+
+
+def _due_partition(now: datetime) -> str:
+    """The newest daily partition that should exist at `now`."""
+    days_back = 1 if now.hour >= DEADLINE_HOUR_UTC else 2
+    return (now.date() - timedelta(days=days_back)).isoformat()
+
+
+def stale_assets(instance: dg.DagsterInstance, served: list[dg.AssetKey], now: datetime) -> list[dg.AssetKey]:
+    """Served assets that have been materialized before but not for the partition due at `now`."""
+    due = _due_partition(now)
+    stale = []
+    for key in served:
+        if instance.get_latest_materialization_event(key) is None:
+            continue  # not in operation yet
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[due]), limit=1
+        ).records
+        if not found:
+            stale.append(key)
+    return stale
