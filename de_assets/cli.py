@@ -3,6 +3,7 @@
     de-assets demo                      # sample data for the last 7 days + materialize everything
     de-assets generate --days 30 --events-per-day 100000
     de-assets run --start 2026-11-01 --end 2026-11-07
+    de-assets run --start 2026-11-01 --dry-run   # compute, validate, report; write nothing
 
 Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home),
 so `dagster dev` with the same DAGSTER_HOME shows them in the UI.
@@ -48,28 +49,42 @@ def cmd_run(args) -> bool:
         DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    dry_run = getattr(args, "dry_run", False)
+    # A dry run is not recorded in the Dagster instance either: it must not look like a materialization.
+    with (dg.DagsterInstance.ephemeral() if dry_run else dg.DagsterInstance.get()) as instance:
         result = build_defs().resolve_job_def("daily_pipeline").execute_in_process(
-            instance=instance, tags=partition_range_tags(str(args.start), str(args.end)), raise_on_error=False
+            instance=instance,
+            tags=partition_range_tags(str(args.start), str(args.end)),
+            run_config={"resources": {"run_mode": {"config": {"dry_run": dry_run}}}},
+            raise_on_error=False,
         )
     seconds = time.perf_counter() - started
-    print(f"\ndaily_pipeline {args.start}..{args.end}: {'SUCCESS' if result.success else 'FAILED'} "
-          f"in {seconds:.1f}s (run {result.run_id})")
+    print(f"\n{'DRY RUN: nothing was written. ' if dry_run else ''}daily_pipeline {args.start}..{args.end}: "
+          f"{'SUCCESS' if result.success else 'FAILED'} in {seconds:.1f}s (run {result.run_id})")
     _print_summary(result)
     return result.success
 
 
 def _print_summary(result) -> None:
+    import dagster as dg
+
     # A range run records one materialization per partition, each carrying the whole range's metadata.
     rows = {}
     for event in result.get_asset_materialization_events():
-        meta = event.materialization.metadata
-        rows[event.asset_key.to_user_string()] = meta["dagster/row_count"].value
-    for key, count in rows.items():
-        print(f"  {key:<28} {count:>10,} rows")
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        rows[event.asset_key.to_user_string()] = meta
+    for key, meta in rows.items():
+        line = f"  {key:<32} {meta['dagster/row_count']:>10,} rows"
+        if "rows_quarantined" in meta:
+            line += f", {meta['rows_quarantined']:,} quarantined, {meta['rows_duplicate']:,} duplicate"
+        if meta.get("dry_run"):
+            line += f"  | stored {meta['stored_rows']:,}, diff {meta['row_diff']:+,}"
+            if "rows_added_or_changed" in meta:
+                line += f" ({meta['rows_added_or_changed']:,} new/changed, {meta['rows_removed_or_changed']:,} replaced)"
+        print(line)
     for check in {(c.asset_key, c.check_name): c for c in result.get_asset_check_evaluations()}.values():
-        print(f"  check {check.asset_key.to_user_string()}:{check.check_name} "
-              f"{'passed' if check.passed else 'FAILED'}")
+        status = "passed" if check.passed else ("WARNING" if check.severity == dg.AssetCheckSeverity.WARN else "FAILED")
+        print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
     database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
     print(f"\nwarehouse: {database}")
     print(f"  python -c \"import duckdb; print(duckdb.connect('{database}', read_only=True)"
@@ -106,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--start", type=_date, required=True)
     run.add_argument("--end", type=_date, default=None, help="default: --start")
     run.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
+    run.add_argument("--dry-run", action="store_true",
+                     help="run and validate everything against a scratch copy; the warehouse is not touched")
 
     args = parser.parse_args(argv)
     if args.command == "generate":

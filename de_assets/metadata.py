@@ -48,7 +48,17 @@ def _dry_run_diff(con, table: Table, where: str, start: date, end: date, rows: i
         [schema, name],
     ).fetchall()[0][0]
     stored = con.execute(f"SELECT count(*) FROM stored.{table.name} WHERE {where}", [start, end]).fetchall()[0][0] if exists else 0
-    return {"dry_run": True, "stored_rows": stored, "would_write_rows": rows, "row_diff": rows - stored}
+    diff = {"dry_run": True, "stored_rows": stored, "would_write_rows": rows, "row_diff": rows - stored}
+    if exists and table.schema == "marts":  # small tables: also count the rows whose values would change
+        [(new, gone)] = con.execute(
+            f"""SELECT (SELECT count(*) FROM (SELECT * FROM {table.name} WHERE {where}
+                                              EXCEPT ALL SELECT * FROM stored.{table.name} WHERE {where})),
+                       (SELECT count(*) FROM (SELECT * FROM stored.{table.name} WHERE {where}
+                                              EXCEPT ALL SELECT * FROM {table.name} WHERE {where}))""",
+            [start, end] * 4,
+        ).fetchall()
+        diff.update(rows_added_or_changed=new, rows_removed_or_changed=gone)
+    return diff
 
 
 def table_metadata(con, table: Table, start: date, end: date, started: float, rows_in: int | None = None) -> dict:

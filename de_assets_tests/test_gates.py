@@ -1,0 +1,183 @@
+"""Bad data is stopped before it reaches a dashboard: the quarantine-rate gate, alerts, run-failure
+and stale-partition sensors, and the dry run that writes nothing."""
+
+import hashlib
+import json
+from datetime import date, datetime, timezone
+
+import dagster as dg
+import duckdb
+
+from de_assets import sensors
+from de_assets.lib.generator import Dirt, generate
+from de_assets_tests.conftest import Pipeline
+
+DAY = "2026-11-10"
+
+
+def _check_failures(result) -> dict[str, dict]:
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": {k: v.value for k, v in e.metadata.items()}
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
+
+
+def test_golden_dirt_at_the_default_gate_holds_back_exactly_the_dirty_days(tmp_path, golden_landing):
+    """Hand-derived from fixtures/golden/README.md: events 11-01 1/4 = 25% and 11-02 6/21 = 29% bad,
+    11-03 0/8; requests 11-02 2/9 = 22% ("fast", missing service), 11-03 1/3 (truncated line). The
+    production gate is 20%, so exactly those four days are held back and nothing else fails."""
+    p = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2)
+    result = p.run("2026-11-01", "2026-11-03", raise_on_error=False)
+    assert not result.success
+    failures = _check_failures(result)
+    assert set(failures) == {"clean/events:quarantine_rate_within_threshold",
+                             "clean/requests:quarantine_rate_within_threshold"}
+    assert failures["clean/events:quarantine_rate_within_threshold"]["days_held_back"] == "2026-11-01, 2026-11-02"
+    assert failures["clean/requests:quarantine_rate_within_threshold"]["days_held_back"] == "2026-11-02, 2026-11-03"
+    # held-back days are not written; 11-03's events are (m30..m36 = 7 clean rows)
+    assert p.query("SELECT arrival_date::VARCHAR d, count(*) n FROM clean.events GROUP BY 1").values.tolist() == [
+        ["2026-11-03", 7]]
+    assert p.query("SELECT count(*) n FROM clean.requests").n[0] == 0
+    # every mart is downstream of a failed blocking check: skipped, nothing served
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert not any(key.startswith("marts/") for key in materialized)
+    alerts = p.query("SELECT kind, severity, asset FROM pipeline_health.alerts ORDER BY asset")
+    assert alerts.values.tolist() == [["check_failed", "error", "clean/events"],
+                                      ["check_failed", "error", "clean/requests"]]
+    # the same problem again does not page twice
+    p.run("2026-11-01", "2026-11-03", raise_on_error=False)
+    assert p.query("SELECT list(occurrences ORDER BY asset) o FROM pipeline_health.alerts").o[0].tolist() == [2, 2]
+
+
+def _small_landing(root, day: date, events: int = 300):
+    generate(root, day, 1, events, seed=3, dirt=Dirt.none(), requests_per_day=100)
+
+
+def _serve(p: Pipeline) -> dict:
+    return {t: p.query(f"SELECT * FROM {t} ORDER BY ALL").to_csv() for t in
+            ("clean.events", "quarantine.events", "marts.daily_engagement", "marts.funnel_daily",
+             "marts.revenue_daily", "marts.kpi_changes")}
+
+
+def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp_path):
+    landing = tmp_path / "landing"
+    _small_landing(landing, date.fromisoformat(DAY))
+    p = Pipeline(tmp_path, landing, max_quarantine_rate=0.2)
+    assert p.run(DAY).success
+    good = _serve(p)
+    rows = p.query("SELECT count(*) n FROM raw.events").n[0]
+    # a second file for the same day: as many broken lines as the day had rows -> 50% malformed
+    broken = landing / "events" / DAY / "broken.ndjson"
+    broken.write_text("".join('{"messageId": "x%d", "type": "track", "event":\n' % i for i in range(rows)))
+
+    result = p.run(DAY, raise_on_error=False)
+    assert not result.success
+    failures = _check_failures(result)
+    assert list(failures) == ["clean/events:quarantine_rate_within_threshold"]
+    assert failures["clean/events:quarantine_rate_within_threshold"]["quarantine_rate"] == 0.5
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert "marts/daily_engagement" not in materialized and "marts/kpi_changes" not in materialized
+    assert _serve(p) == good  # served tables keep their previous good data
+    [alert] = p.query("SELECT * FROM pipeline_health.alerts").to_dict("records")
+    assert (alert["kind"], alert["asset"], alert["partition"]) == ("check_failed", "clean/events", DAY)
+    assert "quarantine_rate=0.5" in alert["message"]
+
+    # the run-failure sensor turns the failed run into a critical alert, once per job and partition
+    with dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts", dagster_instance=p.instance, dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(), resources=p.defs.resources,
+    ) as context:
+        sensors.run_failure_alerts(context.for_run_failure())
+        sensors.run_failure_alerts(context.for_run_failure())
+    runs = p.query("SELECT severity, asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'run_failure'")
+    assert runs.values.tolist() == [["critical", "daily_pipeline", DAY, 2]]
+
+    # removing the broken file is not enough: raw is append-only, so its rows stay and the day stays held back
+    broken.unlink()
+    assert not p.run(DAY, raise_on_error=False).success
+    # the fix is a re-ingest of the partition, which rebuilds raw from the files landed now
+    fixed = p.defs.resolve_job_def("daily_pipeline").execute_in_process(
+        partition_key=DAY, instance=p.instance,
+        run_config={"ops": {"raw__events": {"config": {"reingest": True}}}},
+    )
+    assert fixed.success and _serve(p) == good
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dry_run_writes_nothing_and_reports_the_diff(pipeline):
+    assert pipeline.run("2026-11-01", "2026-11-02").success
+    before = _sha(pipeline.db)
+    files_before = sorted(p.name for p in pipeline.db.parent.iterdir())
+    result = pipeline.run("2026-11-01", "2026-11-03", dry_run=True)
+    assert result.success
+    assert _sha(pipeline.db) == before  # byte-for-byte
+    assert sorted(p.name for p in pipeline.db.parent.iterdir()) == files_before  # scratch copy removed
+    meta = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+    # clean.events: 3 + 14 rows stored for 11-01..02; the dry run would add 11-03's 7 (README)
+    assert (meta["clean/events"]["stored_rows"], meta["clean/events"]["would_write_rows"]) == (17, 24)
+    assert meta["clean/events"]["dry_run"] is True
+    engagement = meta["marts/daily_engagement"]
+    # 11-03 is new; 11-01 and 11-02 are recomputed unchanged
+    assert (engagement["row_diff"], engagement["rows_added_or_changed"], engagement["rows_removed_or_changed"]) == (1, 1, 0)
+
+
+def test_dry_run_on_an_empty_warehouse_creates_no_file(tmp_path, golden_landing):
+    p = Pipeline(tmp_path, golden_landing)
+    assert p.run("2026-11-01", dry_run=True).success
+    assert not p.db.exists()
+
+
+def test_cli_dry_run_prints_the_report_and_keeps_the_file(tmp_path, monkeypatch, capsys, golden_landing):
+    from de_assets import cli
+
+    db = tmp_path / "w.duckdb"
+    monkeypatch.setenv("DE_ASSETS_DUCKDB", str(db))
+    monkeypatch.setenv("DE_ASSETS_MAX_QUARANTINE_RATE", "0.5")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert cli.main(["run", "--start", "2026-11-01", "--landing", str(golden_landing)]) == 0
+    before = _sha(db)
+    capsys.readouterr()
+    assert cli.main(["run", "--start", "2026-11-01", "--end", "2026-11-02", "--dry-run",
+                     "--landing", str(golden_landing)]) == 0
+    out = capsys.readouterr().out
+    assert "DRY RUN: nothing was written" in out
+    assert "stored 3, diff +14" in out  # clean/events: 3 rows stored, 3 + 14 would be written
+    assert _sha(db) == before
+    # and the dry run is not recorded as a materialization in the instance
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        records = instance.fetch_materializations(dg.AssetKey(["clean", "events"]), limit=10).records
+        assert [r.partition_key for r in records] == ["2026-11-01"]
+
+
+def test_stale_partition_sensor_alerts_once_per_asset_and_partition(pipeline):
+    assert pipeline.run("2026-11-01").success  # every served asset is in operation, but long overdue
+    now = datetime.now(timezone.utc)
+    stale = sensors.stale_assets(pipeline.instance, sensors.SERVED, now)
+    assert {k.to_user_string() for k in stale} == {k.to_user_string() for k in sensors.SERVED}
+    with dg.build_sensor_context(instance=pipeline.instance, resources=pipeline.defs.resources) as context:
+        sensors.stale_partition_alerts(context)
+        sensors.stale_partition_alerts(context)
+    alerts = pipeline.query("SELECT asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'stale_partition'")
+    assert len(alerts) == len(sensors.SERVED)
+    assert set(alerts.partition) == {sensors._due_partition(now)} and set(alerts.occurrences) == {2}
+
+
+def test_due_partition_respects_the_deadline():
+    assert sensors._due_partition(datetime(2026, 11, 22, 5, 59, tzinfo=timezone.utc)) == "2026-11-20"
+    assert sensors._due_partition(datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc)) == "2026-11-21"
+
+
+def test_alert_payload_is_structured_json(tmp_path, golden_landing, capfd):
+    p = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2)
+    p.run("2026-11-01", raise_on_error=False)
+    lines = [line.split("ALERT ", 1)[1] for line in capfd.readouterr().err.splitlines() if "ALERT {" in line]
+    payload = json.loads(lines[0])
+    assert payload["kind"] == "check_failed" and payload["dedupe_key"].startswith("check_failed|clean/events|2026-11-01")
+    with duckdb.connect(str(p.db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM pipeline_health.alerts").fetchall()[0][0] == len(lines)
