@@ -124,10 +124,15 @@ def test_no_pii_past_the_door(golden_run):
 
 
 def test_kpi_anomalies_cover_every_kpi_and_flag_nothing_without_history(golden_run):
-    """Three days are too little history for the detector: every KPI row is there, unscored."""
+    """Three days are too little history for the detector: every KPI row is there, unscored. The
+    KPIs are those of kpi_changes plus 3 pipeline-health series for each of the 3 arrival days."""
     p, _ = golden_run
     rows = p.query(
         "SELECT count(*) AS n, count(expected) AS scored, count(*) FILTER (WHERE is_anomaly) AS flagged "
         "FROM marts.kpi_anomalies"
     ).iloc[0]
-    assert (int(rows.n), int(rows.scored), int(rows.flagged)) == (len(expected("kpi_changes")), 0, 0)
+    assert (int(rows.n), int(rows.scored), int(rows.flagged)) == (len(expected("kpi_changes")) + 9, 0, 0)
+    health = p.query("SELECT event_date::VARCHAR d, value FROM marts.kpi_anomalies "
+                     "WHERE kpi = 'pipeline.quarantine_rate' ORDER BY d")
+    # (events + requests) quarantined / rows in: 1/4, (6 + 2)/(21 + 9), (0 + 1)/(8 + 3)
+    assert health.value.tolist() == pytest.approx([1 / 4, 8 / 30, 1 / 11])

@@ -46,3 +46,18 @@ def test_kpi_anomalies_rerun_is_idempotent_and_ignores_later_days():
     marts.kpi_anomalies(con, target, target)
     assert con.execute("SELECT * FROM marts.kpi_anomalies").fetchall() == before
     assert len(before) == 1
+
+
+def test_kpi_anomalies_also_score_the_pipeline_health_series():
+    con = duckdb.connect()
+    ensure_tables(con)
+    first = date(2026, 1, 5)
+    days = [first + timedelta(days=i) for i in range(42)]
+    for i, day in enumerate(days):
+        quarantined = 300 if i == 40 else 10 + i % 3  # one day quarantines 30% instead of ~1%
+        con.execute("INSERT INTO pipeline_health.partition_kpis (partition, asset, run_id, rows_in, rows_quarantined, "
+                    "rows_duplicate, recorded_at) VALUES (?, 'clean/events', 'r', 1000, ?, 5, now())", [day, quarantined])
+    marts.kpi_anomalies(con, days[35], days[-1])
+    flagged = con.execute("SELECT event_date, kpi FROM marts.kpi_anomalies WHERE is_anomaly").fetchall()
+    assert flagged == [(days[40], "pipeline.quarantine_rate")]
+    assert con.execute("SELECT count(DISTINCT kpi) FROM marts.kpi_anomalies").fetchall()[0][0] == 3

@@ -2,6 +2,7 @@
 partition order, bad input."""
 
 import dagster as dg
+import duckdb
 import pytest
 
 from de_assets.lib.tables import ALL_TABLES
@@ -77,13 +78,18 @@ def test_late_event_counts_toward_its_event_day_after_rerun(pipeline):
 
 def test_marts_do_not_depend_on_partition_order(tmp_path, golden_landing, pipeline):
     assert pipeline.run(DAYS[0], DAYS[-1]).success
-    expected = snapshot(pipeline, MARTS)
     backwards = Pipeline(tmp_path / "backwards", golden_landing)
     (tmp_path / "backwards").mkdir()
     for day in reversed(DAYS):
         assert backwards.run(day).success
     assert backwards.run(DAYS[0], DAYS[-1], selection=[dg.AssetKey(["marts", n.split(".")[1]]) for n in MARTS]).success
-    assert snapshot(backwards, MARTS) == expected
+    # The product KPIs are order-independent; the `pipeline.*` health series are not meant to be: they
+    # measure what each run processed (run backwards, 11-03 ingests the file that is otherwise the
+    # re-delivery), so they are left out of this comparison.
+    for p in (pipeline, backwards):
+        with duckdb.connect(str(p.db)) as con:
+            con.execute("DELETE FROM marts.kpi_anomalies WHERE kpi LIKE 'pipeline.%'")
+    assert snapshot(backwards, MARTS) == snapshot(pipeline, MARTS)
     assert backwards.query("SELECT count(*) - count(DISTINCT message_id) AS n FROM clean.events").n[0] == 0
 
 

@@ -127,7 +127,9 @@ kpi_changes = _mart(
 kpi_anomalies = _mart(
     "kpi_anomalies",
     [dg.AssetKey(["marts", "kpi_changes"])],
-    "Every headline KPI per day scored against its own history by `de_assets.anomaly.detect`: weekly "
+    "Every headline KPI per day, and the pipeline's own health series (`pipeline.rows_in`, "
+    "`pipeline.quarantine_rate`, `pipeline.duplicate_rate` per arrival day), scored against its own "
+    "history by `de_assets.anomaly.detect`: weekly "
     "seasonality, median/MAD robust (one spike does not poison the baseline), no look-ahead. "
     "`is_anomaly` marks |score| > 3.5; `expected` is NULL until a KPI has enough history.",
     table=KPI_ANOMALIES,

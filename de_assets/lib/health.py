@@ -114,22 +114,35 @@ class SloTargets:
         ]
 
 
-_LATEST = f"""
+# The newest row per partition and asset (a re-run supersedes the earlier runs' rows).
+LATEST_KPIS = f"""
     SELECT * FROM {PARTITION_KPIS.name}
     QUALIFY row_number() OVER (PARTITION BY partition, asset ORDER BY recorded_at DESC, run_id DESC) = 1
+"""
+
+
+# Pipeline-health series scored for anomalies next to the product KPIs (deterministic for a given
+# input, so re-running a day gives the same scores; timings are plotted in the UI instead).
+HEALTH_SERIES_SQL = f"""
+    SELECT partition AS event_date, 'pipeline.' || metric AS kpi, value FROM (
+        SELECT partition, sum(rows_in)::DOUBLE AS rows_in,
+               sum(rows_quarantined) / nullif(sum(rows_in), 0) AS quarantine_rate,
+               sum(rows_duplicate) / nullif(sum(rows_in), 0) AS duplicate_rate
+        FROM ({LATEST_KPIS}) WHERE asset LIKE 'clean/%' GROUP BY partition)
+    UNPIVOT INCLUDE NULLS (value FOR metric IN (rows_in, quarantine_rate, duplicate_rate))
 """
 
 
 def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None, str | None]]:
     """The measured value of every SLO for `day` from `partition_kpis`, with an optional status override."""
     [(rows_in, quarantined, duplicate)] = con.execute(
-        f"SELECT sum(rows_in), sum(rows_quarantined), sum(rows_duplicate) FROM ({_LATEST}) "
+        f"SELECT sum(rows_in), sum(rows_quarantined), sum(rows_duplicate) FROM ({LATEST_KPIS}) "
         "WHERE partition = $day AND asset LIKE 'clean/%'",
         {"day": day},
     ).fetchall()
     [(baseline,)] = con.execute(
         f"""SELECT median(n) FROM (
-                SELECT partition, sum(rows_in) AS n FROM ({_LATEST})
+                SELECT partition, sum(rows_in) AS n FROM ({LATEST_KPIS})
                 WHERE asset LIKE 'clean/%' AND partition IN ($day - 7, $day - 14, $day - 21, $day - 28)
                 GROUP BY partition)""",
         {"day": day},

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from de_assets.anomaly import detect
+from de_assets.lib.health import HEALTH_SERIES_SQL
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
     FUNNEL_DAILY,
@@ -257,13 +258,19 @@ def replace_range(con, table: Table, select_sql: str, start: date, end: date) ->
 
 
 def kpi_anomalies(con, start: date, end: date) -> int:
-    """Score each KPI of [start, end] against its own history (days before it, from kpi_changes).
+    """Score each KPI of [start, end] against its own history (days before it): the headline KPIs
+    of kpi_changes and the pipeline-health series (`pipeline.rows_in`, `.quarantine_rate`,
+    `.duplicate_rate` per arrival day, from the KPI rows the cleaning steps record).
 
     Small data (days x KPIs), so the series go to pandas for `de_assets.anomaly.detect`, which
     uses only points before t: re-running a day gives the same result whatever came later.
     """
     history = con.execute(
-        "SELECT event_date AS ts, kpi, value FROM marts.kpi_changes WHERE event_date <= ? ORDER BY kpi, ts", [end]
+        f"""SELECT event_date AS ts, kpi, value FROM (
+                SELECT event_date, kpi, value FROM marts.kpi_changes
+                UNION ALL {HEALTH_SERIES_SQL})
+            WHERE event_date <= ? ORDER BY kpi, ts""",
+        [end],
     ).df()
     scored = [detect(series).assign(kpi=kpi) for kpi, series in history.groupby("kpi", sort=True)]
     frame = history.iloc[0:0].assign(expected=0.0, score=0.0, is_anomaly=False)
