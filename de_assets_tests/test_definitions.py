@@ -38,3 +38,24 @@ def test_lineage_runs_raw_to_clean_to_marts():
     assert dg.AssetKey(["raw", "events"]) in graph.get(dg.AssetKey(["clean", "events"])).parent_keys
     assert dg.AssetKey(["clean", "events"]) in graph.get(dg.AssetKey(["marts", "daily_engagement"])).parent_keys
     assert dg.AssetKey(["clean", "requests"]) in graph.get(dg.AssetKey(["marts", "service_latency"])).parent_keys
+
+
+def test_served_assets_have_freshness_policies_and_checks_and_every_check_is_described():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        served = node.group_name in ("cleaning", "analytics")
+        assert (node.freshness_policy is not None) == served, key
+    freshness_targets = {k.asset_key for k in defs.resolve_asset_graph().asset_check_keys if k.name == "freshness_check"}
+    assert {k.to_user_string() for k in freshness_targets} >= {"clean/events", "marts/daily_engagement"}
+    for check_key in graph.asset_check_keys:
+        spec = graph.get_check_spec(check_key)
+        assert spec.description, check_key
+
+
+def test_sensors_and_the_job_exclude_the_freshness_checks():
+    names = {s.name for s in defs.sensors}
+    assert {"freshness_checks_sensor", "run_failure_alerts", "stale_partition_alerts"} <= names
+    job_checks = defs.resolve_job_def("daily_pipeline").asset_layer.asset_graph.asset_check_keys
+    assert len(job_checks) > 30
+    assert not any(k.name == "freshness_check" for k in job_checks)  # evaluated by their sensor only
