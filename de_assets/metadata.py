@@ -7,6 +7,7 @@ from datetime import date
 
 import dagster as dg
 
+from de_assets.lib import rawstore
 from de_assets.lib.tables import Table
 
 PREVIEW_ROWS = 10
@@ -66,11 +67,12 @@ def table_metadata(con, table: Table, start: date, end: date, started: float, ro
     where = f"{table.partition_column} BETWEEN ? AND ?"
     if table.partition_column == "activity_week":
         where = "activity_week BETWEEN date_trunc('week', ?::DATE) AND date_trunc('week', ?::DATE)"
-    rows = con.execute(f"SELECT count(*) FROM {table.name} WHERE {where}", [start, end]).fetchone()[0]
+    source = rawstore.relation(con, table, start, end)  # raw rows may live in Parquet (raw_format flag)
+    rows = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [start, end]).fetchone()[0]
     preview_cols = [c.name for c in table.columns if c.type != "JSON"]
     order = ", ".join(preview_cols[:3])
     preview = con.execute(
-        f"SELECT {', '.join(preview_cols)} FROM {table.name} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",
+        f"SELECT {', '.join(preview_cols)} FROM {source} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",
         [start, end],
     ).fetchall()
     seconds = time.perf_counter() - started

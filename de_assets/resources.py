@@ -9,6 +9,9 @@
 | `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev` |
 | `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning partition quarantining more is not served |
 | `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
+| `DE_ASSETS_RAW_FORMAT` | `json` | feature flag: raw rows in the DuckDB table (`json`) or Parquet files (`parquet`) |
+| `DE_ASSETS_RAW_FORMAT_ROLLOUT` | `1.0` | share of arrival days (deterministic by day) the raw format applies to |
+| `DE_ASSETS_DEDUPE_STRATEGY` | `window` | feature flag: `window` (row_number) or `arg_min` (hash aggregate); same rows |
 
 Dry run is a launch-time switch, not an environment variable: run config
 `{"resources": {"run_mode": {"config": {"dry_run": true}}}}` or `de-assets run --dry-run`.
@@ -16,6 +19,7 @@ Dry run is a launch-time switch, not an environment variable: run config
 
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +29,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts
+from de_assets.lib import alerts, rawstore
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
@@ -74,6 +78,14 @@ class Warehouse(DuckDBResource):
             if Path(self.database + suffix).exists():
                 shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
 
+    @property
+    def raw_dir(self) -> str:
+        """Where raw Parquet batches are written (raw_format=parquet): next to the active database file."""
+        target = str(self._scratch) if self._scratch is not None else self.database
+        if target == ":memory:":
+            return str(Path(tempfile.gettempdir()) / f"de_assets_raw_{os.getpid()}")
+        return f"{target}.raw"
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._scratch is not None:
             shutil.rmtree(self._scratch.parent, ignore_errors=True)
@@ -118,6 +130,18 @@ class PipelineSettings(dg.ConfigurableResource):
     pseudonym_key: str | None = None
     funnels: dict[str, list[str]] = DEFAULT_FUNNELS
     max_quarantine_rate: float = 0.2
+    # Feature flags (pipeline configuration experiments, R7); results are identical either way.
+    raw_format: str = "json"
+    raw_format_rollout: float = 1.0
+    dedupe_strategy: str = "window"
+
+    def raw_format_for(self, day) -> str:
+        """The raw store of an arrival day: the flag's value on its rollout share of days, else json."""
+        if self.raw_format not in rawstore.FORMATS:
+            raise dg.Failure(f"raw_format must be one of {rawstore.FORMATS}, got {self.raw_format!r}")
+        if self.raw_format == "json" or not rawstore.applies("raw_format", day, self.raw_format_rollout):
+            return "json"
+        return self.raw_format
 
     def key(self, log) -> str:
         """The HMAC key; in dev a fixed default with a loud warning, elsewhere an error when missing."""
@@ -172,6 +196,7 @@ def build_resources(
                  memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT")),
     )
     rate = os.getenv("DE_ASSETS_MAX_QUARANTINE_RATE")
+    rollout = os.getenv("DE_ASSETS_RAW_FORMAT_ROLLOUT")
     return {
         "run_mode": run_mode,
         "warehouse": warehouse,
@@ -182,6 +207,9 @@ def build_resources(
                     environment=_env("DE_ASSETS_ENV"),
                     pseudonym_key=pseudonym_key or _env("DE_ASSETS_PSEUDONYM_KEY"),
                     max_quarantine_rate=float(rate) if rate else None,
+                    raw_format=os.getenv("DE_ASSETS_RAW_FORMAT"),
+                    raw_format_rollout=float(rollout) if rollout else None,
+                    dedupe_strategy=os.getenv("DE_ASSETS_DEDUPE_STRATEGY"),
                 ),
                 **settings,
             }

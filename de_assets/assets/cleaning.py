@@ -74,7 +74,10 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         limit = settings.max_quarantine_rate
         with warehouse.connect() as con:
             # one arrival day at a time: memory stays that of one day however long the backfill
-            daily_reports = {day: clean.clean_range(con, spec, day, day, limit) for day in days_between(start, end)}
+            daily_reports = {
+                day: clean.clean_range(con, spec, day, day, limit, settings.dedupe_strategy)
+                for day in days_between(start, end)
+            }
             report = clean.CleanReport.total(daily_reports.values())
             written = [day for day, r in daily_reports.items() if not r.gated_days]
             books = clean.accounting_over(con, spec, source, written)

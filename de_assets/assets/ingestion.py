@@ -68,10 +68,11 @@ def _raw_asset(source: str, table: Table, upstream: dg.AssetSpec, description: s
         report = ingest.IngestReport(source)
         with warehouse.connect() as con:
             privacy.install_macros(con, settings.key(context.log))
-            if config.reingest:
-                ingest.forget_partition(con, source, start, end)
+            if config.reingest:  # in a dry run the Parquet files of the stored warehouse stay untouched
+                ingest.forget_partition(con, source, start, end, delete_files=not warehouse.dry_run)
             for day in days_between(start, end):
-                ingest.ingest_day(con, settings.landing_root, source, day, context.run.run_id, report)
+                ingest.ingest_day(con, settings.landing_root, source, day, context.run.run_id, report,
+                                  raw_format=settings.raw_format_for(day), raw_dir=warehouse.raw_dir)
             metadata, results = finish(
                 context, con, alerting, context.asset_key, table, start, end, started, rows_in=report.rows_ingested
             )

@@ -12,6 +12,7 @@ use the end of their arrival day instead.
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from de_assets.lib import rawstore
 from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
@@ -43,7 +44,7 @@ def rows_per_day(con, table: Table, start: date, end: date) -> dict[date, DayCou
     else:
         column = table.partition_column
         sql = (f"SELECT d::DATE, count(t.{column}) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
-               f"LEFT JOIN {table.name} t ON t.{column} = d::DATE GROUP BY 1")
+               f"LEFT JOIN {rawstore.relation(con, table, start, end)} t ON t.{column} = d::DATE GROUP BY 1")
     return {day: DayCounts(n, n) for day, n in con.execute(sql, {"start": start, "end": end}).fetchall()}
 
 

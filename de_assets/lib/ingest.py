@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 from de_assets.lib import landing
+from de_assets.lib import rawstore
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
@@ -111,22 +112,30 @@ class IngestReport:
         }
 
 
-def forget_partition(con, source: str, start: date, end: date) -> None:
-    """Delete raw rows and file registrations for an arrival-day range (explicit re-ingest only)."""
+def forget_partition(con, source: str, start: date, end: date, delete_files: bool = True) -> None:
+    """Delete raw rows (both stores) and file registrations for an arrival-day range (explicit re-ingest only)."""
     table, _ = SOURCES[source]
     con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN ? AND ?", [start, end])
+    rawstore.forget(con, table, start, end, delete_files=delete_files)
     con.execute(
         f"DELETE FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
         [source, start, end],
     )
 
 
-def ingest_day(con, root, source: str, day: date, run_id: str, report: IngestReport) -> IngestReport:
+def ingest_day(
+    con, root, source: str, day: date, run_id: str, report: IngestReport,
+    raw_format: str = "json", raw_dir: str | None = None,
+) -> IngestReport:
     """Ingest every file that landed for ``source`` on ``day`` and is not registered yet.
 
     All new files of the day are read in one statement (DuckDB parallelizes across them) and
-    registered in the same transaction, so a day's ingestion is all-or-nothing.
+    registered in the same transaction, so a day's ingestion is all-or-nothing. ``raw_format``
+    chooses the store of the rows (`lib/rawstore.py`): the DuckDB table, or one Parquet file per
+    batch under ``raw_dir``.
     """
+    if raw_format not in rawstore.FORMATS:
+        raise ValueError(f"raw_format must be one of {rawstore.FORMATS}, got {raw_format!r}")
     table, select_sql = SOURCES[source]
     to_read: list[tuple[landing.LandedFile, str]] = []
     redelivered: list[tuple[landing.LandedFile, str, str]] = []  # (file, checksum, original path)
@@ -174,15 +183,21 @@ def ingest_day(con, root, source: str, day: date, run_id: str, report: IngestRep
                 con.execute(f"CREATE OR REPLACE TEMP TABLE _lines AS {records}")
             finally:
                 con.execute("SET preserve_insertion_order = false")
-            con.execute(
-                f"INSERT INTO {table.name} BY NAME {select_sql.replace('{records}', 'SELECT * FROM _lines')}",
-                {"arrival_date": day, "ingested_at": ingested_at},
-            )
+            projected = select_sql.replace("{records}", "SELECT * FROM _lines")
+            params = {"arrival_date": day, "ingested_at": ingested_at}
+            if raw_format == "json":
+                con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
+                stored = table.name
+            else:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS {projected}", params)
+                rawstore.write_parquet_batch(con, table, "_batch", day, raw_dir, f"{ingested_at:%Y%m%dT%H%M%S%f}")
+                stored = "_batch"
             con.execute("DROP TABLE _lines")
             rows_by_path = dict(con.execute(
-                f"SELECT source_file, count(*) FROM {table.name} WHERE arrival_date = ? AND ingested_at = ? "
+                f"SELECT source_file, count(*) FROM {stored} WHERE arrival_date = ? AND ingested_at = ? "
                 "GROUP BY 1", [day, ingested_at],
             ).fetchall())
+            con.execute("DROP TABLE IF EXISTS _batch")
         registrations = [
             (f, checksum, rows_by_path.get(f.relative, 0), "ingested", None) for f, checksum in to_read
         ] + [

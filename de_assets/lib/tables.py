@@ -86,6 +86,18 @@ RAW_EVENTS = _t(
     ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
 )
 
+PARQUET_BATCHES = _t(
+    "raw.parquet_batches",
+    "arrival_date",
+    "Registry of raw rows stored as Parquet files (feature flag raw_format=parquet): one row per ingest batch.",
+    ("table_name", "VARCHAR", "Raw table the rows belong to, e.g. raw.events"),
+    ("arrival_date", "DATE", "Arrival day of the batch"),
+    ("path", "VARCHAR", "Absolute path of the Parquet file"),
+    ("rows", "BIGINT", "Rows in the file"),
+    ("bytes", "BIGINT", "File size in bytes"),
+    key=("path",),
+)
+
 RAW_REQUESTS = _t(
     "raw.requests",
     "arrival_date",
@@ -328,6 +340,7 @@ ALERTS = _t(
 
 ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
+    PARQUET_BATCHES,
     RAW_EVENTS,
     RAW_REQUESTS,
     CLEAN_EVENTS,
