@@ -4,6 +4,7 @@
     de-assets generate --days 30 --events-per-day 100000
     de-assets run --start 2026-11-01 --end 2026-11-07
     de-assets run --start 2026-11-01 --dry-run   # compute, validate, report; write nothing
+    de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
 
 Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home),
 so `dagster dev` with the same DAGSTER_HOME shows them in the UI.
@@ -92,6 +93,39 @@ def _print_summary(result) -> None:
     print(f"UI:        DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev   -> http://127.0.0.1:3000")
 
 
+def _flags(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"flag {pair!r}: expected name=value, e.g. raw_format=parquet")
+        out[name] = value
+    return out
+
+
+def cmd_experiment(args) -> bool:
+    import dagster as dg
+
+    from de_assets.definitions import build_defs
+
+    os.environ["DE_ASSETS_LANDING"] = str(args.landing)
+    if not os.getenv("DAGSTER_HOME"):
+        DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
+    config = {"start": str(args.start), "end": str(args.end), "a": _flags(args.a), "b": _flags(args.b),
+              "repetitions": args.reps}
+    with dg.DagsterInstance.get() as instance:
+        result = build_defs().resolve_job_def("pipeline_config_experiment").execute_in_process(
+            instance=instance, run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
+            raise_on_error=False,
+        )
+    for event in result.get_asset_materialization_events():
+        print("\n" + event.materialization.metadata["readout"].value)
+    print(f"\npipeline_config_experiment: {'SUCCESS' if result.success else 'FAILED'} (run {result.run_id}); "
+          "measurements in pipeline_health.config_experiments")
+    return result.success
+
+
 def cmd_demo(args) -> bool:
     args.end = args.end or _yesterday()
     landing = Path(args.landing)
@@ -124,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dry-run", action="store_true",
                      help="run and validate everything against a scratch copy; the warehouse is not touched")
 
+    exp = sub.add_parser("experiment", help="A/B test two pipeline configurations on the same landed days")
+    exp.add_argument("--start", type=_date, required=True)
+    exp.add_argument("--end", type=_date, default=None, help="default: --start")
+    exp.add_argument("--a", nargs="*", default=["raw_format=json"], help="flags of arm A (default raw_format=json)")
+    exp.add_argument("--b", nargs="*", default=["raw_format=parquet"], help="flags of arm B (default raw_format=parquet)")
+    exp.add_argument("--reps", type=int, default=3, help="repetitions per arm (default 3)")
+    exp.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
+
     args = parser.parse_args(argv)
     if args.command == "generate":
         args.end = args.end or _yesterday()
@@ -132,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         args.end = args.end or args.start
         return 0 if cmd_run(args) else 1
+    if args.command == "experiment":
+        args.end = args.end or args.start
+        return 0 if cmd_experiment(args) else 1
     return 0 if cmd_demo(args) else 1
 
 

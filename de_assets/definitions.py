@@ -4,7 +4,7 @@ import dagster as dg
 
 from de_assets import freshness, sensors
 from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
-from de_assets.jobs import daily_pipeline
+from de_assets.jobs import daily_pipeline, pipeline_config_experiment
 from de_assets.resources import build_resources
 
 ASSETS = dg.map_asset_specs(
@@ -27,7 +27,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=freshness.CHECKS,
-        jobs=[daily_pipeline],
+        jobs=[daily_pipeline, pipeline_config_experiment],
         sensors=[freshness.CHECKS_SENSOR, sensors.run_failure_alerts, sensors.stale_partition_alerts],
         resources=resources if resources is not None else build_resources(),
         # DuckDB allows one writer per file: steps run one after another in the run's process.

@@ -6,13 +6,22 @@ import dagster as dg
 
 from de_assets import freshness
 
+CONFIG_EXPERIMENTS = ["pipeline_health", "config_experiments"]
 PIPELINE_GROUPS = ("ingestion", "cleaning", "analytics", "pipeline_health")
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
-    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS) - dg.AssetSelection.assets(
-        ["landing", "events"], ["landing", "requests"]
-    ) - dg.AssetSelection.checks(*freshness.CHECKS),  # evaluated by their sensor, not by the pipeline
+    selection=dg.AssetSelection.groups(*PIPELINE_GROUPS)
+    - dg.AssetSelection.assets(["landing", "events"], ["landing", "requests"], CONFIG_EXPERIMENTS)
+    - dg.AssetSelection.checks(*freshness.CHECKS),  # evaluated by their sensor, not by the pipeline
     description="Ingest, clean and serve one UTC day (or a range, in one run: every asset has a "
     "single-run backfill policy). Steps run in process: DuckDB has one writer at a time.",
+)
+
+pipeline_config_experiment = dg.define_asset_job(
+    "pipeline_config_experiment",
+    selection=dg.AssetSelection.assets(CONFIG_EXPERIMENTS),
+    description="A/B test of two pipeline configurations over the same landed days (R7). Launch with "
+    "run config `ops.pipeline_health__config_experiments.config: {start, end, a, b, repetitions}` "
+    "or `de-assets experiment`.",
 )

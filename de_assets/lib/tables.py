@@ -320,6 +320,21 @@ SLO_STATUS = _t(
     key=("partition", "slo"),
 )
 
+CONFIG_EXPERIMENTS = _t(
+    "pipeline_health.config_experiments",
+    None,
+    "A/B tests of pipeline configurations: one measurement per experiment x arm x repetition x metric.",
+    ("experiment_id", "VARCHAR", "Name of the experiment run"),
+    ("run_at", "TIMESTAMP", "UTC time the experiment finished"),
+    ("arm", "VARCHAR", "A (baseline) or B (candidate)"),
+    ("flags", "VARCHAR", "The arm's feature flags as JSON"),
+    ("repetition", "INTEGER", "1-based repetition"),
+    ("metric", "VARCHAR", "wall_seconds, ingest_seconds, clean_seconds, marts_seconds, rows_per_second, bytes_stored, quarantine_rate"),
+    ("value", "DOUBLE", "Measured value"),
+    ("identical_tables", "BOOLEAN", "Every arm and repetition served identical tables"),
+    key=("experiment_id", "arm", "repetition", "metric"),
+)
+
 ALERTS = _t(
     "pipeline_health.alerts",
     None,
@@ -358,6 +373,7 @@ ALL_TABLES: tuple[Table, ...] = (
     KPI_ANOMALIES,
     PARTITION_KPIS,
     SLO_STATUS,
+    CONFIG_EXPERIMENTS,
     ALERTS,
 )
 

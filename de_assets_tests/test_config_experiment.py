@@ -1,0 +1,64 @@
+"""The pipeline-configuration A/B test (R7): summaries, the identity check, and a real run through Dagster."""
+
+import dagster as dg
+
+from de_assets import config_experiment as ce
+
+
+def _arm(arm, rep, wall, size, prints=None):
+    metrics = {m: 1.0 for m in ce.METRICS} | {"wall_seconds": wall, "bytes_stored": size, "rows_per_second": 100 / wall}
+    return ce.ArmResult(arm, rep, metrics, prints or {"marts.x": (1, 2)})
+
+
+def test_a_side_wins_only_when_the_ranges_do_not_overlap():
+    results = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 60), _arm("A", 2, 11.0, 100), _arm("B", 2, 10.5, 61)]
+    summary = {s.metric: s for s in ce.summarize(results)}
+    assert summary["wall_seconds"].winner == "tie"  # B 8.0-10.5 overlaps A 10.0-11.0
+    assert summary["bytes_stored"].winner == "B" and summary["bytes_stored"].change == (60.5 - 100) / 100
+    assert summary["rows_per_second"].winner == "tie"  # higher is better, ranges overlap too
+    faster = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 100), _arm("A", 2, 11.0, 100), _arm("B", 2, 9.0, 100)]
+    summary = {s.metric: s for s in ce.summarize(faster)}
+    assert summary["wall_seconds"].winner == "B" and summary["rows_per_second"].winner == "B"
+    text = ce.readout({"raw_format": "json"}, {"raw_format": "parquet"}, list(summary.values()), True, [], 2,
+                      "2026-11-01", "2026-11-02")
+    assert "B wins on wall_seconds by 19.0%" in text  # medians 10.5 -> 8.5: -2 / 10.5
+
+
+def test_identity_check_names_the_tables_that_differ():
+    same = [_arm("A", 1, 1, 1, {"t": (1, 5)}), _arm("B", 1, 1, 1, {"t": (1, 5)})]
+    assert ce.identical_tables(same) == (True, [])
+    differ = [_arm("A", 1, 1, 1, {"t": (1, 5), "u": (2, 2)}), _arm("B", 1, 1, 1, {"t": (1, 6), "u": (2, 2)})]
+    assert ce.identical_tables(differ) == (False, ["t"])
+
+
+def test_json_vs_parquet_experiment_runs_through_dagster(pipeline, tmp_path):
+    config = {"start": "2026-11-01", "end": "2026-11-03", "a": {"raw_format": "json"},
+              "b": {"raw_format": "parquet", "dedupe_strategy": "arg_min"}, "repetitions": 1}
+    result = pipeline.defs.resolve_job_def("pipeline_config_experiment").execute_in_process(
+        instance=pipeline.instance, run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert meta["identical_tables"] is True
+    assert "Served tables identical in every run: **yes**" in meta["readout"]
+    rows = pipeline.query("SELECT arm, metric, value, identical_tables FROM pipeline_health.config_experiments")
+    assert len(rows) == 2 * 1 * len(ce.METRICS)
+    assert rows.identical_tables.all()
+    stored = rows[rows.metric == "bytes_stored"].set_index("arm").value
+    assert stored["A"] > 0 and stored["B"] > 0
+    # the quarantine rate is a property of the data, not of the configuration
+    rate = rows[rows.metric == "quarantine_rate"].set_index("arm").value
+    assert rate["A"] == rate["B"] > 0
+    assert not any(p.name.endswith(".experiments") and any(p.iterdir()) for p in pipeline.db.parent.iterdir() if p.is_dir())
+
+
+def test_unknown_flag_is_refused(pipeline):
+    config = {"start": "2026-11-01", "end": "2026-11-01", "b": {"raw_fromat": "parquet"}, "repetitions": 1}
+    result = pipeline.defs.resolve_job_def("pipeline_config_experiment").execute_in_process(
+        instance=pipeline.instance, raise_on_error=False,
+        run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
+    )
+    assert not result.success
+    assert any("unknown feature flag" in str(e.event_specific_data.error) for e in result.all_events
+               if e.event_type == dg.DagsterEventType.STEP_FAILURE)
