@@ -920,6 +920,9 @@ class _Generator:
         p_order = np.clip(0.35 * mult, 0.0, 0.98)
         p_chk = np.maximum(0.55, p_order)
         r = rng.random(S)
+        # sessions that end in an order only because of the effect (r between the untreated and the
+        # treated probability): the counterfactual "same user, same draws, no effect" has no order there
+        caused = add & (var_u >= 1) & (r >= 0.35) & (r < p_order)
         depth = np.where(add, np.where(r < p_order, 4, np.where(r < p_chk, 3, 2)), 0)
         T = np.where(add, 1 + n_exp + (depth >= 3) + (depth >= 4), 0)
         L = 1 + B + blk + T
@@ -1056,6 +1059,7 @@ class _Generator:
             "tot_c": tot_c[sidx],
             "coupon": coupon[sidx].astype(np.int8),
             "has_rev": has_rev[sidx].astype(np.int8),
+            "caused": caused[sidx].astype(np.int8),
             "var": var_e.astype(np.int8),
             "screen": screen.astype(np.int8),
             "method": method[sidx].astype(np.int8),
@@ -1283,7 +1287,7 @@ class _Generator:
             revenue_c = int(np.where(rec["has_rev"][om] == 1, rec["rev_c"][om], rec["tot_c"][om]).sum())
             em = valid & (kind == K_EXP)
             self.exposures.append((rec["uidx"][em] * 2 + rec["has_uid"][em], rec["var"][em], rec["T"][em]))
-            self.orders.append((rec["uidx"][om] * 2 + rec["has_uid"][om], rec["T"][om]))
+            self.orders.append((rec["uidx"][om] * 2 + rec["has_uid"][om], rec["T"][om], rec["caused"][om]))
         dirt_out = {
             "duplicates_same_day": int((dup == 1).sum()),
             "duplicates_from_previous_day": int((dup == 2).sum()),
@@ -1440,7 +1444,7 @@ class _Generator:
     def experiment_truth(self) -> dict[str, Any]:
         spec = self.spec
         ex = [np.concatenate(x) for x in zip(*self.exposures)] if self.exposures else [np.zeros(0, np.int64)] * 3
-        od = [np.concatenate(x) for x in zip(*self.orders)] if self.orders else [np.zeros(0, np.int64)] * 2
+        od = [np.concatenate(x) for x in zip(*self.orders)] if self.orders else [np.zeros(0, np.int64)] * 3
         key, var, t = ex
         out: dict[str, Any] = {
             **asdict(spec),
@@ -1450,18 +1454,23 @@ class _Generator:
         }
         if len(key) == 0:
             out.update(exposed_users={v: 0 for v in spec.variants}, converted_users={v: 0 for v in spec.variants},
+                       converted_without_effect={v: 0 for v in spec.variants},
                        crossover_users=0, srm_dropped_sessions=self.srm_dropped_sessions)
             return out
         e = pd.DataFrame({"key": key, "var": var, "t": t})
         g = e.groupby("key").agg(first_t=("t", "min"), nvar=("var", "nunique"))
         assigned = self.pool["var"][g.index.to_numpy() // 2]
-        o = pd.DataFrame({"key": od[0], "t": od[1]})
+        o = pd.DataFrame({"key": od[0], "t": od[1], "caused": od[2]})
         o = o.merge(g[["first_t"]], left_on="key", right_index=True)
-        conv_keys = np.unique(o.loc[o["t"] > o["first_t"], "key"].to_numpy())
+        after = o["t"] > o["first_t"]
+        conv_keys = np.unique(o.loc[after, "key"].to_numpy())
         converted = np.isin(g.index.to_numpy(), conv_keys)
+        # the counterfactual: without the orders that exist only because of the true effect
+        untreated = np.isin(g.index.to_numpy(), np.unique(o.loc[after & (o["caused"] == 0), "key"].to_numpy()))
         out.update(
             exposed_users={v: int((assigned == i).sum()) for i, v in enumerate(spec.variants)},
             converted_users={v: int(((assigned == i) & converted).sum()) for i, v in enumerate(spec.variants)},
+            converted_without_effect={v: int(((assigned == i) & untreated).sum()) for i, v in enumerate(spec.variants)},
             crossover_users=int((g["nvar"].to_numpy() > 1).sum()),
             srm_dropped_sessions=self.srm_dropped_sessions,
         )
@@ -1544,6 +1553,8 @@ def generate(
           "experiment": {experiment_id, variants, weights, true_effect, srm, crossover,
                          "exposures": {variant: n events}, "exposed_users": {variant: n},
                          "converted_users": {variant: n ordered after first exposure},
+                         "converted_without_effect": {variant: n that would have ordered without
+                                                      the true effect (same draws)},
                          "crossover_users": n, "srm_dropped_sessions": n},
           "files": [{"source", "day", "path" (relative, posix), "format" (ndjson|csv|parquet|json),
                      "compression" (gzip|None), "rows", "bytes", "sha256",
