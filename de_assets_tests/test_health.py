@@ -96,7 +96,7 @@ def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     assert result.success
     kpis = pipeline.query("SELECT partition::VARCHAR p, asset, rows_in, rows_out, rows_quarantined q, rows_duplicate d "
                           "FROM pipeline_health.partition_kpis")
-    assert len(kpis) == 13 * 3  # 13 pipeline assets x 3 partitions, one run
+    assert len(kpis) == 14 * 3  # 14 pipeline assets x 3 partitions, one run
     events = kpis[kpis.asset == "clean/events"].sort_values("p")[["rows_in", "rows_out", "q", "d"]].values.tolist()
     # README: raw rows per arrival day 4 / 21 / 8 (the re-delivered file is not ingested);
     # clean 3 / 14 / 7, quarantined 1 / 6 / 0, duplicates 0 / 1 (m14 again) / 1 (m14 cross-day)

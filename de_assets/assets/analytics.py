@@ -3,11 +3,12 @@
 import time
 
 import dagster as dg
+import pandas as pd
 
 from de_assets import checks
-from de_assets.lib import marts
+from de_assets.lib import experiment_readout, marts
 from de_assets.lib.alerts import Alert
-from de_assets.lib.tables import KPI_ANOMALIES, Table
+from de_assets.lib.tables import EXPERIMENT_RESULTS, KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.reporting import finish
@@ -137,6 +138,66 @@ kpi_anomalies = _mart(
     kinds=("duckdb", "pandas"),
 )
 
+class ExperimentReadoutConfig(dg.Config):
+    """How experiments are read out (launchpad: `ops.marts__experiment_results.config`)."""
+
+    metrics: dict[str, str] = experiment_readout.DEFAULT_METRICS
+    window_days: int = 7
+    alpha: float = 0.05
+    control: str = "control"
+    cuped: bool = False
+    lookback_days: int = 90
+
+
+@dg.asset(
+    key=["marts", "experiment_results"],
+    deps=[CLEAN_EVENTS],
+    group_name="analytics",
+    description="A/B readouts from `Experiment Viewed` exposures, as of each day: per experiment, "
+    "variant and metric (purchase, add_to_cart, revenue_per_user; configurable), exposed users, "
+    "conversions after the first exposure within the attribution window, rate, absolute and "
+    "relative lift vs control with a confidence interval and two-sided p-value (z-test; Welch "
+    "for revenue; optional CUPED), the sample-ratio-mismatch p-value and the crossover users "
+    "(seen in two variants, excluded). The readable readout per experiment, with a verdict only "
+    "when SRM and crossover checks pass, is in the materialization metadata.",
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    tags={"layer": "marts", "pii": "none"},
+    code_version="1",
+    metadata=definition_metadata(EXPERIMENT_RESULTS),
+    check_specs=checks.check_specs(dg.AssetKey(["marts", "experiment_results"]), EXPERIMENT_RESULTS),
+)
+def experiment_results(
+    context: dg.AssetExecutionContext, config: ExperimentReadoutConfig, warehouse: Warehouse, alerting: Alerting
+) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    start, end = partition_dates(context)
+    plan = experiment_readout.Plan(
+        metrics=dict(config.metrics), window_days=config.window_days, alpha=config.alpha, control=config.control,
+        cuped=config.cuped, lookback_days=config.lookback_days,
+    )
+    with warehouse.connect() as con:
+        experiment_readout.write(con, start, end, plan)
+        latest = con.execute(
+            f"SELECT * FROM {EXPERIMENT_RESULTS.name} WHERE as_of_date = ? ORDER BY experiment_id, metric, "
+            "NOT is_control, variant_id", [end],
+        ).df().to_dict("records")
+        metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started)
+    by_experiment: dict[str, list[dict]] = {}
+    for row in latest:
+        row["abs_lift"], row["rel_lift"], row["ci_low"], row["ci_high"], row["p_value"] = (
+            None if pd.isna(row[k]) else row[k] for k in ("abs_lift", "rel_lift", "ci_low", "ci_high", "p_value"))
+        by_experiment.setdefault(row["experiment_id"], []).append(row)
+    for experiment, rows in by_experiment.items():
+        metadata[f"readout {experiment}"] = dg.MetadataValue.md(experiment_readout.markdown(experiment, rows, plan))
+        metadata[f"srm_p_value {experiment}"] = float(rows[0]["srm_p_value"])
+    metadata["experiments"] = len(by_experiment)
+    return dg.MaterializeResult(metadata=metadata, check_results=results)
+
+
 ALL: list[dg.AssetsDefinition] = [
-    daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes, kpi_anomalies
+    daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes, kpi_anomalies,
+    experiment_results,
 ]

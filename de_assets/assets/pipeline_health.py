@@ -22,6 +22,7 @@ PIPELINE_ASSETS = [
         "raw/events", "raw/requests", "clean/events", "quarantine/events", "clean/requests",
         "quarantine/requests", "marts/daily_engagement", "marts/funnel_daily", "marts/retention_cohorts",
         "marts/revenue_daily", "marts/service_latency", "marts/kpi_changes", "marts/kpi_anomalies",
+        "marts/experiment_results",
     )
 ]
 COMMON = dict(

@@ -99,6 +99,8 @@ RULES = {
     "marts.service_latency": [unique_key, keys_not_null, rate_in_unit_interval("error_rate")],
     "marts.kpi_changes": [unique_key, keys_not_null],
     "marts.kpi_anomalies": [unique_key, keys_not_null],
+    "marts.experiment_results": [unique_key, keys_not_null, rate_in_unit_interval("p_value"),
+                                 rate_in_unit_interval("srm_p_value")],
     "clean.events": [unique_key, keys_not_null, no_raw_pii],
     "clean.requests": [unique_key, keys_not_null],
     "quarantine.events": [unique_key, no_raw_pii],

@@ -285,6 +285,34 @@ KPI_ANOMALIES = _t(
     key=("event_date", "kpi"),
 )
 
+EXPERIMENT_RESULTS = _t(
+    "marts.experiment_results",
+    "as_of_date",
+    "A/B readouts as of each day: per experiment x variant x metric, exposed users, conversions, rate, "
+    "lift vs control with CI and p-value, sample-ratio-mismatch p-value and crossover users.",
+    ("as_of_date", "DATE", "Readout as of the end of this UTC day (the partition)"),
+    ("experiment_id", "VARCHAR", "properties.experiment_id of the Experiment Viewed events"),
+    ("variant_id", "VARCHAR", "properties.variant_id"),
+    ("metric", "VARCHAR", "Conversion metric (e.g. purchase = Order Completed) or revenue_per_user"),
+    ("is_control", "BOOLEAN", "The variant the others are compared with"),
+    ("users", "BIGINT", "Exposed users in this variant (crossover users excluded)"),
+    ("conversions", "BIGINT", "Users who converted after their first exposure within the window (revenue: paying users)"),
+    ("rate", "DOUBLE", "conversions / users (revenue_per_user: mean revenue per exposed user)"),
+    ("abs_lift", "DOUBLE", "rate - control rate (NULL for the control)"),
+    ("rel_lift", "DOUBLE", "abs_lift / control rate"),
+    ("ci_low", "DOUBLE", "Lower bound of the (1 - alpha) confidence interval of abs_lift"),
+    ("ci_high", "DOUBLE", "Upper bound of the (1 - alpha) confidence interval of abs_lift"),
+    ("p_value", "DOUBLE", "Two-sided p-value (pooled two-proportion z-test; Welch t-test for revenue)"),
+    ("srm_p_value", "DOUBLE", "Chi-square p-value of users per variant vs the planned split"),
+    ("srm_flag", "BOOLEAN", "srm_p_value < 0.001: sample ratio mismatch, readout not trustworthy"),
+    ("crossover_users", "BIGINT", "Users seen in more than one variant (excluded everywhere)"),
+    ("method", "VARCHAR", "Test used"),
+    ("alpha", "DOUBLE", "Significance level"),
+    ("window_days", "INTEGER", "Attribution window after the first exposure"),
+    ("cuped", "BOOLEAN", "Whether CUPED variance reduction (pre-exposure covariate) was applied"),
+    key=("as_of_date", "experiment_id", "variant_id", "metric"),
+)
+
 PARTITION_KPIS = _t(
     "pipeline_health.partition_kpis",
     "partition",
@@ -371,6 +399,7 @@ ALL_TABLES: tuple[Table, ...] = (
     SERVICE_LATENCY,
     KPI_CHANGES,
     KPI_ANOMALIES,
+    EXPERIMENT_RESULTS,
     PARTITION_KPIS,
     SLO_STATUS,
     CONFIG_EXPERIMENTS,

@@ -1,0 +1,259 @@
+"""Product A/B readouts: `Experiment Viewed` exposures + clean events -> `marts.experiment_results`.
+
+DuckDB reduces the events to one row per exposed user (variant, first exposure, each metric after
+the first exposure within the attribution window, and the same metric in the window before it for
+CUPED), then to a handful of moments per variant. The statistics (`lib/experiments.py`) only see
+those moments, so a readout over millions of events moves a few rows into Python.
+
+Definitions (as of the end of the partition day):
+* exposed user: a user key with an `Experiment Viewed` event (experiment_id, variant_id) in the
+  lookback window. Users seen in more than one variant are **crossover** users: counted, excluded.
+* conversion metric (e.g. purchase = `Order Completed`): the user did the event after their first
+  exposure and within `window_days` of it. rate = converters / exposed users.
+* `revenue_per_user`: revenue of `Order Completed` after the first exposure within the window, 0
+  for users who bought nothing; `conversions` are paying users, `rate` is the mean per user.
+* lifts vs the control variant: absolute (difference) and relative; CI for the difference at
+  level 1 - alpha; two-sided p-value (pooled two-proportion z-test with an unpooled Wald CI for
+  rates, Welch's t-test for revenue); CUPED (optional) adjusts each user's metric with the same
+  metric in the window before exposure, theta pooled over all arms.
+* SRM: chi-square goodness of fit of exposed users per variant against the planned split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from de_assets.lib import experiments as stats
+from de_assets.lib.tables import EXPERIMENT_RESULTS
+
+DEFAULT_METRICS = {"purchase": "Order Completed", "add_to_cart": "Product Added"}
+REVENUE_METRIC = "revenue_per_user"
+REVENUE_EVENT = "Order Completed"
+
+
+@dataclass(frozen=True)
+class Plan:
+    metrics: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_METRICS))
+    window_days: int = 7
+    alpha: float = 0.05
+    control: str = "control"
+    cuped: bool = False
+    lookback_days: int = 90
+    weights: dict[str, float] | None = None  # planned split; None = equal
+    srm_threshold: float = 0.001
+    max_crossover_share: float = 0.05
+
+    @property
+    def all_metrics(self) -> list[str]:
+        return [*self.metrics, REVENUE_METRIC]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _metric_columns(plan: Plan) -> str:
+    cols = []
+    for name, event in {**plan.metrics}.items():
+        ev = _literal(event)
+        cols.append(f"coalesce(bool_or(a.post AND a.event = {ev}), false)::INTEGER AS y_{name}")
+        cols.append(f"coalesce(bool_or(a.pre AND a.event = {ev}), false)::INTEGER AS x_{name}")
+    rev = _literal(REVENUE_EVENT)
+    cols.append(f"coalesce(sum(a.revenue) FILTER (WHERE a.post AND a.event = {rev}), 0) AS y_{REVENUE_METRIC}")
+    cols.append(f"coalesce(sum(a.revenue) FILTER (WHERE a.pre AND a.event = {rev}), 0) AS x_{REVENUE_METRIC}")
+    return ",\n               ".join(cols)
+
+
+def build_users(con, as_of: date, plan: Plan) -> None:
+    """Temp table `_exp_users`: one row per experiment x exposed user, with y_/x_ per metric."""
+    events = ", ".join(_literal(e) for e in {*plan.metrics.values(), REVENUE_EVENT})
+    window = f"INTERVAL {int(plan.window_days)} DAY"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _exp_users AS
+        WITH users AS (
+            SELECT experiment_id, user_key, min(variant_id) AS variant_id,
+                   count(DISTINCT variant_id) AS arms, min(event_ts) AS first_exposure
+            FROM clean.events
+            WHERE type = 'track' AND event = 'Experiment Viewed' AND experiment_id IS NOT NULL
+              AND variant_id IS NOT NULL AND user_key IS NOT NULL
+              AND event_date BETWEEN $from AND $as_of
+            GROUP BY ALL
+        ),
+        activity AS (
+            SELECT u.experiment_id, u.user_key, e.event, e.revenue,
+                   e.event_ts > u.first_exposure AND e.event_ts <= u.first_exposure + {window} AS post,
+                   e.event_ts < u.first_exposure AND e.event_ts >= u.first_exposure - {window} AS pre
+            FROM users u JOIN clean.events e ON e.user_key = u.user_key
+            WHERE u.arms = 1 AND e.type = 'track' AND e.event IN ({events})
+              AND e.event_date BETWEEN $from - {window} AND $as_of
+        )
+        SELECT u.experiment_id, u.variant_id, u.user_key, u.arms,
+               {_metric_columns(plan)}
+        FROM users u LEFT JOIN activity a USING (experiment_id, user_key)
+        GROUP BY u.experiment_id, u.variant_id, u.user_key, u.arms
+        """,
+        {"from": as_of - timedelta(days=plan.lookback_days - 1), "as_of": as_of},
+    )
+
+
+def _moments(con, metric: str) -> dict[tuple[str, str], dict]:
+    rows = con.execute(
+        f"""SELECT experiment_id, variant_id, count(*), count(*) FILTER (WHERE y_{metric} > 0),
+                   avg(y_{metric}), coalesce(var_samp(y_{metric}), 0), avg(x_{metric}),
+                   coalesce(var_samp(x_{metric}), 0), coalesce(covar_samp(x_{metric}, y_{metric}), 0)
+            FROM _exp_users WHERE arms = 1 GROUP BY ALL"""
+    ).fetchall()
+    keys = ("n", "converted", "mean_y", "var_y", "mean_x", "var_x", "cov_xy")
+    return {(r[0], r[1]): dict(zip(keys, r[2:])) for r in rows}
+
+
+def _pooled(con, metric: str) -> dict[str, tuple[float, float, float]]:
+    """Per experiment over every arm: (cov(x, y), var(x), mean(x)) for CUPED's theta."""
+    rows = con.execute(
+        f"""SELECT experiment_id, coalesce(covar_samp(x_{metric}, y_{metric}), 0),
+                   coalesce(var_samp(x_{metric}), 0), avg(x_{metric})
+            FROM _exp_users WHERE arms = 1 GROUP BY ALL"""
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def compute(con, as_of: date, plan: Plan) -> list[dict]:
+    """The readout rows for every experiment with exposures in the lookback window."""
+    build_users(con, as_of, plan)
+    health = {
+        exp: (crossover, users)
+        for exp, crossover, users in con.execute(
+            "SELECT experiment_id, count(*) FILTER (WHERE arms > 1), count(*) FROM _exp_users GROUP BY ALL"
+        ).fetchall()
+    }
+    rows: list[dict] = []
+    for metric in plan.all_metrics:
+        moments = _moments(con, metric)
+        pooled = _pooled(con, metric)
+        for experiment in sorted(health):
+            arms = {v: m for (e, v), m in moments.items() if e == experiment}
+            if not arms:
+                continue
+            variants = sorted(arms)
+            control = plan.control if plan.control in arms else variants[0]
+            weights = [plan.weights.get(v, 0.0) for v in variants] if plan.weights else None
+            srm = stats.srm_p_value([arms[v]["n"] for v in variants], weights) if len(variants) > 1 else 1.0
+            crossover, _ = health[experiment]
+            cov, var_x, grand_x = pooled[experiment]
+            theta = stats.cuped_theta(cov, var_x) if plan.cuped else 0.0
+            for variant in variants:
+                rows.append(_row(as_of, experiment, variant, control, metric, arms, srm, crossover, theta, grand_x, plan))
+    con.execute("DROP TABLE IF EXISTS _exp_users")
+    return rows
+
+
+def _adjusted(m: dict, theta: float, grand_x: float) -> tuple[float, float]:
+    if theta == 0.0:
+        return m["mean_y"], m["var_y"]
+    return stats.cuped_moments(m["mean_y"], m["var_y"], m["mean_x"], m["var_x"], m["cov_xy"], theta, grand_x)
+
+
+def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, theta, grand_x, plan: Plan) -> dict:
+    m = arms[variant]
+    is_rate = metric != REVENUE_METRIC
+    row = dict(
+        as_of_date=as_of, experiment_id=experiment, variant_id=variant, metric=metric, is_control=variant == control,
+        users=m["n"], conversions=m["converted"], rate=m["mean_y"], abs_lift=None, rel_lift=None, ci_low=None,
+        ci_high=None, p_value=None, srm_p_value=srm, srm_flag=srm < plan.srm_threshold, crossover_users=crossover,
+        method=None, alpha=plan.alpha, window_days=plan.window_days, cuped=plan.cuped,
+    )
+    if variant == control:
+        return row
+    c = arms[control]
+    try:
+        if is_rate and not plan.cuped:
+            result = stats.compare_proportions(c["converted"], c["n"], m["converted"], m["n"], plan.alpha)
+        else:
+            mean_c, var_c = _adjusted(c, theta, grand_x)
+            mean_t, var_t = _adjusted(m, theta, grand_x)
+            result = stats.compare_means(mean_c, var_c, c["n"], mean_t, var_t, m["n"], plan.alpha)
+    except ValueError:  # too few users in an arm to test
+        return row
+    row.update(abs_lift=result.estimate, rel_lift=result.relative, ci_low=result.ci_low, ci_high=result.ci_high,
+               p_value=result.p_value, method=result.method + (" + CUPED" if plan.cuped and "CUPED" not in result.method else ""))
+    return row
+
+
+def write(con, start: date, end: date, plan: Plan) -> int:
+    """Replace the readouts as of each day in [start, end]."""
+    rows = [r for day in _days(start, end) for r in compute(con, day, plan)]
+    columns = EXPERIMENT_RESULTS.column_names
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {EXPERIMENT_RESULTS.name} WHERE as_of_date BETWEEN ? AND ?", [start, end])
+        if rows:
+            con.executemany(
+                f"INSERT INTO {EXPERIMENT_RESULTS.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [[r[c] for c in columns] for r in rows],
+            )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return len(rows)
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def healthy(rows: list[dict], plan: Plan) -> tuple[bool, list[str]]:
+    """Health checks of one experiment's readout: no SRM, few crossover users."""
+    problems = []
+    users = sum(r["users"] for r in rows if r["metric"] == plan.all_metrics[0])
+    srm = rows[0]["srm_p_value"]
+    if srm < plan.srm_threshold:
+        problems.append(f"sample ratio mismatch (p = {srm:.2g} < {plan.srm_threshold})")
+    crossover = rows[0]["crossover_users"]
+    if users + crossover and crossover / (users + crossover) > plan.max_crossover_share:
+        problems.append(f"{crossover} crossover users ({crossover / (users + crossover):.1%} > "
+                        f"{plan.max_crossover_share:.0%})")
+    return not problems, problems
+
+
+def markdown(experiment: str, rows: list[dict], plan: Plan) -> str:
+    """A readable readout: plan, health, the table, and a verdict per metric (none when unhealthy)."""
+    ok, problems = healthy(rows, plan)
+    control = next(r["variant_id"] for r in rows if r["is_control"])
+    lines = [
+        f"### {experiment} (as of {str(rows[0]['as_of_date'])[:10]})",
+        f"**Plan:** control `{control}`, alpha {plan.alpha}, attribution window {plan.window_days} days after "
+        f"the first exposure, metrics {', '.join(plan.all_metrics)}{', CUPED' if plan.cuped else ''}.",
+        f"**Health:** SRM p = {rows[0]['srm_p_value']:.3g}; crossover users excluded: {rows[0]['crossover_users']}"
+        + ("" if ok else " -- **FAILED: " + "; ".join(problems) + "**"),
+        "",
+        "| metric | variant | users | conversions | rate | abs lift | rel lift | CI | p |",
+        "|---|---|--:|--:|--:|--:|--:|---|--:|",
+    ]
+    for r in rows:
+        rate = f"{r['rate']:.2%}" if r["metric"] != REVENUE_METRIC else f"{r['rate']:.4g}"
+        lift = "" if r["abs_lift"] is None else (
+            f"{r['abs_lift'] * 100:+.2f} pp" if r["metric"] != REVENUE_METRIC else f"{r['abs_lift']:+.4g}")
+        rel = "" if r["rel_lift"] is None else f"{r['rel_lift']:+.1%}"
+        ci = "" if r["ci_low"] is None else (
+            f"[{r['ci_low'] * 100:.2f}, {r['ci_high'] * 100:.2f}] pp" if r["metric"] != REVENUE_METRIC
+            else f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]")
+        p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
+        lines.append(f"| {r['metric']} | {r['variant_id']} | {r['users']:,} | {r['conversions']:,} | {rate} | "
+                     f"{lift} | {rel} | {ci} | {p} |")
+    lines.append("")
+    if not ok:
+        lines.append("**Verdict:** none -- the health checks failed, so the numbers above are not trustworthy.")
+        return "\n".join(lines)
+    verdicts = []
+    for r in rows:
+        if r["is_control"] or r["p_value"] is None:
+            continue
+        comparison = stats.Comparison(r["abs_lift"], r["rel_lift"], r["ci_low"], r["ci_high"], r["p_value"], r["method"])
+        verdicts.append("- " + stats.verdict(r["metric"].replace("_", " "), r["variant_id"], control, comparison,
+                                             plan.alpha, r["metric"] != REVENUE_METRIC))
+    lines.append("**Verdict:**")
+    lines += verdicts or ["- not enough users to compare yet"]
+    return "\n".join(lines)
