@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from de_assets.definitions import build_defs
+from de_assets.lib.tables import ensure_tables
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import build_resources
 
@@ -48,6 +49,16 @@ class Pipeline:
         return self.query(
             "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables ORDER BY 1"
         )["t"].tolist()
+
+
+@pytest.fixture
+def con():
+    """An in-memory warehouse with every table, for unit tests of the SQL core."""
+    c = duckdb.connect()
+    c.execute("SET TimeZone = 'UTC'")
+    ensure_tables(c)
+    yield c
+    c.close()
 
 
 @pytest.fixture

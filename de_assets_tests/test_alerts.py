@@ -8,12 +8,10 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import duckdb
 import pytest
 
 from de_assets.lib import alerts
 from de_assets.lib.alerts import Alert, post_webhook, record
-from de_assets.lib.tables import ensure_tables
 
 T1 = datetime(2026, 11, 2, 6, 0, 0)
 T2 = datetime(2026, 11, 3, 6, 30, 0)
@@ -41,14 +39,6 @@ class ListLog:
 
     def error(self, msg):
         self.lines.append(("error", msg))
-
-
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    ensure_tables(c)
-    yield c
-    c.close()
 
 
 def _row(con, key):

@@ -7,22 +7,11 @@ PSI, computed here independently with math.log) can be checked by hand.
 import math
 from datetime import date, timedelta
 
-import duckdb
-import pytest
-
 from de_assets.lib import drift
-from de_assets.lib.tables import CLEAN_EVENTS, CLEAN_REQUESTS, RAW_EVENTS, RAW_REQUESTS, ensure_tables
+from de_assets.lib.tables import CLEAN_EVENTS, CLEAN_REQUESTS, RAW_EVENTS, RAW_REQUESTS
 
 START = date(2026, 11, 2)  # a Monday
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    ensure_tables(c)
-    yield c
-    c.close()
 
 
 def assert_plain(metadata: dict):

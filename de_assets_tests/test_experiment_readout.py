@@ -3,24 +3,13 @@ SRM, crossover and CUPED through the real SQL, and a known effect found on gener
 
 from datetime import date, timedelta
 
-import duckdb
 import pytest
 
 from de_assets.lib import experiment_readout as er
 from de_assets.lib.generator import Dirt, ExperimentSpec, generate
-from de_assets.lib.tables import ensure_tables
 from de_assets_tests.conftest import Pipeline
 
 AS_OF = date(2026, 11, 10)
-
-
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    ensure_tables(c)
-    c.execute("SET TimeZone = 'UTC'")
-    yield c
-    c.close()
 
 
 def _event(con, user, event, ts, experiment=None, variant=None, revenue=None):

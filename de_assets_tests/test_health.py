@@ -2,21 +2,12 @@
 
 from datetime import date, datetime, timedelta
 
-import duckdb
 import pytest
 
 from de_assets.lib import health
-from de_assets.lib.tables import DAILY_ENGAGEMENT, ensure_tables
+from de_assets.lib.tables import DAILY_ENGAGEMENT
 
 D = date(2026, 11, 2)
-
-
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    ensure_tables(c)
-    yield c
-    c.close()
 
 
 def test_record_kpis_shares_seconds_by_rows_and_replaces_its_own_rows(con):

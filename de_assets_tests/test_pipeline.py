@@ -3,7 +3,6 @@ partition order, bad input."""
 
 import dagster as dg
 import duckdb
-import pytest
 
 from de_assets.lib.tables import ALL_TABLES
 from de_assets_tests.conftest import Pipeline

@@ -3,22 +3,12 @@ blocking check stops downstream assets through Dagster."""
 
 from datetime import date
 
-import dagster as dg
-import duckdb
 import pytest
 
 from de_assets.lib import quality
-from de_assets.lib.tables import CLEAN_EVENTS, DAILY_ENGAGEMENT, FUNNEL_DAILY, RETENTION_COHORTS, ensure_tables
+from de_assets.lib.tables import CLEAN_EVENTS, DAILY_ENGAGEMENT, FUNNEL_DAILY, RETENTION_COHORTS
 
 D = date(2026, 11, 2)
-
-
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    ensure_tables(c)
-    yield c
-    c.close()
 
 
 def test_unique_key_and_not_null(con):
