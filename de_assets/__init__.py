@@ -11,3 +11,6 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # The per-partition freshness checks are "superseded" by FreshnessPolicy, which is not partition
 # aware; we attach both on purpose (see definitions.py), so that warning is noise too.
 warnings.filterwarnings("ignore", category=dg.SupersessionWarning)
+# pandera's failure-case formatter concatenates empty frames, which pandas 2.x warns about on every
+# contract run; it is pandera's internals, not ours, and says nothing about the data.
+warnings.filterwarnings("ignore", message="The behavior of DataFrame concatenation with empty", category=FutureWarning)
