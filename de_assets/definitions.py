@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from de_assets import freshness, sensors
+from de_assets import freshness, schedules, sensors
 from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
 from de_assets.jobs import daily_pipeline, pipeline_config_experiment
 from de_assets.resources import build_resources
@@ -28,7 +28,13 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
         assets=ASSETS,
         asset_checks=freshness.CHECKS,
         jobs=[daily_pipeline, pipeline_config_experiment],
-        sensors=[freshness.CHECKS_SENSOR, sensors.run_failure_alerts, sensors.stale_partition_alerts],
+        schedules=[schedules.daily_pipeline_schedule],
+        sensors=[
+            sensors.landing_files,
+            freshness.CHECKS_SENSOR,
+            sensors.run_failure_alerts,
+            sensors.stale_partition_alerts,
+        ],
         resources=resources if resources is not None else build_resources(),
         # DuckDB allows one writer per file: steps run one after another in the run's process.
         executor=dg.in_process_executor,

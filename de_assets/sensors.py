@@ -1,12 +1,15 @@
-"""Sensors: alerts on run failures and stale partitions, and the evaluation of freshness checks."""
+"""Sensors: runs for newly landed files, and alerts on run failures and stale partitions."""
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from de_assets.freshness import DEADLINE_HOUR_UTC, SERVED
+from de_assets.lib import landing
 from de_assets.lib.alerts import Alert
-from de_assets.resources import Alerting, Warehouse
+from de_assets.partitions import daily
+from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
 
 def _partition_of(run: dg.DagsterRun) -> str:
@@ -91,3 +94,42 @@ def stale_assets(instance: dg.DagsterInstance, served: list[dg.AssetKey], now: d
         if not found:
             stale.append(key)
     return stale
+
+
+LANDING_SOURCES = ("events", "requests")
+
+
+@dg.sensor(
+    name="landing_files",
+    job_name="daily_pipeline",
+    description="Every 30 s: for each file newly landed under `<landing root>/<source>/<day>/`, starts "
+    "`daily_pipeline` for that arrival day. The run key is the file's SHA-256, so a byte-identical "
+    "re-delivery (any name, any day) starts nothing; the cursor (newest modification time seen) "
+    "keeps each tick to the day folders that changed.",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+    cursor = json.loads(context.cursor) if context.cursor else {"mtime_ns": 0, "seen_at": []}
+    new = landing.landed_since(settings.landing_root, LANDING_SOURCES, cursor["mtime_ns"], set(cursor["seen_at"]))
+    if not new:
+        return dg.SkipReason("no new landed files")
+    newest = max(mtime for _, mtime in new)
+    at_newest = {f.relative for f, mtime in new if mtime == newest}
+    if newest == cursor["mtime_ns"]:
+        at_newest |= set(cursor["seen_at"])
+    first = daily.get_first_partition_key()
+    requests = []
+    for f, _ in new:
+        day = f.arrival_date.isoformat()
+        if f.format is None or day < first:
+            context.log.warning(f"ignoring {f.relative}: " + ("unsupported format" if f.format is None
+                                                               else f"before the first partition {first}"))
+            continue
+        checksum = landing.sha256_of(f.path)
+        requests.append(dg.RunRequest(
+            run_key=f"{f.source}:{checksum}", partition_key=day, tags={"de_assets/landed_file": f.relative},
+        ))
+    return dg.SensorResult(
+        run_requests=requests, cursor=json.dumps({"mtime_ns": newest, "seen_at": sorted(at_newest)})
+    )

@@ -61,6 +61,33 @@ def list_files(root: str | Path, source: str, day: date) -> list[LandedFile]:
     ]
 
 
+def landed_since(root: str | Path, sources: tuple[str, ...], after_ns: int, seen_at: set[str]) -> list[tuple[LandedFile, int]]:
+    """Files (any source, any day folder) modified at or after ``after_ns`` (ns since the epoch),
+    except those in ``seen_at`` (already seen with exactly that mtime); with their mtime.
+
+    Cheap on large trees: a day folder whose own mtime is older than ``after_ns`` received no new
+    file since (adding a file updates the folder), so its files are not even listed. Writers should
+    land files atomically (write ``.name`` or ``_name``, then rename): hidden names are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"landing root {root.resolve()} does not exist (set DE_ASSETS_LANDING)")
+    found = []
+    for source in sources:
+        for folder in sorted((root / source).glob("????-??-??")):
+            try:
+                day = date.fromisoformat(folder.name)
+            except ValueError:
+                continue
+            if not folder.is_dir() or folder.stat().st_mtime_ns < after_ns:
+                continue
+            for f in list_files(root, source, day):
+                mtime = f.path.stat().st_mtime_ns
+                if mtime > after_ns or (mtime == after_ns and f.relative not in seen_at):
+                    found.append((f, mtime))
+    return found
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -1,0 +1,20 @@
+"""Schedules: the daily run of yesterday's partition, shortly after midnight UTC."""
+
+import os
+
+import dagster as dg
+
+from de_assets.jobs import daily_pipeline
+
+# `DE_ASSETS_SCHEDULE_TIME` (HH:MM, UTC, default 00:30): when yesterday's partition is run.
+HOUR, MINUTE = (int(part) for part in os.getenv("DE_ASSETS_SCHEDULE_TIME", "00:30").split(":"))
+
+daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
+    daily_pipeline,
+    name="daily_pipeline_schedule",
+    hour_of_day=HOUR,
+    minute_of_hour=MINUTE,
+    description=f"Every day at {HOUR:02d}:{MINUTE:02d} UTC: ingest, clean and serve yesterday's partition "
+    "(the newest complete day). Late files of earlier days are picked up by the landing sensor.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

@@ -1,0 +1,87 @@
+"""Operations: the daily schedule and the landing-file sensor, exercised through Dagster."""
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from de_assets import sensors
+from de_assets.definitions import defs
+from de_assets.lib import landing
+from de_assets.resources import PipelineSettings
+
+
+def test_schedule_runs_yesterdays_partition_after_midnight():
+    schedule = defs.get_schedule_def("daily_pipeline_schedule")
+    assert schedule.cron_schedule == "30 0 * * *" and schedule.execution_timezone in (None, "UTC")
+    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 22, 0, 30, tzinfo=timezone.utc)) as ctx:
+        [request] = schedule.evaluate_tick(ctx).run_requests
+    assert request.partition_key == "2026-11-21"
+
+
+def _tick(landing_root, cursor=None):
+    with dg.build_sensor_context(
+        cursor=cursor, resources={"settings": PipelineSettings(landing_root=str(landing_root))}
+    ) as context:
+        result = sensors.landing_files(context)
+    return result
+
+
+def _set_mtime(path, ns):
+    os.utime(path, ns=(ns, ns))
+
+
+def test_landing_sensor_one_run_per_new_file_keyed_by_checksum(golden_landing):
+    first = _tick(golden_landing)
+    requests = first.run_requests
+    # 7 event files + 2 request files; 11-03/redelivered.ndjson is byte-identical to 11-02/a.ndjson
+    assert len(requests) == 9
+    by_file = {r.tags["de_assets/landed_file"]: r for r in requests}
+    assert by_file["events/2026-11-03/redelivered.ndjson"].run_key == by_file["events/2026-11-02/a.ndjson"].run_key
+    assert len({r.run_key for r in requests}) == 8  # the daemon skips a run key it has seen: no second run
+    assert {r.partition_key for r in requests} == {"2026-11-01", "2026-11-02", "2026-11-03"}
+    assert by_file["events/2026-11-02/b.csv"].run_key == "events:" + landing.sha256_of(golden_landing / "events/2026-11-02/b.csv")
+
+    # nothing new: nothing to do
+    again = _tick(golden_landing, first.cursor)
+    assert isinstance(again, dg.SkipReason)
+
+    # a new file for a new day starts exactly one run, for that day
+    new_day = golden_landing / "events" / "2026-11-04"
+    new_day.mkdir()
+    (new_day / "x.ndjson").write_text('{"messageId": "n1", "type": "page", "userId": "z", "timestamp": "2026-11-04T01:00:00Z"}\n')
+    later = _tick(golden_landing, first.cursor)
+    assert [(r.partition_key, r.tags["de_assets/landed_file"]) for r in later.run_requests] == [
+        ("2026-11-04", "events/2026-11-04/x.ndjson")]
+
+    # a byte-identical copy under another name and day gets the original's run key: it starts nothing
+    other = golden_landing / "events" / "2026-11-05"
+    other.mkdir()
+    shutil.copy(golden_landing / "events/2026-11-02/b.csv", other / "resent.csv")
+    copy = _tick(golden_landing, later.cursor)
+    [request] = copy.run_requests
+    assert request.run_key == by_file["events/2026-11-02/b.csv"].run_key
+
+
+def test_landing_sensor_lists_only_day_folders_that_changed(golden_landing, monkeypatch):
+    base = 1_700_000_000_000_000_000  # ns (2023-11-14); every landed file and folder gets an old, fixed time
+    for path in sorted(golden_landing.rglob("*"), reverse=True):  # folders: created a second before their files
+        _set_mtime(path, base - 10**9 if path.is_dir() else base)
+    first = _tick(golden_landing)
+    assert json.loads(first.cursor)["mtime_ns"] == base
+    listed = []
+    original = landing.list_files
+    monkeypatch.setattr(landing, "list_files", lambda root, source, day: listed.append(str(day)) or original(root, source, day))
+    new = golden_landing / "requests" / "2026-11-03" / "late.csv"
+    new.write_text("timestamp,service,endpoint,host,status,latency_ms\n2026-11-03T10:00:00Z,search,/q,h1,200,5\n")
+    result = _tick(golden_landing, first.cursor)
+    assert [r.tags["de_assets/landed_file"] for r in result.run_requests] == ["requests/2026-11-03/late.csv"]
+    assert listed == ["2026-11-03"]  # the other four day folders were not listed
+    # a file landed with exactly the cursor's time, not seen before, is still picked up
+    twin = golden_landing / "requests" / "2026-11-03" / "twin.csv"
+    twin.write_text("timestamp,service,endpoint,host,status,latency_ms\n2026-11-03T11:00:00Z,search,/q,h1,200,6\n")
+    _set_mtime(twin, json.loads(result.cursor)["mtime_ns"])
+    twin_result = _tick(golden_landing, result.cursor)
+    assert [r.tags["de_assets/landed_file"] for r in twin_result.run_requests] == ["requests/2026-11-03/twin.csv"]
