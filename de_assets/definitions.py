@@ -4,7 +4,7 @@ import dagster as dg
 
 from de_assets import freshness, schedules, sensors
 from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
-from de_assets.jobs import daily_pipeline, pipeline_config_experiment
+from de_assets.jobs import daily_pipeline, pipeline_config_experiment, refresh_marts
 from de_assets.resources import build_resources
 
 ASSETS = dg.map_asset_specs(
@@ -27,10 +27,11 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=freshness.CHECKS,
-        jobs=[daily_pipeline, pipeline_config_experiment],
+        jobs=[daily_pipeline, refresh_marts, pipeline_config_experiment],
         schedules=[schedules.daily_pipeline_schedule],
         sensors=[
             sensors.landing_files,
+            sensors.late_data_refresh,
             freshness.CHECKS_SENSOR,
             sensors.run_failure_alerts,
             sensors.stale_partition_alerts,

@@ -25,3 +25,11 @@ pipeline_config_experiment = dg.define_asset_job(
     "run config `ops.pipeline_health__config_experiments.config: {start, end, a, b, repetitions}` "
     "or `de-assets experiment`.",
 )
+
+refresh_marts = dg.define_asset_job(
+    "refresh_marts",
+    selection=dg.AssetSelection.groups("analytics"),
+    description="Re-serve the marts of earlier event days (launched by the `late_data_refresh` sensor "
+    "when late events arrive, as one run over the range from the earliest late day to the day before "
+    "the arrival day, so trailing windows (WAU/MAU, day-over-day changes) follow).",
+)

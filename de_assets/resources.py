@@ -9,6 +9,7 @@
 | `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev` |
 | `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning partition quarantining more is not served |
 | `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
+| `DE_ASSETS_LATE_LOOKBACK_DAYS` | `7` | late events up to this many days re-open their day; older ones: quarantine `too_late` |
 | `DE_ASSETS_RAW_FORMAT` | `json` | feature flag: raw rows in the DuckDB table (`json`) or Parquet files (`parquet`) |
 | `DE_ASSETS_RAW_FORMAT_ROLLOUT` | `1.0` | share of arrival days (deterministic by day) the raw format applies to |
 | `DE_ASSETS_DEDUPE_STRATEGY` | `window` | feature flag: `window` (row_number) or `arg_min` (hash aggregate); same rows |
@@ -130,6 +131,7 @@ class PipelineSettings(dg.ConfigurableResource):
     pseudonym_key: str | None = None
     funnels: dict[str, list[str]] = DEFAULT_FUNNELS
     max_quarantine_rate: float = 0.2
+    late_lookback_days: int = 7  # older events are quarantined as too_late; newer re-open their day
     # Feature flags (pipeline configuration experiments, R7); results are identical either way.
     raw_format: str = "json"
     raw_format_rollout: float = 1.0
@@ -197,6 +199,7 @@ def build_resources(
     )
     rate = os.getenv("DE_ASSETS_MAX_QUARANTINE_RATE")
     rollout = os.getenv("DE_ASSETS_RAW_FORMAT_ROLLOUT")
+    lookback = os.getenv("DE_ASSETS_LATE_LOOKBACK_DAYS")
     return {
         "run_mode": run_mode,
         "warehouse": warehouse,
@@ -207,6 +210,7 @@ def build_resources(
                     environment=_env("DE_ASSETS_ENV"),
                     pseudonym_key=pseudonym_key or _env("DE_ASSETS_PSEUDONYM_KEY"),
                     max_quarantine_rate=float(rate) if rate else None,
+                    late_lookback_days=int(lookback) if lookback else None,
                     raw_format=os.getenv("DE_ASSETS_RAW_FORMAT"),
                     raw_format_rollout=float(rollout) if rollout else None,
                     dedupe_strategy=os.getenv("DE_ASSETS_DEDUPE_STRATEGY"),

@@ -8,7 +8,7 @@ import dagster as dg
 from de_assets.freshness import DEADLINE_HOUR_UTC, SERVED
 from de_assets.lib import landing
 from de_assets.lib.alerts import Alert
-from de_assets.partitions import daily
+from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
 
@@ -133,3 +133,52 @@ def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSetting
     return dg.SensorResult(
         run_requests=requests, cursor=json.dumps({"mtime_ns": newest, "seen_at": sorted(at_newest)})
     )
+
+
+CLEANED = [dg.AssetKey(["clean", "events"]), dg.AssetKey(["clean", "requests"])]
+
+
+def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
+    """From clean/* materializations: run key -> (first, last) event day whose marts must be re-served.
+
+    A materialization of arrival days [start, end] that saw events of earlier days d1 < ... lists
+    them in `late_event_days`; the marts of [d1, start - 1] are stale (the day itself and the trailing
+    windows after it). Dry-run materializations are ignored.
+    """
+    ranges: dict[str, tuple[str, str]] = {}
+    for record in records:
+        meta = record.asset_materialization.metadata
+        late = meta.get("late_event_days")
+        if late is None or late.value == "none" or (meta.get("dry_run") and meta["dry_run"].value):
+            continue
+        start = meta["partition_range"].value.split("..")[0]
+        first = min(late.value.split(", "))
+        last = (datetime.fromisoformat(start).date() - timedelta(days=1)).isoformat()
+        key = f"late:{record.run_id}:{record.asset_key.to_user_string()}"
+        ranges[key] = (first, last)
+    return ranges
+
+
+@dg.sensor(
+    name="late_data_refresh",
+    job_name="refresh_marts",
+    description="Every minute: when cleaning found events of earlier days (within the late-data "
+    "lookback; older ones are quarantined as too_late), re-serves the marts from the earliest such "
+    "day to the day before arrival, in one run. One run per cleaning run.",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def late_data_refresh(context: dg.SensorEvaluationContext):
+    after = int(context.cursor) if context.cursor else None
+    records = []
+    for key in CLEANED:
+        records += context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=1000
+        ).records
+    if not records:
+        return dg.SkipReason("no new cleaning materializations")
+    requests = [
+        dg.RunRequest(run_key=key, tags=partition_range_tags(first, last))
+        for key, (first, last) in sorted(late_refresh_ranges(records).items())
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=str(max(r.storage_id for r in records)))

@@ -85,3 +85,50 @@ def test_landing_sensor_lists_only_day_folders_that_changed(golden_landing, monk
     _set_mtime(twin, json.loads(result.cursor)["mtime_ns"])
     twin_result = _tick(golden_landing, result.cursor)
     assert [r.tags["de_assets/landed_file"] for r in twin_result.run_requests] == ["requests/2026-11-03/twin.csv"]
+
+
+def _late_sensor(instance, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+        return sensors.late_data_refresh(context)
+
+
+def test_late_events_re_serve_their_days_automatically(pipeline):
+    dau = "SELECT event_date::VARCHAR d, dau, wau FROM marts.daily_engagement ORDER BY d"
+    assert pipeline.run("2026-11-01").success
+    first = _late_sensor(pipeline.instance)
+    assert first.run_requests == []  # nothing late on the first day
+    assert pipeline.run("2026-11-02").success  # dave's 11-01 page view (m29) arrives on 11-02
+    assert pipeline.query(dau).values.tolist()[0] == ["2026-11-01", 2, 2]  # stale: alice, bob
+    second = _late_sensor(pipeline.instance, first.cursor)
+    [request] = second.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "2026-11-01"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-11-01"
+    # what the daemon does with the request: a refresh_marts run over that range
+    refresh = pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
+        instance=pipeline.instance, tags=request.tags
+    )
+    assert refresh.success
+    assert pipeline.query(dau).values.tolist()[0] == ["2026-11-01", 3, 3]  # README: alice, bob, dave
+    # the refresh run cleaned nothing, so the next tick has nothing to do
+    assert isinstance(_late_sensor(pipeline.instance, second.cursor), dg.SkipReason)
+
+
+def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golden_landing):
+    from de_assets_tests.conftest import Pipeline
+
+    day = golden_landing / "events" / "2026-11-20"
+    day.mkdir()
+    (day / "old.ndjson").write_text(
+        '{"messageId": "old-1", "type": "page", "userId": "alice", "timestamp": "2026-11-12T10:00:00Z"}\n'  # 8 days
+        '{"messageId": "ok-1", "type": "page", "userId": "alice", "timestamp": "2026-11-13T10:00:00Z"}\n'  # 7 days
+    )
+    p = Pipeline(tmp_path, golden_landing, late_lookback_days=7)
+    result = p.run("2026-11-20")
+    assert result.success
+    assert p.query("SELECT reason, raw_row->>'$.message_id' m FROM quarantine.events").values.tolist() == [
+        ["too_late", "old-1"]]
+    assert p.query("SELECT message_id, event_date::VARCHAR d FROM clean.events").values.tolist() == [
+        ["ok-1", "2026-11-13"]]
+    [clean] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["clean", "events"]]
+    meta = clean.materialization.metadata
+    assert meta["rows_quarantined"].value == 1 and meta["late_event_days"].value == "2026-11-13"

@@ -75,7 +75,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         with warehouse.connect() as con:
             # one arrival day at a time: memory stays that of one day however long the backfill
             daily_reports = {
-                day: clean.clean_range(con, spec, day, day, limit, settings.dedupe_strategy)
+                day: clean.clean_range(
+                    con, spec, day, day, limit, settings.dedupe_strategy, settings.late_lookback_days
+                )
                 for day in days_between(start, end)
             }
             report = clean.CleanReport.total(daily_reports.values())
@@ -106,6 +108,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 rows_in=report.rows_in, counts=counts, extra_results=(gate, reconcile),
             )
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
+            late_days = clean.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
                 context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter()
             )
@@ -117,7 +120,8 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days were "
                 "not written (previous rows kept) and downstream assets are skipped."
             )
-        yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **report.as_metadata()})
+        late = {"late_event_days": ", ".join(str(d) for d in late_days) or "none"}  # read by late_data_refresh
+        yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **report.as_metadata(), **late})
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata={**quarantine_meta, "reasons": reasons})
         yield from clean_results
         yield from quarantine_results

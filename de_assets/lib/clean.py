@@ -90,6 +90,7 @@ class CleanSpec:
     typed_sql: str  # over `_cur` minus `_dup`; must yield row_id + every contract and clean column
     contract: type[pa.DataFrameModel]
     clean_select: str  # projection of `_typed` onto the clean table's columns
+    event_time: str  # typed event-time column of `_typed` (for the late-data lookback)
 
 
 EVENTS = CleanSpec(
@@ -101,6 +102,7 @@ EVENTS = CleanSpec(
     typed_sql=EVENTS_TYPED,
     contract=contracts.EventContract,
     clean_select="event_ts::DATE AS event_date, * EXCLUDE (ts, timestamp_sent, properties_type, revenue_text, revenue_sent)",
+    event_time="event_ts",
 )
 
 REQUESTS = CleanSpec(
@@ -112,6 +114,7 @@ REQUESTS = CleanSpec(
     typed_sql=REQUESTS_TYPED,
     contract=contracts.RequestContract,
     clean_select="request_ts::DATE AS event_date, * REPLACE (status::INTEGER AS status)",
+    event_time="request_ts",
 )
 
 
@@ -220,13 +223,17 @@ def _duplicates_sql(key: str, earlier: str, strategy: str) -> str:
 
 def clean_range(
     con, spec: CleanSpec, start: date, end: date, max_quarantine_rate: float | None = None,
-    dedupe_strategy: str = "window",
+    dedupe_strategy: str = "window", late_lookback_days: int | None = None,
 ) -> CleanReport:
     """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end].
 
     Quality gate: when more than `max_quarantine_rate` of the range's rows fail the contract, the
     range is not written at all; its previous clean/quarantine rows stay as they were (the report
     lists the range in `gated_days`), so a broken delivery never replaces good data.
+
+    Late data: a valid row whose event happened more than `late_lookback_days` before its arrival
+    day is quarantined as `too_late` (its day's marts are closed); later ones are clean and counted
+    toward their own event day, whose marts the `late_data_refresh` sensor re-materializes.
     """
     params = {"start": start, "end": end}
     con.execute(
@@ -241,8 +248,15 @@ def clean_range(
 
     failures = _validate_in_chunks(con, spec.contract)
     con.register("_failures_df", failures)
-    con.execute("CREATE OR REPLACE TEMP TABLE _fail AS SELECT row_id, reason FROM _failures_df")
+    con.execute("CREATE OR REPLACE TEMP TABLE _fail AS SELECT row_id::BIGINT AS row_id, reason::VARCHAR AS reason "
+                "FROM _failures_df")
     con.unregister("_failures_df")
+    if late_lookback_days is not None:  # valid, but too old to re-open its day: quarantined, counted
+        con.execute(
+            f"INSERT INTO _fail SELECT row_id, 'too_late' FROM _typed "
+            f"WHERE {spec.event_time}::DATE < arrival_date - {int(late_lookback_days)} "
+            "AND row_id NOT IN (SELECT row_id FROM _fail)"
+        )
 
     rows_in, dups, quarantined = con.execute(
         "SELECT (SELECT count(*) FROM _cur), (SELECT count(*) FROM _dup), "
@@ -294,6 +308,16 @@ def _write(con, spec: CleanSpec, params: dict) -> None:
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
+    """Event days before `start` that rows arriving in [start, end] count toward (late data)."""
+    rows = con.execute(
+        f"SELECT DISTINCT event_date FROM {spec.clean.name} WHERE arrival_date BETWEEN ? AND ? "
+        "AND event_date < ? ORDER BY 1",
+        [start, end, start],
+    ).fetchall()
+    return [d for (d,) in rows]
 
 
 def accounting_over(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
