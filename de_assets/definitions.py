@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from de_assets import freshness, schedules, sensors
+from de_assets import freshness, maintenance, schedules, sensors
 from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
 from de_assets.jobs import daily_pipeline, pipeline_config_experiment, refresh_marts
 from de_assets.resources import build_resources
@@ -27,8 +27,8 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=freshness.CHECKS,
-        jobs=[daily_pipeline, refresh_marts, pipeline_config_experiment],
-        schedules=[schedules.daily_pipeline_schedule],
+        jobs=[daily_pipeline, refresh_marts, pipeline_config_experiment, maintenance.retention_job],
+        schedules=[schedules.daily_pipeline_schedule, maintenance.retention_schedule],
         sensors=[
             sensors.landing_files,
             sensors.late_data_refresh,

@@ -132,3 +132,51 @@ def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golde
     [clean] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["clean", "events"]]
     meta = clean.materialization.metadata
     assert meta["rows_quarantined"].value == 1 and meta["late_event_days"].value == "2026-11-13"
+
+
+def test_90_day_backfill_finishes_and_running_it_twice_changes_nothing(tmp_path):
+    """The CI-sized version of the 90-day backfill (full scale is measured in docs/operations.md)."""
+    from datetime import date
+
+    from de_assets.lib.generator import generate
+    from de_assets_tests.conftest import Pipeline
+    from de_assets_tests.test_pipeline import snapshot
+
+    generate(tmp_path / "landing", date(2026, 8, 1), 90, 200, seed=11, requests_per_day=50)
+    p = Pipeline(tmp_path, tmp_path / "landing", max_quarantine_rate=0.2)
+    assert p.run("2026-08-01", "2026-10-29").success
+    first = snapshot(p)
+    assert len(p.query("SELECT DISTINCT event_date FROM marts.daily_engagement")) == 90
+    assert p.run("2026-08-01", "2026-10-29").success
+    assert snapshot(p) == first
+
+
+def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(pipeline):
+    from de_assets.partitions import partition_range_tags
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    # a backfill of 11-01 is running right now
+    pipeline.instance.add_run(dg.DagsterRun(job_name="daily_pipeline", run_id="running-backfill",
+                                            status=dg.DagsterRunStatus.STARTED,
+                                            tags=partition_range_tags("2026-11-01", "2026-11-01")))
+    before = pipeline.query("SELECT arrival_date::VARCHAR d, count(*) n FROM raw.events GROUP BY 1 ORDER BY 1")
+    assert before.values.tolist() == [["2026-11-01", 4], ["2026-11-02", 21], ["2026-11-03", 8]]
+    config = {"ops": {"enforce_retention": {"config": {"raw_days": 17, "clean_days": 18, "as_of": "2026-11-20"}}}}
+    result = pipeline.defs.resolve_job_def("retention_job").execute_in_process(instance=pipeline.instance,
+                                                                              run_config=config)
+    assert result.success
+    # raw keeps days from 11-03 (20 - 17): 11-02 goes, 11-01 stays for the running backfill
+    after = pipeline.query("SELECT arrival_date::VARCHAR d, count(*) n FROM raw.events GROUP BY 1 ORDER BY 1")
+    assert after.values.tolist() == [["2026-11-01", 4], ["2026-11-03", 8]]
+    # clean keeps days from 11-02 (20 - 18): nothing to delete but 11-01, which is protected
+    assert pipeline.query("SELECT count(*) n FROM clean.events WHERE arrival_date = '2026-11-01'").n[0] == 3
+    log = pipeline.query("SELECT table_name, cutoff::VARCHAR c, rows_deleted, days_kept_for_runs k "
+                         "FROM pipeline_health.retention_log ORDER BY table_name")
+    raw_events = log[log.table_name == "raw.events"].iloc[0]
+    assert (raw_events.c, raw_events.rows_deleted, raw_events.k) == ("2026-11-03", 21, "2026-11-01")
+    assert set(log.table_name) >= {"raw.events", "raw.requests", "clean.events", "quarantine.events"}
+    assert "marts.daily_engagement" not in set(log.table_name)  # marts are kept forever by default
+    assert result.output_for_node("enforce_retention") == int(log.rows_deleted.sum())
+    # the file registry stays: a re-delivery of an expired file is still recognized
+    # (11-02: a.ndjson, b.csv, c.parquet and requests/r.csv)
+    assert pipeline.query("SELECT count(*) n FROM raw.source_files WHERE arrival_date = '2026-11-02'").n[0] == 4

@@ -363,6 +363,20 @@ CONFIG_EXPERIMENTS = _t(
     key=("experiment_id", "arm", "repetition", "metric"),
 )
 
+RETENTION_LOG = _t(
+    "pipeline_health.retention_log",
+    "cutoff",
+    "What each retention run deleted, per table, and which days it kept because a run still needed them.",
+    ("run_id", "VARCHAR", "Dagster run of the retention job"),
+    ("run_at", "TIMESTAMP", "UTC time of the deletion"),
+    ("layer", "VARCHAR", "raw, clean or marts"),
+    ("table_name", "VARCHAR", "Table the rows were deleted from"),
+    ("cutoff", "DATE", "First day kept: partitions before it were deleted"),
+    ("rows_deleted", "BIGINT", "Rows deleted"),
+    ("days_kept_for_runs", "VARCHAR", "Days older than the cutoff kept because a queued or running run needs them"),
+    key=("run_id", "table_name"),
+)
+
 ALERTS = _t(
     "pipeline_health.alerts",
     None,
@@ -403,6 +417,7 @@ ALL_TABLES: tuple[Table, ...] = (
     PARTITION_KPIS,
     SLO_STATUS,
     CONFIG_EXPERIMENTS,
+    RETENTION_LOG,
     ALERTS,
 )
 

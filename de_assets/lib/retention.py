@@ -1,0 +1,95 @@
+"""Retention (R8): how long each layer keeps its partitions, and the deletion that enforces it.
+
+Defaults: raw 30 days, clean (with quarantine and duplicates) 400 days, marts forever. A partition
+older than its layer's window is deleted, except days that a running or queued run still needs
+(`protected`): a backfill that is about to read raw day d must find it. The file registry
+(`raw.source_files`) is kept: it holds no user data and still recognizes a re-delivered file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from de_assets.lib import rawstore
+from de_assets.lib.tables import (
+    CLEAN_EVENTS,
+    CLEAN_REQUESTS,
+    DAILY_ENGAGEMENT,
+    DUPLICATES_EVENTS,
+    DUPLICATES_REQUESTS,
+    EXPERIMENT_RESULTS,
+    FUNNEL_DAILY,
+    KPI_ANOMALIES,
+    KPI_CHANGES,
+    QUARANTINE_EVENTS,
+    QUARANTINE_REQUESTS,
+    RAW_EVENTS,
+    RAW_REQUESTS,
+    RETENTION_LOG,
+    REVENUE_DAILY,
+    SERVICE_LATENCY,
+    Table,
+)
+
+LAYERS: dict[str, tuple[Table, ...]] = {
+    "raw": (RAW_EVENTS, RAW_REQUESTS),
+    "clean": (CLEAN_EVENTS, CLEAN_REQUESTS, QUARANTINE_EVENTS, QUARANTINE_REQUESTS, DUPLICATES_EVENTS,
+              DUPLICATES_REQUESTS),
+    # retention_cohorts is keyed by cohort week, not a day: it is kept with the marts' window off
+    "marts": (DAILY_ENGAGEMENT, FUNNEL_DAILY, REVENUE_DAILY, SERVICE_LATENCY, KPI_CHANGES, KPI_ANOMALIES,
+              EXPERIMENT_RESULTS),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    raw_days: int | None = 30
+    clean_days: int | None = 400
+    marts_days: int | None = None  # None: keep forever
+
+    def cutoffs(self, today: date) -> dict[str, date]:
+        """Per layer, the first day kept: partitions before it are deleted."""
+        days = {"raw": self.raw_days, "clean": self.clean_days, "marts": self.marts_days}
+        return {layer: today - timedelta(days=n) for layer, n in days.items() if n is not None}
+
+
+def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str, now, delete_files: bool = True) -> list[dict]:
+    """Delete every partition older than its layer's window, except protected days; log and return
+    one row per table: what was deleted and what was kept for a running backfill."""
+    report = []
+    kept = sorted(protected)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for layer, cutoff in policy.cutoffs(today).items():
+            for table in LAYERS[layer]:
+                column = table.partition_column
+                guard = f"AND {column} NOT IN ({', '.join('?' * len(kept))})" if kept else ""
+                [(rows,)] = con.execute(
+                    f"SELECT count(*) FROM {rawstore.relation(con, table, None, cutoff - timedelta(days=1))} "
+                    f"WHERE {column} < ? {guard}", [cutoff, *kept],
+                ).fetchall()
+                con.execute(f"DELETE FROM {table.name} WHERE {column} < ? {guard}", [cutoff, *kept])
+                if layer == "raw":
+                    for day in _parquet_days(con, table, cutoff):
+                        if day not in protected:
+                            rawstore.forget(con, table, day, day, delete_files=delete_files)
+                held = [d for d in kept if d < cutoff]
+                row = dict(run_id=run_id, run_at=now, layer=layer, table_name=table.name, cutoff=cutoff,
+                           rows_deleted=rows, days_kept_for_runs=", ".join(map(str, held)))
+                con.execute(f"INSERT INTO {RETENTION_LOG.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                            list(row.values()))
+                report.append(row)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return report
+
+
+def _parquet_days(con, table: Table, cutoff: date) -> list[date]:
+    rows = con.execute(
+        "SELECT DISTINCT arrival_date FROM raw.parquet_batches WHERE table_name = ? AND arrival_date < ?",
+        [table.name, cutoff],
+    ).fetchall()
+    return [d for (d,) in rows]

@@ -1,0 +1,75 @@
+"""Maintenance jobs that change stored data outside the daily flow: retention (R8)."""
+
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+
+from de_assets.lib import retention
+from de_assets.resources import Warehouse
+
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def days_needed_by_runs(instance: dg.DagsterInstance, exclude_run_id: str) -> set[date]:
+    """Every partition day of a queued or running run (single partition or single-run range)."""
+    needed: set[date] = set()
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE)):
+        if run.run_id == exclude_run_id:
+            continue
+        tags = run.tags
+        if "dagster/partition" in tags:
+            needed.add(date.fromisoformat(tags["dagster/partition"][:10]))
+        elif "dagster/asset_partition_range_start" in tags:
+            day = date.fromisoformat(tags["dagster/asset_partition_range_start"][:10])
+            last = date.fromisoformat(tags["dagster/asset_partition_range_end"][:10])
+            while day <= last:
+                needed.add(day)
+                day += timedelta(days=1)
+    return needed
+
+
+class RetentionConfig(dg.Config):
+    """Days each layer keeps (null: forever), and the day to count from (default: today, UTC)."""
+
+    raw_days: int | None = 30
+    clean_days: int | None = 400
+    marts_days: int | None = None
+    as_of: str | None = None
+
+
+@dg.op(out=dg.Out(int), description="Delete partitions older than each layer's retention window (raw 30 days, clean 400, "
+       "marts forever), never a day a queued or running run needs; logs every deletion in "
+       "pipeline_health.retention_log and reports it.")
+def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, warehouse: Warehouse):
+    today = date.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc).date()
+    policy = retention.Policy(config.raw_days, config.clean_days, config.marts_days)
+    protected = days_needed_by_runs(context.instance, context.run_id)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with warehouse.connect() as con:
+        report = retention.enforce(con, policy, today, protected, context.run_id, now,
+                                   delete_files=not warehouse.dry_run)
+    deleted = sum(r["rows_deleted"] for r in report)
+    table = "| layer | table | cutoff | rows deleted | kept for runs |\n|---|---|---|--:|---|\n" + "\n".join(
+        f"| {r['layer']} | {r['table_name']} | {r['cutoff']} | {r['rows_deleted']:,} | {r['days_kept_for_runs'] or '-'} |"
+        for r in report
+    )
+    context.log.info(f"retention: {deleted:,} rows deleted\n{table}")
+    return dg.Output(deleted, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table)})
+
+
+@dg.job(description="Enforce per-layer retention (see docs/operations.md). Scheduled daily at 03:00 UTC.")
+def retention_job():
+    enforce_retention()
+
+
+retention_schedule = dg.ScheduleDefinition(
+    name="retention_schedule",
+    job=retention_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 03:00 UTC: delete raw partitions older than 30 days and clean ones older than 400.",
+)
