@@ -5,6 +5,7 @@
     de-assets run --start 2026-11-01 --end 2026-11-07
     de-assets run --start 2026-11-01 --dry-run   # compute, validate, report; write nothing
     de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
+    de-assets forget-user --user-id cus_4821 --requested-by dpo@example.org
 
 Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home),
 so `dagster dev` with the same DAGSTER_HOME shows them in the UI.
@@ -126,6 +127,34 @@ def cmd_experiment(args) -> bool:
     return result.success
 
 
+def cmd_forget_user(args) -> bool:
+    """Pseudonymize here, so the plain id never reaches the Dagster run storage."""
+    import logging
+
+    import dagster as dg
+
+    from de_assets.definitions import build_defs
+    from de_assets.lib.privacy import pseudonymize
+    from de_assets.resources import PipelineSettings
+
+    if not os.getenv("DAGSTER_HOME"):
+        DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
+    settings = PipelineSettings(pseudonym_key=os.getenv("DE_ASSETS_PSEUDONYM_KEY"),
+                                environment=os.getenv("DE_ASSETS_ENV", "dev"))
+    key = settings.key(logging.getLogger("de_assets"))  # the same key the pipeline uses
+    config = {"pseudonym": pseudonymize(key, args.user_id), "requested_by": args.requested_by}
+    with dg.DagsterInstance.get() as instance:
+        result = build_defs().resolve_job_def("forget_user_job").execute_in_process(
+            instance=instance, run_config={"ops": {"forget_user": {"config": config}}}, raise_on_error=False,
+        )
+    if result.success:
+        print(f"forgot the user: {result.output_for_node('forget_user'):,} rows deleted (audit: "
+              f"pipeline_health.forget_audit, request {result.run_id}); the late_data_refresh sensor re-serves "
+              "the affected marts, or run: dagster job launch -j refresh_marts ...")
+    return result.success
+
+
 def cmd_demo(args) -> bool:
     args.end = args.end or _yesterday()
     landing = Path(args.landing)
@@ -166,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--reps", type=int, default=3, help="repetitions per arm (default 3)")
     exp.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
 
+    fu = sub.add_parser("forget-user", help="erase one user from every layer (GDPR), with an audit record")
+    fu.add_argument("--user-id", required=True, help="the plain user id (userId or anonymousId)")
+    fu.add_argument("--requested-by", required=True, help="who asked, for the audit")
+
     args = parser.parse_args(argv)
     if args.command == "generate":
         args.end = args.end or _yesterday()
@@ -174,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         args.end = args.end or args.start
         return 0 if cmd_run(args) else 1
+    if args.command == "forget-user":
+        return 0 if cmd_forget_user(args) else 1
     if args.command == "experiment":
         args.end = args.end or args.start
         return 0 if cmd_experiment(args) else 1

@@ -27,7 +27,13 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=freshness.CHECKS,
-        jobs=[daily_pipeline, refresh_marts, pipeline_config_experiment, maintenance.retention_job],
+        jobs=[
+            daily_pipeline,
+            refresh_marts,
+            pipeline_config_experiment,
+            maintenance.retention_job,
+            maintenance.forget_user_job,
+        ],
         schedules=[schedules.daily_pipeline_schedule, maintenance.retention_schedule],
         sensors=[
             sensors.landing_files,

@@ -1,11 +1,12 @@
-"""Maintenance jobs that change stored data outside the daily flow: retention (R8)."""
+"""Maintenance jobs that change stored data outside the daily flow (R8): retention and forget-user."""
 
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from de_assets.lib import retention
-from de_assets.resources import Warehouse
+from de_assets.lib import forget, privacy, rawstore, retention
+from de_assets.lib.tables import RAW_EVENTS
+from de_assets.resources import PipelineSettings, Warehouse
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -73,3 +74,48 @@ retention_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily at 03:00 UTC: delete raw partitions older than 30 days and clean ones older than 400.",
 )
+
+
+class ForgetUserConfig(dg.Config):
+    """Who to forget. Prefer `pseudonym` (what `de-assets forget-user` sends): run config is stored
+    by Dagster, and a plain `user_id` given here would be stored with it."""
+
+    pseudonym: str | None = None
+    user_id: str | None = None
+    requested_by: str = "unknown"
+
+
+@dg.op(out=dg.Out(int), description="Erase one user (GDPR): delete the user's rows from raw (table and "
+       "Parquet batches), clean, duplicates and quarantine, write an audit row per table without the id, "
+       "and record the changed clean/events partitions so the late_data_refresh sensor re-serves the "
+       "affected marts days.")
+def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse,
+                settings: PipelineSettings):
+    if bool(config.pseudonym) == bool(config.user_id):
+        raise dg.Failure("give exactly one of `pseudonym` or `user_id`")
+    pseudonym = config.pseudonym or privacy.pseudonymize(settings.key(context.log), config.user_id)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with warehouse.connect() as con:
+        arrivals = [d for (d,) in con.execute(
+            f"SELECT DISTINCT arrival_date FROM {rawstore.relation(con, RAW_EVENTS)} WHERE {forget.USER_MATCH} "
+            "ORDER BY 1", {"p": pseudonym}).fetchall()]
+        counts, affected = forget.forget(con, pseudonym, context.run_id, config.requested_by, now)
+        [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
+    deleted = sum(counts.values())
+    table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in counts.items())
+    context.log.info(f"forget-user {forget.subject_hash(pseudonym)[:12]}...: {deleted:,} rows deleted\n{table}")
+    if affected and last_served is not None and not warehouse.dry_run:
+        refresh = f"{min(affected)}..{max(max(affected), last_served)}"
+        for day in arrivals:  # these clean/events partitions changed; the sensor re-serves the marts
+            context.log_event(dg.AssetMaterialization(
+                asset_key=["clean", "events"], partition=str(day),
+                metadata={"refresh_range": refresh, "forget_request": context.run_id, "rows_deleted": deleted},
+            ))
+    return dg.Output(deleted, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table),
+                                        "affected_event_days": len(affected)})
+
+
+@dg.job(description="Erase one user from every layer (`de-assets forget-user --user-id ...`); the marts "
+        "of the affected days are re-served by the late_data_refresh sensor.")
+def forget_user_job():
+    forget_user()

@@ -143,18 +143,23 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
 
     A materialization of arrival days [start, end] that saw events of earlier days d1 < ... lists
     them in `late_event_days`; the marts of [d1, start - 1] are stale (the day itself and the trailing
-    windows after it). Dry-run materializations are ignored.
+    windows after it). A forget-user request records `refresh_range` itself. Dry-run
+    materializations are ignored.
     """
     ranges: dict[str, tuple[str, str]] = {}
     for record in records:
         meta = record.asset_materialization.metadata
+        key = f"late:{record.run_id}:{record.asset_key.to_user_string()}"
+        if "refresh_range" in meta:  # recorded by forget-user: the exact days to re-serve
+            first, last = meta["refresh_range"].value.split("..")
+            ranges[key] = (first, last)
+            continue
         late = meta.get("late_event_days")
         if late is None or late.value == "none" or (meta.get("dry_run") and meta["dry_run"].value):
             continue
         start = meta["partition_range"].value.split("..")[0]
         first = min(late.value.split(", "))
         last = (datetime.fromisoformat(start).date() - timedelta(days=1)).isoformat()
-        key = f"late:{record.run_id}:{record.asset_key.to_user_string()}"
         ranges[key] = (first, last)
     return ranges
 

@@ -28,3 +28,22 @@ def test_demo_generates_and_materializes_every_partition(tmp_path, monkeypatch, 
     # a second demo reuses the landed files and changes nothing
     assert cli.main(argv) == 0
     assert "already in" in capsys.readouterr().out
+
+
+def test_forget_user_cli_pseudonymizes_before_dagster_sees_the_id(tmp_path, monkeypatch, capsys, golden_landing):
+    import dagster as dg
+
+    monkeypatch.setenv("DE_ASSETS_DUCKDB", str(tmp_path / "w.duckdb"))
+    monkeypatch.setenv("DE_ASSETS_MAX_QUARANTINE_RATE", "0.5")
+    monkeypatch.setenv("DE_ASSETS_PSEUDONYM_KEY", "cli-key")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert cli.main(["run", "--start", "2026-11-01", "--landing", str(golden_landing)]) == 0
+    assert cli.main(["forget-user", "--user-id", "alice", "--requested-by", "dpo"]) == 0
+    assert "rows deleted" in capsys.readouterr().out
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        # alice had m01 and m02 on 11-01 (README); bob's m03 remains
+        assert con.execute("SELECT list(message_id ORDER BY message_id) FROM clean.events").fetchone()[0] == ["m03"]
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        [run] = instance.get_runs(filters=dg.RunsFilter(job_name="forget_user_job"))
+        assert "alice" not in str(run.run_config)

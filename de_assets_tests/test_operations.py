@@ -6,6 +6,7 @@ import shutil
 from datetime import datetime, timezone
 
 import dagster as dg
+import duckdb
 
 from de_assets import sensors
 from de_assets.definitions import defs
@@ -180,3 +181,63 @@ def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(
     # the file registry stays: a re-delivery of an expired file is still recognized
     # (11-02: a.ndjson, b.csv, c.parquet and requests/r.csv)
     assert pipeline.query("SELECT count(*) n FROM raw.source_files WHERE arrival_date = '2026-11-02'").n[0] == 4
+
+
+def test_forget_user_removes_every_row_audits_and_re_serves_the_marts(pipeline):
+    from de_assets.lib import forget
+    from de_assets.lib.privacy import pseudonymize
+    from de_assets_tests.conftest import TEST_KEY
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    carol = pseudonymize(TEST_KEY, "carol")
+    dau = "SELECT event_date::VARCHAR d, dau FROM marts.daily_engagement ORDER BY d"
+    # README: dau 3 / 4 / 3; carol is active on 11-02 and 11-03
+    assert pipeline.query(dau).dau.tolist() == [3, 4, 3]
+    with duckdb.connect(str(pipeline.db), read_only=True) as con:
+        before = forget.remaining(con, carol)
+    assert before["clean.events"] == 6  # README: m15 m19 m20 m28 (11-02), m35 m36 (11-03)
+    result = pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
+        instance=pipeline.instance,
+        run_config={"ops": {"forget_user": {"config": {"user_id": "carol", "requested_by": "dpo@example.org"}}}},
+    )
+    assert result.success
+    with duckdb.connect(str(pipeline.db), read_only=True) as con:
+        assert forget.remaining(con, carol) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
+    audit = pipeline.query("SELECT * FROM pipeline_health.forget_audit")
+    assert set(audit.table_name) == {"raw.events", "clean.events", "quarantine.events", "clean.events_duplicates"}
+    assert not audit.astype(str).apply(lambda col: col.str.contains("carol|" + carol)).any().any()  # no id stored
+    assert (audit.subject_hash == forget.subject_hash(carol)).all()
+    # the marts no longer count carol once the sensor's refresh has run (before it they still do)
+    assert pipeline.query(dau).dau.tolist() == [3, 4, 3]
+    with dg.build_sensor_context(instance=pipeline.instance) as context:
+        requests = sensors.late_data_refresh(context).run_requests
+    [request] = [r for r in requests if result.run_id in r.run_key]
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
+        == ("2026-11-02", "2026-11-03")
+    assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
+        instance=pipeline.instance, tags=request.tags).success
+    assert pipeline.query(dau).dau.tolist() == [3, 3, 2]
+    # and the books still balance after the erasure, on a re-run of every day
+    rerun = pipeline.run("2026-11-01", "2026-11-03")
+    assert [e.passed for e in rerun.get_asset_check_evaluations() if e.check_name == "rows_reconcile"] == [True, True]
+
+
+def test_forget_user_rewrites_parquet_raw_batches(tmp_path, golden_landing):
+    from de_assets.lib import forget
+    from de_assets.lib.privacy import pseudonymize
+    from de_assets_tests.conftest import TEST_KEY, Pipeline
+
+    p = Pipeline(tmp_path, golden_landing, raw_format="parquet")
+    assert p.run("2026-11-01", "2026-11-03").success
+    alice = pseudonymize(TEST_KEY, "alice")
+    result = p.defs.resolve_job_def("forget_user_job").execute_in_process(
+        instance=p.instance, run_config={"ops": {"forget_user": {"config": {"pseudonym": alice}}}})
+    assert result.success
+    with duckdb.connect(str(p.db), read_only=True) as con:
+        assert forget.remaining(con, alice) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
+        files = [path for (path,) in con.execute(
+            "SELECT path FROM raw.parquet_batches WHERE table_name = 'raw.events'").fetchall()]
+        [(left,)] = con.execute(
+            "SELECT count(*) FROM read_parquet($f) WHERE user_id = $p OR anonymous_id = $p", {"f": files, "p": alice}
+        ).fetchall()
+    assert left == 0

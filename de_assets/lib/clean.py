@@ -350,6 +350,11 @@ def accounting(con, spec: CleanSpec, source: str, start: date, end: date) -> dic
         for name, table in (("raw", spec.raw), ("clean", spec.clean), ("quarantined", spec.quarantine),
                             ("duplicate_rows", spec.duplicates))
     }
+    [(forgotten,)] = con.execute(  # rows erased by forget-user requests left the books on purpose
+        f"SELECT coalesce(sum(rows), 0) FROM raw.forgotten_rows WHERE source = $source AND {window}",
+        {**params, "source": source},
+    ).fetchall()
+    landed = int(landed) - int(forgotten)
     duplicates = counts["duplicate_rows"] + redelivered
     return {
         "rows_landed": int(landed),
@@ -358,6 +363,7 @@ def accounting(con, spec: CleanSpec, source: str, start: date, end: date) -> dic
         "rows_quarantined": counts["quarantined"],
         "rows_duplicate": int(duplicates),
         "rows_in_redelivered_files": int(redelivered),
+        "rows_forgotten": int(forgotten),
         "balanced": int(landed) == counts["clean"] + counts["quarantined"] + duplicates
         and counts["raw"] == counts["clean"] + counts["quarantined"] + counts["duplicate_rows"],
     }

@@ -98,6 +98,18 @@ PARQUET_BATCHES = _t(
     key=("path",),
 )
 
+FORGOTTEN_ROWS = _t(
+    "raw.forgotten_rows",
+    "arrival_date",
+    "Raw rows removed by forget-user requests, per landed file, so the accounting identity still holds.",
+    ("source", "VARCHAR", "Landing source"),
+    ("arrival_date", "DATE", "Arrival day of the removed rows"),
+    ("source_file", "VARCHAR", "Landing file they came from"),
+    ("rows", "BIGINT", "Rows removed"),
+    ("request_id", "VARCHAR", "Forget request (Dagster run id)"),
+    key=("request_id", "arrival_date", "source_file"),
+)
+
 RAW_REQUESTS = _t(
     "raw.requests",
     "arrival_date",
@@ -363,6 +375,21 @@ CONFIG_EXPERIMENTS = _t(
     key=("experiment_id", "arm", "repetition", "metric"),
 )
 
+FORGET_AUDIT = _t(
+    "pipeline_health.forget_audit",
+    None,
+    "Audit of forget-user (erasure) requests: who, when, rows deleted per table. Never the user id.",
+    ("request_id", "VARCHAR", "Dagster run id of the request"),
+    ("requested_at", "TIMESTAMP", "UTC time of the deletion"),
+    ("requested_by", "VARCHAR", "Who asked (run config `requested_by`)"),
+    ("subject_hash", "VARCHAR", "SHA-256 of the user's pseudonym: checkable given the id and key, not reversible"),
+    ("table_name", "VARCHAR", "Table rows were deleted from"),
+    ("rows_deleted", "BIGINT", "Rows deleted"),
+    ("first_event_day", "DATE", "Earliest event day of the user's clean events (marts re-served from here)"),
+    ("last_event_day", "DATE", "Latest event day of the user's clean events"),
+    key=("request_id", "table_name"),
+)
+
 RETENTION_LOG = _t(
     "pipeline_health.retention_log",
     "cutoff",
@@ -398,6 +425,7 @@ ALERTS = _t(
 ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
     PARQUET_BATCHES,
+    FORGOTTEN_ROWS,
     RAW_EVENTS,
     RAW_REQUESTS,
     CLEAN_EVENTS,
@@ -418,6 +446,7 @@ ALL_TABLES: tuple[Table, ...] = (
     SLO_STATUS,
     CONFIG_EXPERIMENTS,
     RETENTION_LOG,
+    FORGET_AUDIT,
     ALERTS,
 )
 
