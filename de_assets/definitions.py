@@ -4,7 +4,7 @@ import dagster as dg
 
 from de_assets import freshness, maintenance, schedules, sensors
 from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
-from de_assets.jobs import daily_pipeline, pipeline_config_experiment, refresh_marts
+from de_assets.jobs import daily_pipeline, pipeline_config_experiment, pull_events_api, refresh_marts
 from de_assets.resources import build_resources
 
 ASSETS = dg.map_asset_specs(
@@ -12,6 +12,7 @@ ASSETS = dg.map_asset_specs(
     [
         ingestion.landing_events,
         ingestion.landing_requests,
+        ingestion.events_api,
         ingestion.raw_events,
         ingestion.raw_requests,
         cleaning.clean_events,
@@ -30,11 +31,13 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
         jobs=[
             daily_pipeline,
             refresh_marts,
+            pull_events_api,
             pipeline_config_experiment,
             maintenance.retention_job,
             maintenance.forget_user_job,
         ],
-        schedules=[schedules.daily_pipeline_schedule, maintenance.retention_schedule],
+        schedules=[schedules.daily_pipeline_schedule, schedules.pull_events_api_schedule,
+                   maintenance.retention_schedule],
         sensors=[
             sensors.landing_files,
             sensors.late_data_refresh,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 
 from de_assets.lib import experiments as stats
 from de_assets.lib.tables import EXPERIMENT_RESULTS
@@ -98,25 +99,37 @@ def build_users(con, as_of: date, plan: Plan) -> None:
     )
 
 
-def _moments(con, metric: str) -> dict[tuple[str, str], dict]:
+def _sums(con, metric: str) -> dict[tuple[str, str], dict]:
+    """Exact per-variant sums (DECIMAL arithmetic does not depend on the order rows are added in,
+    unlike parallel floating-point aggregates, so a re-run gives bit-identical statistics)."""
+    y, x = f"y_{metric}::DECIMAL(38, 6)", f"x_{metric}::DECIMAL(38, 6)"
     rows = con.execute(
         f"""SELECT experiment_id, variant_id, count(*), count(*) FILTER (WHERE y_{metric} > 0),
-                   avg(y_{metric}), coalesce(var_samp(y_{metric}), 0), avg(x_{metric}),
-                   coalesce(var_samp(x_{metric}), 0), coalesce(covar_samp(x_{metric}, y_{metric}), 0)
+                   sum({y}), sum({y} * {y}), sum({x}), sum({x} * {x}), sum({x} * {y})
             FROM _exp_users WHERE arms = 1 GROUP BY ALL"""
     ).fetchall()
-    keys = ("n", "converted", "mean_y", "var_y", "mean_x", "var_x", "cov_xy")
+    keys = ("n", "converted", "sy", "syy", "sx", "sxx", "sxy")
     return {(r[0], r[1]): dict(zip(keys, r[2:])) for r in rows}
 
 
-def _pooled(con, metric: str) -> dict[str, tuple[float, float, float]]:
-    """Per experiment over every arm: (cov(x, y), var(x), mean(x)) for CUPED's theta."""
-    rows = con.execute(
-        f"""SELECT experiment_id, coalesce(covar_samp(x_{metric}, y_{metric}), 0),
-                   coalesce(var_samp(x_{metric}), 0), avg(x_{metric})
-            FROM _exp_users WHERE arms = 1 GROUP BY ALL"""
-    ).fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+def _moments(s: dict) -> dict:
+    """Means, sample variances and covariance (ddof=1) from exact sums."""
+    n = Decimal(s["n"])
+    sy, syy, sx, sxx, sxy = (Decimal(s[k]) for k in ("sy", "syy", "sx", "sxx", "sxy"))
+
+    def centered(a, b, ab):
+        return float((ab - a * b / n) / (n - 1)) if n > 1 else 0.0
+
+    return dict(n=s["n"], converted=s["converted"], mean_y=float(sy / n), var_y=centered(sy, sy, syy),
+                mean_x=float(sx / n), var_x=centered(sx, sx, sxx), cov_xy=centered(sx, sy, sxy))
+
+
+def _pooled(sums: dict[tuple[str, str], dict], experiment: str) -> tuple[float, float, float]:
+    """Over every arm of the experiment: (cov(x, y), var(x), mean(x)) for CUPED's theta."""
+    arms = [v for (e, _), v in sums.items() if e == experiment]
+    total = {k: sum(Decimal(a[k]) for a in arms) for k in ("sy", "syy", "sx", "sxx", "sxy")}
+    m = _moments({**total, "n": sum(a["n"] for a in arms), "converted": 0})
+    return m["cov_xy"], m["var_x"], m["mean_x"]
 
 
 def compute(con, as_of: date, plan: Plan) -> list[dict]:
@@ -130,10 +143,9 @@ def compute(con, as_of: date, plan: Plan) -> list[dict]:
     }
     rows: list[dict] = []
     for metric in plan.all_metrics:
-        moments = _moments(con, metric)
-        pooled = _pooled(con, metric)
+        sums = _sums(con, metric)
         for experiment in sorted(health):
-            arms = {v: m for (e, v), m in moments.items() if e == experiment}
+            arms = {v: _moments(m) for (e, v), m in sums.items() if e == experiment}
             if not arms:
                 continue
             variants = sorted(arms)
@@ -141,7 +153,7 @@ def compute(con, as_of: date, plan: Plan) -> list[dict]:
             weights = [plan.weights.get(v, 0.0) for v in variants] if plan.weights else None
             srm = stats.srm_p_value([arms[v]["n"] for v in variants], weights) if len(variants) > 1 else 1.0
             crossover, _ = health[experiment]
-            cov, var_x, grand_x = pooled[experiment]
+            cov, var_x, grand_x = _pooled(sums, experiment)
             theta = stats.cuped_theta(cov, var_x) if plan.cuped else 0.0
             for variant in variants:
                 rows.append(_row(as_of, experiment, variant, control, metric, arms, srm, crossover, theta, grand_x, plan))

@@ -110,6 +110,31 @@ FORGOTTEN_ROWS = _t(
     key=("request_id", "arrival_date", "source_file"),
 )
 
+HTTP_SOURCE_STATE = _t(
+    "raw.http_source_state",
+    None,
+    "Cursor and circuit-breaker state of each HTTP API source.",
+    ("source", "VARCHAR", "API source name"),
+    ("cursor", "VARCHAR", "Cursor of the next page to fetch (NULL: from the start)"),
+    ("consecutive_failures", "INTEGER", "Failed requests in a row"),
+    ("open_until", "TIMESTAMP", "Circuit open until this UTC time (no request is made); NULL when closed"),
+    ("updated_at", "TIMESTAMP", "UTC time of the last update"),
+    key=("source",),
+)
+
+HTTP_DEAD_LETTERS = _t(
+    "raw.http_dead_letters",
+    None,
+    "API pages that stayed bad after every retry: what was asked, what came back. The cursor was not advanced.",
+    ("source", "VARCHAR", "API source name"),
+    ("cursor", "VARCHAR", "Cursor of the page"),
+    ("url", "VARCHAR", "Requested URL"),
+    ("status", "INTEGER", "Last HTTP status (NULL: timeout or connection error)"),
+    ("error", "VARCHAR", "Last error"),
+    ("body_excerpt", "VARCHAR", "First 300 characters of the last response body"),
+    ("failed_at", "TIMESTAMP", "UTC time"),
+)
+
 RAW_REQUESTS = _t(
     "raw.requests",
     "arrival_date",
@@ -426,6 +451,8 @@ ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
     PARQUET_BATCHES,
     FORGOTTEN_ROWS,
+    HTTP_SOURCE_STATE,
+    HTTP_DEAD_LETTERS,
     RAW_EVENTS,
     RAW_REQUESTS,
     CLEAN_EVENTS,
