@@ -6,7 +6,7 @@ import dagster as dg
 
 from de_assets.lib import forget, privacy, rawstore, retention
 from de_assets.lib.tables import RAW_EVENTS
-from de_assets.resources import PipelineSettings, Warehouse
+from de_assets.resources import WAREHOUSE_POOL, PipelineSettings, Warehouse
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -41,7 +41,7 @@ class RetentionConfig(dg.Config):
     as_of: str | None = None
 
 
-@dg.op(out=dg.Out(int), description="Delete partitions older than each layer's retention window (raw 30 days, clean 400, "
+@dg.op(out=dg.Out(int), pool=WAREHOUSE_POOL, description="Delete partitions older than each layer's retention window (raw 30 days, clean 400, "
        "marts forever), never a day a queued or running run needs; logs every deletion in "
        "pipeline_health.retention_log and reports it.")
 def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, warehouse: Warehouse):
@@ -61,7 +61,7 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, w
     return dg.Output(deleted, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table)})
 
 
-@dg.job(description="Enforce per-layer retention (see docs/operations.md). Scheduled daily at 03:00 UTC.")
+@dg.job(tags={"de_assets/kind": "maintenance"}, description="Enforce per-layer retention (see docs/operations.md). Scheduled daily at 03:00 UTC.")
 def retention_job():
     enforce_retention()
 
@@ -85,7 +85,7 @@ class ForgetUserConfig(dg.Config):
     requested_by: str = "unknown"
 
 
-@dg.op(out=dg.Out(int), description="Erase one user (GDPR): delete the user's rows from raw (table and "
+@dg.op(out=dg.Out(int), pool=WAREHOUSE_POOL, description="Erase one user (GDPR): delete the user's rows from raw (table and "
        "Parquet batches), clean, duplicates and quarantine, write an audit row per table without the id, "
        "and record the changed clean/events partitions so the late_data_refresh sensor re-serves the "
        "affected marts days.")
@@ -115,7 +115,7 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
                                         "affected_event_days": len(affected)})
 
 
-@dg.job(description="Erase one user from every layer (`de-assets forget-user --user-id ...`); the marts "
+@dg.job(tags={"de_assets/kind": "maintenance"}, description="Erase one user from every layer (`de-assets forget-user --user-id ...`); the marts "
         "of the affected days are re-served by the late_data_refresh sensor.")
 def forget_user_job():
     forget_user()

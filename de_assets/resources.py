@@ -36,6 +36,9 @@ from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
 DEV_PSEUDONYM_KEY = "de-assets-dev-key-not-for-production"
+# Every step that writes the warehouse is in this concurrency pool; the production profile limits it
+# to one step at a time across all runs (DuckDB allows one writer per file).
+WAREHOUSE_POOL = "duckdb_warehouse"
 
 
 class RunMode(dg.ConfigurableResource):
@@ -61,6 +64,7 @@ class Warehouse(DuckDBResource):
     """
 
     memory_limit: str = "600MB"
+    lock_wait_s: float = 120.0  # how long to wait for another process's write lock before failing
     run_mode: dg.ResourceDependency[RunMode]
     _scratch: Path | None = PrivateAttr(default=None)
 
@@ -98,7 +102,7 @@ class Warehouse(DuckDBResource):
         target = str(self._scratch) if self._scratch is not None else self.database
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-        con = _connect_with_retry(target, self.connection_config)
+        con = _connect_with_retry(target, self.connection_config, self.lock_wait_s)
         try:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             # Row order inside tables carries no meaning here; without it large inserts stream.
@@ -112,16 +116,23 @@ class Warehouse(DuckDBResource):
             con.close()
 
 
-def _connect_with_retry(database: str, config: dict, attempts: int = 10):
-    """Open DuckDB, waiting out another process's write lock (with backoff) before giving up."""
-    for attempt in range(attempts):
+def _connect_with_retry(database: str, config: dict, wait_s: float):
+    """Open DuckDB, waiting up to `wait_s` (with backoff) for another process's write lock.
+
+    Steps of one run never contend (in-process executor); two runs, or a sensor writing an alert,
+    can. In production the `duckdb_warehouse` pool serializes steps, so this only absorbs the
+    short overlaps around a step's start and end.
+    """
+    deadline = time.monotonic() + wait_s
+    attempt = 0
+    while True:
         try:
             return duckdb.connect(database, config=dict(config))
         except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or attempt == attempts - 1:
+            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
                 raise
-            time.sleep(min(0.2 * 2**attempt, 5.0))
-    raise AssertionError("unreachable")
+            time.sleep(min(0.2 * 2**attempt, 5.0, max(deadline - time.monotonic(), 0.01)))
+            attempt += 1
 
 
 class PipelineSettings(dg.ConfigurableResource):

@@ -12,7 +12,7 @@ from de_assets.lib.tables import EXPERIMENT_RESULTS, KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.reporting import finish
-from de_assets.resources import Alerting, PipelineSettings, Warehouse
+from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:analytics"]
 CLEAN_EVENTS = dg.AssetKey(["clean", "events"])
@@ -58,6 +58,7 @@ def _mart(
 
     @dg.asset(
         key=["marts", name],
+        pool=WAREHOUSE_POOL,
         deps=deps,
         group_name="analytics",
         description=description,
@@ -151,6 +152,7 @@ class ExperimentReadoutConfig(dg.Config):
 
 @dg.asset(
     key=["marts", "experiment_results"],
+    pool=WAREHOUSE_POOL,
     deps=[CLEAN_EVENTS],
     group_name="analytics",
     description="A/B readouts from `Experiment Viewed` exposures, as of each day: per experiment, "

@@ -9,7 +9,7 @@ from de_assets.lib import clean, health
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import finish
-from de_assets.resources import Alerting, PipelineSettings, Warehouse
+from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
 
@@ -28,6 +28,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
 
     @dg.multi_asset(
         name=f"clean_{source}",
+        pool=WAREHOUSE_POOL,
         specs=[
             dg.AssetSpec(
                 clean_key, description=clean_doc, tags={"layer": "clean", "pii": "pseudonymized"},

@@ -11,7 +11,7 @@ from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import finish
-from de_assets.resources import Alerting, PipelineSettings, Warehouse
+from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
 
@@ -55,6 +55,7 @@ class ApiPullConfig(dg.Config):
 
 @dg.asset(
     key=["landing", "events_api"],
+    pool=WAREHOUSE_POOL,
     group_name="ingestion",
     description="Events pulled from the JSON HTTP API at `DE_ASSETS_EVENTS_API_URL` (cursor paging, "
     "connect/read timeouts, retries with backoff and jitter on 429/5xx/timeouts/malformed pages, a "
@@ -90,6 +91,7 @@ def events_api(
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=["raw", source],
+        pool=WAREHOUSE_POOL,
         deps=upstream,
         group_name="ingestion",
         description=description,

@@ -13,7 +13,7 @@ from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import partition_label
-from de_assets.resources import Alerting, PipelineSettings, Warehouse
+from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
 PIPELINE_ASSETS = [
@@ -26,6 +26,7 @@ PIPELINE_ASSETS = [
     )
 ]
 COMMON = dict(
+    pool=WAREHOUSE_POOL,
     group_name="pipeline_health",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -187,7 +188,7 @@ def _typed_flags(flags: dict[str, str]) -> dict:
 
 
 @dg.asset(
-    key=["pipeline_health", "config_experiments"],
+    key=["pipeline_health", "config_experiments"],  # no pool: its arms write their own warehouses
     group_name="pipeline_health",
     kinds={"duckdb", "dagster"},
     owners=OWNERS,

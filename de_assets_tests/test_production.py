@@ -1,0 +1,123 @@
+"""The production profile (deploy/prod/dagster.yaml) against a real PostgreSQL server on loopback:
+the instance initializes there, runs and sensor ticks are recorded there, and two runs launched
+together against one DuckDB file both succeed (the `duckdb_warehouse` pool serializes their steps)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from de_assets_tests import postgres
+from de_assets_tests.conftest import GOLDEN, TEST_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+REASON = postgres.available()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no PostgreSQL server can be started here: {REASON}")
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with postgres.server() as settings:
+        yield settings
+
+
+@pytest.fixture
+def prod_env(tmp_path, pg, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "deploy" / "prod" / "dagster.yaml", home / "dagster.yaml")
+    landing = tmp_path / "landing"
+    shutil.copytree(GOLDEN / "landing", landing)
+    env = {
+        "DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": pg["host"], "DAGSTER_PG_PORT": pg["port"],
+        "DAGSTER_PG_DB": pg["db"], "DAGSTER_PG_USER": pg["user"], "DAGSTER_PG_PASSWORD": pg["password"],
+        "DE_ASSETS_DUCKDB": str(tmp_path / "warehouse.duckdb"), "DE_ASSETS_LANDING": str(landing),
+        "DE_ASSETS_PSEUDONYM_KEY": TEST_KEY, "DE_ASSETS_MAX_QUARANTINE_RATE": "0.5",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def _sql(pg, query):
+    import psycopg2
+
+    with psycopg2.connect(host=pg["host"], port=pg["port"], dbname=pg["db"], user=pg["user"]) as con:
+        with con.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall()
+
+
+def test_instance_records_a_partitioned_run_in_postgres(prod_env, pg):
+    from de_assets.definitions import build_defs
+
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        result = build_defs().resolve_job_def("daily_pipeline").execute_in_process(
+            instance=instance, partition_key="2026-11-01")
+        assert result.success
+    rows = _sql(pg, f"SELECT status FROM runs WHERE run_id = '{result.run_id}'")
+    assert rows == [("SUCCESS",)]
+    assert _sql(pg, "SELECT count(*) FROM run_tags WHERE key = 'dagster/partition' AND value = '2026-11-01'")[0][0] >= 1
+
+
+def test_daemon_records_sensor_ticks_in_postgres(prod_env, pg):
+    before = _sql(pg, "SELECT count(*) FROM job_ticks")[0][0]
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            ticks = _sql(pg, "SELECT count(*) FROM job_ticks")[0][0]
+            if ticks > before:
+                break
+            time.sleep(2)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+    assert ticks > before, daemon.stdout.read().decode()[-3000:]
+    names = {row[0] for row in _sql(pg, "SELECT DISTINCT selector_id FROM job_ticks")}
+    assert names  # ticks of the landing / alert sensors, recorded in PostgreSQL
+
+
+RUN = """
+import sys, dagster as dg
+from de_assets.definitions import build_defs
+with dg.DagsterInstance.get() as instance:
+    r = build_defs().resolve_job_def("daily_pipeline").execute_in_process(
+        instance=instance, partition_key=sys.argv[1], raise_on_error=False)
+print("RESULT", sys.argv[1], r.success, flush=True)
+sys.exit(0 if r.success else 1)
+"""
+
+
+def test_two_runs_launched_together_on_one_duckdb_file_both_succeed(prod_env, pg, tmp_path):
+    with dg.DagsterInstance.get():
+        pass  # create the schema once, before two processes race to
+    procs = [subprocess.Popen([sys.executable, "-c", RUN, day], cwd=ROOT, env={**os.environ},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for day in ("2026-11-02", "2026-11-03")]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "Could not set lock" not in out
+    import duckdb
+
+    with duckdb.connect(prod_env["DE_ASSETS_DUCKDB"], read_only=True) as con:
+        days = con.execute("SELECT count(DISTINCT event_date) FROM marts.daily_engagement "
+                           "WHERE event_date IN ('2026-11-02', '2026-11-03')").fetchall()[0][0]
+    assert days == 2
