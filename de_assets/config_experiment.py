@@ -78,7 +78,8 @@ def run_arm(arm: str, flags: dict, repetition: int, start: date, end: date, work
     database = workdir / f"{arm}-{repetition}.duckdb"
     for leftover in workdir.glob(f"{arm}-{repetition}.duckdb*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    defs = build_defs(build_resources(str(database), **{**settings, **flags}))
+    reports = str(workdir / f"{arm}-{repetition}-reports")  # the arm's report pages stay in its sandbox
+    defs = build_defs(build_resources(str(database), **{**settings, **flags, "reports_root": reports}))
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("daily_pipeline").execute_in_process(

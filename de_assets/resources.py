@@ -10,6 +10,7 @@
 | `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning partition quarantining more is not served |
 | `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
 | `DE_ASSETS_EVENTS_API_URL` | none | cursor-paged JSON events API that `landing/events_api` pulls into the landing area |
+| `DE_ASSETS_REPORTS` | `data/reports` | where the insights report's HTML pages are written |
 | `DE_ASSETS_LATE_LOOKBACK_DAYS` | `7` | late events up to this many days re-open their day; older ones: quarantine `too_late` |
 | `DE_ASSETS_RAW_FORMAT` | `json` | feature flag: raw rows in the DuckDB table (`json`) or Parquet files (`parquet`) |
 | `DE_ASSETS_RAW_FORMAT_ROLLOUT` | `1.0` | share of arrival days (deterministic by day) the raw format applies to |
@@ -145,6 +146,7 @@ class PipelineSettings(dg.ConfigurableResource):
     max_quarantine_rate: float = 0.2
     late_lookback_days: int = 7  # older events are quarantined as too_late; newer re-open their day
     events_api_url: str | None = None  # JSON events API pulled by landing/events_api (R2)
+    reports_root: str = "data/reports"  # where reports/insights writes its HTML pages
     # Feature flags (pipeline configuration experiments, R7); results are identical either way.
     raw_format: str = "json"
     raw_format_rollout: float = 1.0
@@ -225,6 +227,7 @@ def build_resources(
                     max_quarantine_rate=float(rate) if rate else None,
                     late_lookback_days=int(lookback) if lookback else None,
                     events_api_url=_env("DE_ASSETS_EVENTS_API_URL"),
+                    reports_root=_env("DE_ASSETS_REPORTS"),
                     raw_format=os.getenv("DE_ASSETS_RAW_FORMAT"),
                     raw_format_rollout=float(rollout) if rollout else None,
                     dedupe_strategy=os.getenv("DE_ASSETS_DEDUPE_STRATEGY"),

@@ -27,6 +27,7 @@ class Pipeline:
         self.landing = landing
         self.instance = dg.DagsterInstance.ephemeral()
         settings.setdefault("max_quarantine_rate", GOLDEN_MAX_QUARANTINE_RATE)
+        settings.setdefault("reports_root", str(tmp_path / "reports"))
         self.defs = build_defs(build_resources(str(self.db), str(landing), TEST_KEY, **settings))
 
     def run(self, start: str, end: str | None = None, selection=None, raise_on_error=True, dry_run=False):

@@ -8,6 +8,7 @@ from de_assets import cli
 def test_demo_generates_and_materializes_every_partition(tmp_path, monkeypatch, capsys):
     db = tmp_path / "warehouse.duckdb"
     monkeypatch.setenv("DE_ASSETS_DUCKDB", str(db))
+    monkeypatch.setenv("DE_ASSETS_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
     argv = ["demo", "--days", "3", "--events-per-day", "400", "--end", "2026-11-10",
@@ -34,6 +35,7 @@ def test_forget_user_cli_pseudonymizes_before_dagster_sees_the_id(tmp_path, monk
     import dagster as dg
 
     monkeypatch.setenv("DE_ASSETS_DUCKDB", str(tmp_path / "w.duckdb"))
+    monkeypatch.setenv("DE_ASSETS_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("DE_ASSETS_MAX_QUARANTINE_RATE", "0.5")
     monkeypatch.setenv("DE_ASSETS_PSEUDONYM_KEY", "cli-key")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))

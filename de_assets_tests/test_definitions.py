@@ -12,12 +12,18 @@ def test_definitions_load_and_job_resolves():
 
 
 def test_every_asset_is_documented_grouped_owned_and_partitioned():
+    """The catalog explains itself: a new asset without these fails CI."""
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name in GROUPS, key
         assert node.description and len(node.description) > 40, key
         assert node.owners, key
+        assert {"layer", "pii"} <= set(node.tags), key
+        schema = node.metadata.get("dagster/column_schema")
+        if schema is not None:
+            schema = schema.schema if hasattr(schema, "schema") else schema
+            assert all(c.description for c in schema.columns), key
         if key.path[0] != "landing":
             # the config experiment replays a chosen day range: the one unpartitioned asset
             assert (node.partitions_def is None) == (key == dg.AssetKey(["pipeline_health", "config_experiments"])), key

@@ -137,6 +137,7 @@ def test_cli_dry_run_prints_the_report_and_keeps_the_file(tmp_path, monkeypatch,
 
     db = tmp_path / "w.duckdb"
     monkeypatch.setenv("DE_ASSETS_DUCKDB", str(db))
+    monkeypatch.setenv("DE_ASSETS_REPORTS", str(tmp_path / "reports"))
     monkeypatch.setenv("DE_ASSETS_MAX_QUARANTINE_RATE", "0.5")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()

@@ -39,6 +39,7 @@ def prod_env(tmp_path, pg, monkeypatch):
         "DAGSTER_PG_DB": pg["db"], "DAGSTER_PG_USER": pg["user"], "DAGSTER_PG_PASSWORD": pg["password"],
         "DE_ASSETS_DUCKDB": str(tmp_path / "warehouse.duckdb"), "DE_ASSETS_LANDING": str(landing),
         "DE_ASSETS_PSEUDONYM_KEY": TEST_KEY, "DE_ASSETS_MAX_QUARANTINE_RATE": "0.5",
+        "DE_ASSETS_REPORTS": str(tmp_path / "reports"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -1,16 +1,17 @@
 """Group `analytics`: the served marts, partitioned by event day (see contracts.md)."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from de_assets import checks
-from de_assets.lib import experiment_readout, marts
+from de_assets.lib import experiment_readout, marts, report
 from de_assets.lib.alerts import Alert
 from de_assets.lib.tables import EXPERIMENT_RESULTS, KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata
-from de_assets.partitions import daily, partition_dates
+from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
@@ -199,7 +200,67 @@ def experiment_results(
     return dg.MaterializeResult(metadata=metadata, check_results=results)
 
 
+REPORT_SECTIONS = dg.TableSchema(columns=[
+    dg.TableColumn("engagement", "svg", description="DAU / WAU / MAU over 90 days, anomalies circled"),
+    dg.TableColumn("funnel", "svg", description="Users per funnel step on the day"),
+    dg.TableColumn("retention", "svg", description="Cohort week x weeks since: retention rate heatmap"),
+    dg.TableColumn("revenue", "svg", description="Revenue per day"),
+    dg.TableColumn("latency", "svg", description="p50 / p90 / p99 latency per service on the day"),
+    dg.TableColumn("quarantine", "svg", description="Quarantine rate per arrival day"),
+    dg.TableColumn("throughput", "svg", description="Median rows/s per pipeline step"),
+    dg.TableColumn("freshness", "svg", description="Hours from the newest event to cleaned"),
+    dg.TableColumn("kpis", "table", description="Headline KPIs with dod / wow and anomaly flags"),
+    dg.TableColumn("experiments", "table", description="A/B readouts as of the day"),
+    dg.TableColumn("slos", "table", description="Pipeline SLO status"),
+])
+
+
+@dg.asset(
+    key=["reports", "insights"],
+    deps=[dg.AssetKey(["marts", n]) for n in ("daily_engagement", "funnel_daily", "retention_cohorts",
+                                               "revenue_daily", "service_latency", "kpi_anomalies",
+                                               "experiment_results")]
+    + [dg.AssetKey(["pipeline_health", "slo_status"])],
+    group_name="analytics",
+    description="The insights report: one self-contained HTML page per day under `data/reports/` "
+    "(`insights-<day>.html`, and `latest.html`), charts as inline SVG (works offline): active users "
+    "with anomalies, funnel, retention heatmap, revenue, latency percentiles, pipeline health "
+    "(quarantine rate, throughput, freshness), KPI changes, experiment readouts and SLOs.",
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"html", "duckdb"},
+    owners=OWNERS,
+    tags={"layer": "reports", "pii": "none"},
+    code_version="1",
+    metadata={"dagster/column_schema": REPORT_SECTIONS},
+)
+def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings) -> dg.MaterializeResult:
+    start, end = partition_dates(context)
+    folder = Path(settings.reports_root)
+    pages = {}
+    with warehouse.connect() as con:
+        for day in days_between(start, end):
+            pages[day] = report.build(con, day)
+    if warehouse.dry_run:  # a dry run writes nothing anywhere
+        return dg.MaterializeResult(metadata={"dry_run": True, "would_write": str(folder / f"insights-{end}.html")})
+    folder.mkdir(parents=True, exist_ok=True)
+    for day, page in pages.items():
+        (folder / f"insights-{day}.html").write_text(page, encoding="utf-8")
+    latest = folder / "latest.html"
+    newest = max(folder.glob("insights-*.html"))
+    latest.write_text(newest.read_text(encoding="utf-8"), encoding="utf-8")
+    path = (folder / f"insights-{end}.html").resolve()
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)),
+        "latest": dg.MetadataValue.path(str(latest.resolve())),
+        "reports_written": len(pages),
+        "bytes": path.stat().st_size,
+        "charts": pages[end].count('<figure class="chart"'),
+    })
+
+
 ALL: list[dg.AssetsDefinition] = [
     daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes, kpi_anomalies,
     experiment_results,
+    insights,
 ]
