@@ -76,6 +76,9 @@ def _print_summary(result) -> None:
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         rows[event.asset_key.to_user_string()] = meta
     for key, meta in rows.items():
+        if "dagster/row_count" not in meta:  # a file, not a table (the insights report)
+            print(f"  {key:<32} {meta.get('path', '')}")
+            continue
         line = f"  {key:<32} {meta['dagster/row_count']:>10,} rows"
         if "rows_quarantined" in meta:
             line += f", {meta['rows_quarantined']:,} quarantined, {meta['rows_duplicate']:,} duplicate"
@@ -91,6 +94,9 @@ def _print_summary(result) -> None:
     print(f"\nwarehouse: {database}")
     print(f"  python -c \"import duckdb; print(duckdb.connect('{database}', read_only=True)"
           f".sql('FROM marts.daily_engagement ORDER BY event_date'))\"")
+    reports = Path(os.getenv("DE_ASSETS_REPORTS", "data/reports")) / "latest.html"
+    if reports.exists():
+        print(f"report:    {reports}  (open in a browser; works offline)")
     print(f"UI:        DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev   -> http://127.0.0.1:3000")
 
 

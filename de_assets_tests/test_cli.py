@@ -17,6 +17,7 @@ def test_demo_generates_and_materializes_every_partition(tmp_path, monkeypatch, 
     out = capsys.readouterr().out
     assert "daily_pipeline 2026-11-08..2026-11-10: SUCCESS" in out
     assert "check clean/events:rows_reconcile passed" in out
+    assert f"report:    {tmp_path / 'reports' / 'latest.html'}" in out
     # clean generated data passes every check, blocking and warning alike
     assert "check " in out and "FAILED" not in out and "WARNING" not in out
     with duckdb.connect(str(db), read_only=True) as con:
