@@ -4,8 +4,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from de_assets.lib import forget, privacy, rawstore, retention
-from de_assets.lib.tables import RAW_EVENTS
+from de_assets.lib import forget, privacy, retention
 from de_assets.resources import WAREHOUSE_POOL, PipelineSettings, Warehouse
 
 ACTIVE = [
@@ -96,10 +95,7 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
     pseudonym = config.pseudonym or privacy.pseudonymize(settings.key(context.log), config.user_id)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with warehouse.connect() as con:
-        arrivals = [d for (d,) in con.execute(
-            f"SELECT DISTINCT arrival_date FROM {rawstore.relation(con, RAW_EVENTS)} WHERE {forget.USER_MATCH} "
-            "ORDER BY 1", {"p": pseudonym}).fetchall()]
-        counts, affected = forget.forget(con, pseudonym, context.run_id, config.requested_by, now)
+        counts, affected, arrivals = forget.forget(con, pseudonym, context.run_id, config.requested_by, now)
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
     deleted = sum(counts.values())
     table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in counts.items())

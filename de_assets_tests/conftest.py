@@ -1,4 +1,7 @@
+import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -50,6 +53,15 @@ class Pipeline:
         return self.query(
             "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables ORDER BY 1"
         )["t"].tolist()
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a server started with `start_new_session=True` and everything it spawned."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ together against one DuckDB file both succeed (the `duckdb_warehouse` pool seria
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import dagster as dg
 import pytest
 
 from de_assets_tests import postgres
-from de_assets_tests.conftest import GOLDEN, TEST_KEY
+from de_assets_tests.conftest import GOLDEN, TEST_KEY, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 REASON = postgres.available()
@@ -85,11 +84,7 @@ def test_daemon_records_sensor_ticks_in_postgres(prod_env, pg):
                 break
             time.sleep(2)
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_process_group(daemon)
     assert ticks > before, daemon.stdout.read().decode()[-3000:]
     names = {row[0] for row in _sql(pg, "SELECT DISTINCT selector_id FROM job_ticks")}
     assert names  # ticks of the landing / alert sensors, recorded in PostgreSQL

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from de_assets_tests.conftest import GOLDEN, TEST_KEY
+from de_assets_tests.conftest import GOLDEN, TEST_KEY, stop_process_group
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -104,11 +103,7 @@ def ui(tmp_path_factory):
         handle.graphql("mutation { setNuxSeen }")  # the first-visit community dialog would cover the page
         yield handle
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_process_group(server)
 
 
 def test_asset_graph_shows_the_groups_and_their_assets(ui):

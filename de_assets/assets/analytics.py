@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
 from de_assets import checks
 from de_assets.lib import experiment_readout, marts, report
@@ -51,9 +50,11 @@ def anomaly_alerts(con, start, end, run_id: str) -> list[Alert]:
 
 
 def _mart(
-    name: str, deps: list, description: str, table: Table | None = None, write=None, kinds=("duckdb", "sql")
+    name: str, deps: list, description: str, table: Table | None = None, write=None, kinds=("duckdb", "sql"),
+    alerts=None,
 ) -> dg.AssetsDefinition:
-    """A served mart: partitioned by event day, single-run backfills, rows of [start, end] replaced."""
+    """A served mart: partitioned by event day, single-run backfills, rows of [start, end] replaced.
+    `alerts(con, start, end, run_id)`, when given, lists the alerts the written rows raise."""
     table = table or marts.MARTS[name][0]
     write = write or _sql_writer(name)
 
@@ -80,8 +81,8 @@ def _mart(
         with warehouse.connect() as con:
             write(con, start, end, settings)
             metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started)
-            if table is KPI_ANOMALIES:
-                alerting.send(con, anomaly_alerts(con, start, end, context.run.run_id), log=context.log)
+            if alerts is not None:
+                alerting.send(con, alerts(con, start, end, context.run.run_id), log=context.log)
         return dg.MaterializeResult(metadata=metadata, check_results=results)
 
     return _asset
@@ -138,6 +139,7 @@ kpi_anomalies = _mart(
     table=KPI_ANOMALIES,
     write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end),
     kinds=("duckdb", "pandas"),
+    alerts=anomaly_alerts,
 )
 
 class ExperimentReadoutConfig(dg.Config):
@@ -182,16 +184,12 @@ def experiment_results(
         cuped=config.cuped, lookback_days=config.lookback_days,
     )
     with warehouse.connect() as con:
-        experiment_readout.write(con, start, end, plan)
-        latest = con.execute(
-            f"SELECT * FROM {EXPERIMENT_RESULTS.name} WHERE as_of_date = ? ORDER BY experiment_id, metric, "
-            "NOT is_control, variant_id", [end],
-        ).df().to_dict("records")
+        written = experiment_readout.write(con, start, end, plan)
         metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started)
-    by_experiment: dict[str, list[dict]] = {}
+    by_experiment: dict[str, list[dict]] = {}  # the readout as of the last day, control first
+    latest = sorted((r for r in written if r["as_of_date"] == end),
+                    key=lambda r: (r["experiment_id"], r["metric"], not r["is_control"], r["variant_id"]))
     for row in latest:
-        row["abs_lift"], row["rel_lift"], row["ci_low"], row["ci_high"], row["p_value"] = (
-            None if pd.isna(row[k]) else row[k] for k in ("abs_lift", "rel_lift", "ci_low", "ci_high", "p_value"))
         by_experiment.setdefault(row["experiment_id"], []).append(row)
     for experiment, rows in by_experiment.items():
         metadata[f"readout {experiment}"] = dg.MetadataValue.md(experiment_readout.markdown(experiment, rows, plan))

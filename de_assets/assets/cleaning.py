@@ -83,7 +83,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             }
             report = clean.CleanReport.total(daily_reports.values())
             written = [day for day, r in daily_reports.items() if not r.gated_days]
-            books = clean.accounting_over(con, spec, source, written)
+            books = clean.accounting(con, spec, source, written)
             gate = dg.AssetCheckResult(
                 check_name="quarantine_rate_within_threshold",
                 asset_key=clean_key,

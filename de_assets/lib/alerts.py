@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from http.client import HTTPException
+
+from de_assets.lib.retry import backoff_delay
 
 SEVERITIES = ("critical", "error", "warning")
 KINDS = ("check_failed", "slo_breach", "kpi_anomaly", "run_failure", "stale_partition")
@@ -66,18 +67,6 @@ class Alert:
         return d
 
 
-def _delay(attempt: int, backoff: float, retry_after: str | None) -> float:
-    """Seconds to wait before the next attempt: Retry-After if given in seconds, else exponential
-    backoff with up to 10 % jitter; never more than MAX_DELAY_SECONDS."""
-    if retry_after is not None:
-        try:
-            return min(max(float(retry_after), 0.0), MAX_DELAY_SECONDS)
-        except ValueError:
-            pass  # an HTTP date: fall back to the backoff
-    base = backoff * 2**attempt
-    return min(base * (1 + random.uniform(0, 0.1)), MAX_DELAY_SECONDS)
-
-
 def post_webhook(
     url: str, payload: dict, timeout: float = 5.0, retries: int = 3, backoff: float = 0.5, sleep=time.sleep
 ) -> str:
@@ -111,7 +100,7 @@ def post_webhook(
         except Exception:  # e.g. ValueError for a malformed URL: retrying will not help
             return "failed"
         if attempt < retries:
-            sleep(_delay(attempt, backoff, retry_after))
+            sleep(backoff_delay(attempt, backoff, MAX_DELAY_SECONDS, retry_after))
     return "failed"
 
 

@@ -185,16 +185,16 @@ def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, thet
         else:
             mean_c, var_c = _adjusted(c, theta, grand_x)
             mean_t, var_t = _adjusted(m, theta, grand_x)
-            result = stats.compare_means(mean_c, var_c, c["n"], mean_t, var_t, m["n"], plan.alpha)
+            result = stats.compare_means(mean_c, var_c, c["n"], mean_t, var_t, m["n"], plan.alpha, cuped=plan.cuped)
     except ValueError:  # too few users in an arm to test
         return row
     row.update(abs_lift=result.estimate, rel_lift=result.relative, ci_low=result.ci_low, ci_high=result.ci_high,
-               p_value=result.p_value, method=result.method + (" + CUPED" if plan.cuped and "CUPED" not in result.method else ""))
+               p_value=result.p_value, method=result.method)
     return row
 
 
-def write(con, start: date, end: date, plan: Plan) -> int:
-    """Replace the readouts as of each day in [start, end]."""
+def write(con, start: date, end: date, plan: Plan) -> list[dict]:
+    """Replace the readouts as of each day in [start, end]; return the rows written."""
     rows = [r for day in _days(start, end) for r in compute(con, day, plan)]
     columns = EXPERIMENT_RESULTS.column_names
     con.execute("BEGIN TRANSACTION")
@@ -209,7 +209,7 @@ def write(con, start: date, end: date, plan: Plan) -> int:
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return len(rows)
+    return rows
 
 
 def _days(start: date, end: date) -> list[date]:

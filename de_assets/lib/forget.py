@@ -52,8 +52,11 @@ def _rewrite_parquet(con, pseudonym: str) -> int:
     return removed
 
 
-def forget(con, pseudonym: str, request_id: str, requested_by: str, now) -> tuple[dict[str, int], list[date]]:
-    """Delete the user's rows everywhere; return rows deleted per table and the event days affected."""
+def forget(
+    con, pseudonym: str, request_id: str, requested_by: str, now
+) -> tuple[dict[str, int], list[date], list[date]]:
+    """Delete the user's rows everywhere; return rows deleted per table, the event days affected
+    (their marts must be re-served) and the arrival days whose raw/clean partitions changed."""
     params = {"p": pseudonym}
     affected = [d for (d,) in con.execute(
         f"SELECT DISTINCT event_date FROM {CLEAN_EVENTS.name} WHERE user_key = $p OR {USER_MATCH} ORDER BY 1", params
@@ -87,7 +90,7 @@ def forget(con, pseudonym: str, request_id: str, requested_by: str, now) -> tupl
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS _forget_ids")
-    return counts, affected
+    return counts, affected, sorted({arrival for arrival, _, _ in per_day})
 
 
 def _delete(con, table: str, where: str, params: dict) -> int:

@@ -176,8 +176,6 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
     budget = SLO_WINDOW_DAYS * (1 - targets.objective)
     measured = measure(con, day, targets)
     rows = []
-    con.execute("BEGIN TRANSACTION")
-    con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
     for name, target, comparison in targets.slos():
         actual, override = measured[name]
         if override:
@@ -196,8 +194,14 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
         row = dict(partition=day, slo=name, target=target, comparison=comparison, actual=actual, status=status,
                    breached_days_28d=breached, error_budget_days=budget,
                    budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now)
-        con.execute(f"INSERT INTO {SLO_STATUS.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                    list(row.values()))
         rows.append(row)
-    con.execute("COMMIT")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
+        con.executemany(f"INSERT INTO {SLO_STATUS.name} ({', '.join(rows[0])}) VALUES ({', '.join('?' * len(rows[0]))})",
+                        [list(r.values()) for r in rows])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
     return rows

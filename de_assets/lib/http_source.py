@@ -26,14 +26,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import random
-import socket
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from de_assets.lib.retry import backoff_delay
 from de_assets.lib.tables import HTTP_DEAD_LETTERS, HTTP_SOURCE_STATE
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -101,15 +100,6 @@ def _parse(body: bytes) -> tuple[list[dict], str | None]:
         raise PageError("malformed page: expected {'events': [objects], 'next_cursor': ...}",
                         body=body[:300].decode("utf-8", "replace"))
     return page["events"], page.get("next_cursor")
-
-
-def _delay(attempt: int, policy: HttpPolicy, retry_after: str | None) -> float:
-    if retry_after is not None:
-        try:
-            return min(float(retry_after), policy.max_backoff_s)
-        except ValueError:
-            pass
-    return min(policy.backoff_s * 2**attempt * (1 + 0.25 * random.random()), policy.max_backoff_s)
 
 
 class Breaker:
@@ -186,8 +176,7 @@ def pull(
                     events, next_cursor = _parse(body)
                     breaker.success()
                     break
-                except (PageError, socket.timeout, TimeoutError, ConnectionError, OSError,
-                        http.client.HTTPException) as failure:
+                except (PageError, OSError, http.client.HTTPException) as failure:  # OSError: timeouts, refusals
                     error = failure if isinstance(failure, PageError) else PageError(f"{type(failure).__name__}: {failure}")
                     if breaker.failure():
                         report.breaker_open = True
@@ -196,7 +185,7 @@ def pull(
                         break
                     if attempt < policy.retries:
                         report.retries += 1
-                        sleep(_delay(attempt, policy, retry_after))
+                        sleep(backoff_delay(attempt, policy.backoff_s, policy.max_backoff_s, retry_after))
             if events is None:
                 _dead_letter(con, source, breaker.cursor, page_url, error, now())
                 report.dead_letters += 1

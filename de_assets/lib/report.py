@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from datetime import date, timedelta
 
+from de_assets.lib.health import LATEST_KPIS
+
 PALETTE = ("#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2")
 W, H, PAD = 640, 220, 36
 
@@ -168,11 +170,11 @@ def build(con, day: date, days: int = 90) -> str:
 
     health = _query(con, f"""SELECT partition, sum(rows_quarantined) / nullif(sum(rows_in), 0) AS quarantine_rate,
                                     max(freshness_seconds) / 3600 AS freshness_hours
-                             FROM ({_latest_kpis()}) WHERE asset LIKE 'clean/%' AND partition BETWEEN ? AND ?
+                             FROM ({LATEST_KPIS}) WHERE asset LIKE 'clean/%' AND partition BETWEEN ? AND ?
                              GROUP BY 1 ORDER BY 1""", span)
     charts.append(line_chart("quarantine", "Quarantine rate per arrival day", [str(r["partition"]) for r in health],
                              {"quarantine rate": [r["quarantine_rate"] for r in health]}))
-    throughput = _query(con, f"""SELECT asset, median(rows_per_second) AS rows_per_second FROM ({_latest_kpis()})
+    throughput = _query(con, f"""SELECT asset, median(rows_per_second) AS rows_per_second FROM ({LATEST_KPIS})
                                  WHERE partition BETWEEN ? AND ? AND rows_in > 0 GROUP BY 1 ORDER BY 1""", span)
     charts.append(bar_chart("throughput", "Pipeline throughput per step (median rows/s)",
                             [r["asset"].split("/")[-1] for r in throughput],
@@ -192,12 +194,6 @@ def build(con, day: date, days: int = 90) -> str:
     slos = _query(con, "SELECT slo, target, comparison, actual, status, budget_burn FROM pipeline_health.slo_status "
                        "WHERE partition = ? ORDER BY slo", (day,))
     return _page(day, charts, kpis, experiments, slos)
-
-
-def _latest_kpis() -> str:
-    from de_assets.lib.health import LATEST_KPIS
-
-    return LATEST_KPIS
 
 
 def _page(day: date, charts: list[str], kpis: list[dict], experiments: list[dict], slos: list[dict]) -> str:
