@@ -101,20 +101,28 @@ def test_day_without_files_serves_zero_rows_and_balances(pipeline):
     ).values.tolist() == [[0, 0]]
 
 
-def test_changed_landing_file_is_a_clear_error(pipeline, golden_landing):
+def test_changed_landing_file_raises_an_error_alert_and_keeps_what_was_ingested(pipeline, golden_landing):
     assert pipeline.run(DAYS[0]).success
+    before = snapshot(pipeline, ["raw.events", "clean.events"])
     path = golden_landing / "events" / DAYS[0] / "batch-1.ndjson"
     path.write_text(path.read_text() + '{"messageId":"m99"}\n')
-    result = pipeline.run(DAYS[0], raise_on_error=False)
-    assert not result.success
-    assert "changed after it was ingested" in failure_text(result)
+    result = pipeline.run(DAYS[0])  # the day goes on: a changed file costs only itself
+    assert snapshot(pipeline, ["raw.events", "clean.events"]) == before
+    [(severity, message)] = pipeline.query(
+        "SELECT severity, message FROM pipeline_health.alerts WHERE kind = 'bad_file'").itertuples(index=False)
+    assert severity == "error"
+    assert "events/2026-11-01/batch-1.ndjson is changed: changed after it was ingested" in message
+    assert "m99" not in message
 
 
-def test_unsupported_file_is_reported_not_ingested(pipeline, golden_landing):
+def test_unsupported_file_is_registered_as_refused_not_ingested(pipeline, golden_landing):
     (golden_landing / "events" / DAYS[0] / "notes.txt").write_text("hello")
     result = pipeline.run(DAYS[0])
     [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "events"])]
-    assert raw.materialization.metadata["files_unsupported"].value == 1
+    assert raw.materialization.metadata["files_refused"].value == 1
+    [(status, reason)] = pipeline.query(
+        "SELECT status, reason FROM raw.source_files WHERE path LIKE '%notes.txt'").itertuples(index=False)
+    assert (status, reason) == ("refused", "unsupported_format")
 
 
 def test_reingest_rebuilds_raw_partition(pipeline):

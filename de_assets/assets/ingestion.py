@@ -7,6 +7,7 @@ import dagster as dg
 
 from de_assets import checks
 from de_assets.lib import http_source, ingest, privacy
+from de_assets.lib.alerts import Alert
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
@@ -88,6 +89,14 @@ def events_api(
     })
 
 
+def bad_file_alert(context: dg.AssetExecutionContext, path: str, status: str, reason: str) -> Alert:
+    """A landed file that was not (wholly) read: partial and refused files warn, rejected and changed ones are errors."""
+    severity = "warning" if status in ("partial", "refused") else "error"
+    return Alert(severity=severity, kind="bad_file", asset=context.asset_key.to_user_string(),
+                 partition=path.split("/")[1] if path.count("/") >= 2 else "", discriminator=path,
+                 message=f"landed file {path} is {status}: {reason}", run_id=context.run.run_id)
+
+
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=["raw", source],
@@ -121,11 +130,12 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
             for day in days_between(start, end):
                 ingest.ingest_day(con, settings.landing_root, source, day, context.run.run_id, report,
                                   raw_format=settings.raw_format_for(day), raw_dir=warehouse.raw_dir)
+            # A bad file costs only itself: the day goes on, the file is named (never its content).
+            alerting.send(con, [bad_file_alert(context, path, status, reason) for path, status, reason in report.problems],
+                          log=context.log)
             metadata, results = finish(
                 context, con, alerting, context.asset_key, table, start, end, started, rows_in=report.rows_ingested
             )
-        if report.files_unsupported:
-            context.log.warning(f"Skipped files with unsupported extensions: {report.files_unsupported}")
         return dg.MaterializeResult(metadata={**metadata, **report.as_metadata()}, check_results=results)
 
     return _asset

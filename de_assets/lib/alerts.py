@@ -32,7 +32,7 @@ from http.client import HTTPException
 from de_assets.lib.retry import backoff_delay
 
 SEVERITIES = ("critical", "error", "warning")
-KINDS = ("check_failed", "slo_breach", "kpi_anomaly", "run_failure", "stale_partition")
+KINDS = ("check_failed", "slo_breach", "kpi_anomaly", "run_failure", "stale_partition", "bad_file")
 
 MAX_DELAY_SECONDS = 30.0
 DEFAULT_LOGGER = logging.getLogger("de_assets.alerts")

@@ -6,6 +6,10 @@ Rules:
   registered with ``status = 'redelivered'`` and its rows are not ingested again.
 * The raw layer is append-only: a file already registered is never read twice, so re-running a
   partition ingests only files that are new since the last run.
+* A bad file costs only itself: what can be read of it is kept, the rest is a raw row with a
+  `parse_error` (quarantined downstream); the file is registered as `partial` or `rejected`.
+* Only regular files inside the landing root are read (`landing.scan_day`); anything else is
+  registered as `refused` with the reason.
 * A day's new files are ingested in one transaction together with their registry rows.
 """
 
@@ -14,8 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
-from de_assets.lib import landing
-from de_assets.lib import rawstore
+import duckdb
+import pandas as pd
+
+from de_assets.lib import landing, rawstore, salvage
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
@@ -24,15 +30,26 @@ _EVENT_SHAPE = "{" + ", ".join(
     f'"{f}": "{"JSON" if f in ("properties", "context") else "VARCHAR"}"' for f in _EVENT_FIELDS
 ) + "}"
 _EXTRA_PATCH = "{" + ",".join(f'"{f}":null' for f in _EVENT_FIELDS) + "}"
-_ID_FIELDS_RE = r'("(userId|anonymousId|user_id)"\s*:\s*)"[^"]*"'
+# Identifier fields whose value is redacted from the text of a line that could not be parsed: the
+# value may be quoted, cut off, or a bare number (`"userId": 4821`).
+_ID_FIELDS_RE = (
+    r'("(userId|anonymousId|user_id|anonymous_id|previousId|groupId)"\s*:\s*)'
+    r'("[^"]*"?|[^,}\]\s]+)'
+)
+# What is kept of a line that could not be parsed: scrubbed, identifiers redacted.
+_UNPARSED_TEXT = f"scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1\"[redacted]\"', 'g'))"
 
-# One JSON parse per line into a struct `r`; `ok` is false when the line is not a JSON object.
+# One JSON parse per line into a struct `r`; `ok` is false when the line was unreadable (a
+# `read_error` from `lib/salvage.py`) or is not a JSON object.
 # Expensive intermediates are computed in their own SELECT level and CASE is applied on top: DuckDB
 # re-evaluates repeated (macro) sub-expressions inside CASE branches, which cost 3-4x here.
 _PARSED = """
-    SELECT source_file, line_no, line, ok, CASE WHEN ok THEN from_json(line, '{shape}') END AS r
-    FROM (SELECT *, json_valid(line) AND regexp_matches(line, '^\\s*\\{{') AS ok FROM ({{records}}))
+    SELECT source_file, line_no, line, read_error, ok, CASE WHEN ok THEN from_json(line, '{shape}') END AS r
+    FROM (SELECT *, coalesce(read_error IS NULL AND json_valid(line) AND regexp_matches(line, '^\\s*\\{{'), false)
+                    AS ok
+          FROM ({{records}}))
 """
+_PARSE_ERROR = "CASE WHEN read_error IS NOT NULL THEN read_error WHEN NOT ok THEN 'malformed_json' END"
 
 RAW_EVENTS_SELECT = f"""
     WITH parsed AS ({_PARSED.format(shape=_EVENT_SHAPE)}),
@@ -44,7 +61,11 @@ RAW_EVENTS_SELECT = f"""
             CASE WHEN ip IS NULL THEN r.context::VARCHAR
                  ELSE replace(r.context::VARCHAR, '"ip":"' || ip || '"',
                               '"ip":' || coalesce('"' || truncate_ip(ip) || '"', 'null')) END AS context_ip,
-            json_merge_patch(CASE WHEN ok THEN line END, '{_EXTRA_PATCH}') AS extra_fields
+            -- Segment alias records carry the user's previous id: pseudonymized like userId
+            CASE WHEN ok AND contains(line, '"previousId"')
+                 THEN json_merge_patch(json_merge_patch(line, '{_EXTRA_PATCH}'),
+                                       json_object('previousId', pseudonym(line->>'$.previousId')))
+                 WHEN ok THEN json_merge_patch(line, '{_EXTRA_PATCH}') END AS extra_fields
         FROM with_ip
     )
     SELECT
@@ -62,9 +83,8 @@ RAW_EVENTS_SELECT = f"""
         scrub(r.properties::VARCHAR) AS properties,
         scrub(strip_trait_pii(context_ip::JSON)::VARCHAR) AS context,
         CASE WHEN ok THEN scrub(strip_trait_pii(extra_fields)::VARCHAR) END AS extra,
-        CASE WHEN NOT ok THEN 'malformed_json' END AS parse_error,
-        CASE WHEN NOT ok THEN scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1"[redacted]"', 'g')) END
-            AS raw_text
+        {_PARSE_ERROR} AS parse_error,
+        CASE WHEN NOT ok THEN {_UNPARSED_TEXT} END AS raw_text
     FROM patched
 """
 
@@ -78,8 +98,8 @@ RAW_REQUESTS_SELECT = f"""
         CASE WHEN ok THEN md5(concat_ws('|', r.timestamp, r.service, r.host, r.endpoint,
             r.status, r.latency_ms)) END AS record_id,
         r.timestamp, r.service, r.endpoint, r.host, r.status, r.latency_ms, r.cpu_pct, r.memory_mb,
-        CASE WHEN NOT ok THEN 'malformed_json' END AS parse_error,
-        CASE WHEN NOT ok THEN scrub(line) END AS raw_text
+        {_PARSE_ERROR} AS parse_error,
+        CASE WHEN NOT ok THEN {_UNPARSED_TEXT} END AS raw_text
     FROM ({_PARSED.format(shape=_REQUEST_SHAPE)})
 """
 
@@ -93,23 +113,21 @@ SOURCES = {
 class IngestReport:
     source: str
     files_ingested: int = 0
+    files_partial: int = 0  # read, but some records could not be (quarantined with the reason)
+    files_rejected: int = 0  # nothing could be read (one quarantined record for the file)
     files_redelivered: int = 0
     files_already_known: int = 0
-    files_unsupported: list[str] = field(default_factory=list)
+    files_refused: int = 0  # links leaving the landing root, non-regular files, unknown extensions
+    files_skipped: int = 0  # hidden and in-flight temp names
     rows_ingested: int = 0
+    rows_unreadable: int = 0
     rows_redelivered: int = 0
     bytes_ingested: int = 0
+    # (path, status, reason) of every file that did not ingest cleanly: the alerts and the log name them
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
 
     def as_metadata(self) -> dict:
-        return {
-            "files_ingested": self.files_ingested,
-            "files_redelivered": self.files_redelivered,
-            "files_already_known": self.files_already_known,
-            "files_unsupported": len(self.files_unsupported),
-            "rows_ingested": self.rows_ingested,
-            "rows_redelivered": self.rows_redelivered,
-            "bytes_ingested": self.bytes_ingested,
-        }
+        return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
 def forget_partition(con, source: str, start: date, end: date, delete_files: bool = True) -> None:
@@ -123,115 +141,277 @@ def forget_partition(con, source: str, start: date, end: date, delete_files: boo
     )
 
 
+@dataclass
+class _Registration:
+    path: str
+    format: str | None
+    sha256: str | None
+    bytes: int | None
+    status: str
+    reason: str | None = None
+    duplicate_of: str | None = None
+    rows: int = 0
+
+
 def ingest_day(
     con, root, source: str, day: date, run_id: str, report: IngestReport,
     raw_format: str = "json", raw_dir: str | None = None,
 ) -> IngestReport:
     """Ingest every file that landed for ``source`` on ``day`` and is not registered yet.
 
-    All new files of the day are read in one statement (DuckDB parallelizes across them) and
-    registered in the same transaction, so a day's ingestion is all-or-nothing. ``raw_format``
-    chooses the store of the rows (`lib/rawstore.py`): the DuckDB table, or one Parquet file per
-    batch under ``raw_dir``.
+    A bad file costs only itself. All new files are read in one DuckDB scan when they can be
+    (DuckDB parallelizes across them); when that scan fails, each file is read on its own, and a
+    file DuckDB refuses whole is read record by record (`lib/salvage.py`), so its readable records
+    are kept and the rest land as raw rows with a `parse_error` (quarantined downstream). Every
+    file is registered in `raw.source_files` with a status (ingested, partial, rejected,
+    redelivered, refused) and a reason, in the same transaction as its rows. Reading happens
+    before the transaction, so a reader error never aborts it. ``raw_format`` chooses the store of
+    the rows (`lib/rawstore.py`): the DuckDB table, or one Parquet file per batch under ``raw_dir``.
     """
     if raw_format not in rawstore.FORMATS:
         raise ValueError(f"raw_format must be one of {rawstore.FORMATS}, got {raw_format!r}")
-    table, select_sql = SOURCES[source]
+    listing = landing.scan_day(root, source, day)
+    report.files_skipped += listing.skipped
+    registered = _registered(con, source, day)
     to_read: list[tuple[landing.LandedFile, str]] = []
-    redelivered: list[tuple[landing.LandedFile, str, str]] = []  # (file, checksum, original path)
+    others: list[_Registration] = []
+    for relative, reason in listing.refused:
+        if relative not in registered:
+            others.append(_Registration(relative, landing.file_format(relative), None, None, "refused", reason))
     first_path_of: dict[str, str] = {}
-    for landed in landing.list_files(root, source, day):
+    for landed in listing.files:
         if landed.format is None:
-            report.files_unsupported.append(landed.relative)
+            if landed.relative not in registered:
+                others.append(_Registration(landed.relative, None, None, landed.bytes, "refused", "unsupported_format"))
             continue
         checksum = landing.sha256_of(landed.path)
-        known = con.execute(
-            f"SELECT sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, landed.relative]
-        ).fetchone()
-        if known is not None:
-            if known[0] != checksum:
-                raise ValueError(
-                    f"landing file {landed.relative} changed after it was ingested "
-                    f"(sha256 {known[0][:12]}… -> {checksum[:12]}…); landed files are immutable: "
-                    "deliver the correction under a new name"
-                )
-            report.files_already_known += 1
+        if landed.relative in registered:
+            if registered[landed.relative] not in (checksum, None):
+                report.problems.append((landed.relative, "changed", "changed after it was ingested; landed files are "
+                                        "immutable: deliver the correction under a new name"))
+            else:
+                report.files_already_known += 1
             continue
         original = first_path_of.get(checksum) or _ingested_path(con, source, checksum)
         if original is None:
             first_path_of[checksum] = landed.relative
             to_read.append((landed, checksum))
         else:
-            redelivered.append((landed, checksum, original))
-    if not to_read and not redelivered:
+            others.append(_Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
+                                        duplicate_of=original))
+    if not to_read and not others:
         return report
 
-    ingested_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    con.execute("BEGIN TRANSACTION")
+    read_failures = _stage(con, [f for f, _ in to_read])
+    outcomes = _outcomes(con)
+    new = []
+    for f, checksum in to_read:
+        status, reason, rows = outcomes.get(f.relative, ("ingested", None, 0))
+        if reason and f.relative in read_failures:
+            reason += f" ({read_failures[f.relative]})"
+        new.append(_Registration(f.relative, f.format, checksum, f.bytes, status, reason, rows=rows))
+    rows_of = {r.path: r.rows for r in new}
+    for reg in others:
+        if reg.status == "redelivered":
+            reg.rows = rows_of.get(reg.duplicate_of) or _registered_rows(con, source, reg.duplicate_of)
+
+    writer = _Writer(con, source, day, run_id, raw_format, raw_dir)
     try:
-        rows_by_path: dict[str, int] = {}
-        if to_read:
-            # Line numbers need each file read in order, so the numbered lines are staged with
-            # insertion order on; the heavy projection then runs with it off (the warehouse
-            # default), which lets DuckDB stream the insert within its memory limit.
-            records = "\nUNION ALL\n".join(
-                f"SELECT {_literal(f.relative)} AS source_file, * FROM ({landing.records_sql(con, f)})"
-                for f, _ in to_read
-            )
-            con.execute("SET preserve_insertion_order = true")
+        writer.commit("TRUE", new + others)
+    except duckdb.Error:
+        # A record that reads but cannot be projected (an engine edge case): isolate the file that
+        # holds it, commit the others, and keep the bad file's records as unprocessable.
+        for reg in new:
+            where = f"source_file = {_literal(reg.path)}"
             try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _lines AS {records}")
-            finally:
-                con.execute("SET preserve_insertion_order = false")
-            projected = select_sql.replace("{records}", "SELECT * FROM _lines")
-            params = {"arrival_date": day, "ingested_at": ingested_at}
-            if raw_format == "json":
-                con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
-                stored = table.name
-            else:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS {projected}", params)
-                rawstore.write_parquet_batch(con, table, "_batch", day, raw_dir, f"{ingested_at:%Y%m%dT%H%M%S%f}")
-                stored = "_batch"
-            con.execute("DROP TABLE _lines")
-            rows_by_path = dict(con.execute(
-                f"SELECT source_file, count(*) FROM {stored} WHERE arrival_date = ? AND ingested_at = ? "
-                "GROUP BY 1", [day, ingested_at],
-            ).fetchall())
-            con.execute("DROP TABLE IF EXISTS _batch")
-        registrations = [
-            (f, checksum, rows_by_path.get(f.relative, 0), "ingested", None) for f, checksum in to_read
-        ] + [
-            (f, checksum, rows_by_path.get(original) or _registered_rows(con, source, original), "redelivered", original)
-            for f, checksum, original in redelivered
-        ]
-        for f, checksum, rows, status, original in registrations:
-            con.execute(
-                f"INSERT INTO {SOURCE_FILES.name} BY NAME SELECT ? AS source, ? AS arrival_date, ? AS path, "
-                "? AS format, ? AS sha256, ? AS bytes, ? AS rows, ? AS status, ? AS duplicate_of, "
-                "? AS ingested_at, ? AS run_id",
-                [source, day, f.relative, f.format, checksum, f.bytes, rows, status, original, ingested_at, run_id],
-            )
-            if status == "ingested":
-                report.files_ingested += 1
-                report.rows_ingested += rows
-                report.bytes_ingested += f.bytes
-            else:
-                report.files_redelivered += 1
-                report.rows_redelivered += rows
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+                writer.commit(where, [reg])
+            except duckdb.Error as error:
+                con.execute("UPDATE _lines SET read_error = 'unprocessable' WHERE " + where)
+                reg.status, reg.reason = "rejected", f"records could not be processed ({salvage.safe_error(error)})"
+                writer.commit(where, [reg])
+        writer.commit(None, others)
+    con.execute("DROP TABLE IF EXISTS _lines")
+    for reg in new + others:
+        _count(report, reg)
     return report
+
+
+def _count(report: IngestReport, reg: _Registration) -> None:
+    if reg.status in ("ingested", "partial", "rejected"):
+        setattr(report, f"files_{reg.status}", getattr(report, f"files_{reg.status}") + 1)
+        report.rows_ingested += reg.rows
+        report.bytes_ingested += reg.bytes or 0
+    elif reg.status == "redelivered":
+        report.files_redelivered += 1
+        report.rows_redelivered += reg.rows
+    else:
+        report.files_refused += 1
+    if reg.status in ("partial", "rejected", "refused"):
+        report.problems.append((reg.path, reg.status, reg.reason or ""))
+
+
+_STAGE = "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, line VARCHAR, read_error VARCHAR)"
+
+
+def _file_sql(con, landed: landing.LandedFile, parallel: bool = True) -> str:
+    return (f"SELECT {_literal(landed.relative)} AS source_file, line_no, line, NULL::VARCHAR AS read_error "
+            f"FROM ({landing.records_sql(con, landed, parallel)})")
+
+
+def _stage(con, files: list[landing.LandedFile]) -> dict[str, str]:
+    """Read the records of ``files`` into the temp table `_lines`; returns, per file that DuckDB
+    could not read whole, the (data-free) description of the reader's error."""
+    con.execute(_STAGE)
+    if not files:
+        return {}
+    # Line numbers need each file read in order: insertion order on while staging.
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        try:
+            con.execute("INSERT INTO _lines " + "\nUNION ALL\n".join(_file_sql(con, f) for f in files))
+            return {}
+        except duckdb.Error:
+            pass  # some file cannot be read in one scan: read them one by one
+        failures = {}
+        for landed in files:
+            try:
+                con.execute("INSERT INTO _lines " + _file_sql(con, landed))
+                continue
+            except duckdb.Error as error:
+                failures[landed.relative] = salvage.safe_error(error)
+            _salvage(con, landed)
+        return failures
+    finally:
+        con.execute("SET preserve_insertion_order = false")
+
+
+def _salvage(con, landed: landing.LandedFile) -> None:
+    """Stage what can be read of a file DuckDB refused whole (see `lib/salvage.py`)."""
+    try:
+        if landed.format == "csv":
+            try:  # quoted newlines: DuckDB's single-threaded CSV reader accepts them
+                con.execute("INSERT INTO _lines " + _file_sql(con, landed, parallel=False))
+                return
+            except duckdb.Error:
+                _salvage_csv(con, landed)
+                return
+        data = landed.path.read_bytes()
+        if landed.format in ("ndjson", "ndjson.gz"):
+            records = list(salvage.ndjson_records(data, compressed=landed.format == "ndjson.gz"))
+        elif landed.format == "json":
+            records = list(salvage.json_array_records(data))
+        else:
+            records = [(0, None, "unreadable_file")]
+    except Exception:  # noqa: BLE001 - whatever went wrong, the file is recorded, never lost
+        records = [(0, None, "unreadable_file")]
+    con.execute("DELETE FROM _lines WHERE source_file = ?", [landed.relative])
+    _insert_records(con, landed.relative, records)
+
+
+def _insert_records(con, relative: str, records: list) -> None:
+    frame = pd.DataFrame(records, columns=["line_no", "line", "read_error"]).astype(
+        {"line_no": "int64", "line": "object", "read_error": "object"})
+    con.register("_salvaged", frame)
+    try:
+        con.execute("INSERT INTO _lines SELECT ?, line_no, line, read_error FROM _salvaged", [relative])
+    finally:
+        con.unregister("_salvaged")
+
+
+def _salvage_csv(con, landed: landing.LandedFile) -> None:
+    """Python's csv module: good records are turned into JSON by the same SQL as the fast path."""
+    header, rows = salvage.csv_rows(landed.path.read_bytes())
+    con.execute("DELETE FROM _lines WHERE source_file = ?", [landed.relative])
+    names = [h if h and h not in header[:i] else f"column{i}" for i, h in enumerate(header)]
+    good = [(n, *[v if v != "" else None for v in fields]) for n, fields, error in rows if error is None]
+    if good:
+        frame = pd.DataFrame(good, columns=["__line_no", *names], dtype="object")
+        con.register("_salvaged", frame)
+        try:
+            as_json = landing.flattened_row_to_json_sql({n: "VARCHAR" for n in names})
+            con.execute(f"INSERT INTO _lines SELECT ?, __line_no::BIGINT, {as_json}::VARCHAR, NULL FROM _salvaged",
+                        [landed.relative])
+        finally:
+            con.unregister("_salvaged")
+    bad = [(n, None, error) for n, _, error in rows if error is not None]
+    if bad:
+        _insert_records(con, landed.relative, bad)
+
+
+def _outcomes(con) -> dict[str, tuple[str, str | None, int]]:
+    """Per staged file: (status, reason, rows)."""
+    out = {}
+    for path, rows, unreadable, kinds in con.execute(
+        "SELECT source_file, count(*), count(read_error), string_agg(DISTINCT read_error, ', ' ORDER BY read_error) "
+        "FROM _lines GROUP BY 1"
+    ).fetchall():
+        if not unreadable:
+            out[path] = ("ingested", None, rows)
+        elif unreadable == rows:
+            out[path] = ("rejected", f"nothing readable: {kinds}", rows)
+        else:
+            out[path] = ("partial", f"{unreadable} of {rows} records unreadable: {kinds}", rows)
+    return out
+
+
+@dataclass
+class _Writer:
+    """Commits staged rows of one arrival day with their file registrations."""
+
+    con: object
+    source: str
+    day: date
+    run_id: str
+    raw_format: str
+    raw_dir: str | None
+    ingested_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+    batches: int = 0
+
+    def commit(self, rows_where: str | None, registrations: list[_Registration]) -> None:
+        """One transaction: the staged rows matching `rows_where` (None: no rows) and the registrations."""
+        con = self.con
+        table, select_sql = SOURCES[self.source]
+        params = {"arrival_date": self.day, "ingested_at": self.ingested_at}
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if rows_where is not None:
+                projected = select_sql.replace("{records}", f"SELECT * FROM _lines WHERE {rows_where}")
+                if self.raw_format == "json":
+                    con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
+                else:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS {projected}", params)
+                    self.batches += 1
+                    rawstore.write_parquet_batch(con, table, "_batch", self.day, self.raw_dir,
+                                                 f"{self.ingested_at:%Y%m%dT%H%M%S%f}-{self.batches}")
+                    con.execute("DROP TABLE _batch")
+            for reg in registrations:
+                con.execute(
+                    f"INSERT INTO {SOURCE_FILES.name} BY NAME SELECT ? AS source, ? AS arrival_date, ? AS path, "
+                    "? AS format, ? AS sha256, ? AS bytes, ? AS rows, ? AS status, ? AS reason, ? AS duplicate_of, "
+                    "? AS ingested_at, ? AS run_id",
+                    [self.source, self.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
+                     reg.reason, reg.duplicate_of, self.ingested_at, self.run_id],
+                )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _registered(con, source: str, day: date) -> dict[str, str | None]:
+    """Paths already registered for the day, with their checksum."""
+    return dict(con.execute(
+        f"SELECT path, sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date = ?", [source, day]
+    ).fetchall())
+
+
 def _ingested_path(con, source: str, checksum: str) -> str | None:
     row = con.execute(
-        f"SELECT path FROM {SOURCE_FILES.name} WHERE source = ? AND sha256 = ? AND status = 'ingested' "
+        f"SELECT path FROM {SOURCE_FILES.name} WHERE source = ? AND sha256 = ? AND status IN ('ingested', 'partial', 'rejected') "
         "ORDER BY arrival_date, path LIMIT 1",
         [source, checksum],
     ).fetchone()

@@ -46,19 +46,56 @@ def file_format(name: str) -> str | None:
     return None
 
 
-def list_files(root: str | Path, source: str, day: date) -> list[LandedFile]:
-    """Files that landed for ``source`` on ``day``, in name order (hidden/temp files ignored)."""
+# Names that are not (yet) a landed file: hidden, and in-flight uploads that are renamed when complete.
+IN_FLIGHT_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".filepart", ".inprogress", ".swp")
+
+
+def _in_flight(name: str) -> bool:
+    return name.startswith((".", "_")) or name.lower().endswith(IN_FLIGHT_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class DayListing:
+    """What is in a day folder: readable files, refused entries (with the reason) and skipped names."""
+
+    files: list[LandedFile]
+    refused: list[tuple[str, str]]  # (path relative to the root, reason)
+    skipped: int  # hidden and in-flight temp files (picked up once renamed)
+
+
+def scan_day(root: str | Path, source: str, day: date) -> DayListing:
+    """Entries of ``<root>/<source>/<day>/`` in name order, confined to the landing root.
+
+    Only regular files whose real path lies inside the landing root are readable: a link (or a
+    linked folder) that resolves outside it is refused (``outside_landing_root``), and so is
+    anything that is not a regular file (``not_a_regular_file``: folders, FIFOs, devices; a FIFO
+    would block a reader). Hidden and in-flight names (``.x``, ``_x``, ``*.part``, ``*.tmp``) are
+    skipped and counted.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"landing root {root.resolve()} does not exist (set DE_ASSETS_LANDING)")
+    real_root = root.resolve()
     folder = root / source / day.isoformat()
     if not folder.is_dir():
-        return []
-    return [
-        LandedFile(p, p.relative_to(root).as_posix(), source, day, file_format(p.name))
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith((".", "_"))
-    ]
+        return DayListing([], [], 0)
+    files, refused, skipped = [], [], 0
+    for p in sorted(folder.iterdir()):
+        relative = p.relative_to(root).as_posix()
+        if _in_flight(p.name):
+            skipped += 1
+        elif not p.resolve().is_relative_to(real_root):
+            refused.append((relative, "outside_landing_root"))
+        elif not p.is_file():  # follows an inside link; a FIFO or a folder is not a file
+            refused.append((relative, "not_a_regular_file"))
+        else:
+            files.append(LandedFile(p, relative, source, day, file_format(p.name)))
+    return DayListing(files, refused, skipped)
+
+
+def list_files(root: str | Path, source: str, day: date) -> list[LandedFile]:
+    """Readable files that landed for ``source`` on ``day``, in name order (see ``scan_day``)."""
+    return scan_day(root, source, day).files
 
 
 def landed_since(root: str | Path, sources: tuple[str, ...], after_ns: int, seen_at: set[str]) -> list[tuple[LandedFile, int]]:
@@ -167,11 +204,11 @@ def flattened_row_to_json_sql(columns: dict[str, str]) -> str:
     return _nested_object_sql(tree, columns)
 
 
-def _table_sql(con, path: Path, fmt: str) -> str:
+def _table_sql(con, path: Path, fmt: str, parallel: bool = True) -> str:
     if fmt == "csv":
         scan = (
             f"read_csv({_quote(path)}, header = true, all_varchar = true, quote = '\"', escape = '\"', "
-            f"strict_mode = false, null_padding = true)"
+            f"strict_mode = false, null_padding = true, parallel = {str(parallel).lower()})"
         )
     else:
         scan = f"read_parquet({_quote(path)})"
@@ -180,13 +217,17 @@ def _table_sql(con, path: Path, fmt: str) -> str:
     return f"SELECT row_number() OVER () AS line_no, {flattened_row_to_json_sql(columns)}::VARCHAR AS line FROM {scan}"
 
 
-def records_sql(con, landed: LandedFile) -> str:
-    """A query yielding ``(line_no, line)`` for every record of a landed file, any format."""
+def records_sql(con, landed: LandedFile, parallel: bool = True) -> str:
+    """A query yielding ``(line_no, line)`` for every record of a landed file, any format.
+
+    ``parallel = False`` reads a CSV with DuckDB's single-threaded reader, the only one that
+    accepts quoted newlines together with rows of missing fields.
+    """
     if landed.format in ("ndjson", "ndjson.gz"):
         # blank lines are not records (a regex test: trim() would copy every line)
         return f"SELECT * FROM ({_lines_sql(landed.path)}) WHERE line IS NOT NULL AND NOT regexp_full_match(line, '\\s*')"
     if landed.format == "json":
         return _json_array_sql(landed.path)
     if landed.format in ("csv", "parquet"):
-        return _table_sql(con, landed.path, landed.format)
+        return _table_sql(con, landed.path, landed.format, parallel)
     raise ValueError(f"unsupported landing file format: {landed.relative}")

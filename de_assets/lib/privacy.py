@@ -16,13 +16,23 @@ import hmac
 
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 IPV4_RE = r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}\b"
-IPV6_RE = r"\b([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}):([0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}\b"
+# IPv6 in free text, in every written form, is truncated to its /48 network (three groups):
+# * three groups with more after them (full or compressed): the first three are kept (an address
+#   starts after a character that is neither hex nor `:`, so its tail is never taken for one);
+IPV6_RE = r"(^|[^0-9A-Fa-f:])([0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}):[0-9A-Fa-f:]*[0-9A-Fa-f]"
+# * at most two groups, then `::` and a host part (`2001:db8::1`, `::1`, `fe80::1:2`): what precedes
+#   `::` is kept. The characters around the address are matched too (and put back), so an
+#   IPv4-mapped address (`::ffff:192.0.2.1`, whose IPv4 part IPV4_RE truncates) is left whole.
+IPV6_SHORT_RE = (
+    r"(^|[^0-9A-Fa-f:])((?:[0-9A-Fa-f]{1,4}:)?[0-9A-Fa-f]{0,4})::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,5}"
+    r"([^0-9A-Fa-f:.]|$)"
+)
 REDACTED_EMAIL = "[email]"
 # Cheap pre-test: only text that may hold an e-mail or an IP address pays for the replacements.
 # An IPv4 address ending in .0 is already truncated (a /24 network), so it does not count.
 SUSPECT_RE = (
     r"@|\d\.\d{1,3}\.\d{1,3}\.(?:[1-9]|0\d)"
-    r"|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"
+    r"|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]|::[0-9A-Fa-f]"
 )
 
 PII_TRAIT_KEYS = (
@@ -75,9 +85,11 @@ def install_macros(con, key: str) -> None:
             CASE WHEN regexp_matches(x, '{SUSPECT_RE}') THEN
               regexp_replace(
                 regexp_replace(
-                  CASE WHEN contains(x, '@') THEN regexp_replace(x, '{EMAIL_RE}', '{REDACTED_EMAIL}', 'g') ELSE x END,
-                  '{IPV4_RE}', '\\1.0', 'g'),
-                '{IPV6_RE}', '\\1::', 'g')
+                  regexp_replace(
+                    CASE WHEN contains(x, '@') THEN regexp_replace(x, '{EMAIL_RE}', '{REDACTED_EMAIL}', 'g') ELSE x END,
+                    '{IPV4_RE}', '\\1.0', 'g'),
+                  '{IPV6_RE}', '\\1\\2::', 'g'),
+                '{IPV6_SHORT_RE}', '\\1\\2::\\3', 'g')
             ELSE x END;
         CREATE OR REPLACE TEMP MACRO strip_trait_pii(j) AS
             CASE WHEN NOT contains(j::VARCHAR, '"traits"') THEN j

@@ -57,8 +57,11 @@ SOURCE_FILES = _t(
     ("format", "VARCHAR", "ndjson, ndjson.gz, json, csv or parquet"),
     ("sha256", "VARCHAR", "SHA-256 of the file bytes"),
     ("bytes", "BIGINT", "File size in bytes"),
-    ("rows", "BIGINT", "Rows read from the file (for a re-delivery: rows of the original)"),
-    ("status", "VARCHAR", "ingested, or redelivered when an identical file was ingested before"),
+    ("rows", "BIGINT", "Raw rows from the file, readable or not (for a re-delivery: rows of the original)"),
+    ("status", "VARCHAR", "ingested; partial (some records unreadable) or rejected (none readable), their "
+     "rows quarantined; redelivered (an identical file was ingested before); refused (not read: a link "
+     "leaving the landing root, not a regular file, or an unsupported extension)"),
+    ("reason", "VARCHAR", "Why a file is partial, rejected or refused (names the kind of fault, never content)"),
     ("duplicate_of", "VARCHAR", "For a re-delivery: path of the file first ingested with this checksum"),
     ("ingested_at", "TIMESTAMP", "UTC time the file was registered"),
     ("run_id", "VARCHAR", "Dagster run that registered the file"),
@@ -484,3 +487,12 @@ def ensure_tables(con) -> None:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for table in ALL_TABLES:
         con.execute(table.ddl())
+    # Columns added since a warehouse was created (CREATE TABLE IF NOT EXISTS keeps the old shape).
+    existing = set(con.execute(
+        "SELECT table_schema || '.' || table_name || '.' || column_name FROM information_schema.columns "
+        "WHERE table_catalog = current_database()"
+    ).fetchall())
+    for table in ALL_TABLES:
+        for column in table.columns:
+            if (f"{table.name}.{column.name}",) not in existing:
+                con.execute(f'ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS "{column.name}" {column.type}')
