@@ -60,3 +60,32 @@ def test_list_files_ignores_hidden_and_missing_days(tmp_path):
     assert [f.relative for f in landing.list_files(tmp_path, "events", d)] == [
         "events/2026-11-02/a.csv", "events/2026-11-02/b.ndjson"]
     assert landing.list_files(tmp_path, "events", d.replace(day=3)) == []
+
+
+def test_scan_day_confines_reads_to_regular_files_inside_the_root(tmp_path):
+    import os
+    from datetime import date
+
+    root, outside = tmp_path / "landing", tmp_path / "outside"
+    folder = root / "events" / "2026-11-01"
+    folder.mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.ndjson").write_text("{}\n")
+    (folder / "a.ndjson").write_text("{}\n")
+    (root / "elsewhere.ndjson").write_text("{}\n")
+    os.symlink(outside / "secret.ndjson", folder / "b-out.ndjson")
+    os.symlink(root / "elsewhere.ndjson", folder / "c-in.ndjson")  # a link that stays inside the root
+    os.symlink(outside, folder / "d-dir-out")
+    (folder / "e-dir.ndjson").mkdir()
+    os.mkfifo(folder / "f-pipe.ndjson")
+    for name in (".hidden.ndjson", "_tmp.ndjson", "g.ndjson.part", "h.csv.tmp"):
+        (folder / name).write_text("{}\n")
+    listing = landing.scan_day(root, "events", date(2026, 11, 1))
+    assert [f.relative for f in listing.files] == ["events/2026-11-01/a.ndjson", "events/2026-11-01/c-in.ndjson"]
+    assert listing.refused == [
+        ("events/2026-11-01/b-out.ndjson", "outside_landing_root"),
+        ("events/2026-11-01/d-dir-out", "outside_landing_root"),
+        ("events/2026-11-01/e-dir.ndjson", "not_a_regular_file"),
+        ("events/2026-11-01/f-pipe.ndjson", "not_a_regular_file"),
+    ]
+    assert listing.skipped == 4

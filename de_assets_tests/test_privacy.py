@@ -56,3 +56,29 @@ def test_strip_trait_pii_keeps_non_pii_traits(con):
     out = one(con, """SELECT strip_trait_pii('{"traits":{"email":"a@b.co","name":"A","plan":"pro"},"x":1}'::JSON)""")
     assert json.loads(out) == {"traits": {"plan": "pro"}, "x": 1}
     assert one(con, """SELECT strip_trait_pii('{"x":1}'::JSON)""") == '{"x":1}'
+
+
+@pytest.mark.parametrize("text, scrubbed", [
+    ("x 2001:db8:85a3::8a2e:370:7334 y", "x 2001:db8:85a3:: y"),          # compressed, /48 kept
+    ("[2001:db8:1234:5678::1]:443", "[2001:db8:1234::]:443"),
+    ('"ip":"2001:db8::1"', '"ip":"2001:db8::"'),                          # fewer than 3 groups before ::
+    ("fe80::1ff:fe23:4567:890a%eth0", "fe80::%eth0"),
+    ("at ::ffff:198.51.100.23.", "at ::ffff:198.51.100.0."),               # IPv4-mapped
+    ("loopback ::1 end", "loopback :: end"),
+    ("2001:db8:85a3::", "2001:db8:85a3::"),                                # already truncated: unchanged
+    ("std::string at 09:14:04, 2026-11-01T10:00:00Z", "std::string at 09:14:04, 2026-11-01T10:00:00Z"),
+])
+def test_scrub_truncates_every_ipv6_form(con, text, scrubbed):
+    assert one(con, "SELECT scrub(?)", text) == scrubbed
+
+
+def test_no_raw_pii_sees_compressed_ipv6(con):
+    from de_assets.lib.quality import no_raw_pii
+    from de_assets.lib.tables import QUARANTINE_EVENTS, ensure_tables
+
+    ensure_tables(con)
+    con.execute("INSERT INTO quarantine.events (arrival_date, source_file, line_no, reason, raw_row) "
+                "VALUES ('2026-11-01', 'f', 1, 'r', '{\"note\": \"from 2001:db8:85a3::8a2e:370:7334\"}')")
+    passed, meta = no_raw_pii(con, QUARANTINE_EVENTS, __import__("datetime").date(2026, 11, 1),
+                              __import__("datetime").date(2026, 11, 1))
+    assert not passed and meta["rows_with_full_ip"] == 1

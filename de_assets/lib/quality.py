@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from de_assets.lib.privacy import EMAIL_RE
+from de_assets.lib.privacy import EMAIL_RE, IPV6_RE, IPV6_SHORT_RE
 from de_assets.lib.tables import Table
 
 # A full IPv4 address that was not truncated (last octet other than 0).
@@ -71,13 +71,15 @@ def rate_in_unit_interval(column: str):
 
 
 def no_raw_pii(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
-    """No e-mail address or untruncated IPv4 in any text/JSON column, and user ids are pseudonyms."""
+    """No e-mail address or untruncated IPv4/IPv6 address (any written form) in any text/JSON column,
+    and user ids are pseudonyms."""
     text_columns = [c.name for c in table.columns if c.type in ("VARCHAR", "JSON")]
     blob = " || ' ' || ".join(f"coalesce({c}::VARCHAR, '')" for c in text_columns)
     emails, ips = _one(
         con,
         f"""SELECT count(*) FILTER (WHERE regexp_matches(t, '{EMAIL_RE}')),
-                   count(*) FILTER (WHERE regexp_matches(t, '{UNTRUNCATED_IPV4_RE}'))
+                   count(*) FILTER (WHERE regexp_matches(t, '{UNTRUNCATED_IPV4_RE}')
+                                       OR regexp_matches(t, '{IPV6_RE}') OR regexp_matches(t, '{IPV6_SHORT_RE}'))
             FROM (SELECT {blob} AS t FROM {table.name} WHERE {_window(table)})""",
         start, end,
     )

@@ -6,7 +6,8 @@ Parquet), the file is read here instead, line by line, so that its readable reco
 only what cannot be read is lost, each with a reason:
 
 * ``invalid_utf8``       a line (or CSV record) that is not valid UTF-8
-* ``truncated_gzip``     the compressed stream ends early or is corrupt from this line on
+* ``truncated_gzip``     the compressed stream ends early or is corrupt: the line it ends in (or,
+                         when it ends between lines, one record for the unread rest)
 * ``csv_field_count``    a CSV record with more or fewer fields than the header
 * ``unreadable_file``    nothing of the file can be read (e.g. a `.parquet` that is not Parquet)
 
@@ -41,6 +42,7 @@ def safe_error(error: BaseException) -> str:
     for marker in _NO_DATA_AFTER:
         text = text.split(marker, 1)[0]
     text = _QUOTED.sub("<...>", text)
+    text = re.sub(r"\S*/\S*", "<path>", text)  # we name the file ourselves, relative to the landing root
     text = re.sub(r"\d{4,}", "<n>", text).strip(" :|")
     return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
 
@@ -79,16 +81,17 @@ def ndjson_records(data: bytes, compressed: bool) -> Iterator[Record]:
     if lines and lines[-1] == b"":
         lines.pop()
     last = len(lines)
+    cut_mid_line = not complete and data != b"" and not data.endswith(b"\n")
     for number, raw in enumerate(lines, start=1):
         raw = raw.removesuffix(b"\r")
         if _BLANK.fullmatch(raw):
             continue
         text, valid = _decode(raw)
-        if not complete and number == last:  # cut off mid-line by the corrupt stream
+        if cut_mid_line and number == last:  # the corrupt stream ended inside this line
             yield number, text, "truncated_gzip"
         else:
             yield number, text, None if valid else "invalid_utf8"
-    if not complete:
+    if not complete and not cut_mid_line:  # the unread rest of the file, after its last whole line
         yield last + 1, None, "truncated_gzip"
 
 
