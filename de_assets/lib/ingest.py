@@ -268,10 +268,10 @@ def _stage(con, files: list[landing.LandedFile]) -> dict[str, str]:
     con.execute("SET preserve_insertion_order = true")
     try:
         try:
-            con.execute("INSERT INTO _lines " + "\nUNION ALL\n".join(_file_sql(con, f) for f in files))
+            con.execute("CREATE OR REPLACE TEMP TABLE _lines AS " + "\nUNION ALL\n".join(_file_sql(con, f) for f in files))
             return {}
         except duckdb.Error:
-            pass  # some file cannot be read in one scan: read them one by one
+            con.execute(_STAGE)  # some file cannot be read in one scan: read them one by one
         failures = {}
         for landed in files:
             try:
