@@ -79,6 +79,34 @@ def test_four_processes_overwrite_their_days_at_once(tmp_path):
     assert sorted(map(tuple, commits.values())) == sorted([("append",)] * 4 + [("delete", "append")] * 12)
 
 
+def _same_day_writer(data_dir, tag, rounds, barrier, errors):
+    try:
+        table = open_table(data_dir)
+        barrier.wait(timeout=60)
+        for r in range(rounds):
+            lake.overwrite_partitions(table, rows(DAYS[0], 30 + r, f"{tag}{r}"), "event_date", [DAYS[0]])
+    except BaseException as exc:
+        errors.put(f"{tag}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def test_two_processes_overwriting_the_same_day_leave_exactly_one_version(tmp_path):
+    """Not the intended use (Dagster never runs one partition twice at once), but safe: a conflicting
+    overwrite is detected by pyiceberg's validation and redone, so the last commit wins whole."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, errors, rounds = ctx.Barrier(2), ctx.Queue(), 3
+    procs = [ctx.Process(target=_same_day_writer, args=(str(tmp_path), tag, rounds, barrier, errors)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert errors.empty() and [p.exitcode for p in procs] == [0, 0]
+    got = read(open_table(tmp_path))
+    candidates = [expected(rows(DAYS[0], 30 + r, f"{tag}{r}")) for tag in "ab" for r in range(rounds)]
+    assert got in candidates
+    assert got[0][1].startswith(("a2", "b2"))  # a writer's last round is the last thing it commits
+
+
 def test_overwrite_is_idempotent_and_replaces_exactly_the_days(tmp_path):
     table = open_table(tmp_path)
     d1, d2, d3 = DAYS[:3]
@@ -152,13 +180,14 @@ def test_delete_then_expire_and_clean_erases_the_rows_from_every_file(tmp_path):
     assert len(read(table)) == 24  # 2 days x (14 - 2 rows of u-0)
     assert "u-0" in _parquet_values(table.location(), "user_id")  # still in the files of older snapshots
 
-    dry = lake.expire_and_clean(table, datetime.now(timezone.utc) + timedelta(seconds=1), grace=timedelta(0),
-                                dry_run=True)
+    # the default grace (1 h) protects only files never committed: the old copies go at once
+    dry = lake.expire_and_clean(table, datetime.now(timezone.utc) + timedelta(seconds=1), dry_run=True)
     assert dry.expired_snapshots == 2 and dry.deleted_files
     assert "u-0" in _parquet_values(table.location(), "user_id")  # a dry run deletes nothing
 
-    report = lake.expire_and_clean(table, datetime.now(timezone.utc) + timedelta(seconds=1), grace=timedelta(0))
+    report = lake.expire_and_clean(table, datetime.now(timezone.utc) + timedelta(seconds=1))
     assert report.expired_snapshots == 2 and sorted(report.deleted_files) == sorted(dry.deleted_files)
+    assert report.kept_recent_orphans == 0
     assert _parquet_values(table.location(), "user_id") == {f"u-{i}" for i in range(1, 7)}
     assert len(read(table)) == 24
     # no manifest of the remaining snapshot carries user_id bounds (metrics mode none for that column)
@@ -211,7 +240,10 @@ def test_writer_killed_mid_commit_leaves_a_whole_snapshot_and_a_rerun_repairs(tm
     if when == "before_swap":  # the commit did not happen: the table is the previous snapshot, no partial day
         assert table.current_snapshot().snapshot_id == before
         assert read(table) == expected(old)
+        young = lake.expire_and_clean(table, datetime(2000, 1, 1, tzinfo=timezone.utc))  # grace 1 h: kept
+        assert young.deleted_files == [] and young.kept_recent_orphans > 0
         leftovers = lake.expire_and_clean(table, datetime(2000, 1, 1, tzinfo=timezone.utc), grace=timedelta(0))
+        assert len(leftovers.deleted_files) == young.kept_recent_orphans
         kinds = sorted({p.rsplit(".", 1)[-1] for p in leftovers.deleted_files})
         assert kinds == ["avro", "json", "parquet"]  # data files, manifests and the unswapped metadata file
     else:  # the commit happened as a whole before the kill

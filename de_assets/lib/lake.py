@@ -15,6 +15,7 @@ One pyiceberg overwrite is two snapshots (DELETE then APPEND) in one commit: bot
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -63,6 +64,7 @@ TABLE_PROPERTIES = {
     "write.metadata.previous-versions-max": "100",
 }
 _RETRYABLE = (CommitFailedException, ValidationException)
+logger = logging.getLogger(__name__)
 
 
 class DeleteFilesPresent(RuntimeError):
@@ -139,9 +141,11 @@ def _commit_with_retry(table: Table, action, attempts: int, backoff: float, comm
         try:
             action()
             return table.current_snapshot()
-        except _RETRYABLE:
+        except _RETRYABLE as exc:
             if attempt == attempts - 1:
                 raise
+            logger.warning("commit conflict on %s (%s), redoing (attempt %d of %d)",
+                           ".".join(table.name()), type(exc).__name__, attempt + 2, attempts)
             time.sleep(_delay(attempt, backoff))
             table.refresh()
             if any(s.summary is not None and s.summary.additional_properties.get(COMMIT_ID) == commit_id
@@ -246,6 +250,14 @@ def snapshot_files(table: Table, snapshot_id: int | None = None,
     return sorted(_fs_path(task.file.file_path) for task in tasks)
 
 
+def _key(uri: str) -> str:
+    """A file's name as pyarrow.fs lists it: ``/x`` for ``file:///x``, ``bucket/x`` for ``s3://bucket/x``."""
+    parsed = urlparse(uri)
+    if not parsed.scheme or uri.startswith("file:"):
+        return parsed.path
+    return parsed.netloc + parsed.path
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -263,12 +275,7 @@ def register_view(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int
     target = f"{_ident(schema_name)}.{_ident(view_name)}"
     snapshot_id = snapshot_id if snapshot_id is not None else getattr(table.current_snapshot(), "snapshot_id", None)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema_name)}")
-    try:
-        files = snapshot_files(table, snapshot_id)
-    except DeleteFilesPresent:  # another engine wrote merge-on-read deletes: let pyiceberg apply them
-        arrow = table.scan(snapshot_id=snapshot_id).to_arrow()
-        con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM arrow")
-        return snapshot_id
+    files = snapshot_files(table, snapshot_id)
     if files:
         paths = ", ".join(_lit(p) for p in files)
         source = f"read_parquet([{paths}], union_by_name = true, hive_partitioning = false)"
@@ -302,7 +309,7 @@ class CleanReport:
 
 
 def referenced_files(table: Table, without: set[int] = frozenset()) -> set[str]:
-    """Every file the snapshots (except ``without``) and metadata versions of ``table`` need."""
+    """Every file the snapshots (except ``without``) and metadata versions of ``table`` need (as ``_key``)."""
     md = table.metadata
     refs = {table.metadata_location, *(entry.metadata_file for entry in md.metadata_log)}
     refs |= {s.statistics_path for s in getattr(md, "statistics", [])}
@@ -317,45 +324,50 @@ def referenced_files(table: Table, without: set[int] = frozenset()) -> set[str]:
             seen.add(manifest.manifest_path)
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
                 refs.add(entry.data_file.file_path)
-    return {_fs_path(r) for r in refs}
+    return {_key(r) for r in refs}
 
 
 def expire_and_clean(table: Table, older_than: datetime, grace: timedelta = timedelta(hours=1),
                      dry_run: bool = False) -> CleanReport:
-    """Expire the snapshots made before ``older_than`` (never the current one), then delete every file
-    under the table location that no retained snapshot or metadata version references and that is
-    older than ``grace``: the old copies of deleted rows, data of expired snapshots, and leftovers of
-    failed or killed writes. ``grace`` must exceed the longest write in flight (its files are not yet
-    referenced) and the longest read of a pinned snapshot; ``dry_run`` only reports."""
+    """Expire the snapshots made before ``older_than`` (never the current one), then delete the files
+    under the table location that no retained snapshot or metadata version references:
+    - files only the expired snapshots referenced (old copies of deleted rows, replaced days) at once:
+      they were committed, so no writer in flight can be about to use them;
+    - files never referenced (leftovers of failed or killed writes) only when older than ``grace``,
+      which must exceed the longest write in flight (its files are not referenced until it commits).
+    Readers pinned to an expired snapshot lose its files: ``older_than`` is their protection.
+    ``dry_run`` commits and deletes nothing and reports what would go."""
     report = CleanReport()
     cutoff_ms = int(older_than.timestamp() * 1000)
     for attempt in range(5):
         table.refresh()
         current = getattr(table.current_snapshot(), "snapshot_id", None)
-        expired = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current]
-        report.expired_snapshots = len(expired)
-        if not expired or dry_run:  # a dry run counts files as if the expiry had been committed
+        expired = {s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id != current}
+        committed = referenced_files(table)
+        if not expired or dry_run:
             break
         try:
-            table.maintenance.expire_snapshots().by_ids(expired).commit()
+            table.maintenance.expire_snapshots().by_ids(sorted(expired)).commit()
             break
         except CommitFailedException:  # a writer committed meanwhile: recompute on the new metadata
             if attempt == 4:
                 raise
             time.sleep(_delay(attempt, 0.05))
-    if not dry_run:
-        table.refresh()
-    keep = referenced_files(table, without=set(expired) if dry_run else set())
+    report.expired_snapshots = len(expired)
+    if dry_run:
+        keep = referenced_files(table, without=expired)
+    else:
+        keep = referenced_files(table.refresh())
     filesystem, root = pafs.FileSystem.from_uri(table.location())
     young = time.time() - grace.total_seconds()
     for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        if info.type != pafs.FileType.File or info.path in keep or _fs_path(info.path) in keep:
+        path = info.path
+        if info.type != pafs.FileType.File or path in keep:
             continue
-        if info.mtime is not None and info.mtime.timestamp() > young:
+        if path not in committed and info.mtime is not None and info.mtime.timestamp() > young:
             report.kept_recent_orphans += 1
             continue
-        report.deleted_files.append(info.path)
+        report.deleted_files.append(path)
         if not dry_run:
             filesystem.delete_file(info.path)
     return report
-
