@@ -61,3 +61,35 @@ def test_malformed_line_keeps_scrubbed_text_without_ids(raw):
     [row] = raw('{"messageId":"m1","userId":"cus_1","context":{"ip":"10.1.2.3"},"note":"a@b.co"')
     assert row["parse_error"] == "malformed_json"
     assert "cus_1" not in row["raw_text"] and "10.1.2.3" not in row["raw_text"] and "a@b.co" not in row["raw_text"]
+
+
+def _warehouse():
+    con = duckdb.connect()
+    tables.ensure_tables(con)
+    privacy.install_macros(con, "k")
+    return con
+
+
+def test_a_file_the_projection_cannot_process_is_rejected_alone(tmp_path, monkeypatch):
+    """The engine fails on one file's records: the other file commits, the bad one is registered as
+    rejected with its rows quarantined as unprocessable, and the books balance per file."""
+    folder = tmp_path / "events" / DAY.isoformat()
+    folder.mkdir(parents=True)
+    (folder / "good.ndjson").write_text('{"messageId":"g1"}\n{"messageId":"g2"}\n')
+    (folder / "poison.ndjson").write_text('{"messageId":"p1","userId":"secret-user"}\n')
+    table, select_sql = ingest.SOURCES["events"]
+    poisoned = select_sql.replace(
+        "r.messageId AS message_id", "CASE WHEN read_error IS NULL AND source_file LIKE '%poison%' "
+        "THEN error('engine fault at secret-user') ELSE r.messageId END AS message_id")
+    assert poisoned != select_sql
+    monkeypatch.setitem(ingest.SOURCES, "events", (table, poisoned))
+    con = _warehouse()
+    report = ingest.ingest_day(con, tmp_path, "events", DAY, "run", ingest.IngestReport("events"))
+    files = dict(con.execute("SELECT path, status FROM raw.source_files").fetchall())
+    assert files == {"events/2026-11-02/good.ndjson": "ingested", "events/2026-11-02/poison.ndjson": "rejected"}
+    rows = con.execute("SELECT source_file, message_id, parse_error FROM raw.events ORDER BY 1, line_no").fetchall()
+    assert rows == [("events/2026-11-02/good.ndjson", "g1", None), ("events/2026-11-02/good.ndjson", "g2", None),
+                    ("events/2026-11-02/poison.ndjson", None, "unprocessable")]
+    [(reason,)] = con.execute("SELECT reason FROM raw.source_files WHERE status = 'rejected'").fetchall()
+    assert reason.startswith("records could not be processed (") and "secret-user" not in reason
+    assert (report.files_ingested, report.files_rejected, report.rows_ingested, report.rows_unreadable) == (1, 1, 3, 1)

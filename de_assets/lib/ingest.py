@@ -151,6 +151,7 @@ class _Registration:
     reason: str | None = None
     duplicate_of: str | None = None
     rows: int = 0
+    unreadable: int = 0
 
 
 def ingest_day(
@@ -170,14 +171,54 @@ def ingest_day(
     """
     if raw_format not in rawstore.FORMATS:
         raise ValueError(f"raw_format must be one of {rawstore.FORMATS}, got {raw_format!r}")
+    to_read, others = _classify(con, root, source, day, report)
+    if not to_read and not others:
+        return report
+    read_failures = _stage(con, [f for f, _ in to_read])
+    outcomes = _outcomes(con)
+    new = []
+    for f, checksum in to_read:
+        status, reason, rows, unreadable = outcomes.get(f.relative, ("ingested", None, 0, 0))
+        if reason and f.relative in read_failures:
+            reason += f" ({read_failures[f.relative]})"
+        new.append(_Registration(f.relative, f.format, checksum, f.bytes, status, reason, rows=rows,
+                                 unreadable=unreadable))
+    rows_of = {r.path: r.rows for r in new}
+    for reg in others:
+        if reg.status == "redelivered":
+            reg.rows = rows_of.get(reg.duplicate_of) or _registered_rows(con, source, reg.duplicate_of)
+
+    writer = _Writer(con, source, day, run_id, raw_format, raw_dir)
+    try:
+        writer.commit("TRUE", new + others)
+    except duckdb.Error:
+        # A record that reads but cannot be projected (an engine edge case): isolate the file that
+        # holds it, commit the others, and keep the bad file's records as unprocessable.
+        for reg in new:
+            where = f"source_file = {_literal(reg.path)}"
+            try:
+                writer.commit(where, [reg])
+            except duckdb.Error as error:
+                con.execute("UPDATE _lines SET read_error = 'unprocessable' WHERE " + where)
+                reg.status, reg.unreadable = "rejected", reg.rows
+                reg.reason = f"records could not be processed ({salvage.safe_error(error, detail=False)})"
+                writer.commit(where, [reg])
+        writer.commit(None, others)
+    con.execute("DROP TABLE IF EXISTS _lines")
+    for reg in new + others:
+        _count(report, reg)
+    return report
+
+
+def _classify(con, root, source: str, day: date, report: IngestReport):
+    """The day's files that are new: ``(to_read [(file, sha256)], others [registrations])``, where
+    others are re-deliveries and refused entries (registered without reading)."""
     listing = landing.scan_day(root, source, day)
     report.files_skipped += listing.skipped
     registered = _registered(con, source, day)
     to_read: list[tuple[landing.LandedFile, str]] = []
-    others: list[_Registration] = []
-    for relative, reason in listing.refused:
-        if relative not in registered:
-            others.append(_Registration(relative, landing.file_format(relative), None, None, "refused", reason))
+    others = [_Registration(relative, landing.file_format(relative), None, None, "refused", reason)
+              for relative, reason in listing.refused if relative not in registered]
     first_path_of: dict[str, str] = {}
     for landed in listing.files:
         if landed.format is None:
@@ -199,47 +240,14 @@ def ingest_day(
         else:
             others.append(_Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
                                         duplicate_of=original))
-    if not to_read and not others:
-        return report
-
-    read_failures = _stage(con, [f for f, _ in to_read])
-    outcomes = _outcomes(con)
-    new = []
-    for f, checksum in to_read:
-        status, reason, rows = outcomes.get(f.relative, ("ingested", None, 0))
-        if reason and f.relative in read_failures:
-            reason += f" ({read_failures[f.relative]})"
-        new.append(_Registration(f.relative, f.format, checksum, f.bytes, status, reason, rows=rows))
-    rows_of = {r.path: r.rows for r in new}
-    for reg in others:
-        if reg.status == "redelivered":
-            reg.rows = rows_of.get(reg.duplicate_of) or _registered_rows(con, source, reg.duplicate_of)
-
-    writer = _Writer(con, source, day, run_id, raw_format, raw_dir)
-    try:
-        writer.commit("TRUE", new + others)
-    except duckdb.Error:
-        # A record that reads but cannot be projected (an engine edge case): isolate the file that
-        # holds it, commit the others, and keep the bad file's records as unprocessable.
-        for reg in new:
-            where = f"source_file = {_literal(reg.path)}"
-            try:
-                writer.commit(where, [reg])
-            except duckdb.Error as error:
-                con.execute("UPDATE _lines SET read_error = 'unprocessable' WHERE " + where)
-                reg.status, reg.reason = "rejected", f"records could not be processed ({salvage.safe_error(error)})"
-                writer.commit(where, [reg])
-        writer.commit(None, others)
-    con.execute("DROP TABLE IF EXISTS _lines")
-    for reg in new + others:
-        _count(report, reg)
-    return report
+    return to_read, others
 
 
 def _count(report: IngestReport, reg: _Registration) -> None:
     if reg.status in ("ingested", "partial", "rejected"):
         setattr(report, f"files_{reg.status}", getattr(report, f"files_{reg.status}") + 1)
         report.rows_ingested += reg.rows
+        report.rows_unreadable += reg.unreadable
         report.bytes_ingested += reg.bytes or 0
     elif reg.status == "redelivered":
         report.files_redelivered += 1
@@ -338,19 +346,19 @@ def _salvage_csv(con, landed: landing.LandedFile) -> None:
         _insert_records(con, landed.relative, bad)
 
 
-def _outcomes(con) -> dict[str, tuple[str, str | None, int]]:
-    """Per staged file: (status, reason, rows)."""
+def _outcomes(con) -> dict[str, tuple[str, str | None, int, int]]:
+    """Per staged file: (status, reason, rows, unreadable rows)."""
     out = {}
     for path, rows, unreadable, kinds in con.execute(
         "SELECT source_file, count(*), count(read_error), string_agg(DISTINCT read_error, ', ' ORDER BY read_error) "
         "FROM _lines GROUP BY 1"
     ).fetchall():
         if not unreadable:
-            out[path] = ("ingested", None, rows)
+            out[path] = ("ingested", None, rows, 0)
         elif unreadable == rows:
-            out[path] = ("rejected", f"nothing readable: {kinds}", rows)
+            out[path] = ("rejected", f"nothing readable: {kinds}", rows, unreadable)
         else:
-            out[path] = ("partial", f"{unreadable} of {rows} records unreadable: {kinds}", rows)
+            out[path] = ("partial", f"{unreadable} of {rows} records unreadable: {kinds}", rows, unreadable)
     return out
 
 

@@ -36,8 +36,15 @@ _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 _NO_DATA_AFTER = ("Original Line", "Input:", "LINE ", "\n")
 
 
-def safe_error(error: BaseException) -> str:
-    """A one-line description of a reader error without any of the data it may quote."""
+def safe_error(error: BaseException, detail: bool = True) -> str:
+    """A one-line description of a reader error without any of the data it may quote.
+
+    With ``detail`` the message's first line is kept, cut before the places where DuckDB's reader
+    messages quote data, with quoted text, paths and long numbers removed; without it (errors
+    whose message format is not known, e.g. from an arbitrary expression), only the error's type.
+    """
+    if not detail:
+        return type(error).__name__
     text = str(error)
     for marker in _NO_DATA_AFTER:
         text = text.split(marker, 1)[0]
