@@ -318,7 +318,8 @@ KPI_ANOMALIES = _t(
     ("value", "DOUBLE", "KPI value on the day"),
     ("expected", "DOUBLE", "Seasonal, outlier-robust expectation from days before (NULL: too little history)"),
     ("score", "DOUBLE", "(value - expected) / robust scale; positive above expected"),
-    ("is_anomaly", "BOOLEAN", "|score| > threshold (3.5)"),
+    ("is_anomaly", "BOOLEAN", "Flagged by the detector (|score| above its threshold; docs/anomaly.md)"),
+    ("episode_start", "DATE", "For a flagged day, the first day of its run of consecutive flagged days (NULL otherwise)"),
     key=("event_date", "kpi"),
 )
 
@@ -484,3 +485,5 @@ def ensure_tables(con) -> None:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for table in ALL_TABLES:
         con.execute(table.ddl())
+        for column in table.columns:  # columns added to a contract after the table was created
+            con.execute(f'ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS "{column.name}" {column.type}')
