@@ -33,7 +33,19 @@ past anomalies) cannot drag the baseline.
    pattern is still being learnt (the very first weekend of a sub-daily series has nothing to
    compare with; it is rarely flagged only because the scale is still wide then).
 
-``is_anomaly = |score| > threshold``. Points with a missing value or timestamp, and points with too
+7. **Flags** (``is_anomaly``). ``|score| > threshold`` (3.5) is the floor. Series with at least
+   200 scored points in the trailing 2 weeks (sampled about hourly or faster) calibrate their own
+   cut: a power-law tail through the 99 % and 99.9 % quantiles of their past ``|score|`` (2
+   weeks, strictly before the point) is read at the rate of ``alarm_rate`` exceedances a week.
+   Series sampled every 15 minutes or faster have two tiers: single points (20 % of the rate)
+   and "k of n" (a point 3 of whose last 6 points lie beyond it on the same side, 80 %), so a
+   sustained shift is flagged at a lower cut than a lone spike. No flag during the ``warmup``
+   (default: the first day, at least 10 intervals).
+
+``episodes(frame)`` merges flags less than an hour apart (1.5 intervals for coarser series:
+consecutive flagged days) into episodes and adds ``episode_start``.
+
+Points with a missing value or timestamp, and points with too
 little history (fewer than 3 values in the level window, or fewer than ``min_history`` past errors
 for the scale) get NaN ``expected`` and/or ``score`` and ``is_anomaly`` False; nothing raises.
 Only the *timestamps* of the whole frame are used to choose the slot width; values are never read
@@ -45,7 +57,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["detect"]
+__all__ = ["detect", "episodes"]
+
+CALIBRATION_WEEKS = 2  # thresholds are calibrated on the scores of the trailing 2 weeks...
+CALIBRATION_POINTS = 200  # ...once there are this many (so: series sampled about hourly or faster)
+TAILS = (0.01, 0.001)  # the exponential tail is fitted through these upper quantiles of past scores
+FAST = 15 * 60 * 10**9  # series sampled at least this often also get the k-of-n tier
+PERSIST_K, PERSIST_N = 3, 6
+VETO_CYCLES = 1
+POINT_SHARE = 0.2  # share of the false-alarm budget of the single-point tier on fast series
 
 DAY = 86_400 * 10**9  # nanoseconds
 WEEK = 7 * DAY
@@ -66,16 +86,21 @@ def detect(
     level_window: str | pd.Timedelta | None = None,
     scale_window: str | pd.Timedelta | None = None,
     min_rel_scale: float = 1e-3,
+    alarm_rate: float = 2.0,
+    warmup: str | pd.Timedelta | None = None,
 ) -> pd.DataFrame:
     """Return ``frame`` with ``expected``, ``score`` and ``is_anomaly`` added (see module doc).
 
-    threshold: flag when ``|score|`` exceeds it (a robust z-score; 3.5 ~ 1 in 2,000 for noise).
+    threshold: lowest cut on ``|score|`` (a robust z-score; 3.5 ~ 1 in 2,000 for noise).
     min_history: past errors needed in the scale window before a point gets a score.
     cycles / min_cycles: a seasonal slot uses up to ``cycles`` past weeks (or days) and needs at
         least ``min_cycles`` of them; with fewer it falls back (see module doc).
     level_window / scale_window: trailing windows of the level and of the error scale
         (default: one cycle clipped to 5..48 intervals; max(4 x level window, 50 intervals)).
     min_rel_scale: lower bound of the scale relative to ``|expected|`` (constant series).
+    alarm_rate: exceedances a week the calibrated thresholds aim at (tiers together; the tail fit
+        is conservative, measured false-alarm episodes are ~0.2-0.5 a week, docs/anomaly.md).
+    warmup: no flags this long after the first point (default 1 day, at least 10 intervals).
     """
     missing = {"ts", "value"} - set(frame.columns)
     if missing:
@@ -90,16 +115,54 @@ def detect(
 
     expected = np.full(len(frame), np.nan)
     score = np.full(len(frame), np.nan)
+    flagged = np.zeros(len(frame), dtype=bool)
     if len(rows) >= 2:
-        expected[rows], score[rows] = _detect_sorted(
+        expected[rows], score[rows], width = _detect_sorted(
             t[rows], y[rows], min_history=min_history, cycles=cycles, min_cycles=min_cycles,
             level_window=level_window, scale_window=scale_window, min_rel_scale=min_rel_scale,
         )
+        if width:
+            flagged[rows] = _flags(t[rows], score[rows], width, threshold, alarm_rate, warmup)
     out = frame.copy()
     out["expected"] = expected
     out["score"] = score
-    out["is_anomaly"] = np.abs(np.nan_to_num(score)) > threshold
+    out["is_anomaly"] = flagged
     return out
+
+
+def _flags(t, score, width, floor, per_week, warmup):
+    """Which points to flag, from the scores of points sorted by time (see module doc)."""
+    index = pd.DatetimeIndex(t.view("datetime64[ns]"))
+    size = np.abs(np.nan_to_num(score))
+    fast = width <= FAST
+    window = pd.Timedelta(CALIBRATION_WEEKS * WEEK)
+
+    def calibrated(x, share):
+        per_point = min(share * per_week * width / WEEK, 0.01)  # target exceedance rate per point
+        past = pd.Series(x, index=index).rolling(window, closed="left", min_periods=CALIBRATION_POINTS)
+        lo, hi = past.quantile(1 - TAILS[0]).to_numpy(), past.quantile(1 - TAILS[1]).to_numpy()
+        # a power-law (Pareto) tail through the two quantiles, read at the target rate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.maximum(np.log(hi / lo), 0) / np.log(TAILS[0] / TAILS[1])
+            thr = hi * np.exp(slope * np.log(TAILS[1] / per_point))
+        return np.maximum(np.nan_to_num(thr, nan=floor), floor)
+
+    flagged = size > calibrated(size, POINT_SHARE if fast else 1.0)
+    if fast:  # k of n: a sustained deviation is flagged below the single-point cut
+        sustained = _k_of_n(np.nan_to_num(score), PERSIST_K, PERSIST_N)
+        flagged |= sustained > calibrated(sustained, 1 - POINT_SHARE)
+    warm = t >= t[0] + max(_ns(warmup) if warmup is not None else DAY, 10 * width)
+    return flagged & warm & np.isfinite(score)
+
+
+def _k_of_n(score, k, n):
+    """Per point: how far it and at least k - 1 others of the last n points lie on the same side
+    (the k-th largest signed score of the window, capped by the point's own)."""
+    pad = np.r_[np.zeros(n - 1), score]
+    win = np.lib.stride_tricks.sliding_window_view(pad, n)
+    high = np.partition(win, n - k, axis=1)[:, n - k]  # k-th largest
+    low = np.partition(win, k - 1, axis=1)[:, k - 1]  # k-th smallest
+    return np.where(score > 0, np.minimum(score, np.maximum(high, 0)), np.minimum(-score, np.maximum(-low, 0)))
 
 
 def _detect_sorted(t, y, *, min_history, cycles, min_cycles, level_window, scale_window, min_rel_scale):
@@ -108,7 +171,7 @@ def _detect_sorted(t, y, *, min_history, cycles, min_cycles, level_window, scale
     gaps = np.diff(t)
     gaps = gaps[gaps > 0]
     if len(gaps) == 0:
-        return nothing, nothing
+        return nothing, nothing, 0
     step = np.median(gaps)
     width = int(_NICE[np.argmin(np.abs(np.log(_NICE / step)))])
     irregular = np.mean(gaps == step) < 0.5
@@ -134,7 +197,7 @@ def _detect_sorted(t, y, *, min_history, cycles, min_cycles, level_window, scale
         rough = np.where(n >= 1, offset, rough)
     level = trailing_median(y - rough)
     if np.isnan(level).all():
-        return nothing, nothing
+        return nothing, nothing, width
 
     # Candidate baselines, most specific first: (expected, number of past cycles behind it).
     candidates = [offsets(level, period, spread) for period in periods for spread in (0, 1)]
@@ -148,9 +211,9 @@ def _detect_sorted(t, y, *, min_history, cycles, min_cycles, level_window, scale
     # Warm-up guard: a baseline with 1..min_cycles-1 cycles of history can veto a flag.
     for exp, n in candidates:
         other = (y - exp) / scale
-        milder = (n >= 1) & (n < min_cycles) & (np.abs(other) < np.abs(score))
+        milder = (n >= VETO_CYCLES) & (n < min_cycles) & (np.abs(other) < np.abs(score))
         score = np.where(milder, other, score)
-    return expected, score
+    return expected, score, width
 
 
 def _seasonal(t, deviation, period, width, cycles, spread=0, interpolate=False):
@@ -207,3 +270,26 @@ def _robust_scale(index, error, expected, window, min_history, min_rel_scale):
 
 def _ns(window) -> int:
     return 0 if window is None else int(pd.Timedelta(window).value)
+
+
+def episodes(frame: pd.DataFrame, gap: str | pd.Timedelta | None = None) -> pd.DataFrame:
+    """Return ``frame`` (columns ``ts, is_anomaly``, e.g. the output of ``detect``) with
+    ``episode_start`` added: for a flagged row, the time of the first flag of its episode; NaT
+    for other rows. An episode is a run of flags each less than ``gap`` after the previous one
+    (default: 1 hour, or 1.5 sampling intervals if longer, so consecutive flagged days of a
+    daily series are one episode and a day without a flag ends it)."""
+    ts = pd.to_datetime(frame["ts"], errors="coerce")
+    flagged = (frame["is_anomaly"].fillna(False).astype(bool) & ts.notna()).to_numpy()
+    if gap is None:
+        spacing = np.diff(np.unique(ts.dropna().to_numpy()))
+        step = pd.Timedelta(np.median(spacing)) if len(spacing) else pd.Timedelta(0)
+        gap = max(pd.Timedelta(hours=1), 1.5 * step)
+    out = frame.copy()
+    start = pd.Series(pd.NaT, index=frame.index, dtype=ts.dtype)
+    times = ts[flagged].sort_values(kind="stable")
+    if len(times):
+        new = times.diff().isna() | (times.diff() >= pd.Timedelta(gap))
+        start.loc[times.index] = times.where(new).ffill().to_numpy()
+    out["episode_start"] = start
+    return out
+

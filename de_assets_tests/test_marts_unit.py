@@ -61,3 +61,28 @@ def test_kpi_anomalies_also_score_the_pipeline_health_series():
     flagged = con.execute("SELECT event_date, kpi FROM marts.kpi_anomalies WHERE is_anomaly").fetchall()
     assert flagged == [(days[40], "pipeline.quarantine_rate")]
     assert con.execute("SELECT count(DISTINCT kpi) FROM marts.kpi_anomalies").fetchall()[0][0] == 3
+
+
+def test_kpi_anomaly_episode_is_one_alert():
+    """A 3-day outage of a KPI: the three flagged days share `episode_start` (its first day) and
+    raise one alert, keyed on that day, whether the days are run together or one by one."""
+    from de_assets.assets.analytics import anomaly_alerts
+
+    con = duckdb.connect()
+    ensure_tables(con)
+    rng = np.random.default_rng(4)
+    first = date(2026, 1, 5)
+    days = [first + timedelta(days=i) for i in range(70)]
+    for i, day in enumerate(days):
+        dau = 1000 + rng.normal(0, 10) - (800 if 60 <= i <= 62 else 0)  # outage on days 60-62
+        con.execute("INSERT INTO marts.kpi_changes (event_date, kpi, value) VALUES (?, 'dau', ?)", [day, dau])
+    marts.kpi_anomalies(con, days[28], days[-1])
+    flagged = con.execute("SELECT event_date, episode_start FROM marts.kpi_anomalies WHERE is_anomaly "
+                          "ORDER BY event_date").fetchall()
+    assert flagged == [(days[i], days[60]) for i in (60, 61, 62)]
+    assert con.execute("SELECT count(*) FROM marts.kpi_anomalies WHERE NOT is_anomaly AND episode_start IS NOT NULL"
+                       ).fetchone()[0] == 0
+    alerts = anomaly_alerts(con, days[28], days[-1], "run-1")
+    assert [(a.partition, a.discriminator) for a in alerts] == [(str(days[60]), "dau")]
+    one_by_one = {a.dedupe_key for i in (60, 61, 62) for a in anomaly_alerts(con, days[i], days[i], "run-2")}
+    assert one_by_one == {alerts[0].dedupe_key}

@@ -33,19 +33,24 @@ def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
 
 
 def anomaly_alerts(con, start, end, run_id: str) -> list[Alert]:
-    """A warning per KPI flagged anomalous in [start, end]."""
+    """One warning per anomaly episode (run of consecutive flagged days of a KPI) with a flagged day
+    in [start, end]. The alert's partition is the episode's first day, so the later days of the
+    same episode, in this run or the next ones, fall under the same dedupe key: one page each."""
     rows = con.execute(
-        f"SELECT event_date, kpi, value, expected, score FROM {KPI_ANOMALIES.name} "
-        "WHERE event_date BETWEEN ? AND ? AND is_anomaly ORDER BY event_date, kpi",
+        f"SELECT kpi, episode_start, max(event_date) AS last_day, count(*) AS days, "
+        f"arg_max(value, event_date), arg_max(expected, event_date), arg_max(score, event_date) "
+        f"FROM {KPI_ANOMALIES.name} WHERE event_date BETWEEN ? AND ? AND is_anomaly "
+        "GROUP BY kpi, episode_start ORDER BY episode_start, kpi",
         [start, end],
     ).fetchall()
     return [
         Alert(
-            severity="warning", kind="kpi_anomaly", asset="marts/kpi_anomalies", partition=str(day),
-            message=f"{kpi} = {value:.4g} on {day}, expected {expected:.4g} (score {score:.1f})",
+            severity="warning", kind="kpi_anomaly", asset="marts/kpi_anomalies", partition=str(first),
+            message=f"{kpi} anomalous since {first}: {value:.4g} on {last}, expected {expected:.4g} "
+                    f"(score {score:.1f}; {days} flagged day(s) in this run)",
             run_id=run_id, discriminator=kpi,
         )
-        for day, kpi, value, expected, score in rows
+        for kpi, first, last, days, value, expected, score in rows
     ]
 
 
@@ -135,7 +140,9 @@ kpi_anomalies = _mart(
     "`pipeline.quarantine_rate`, `pipeline.duplicate_rate` per arrival day), scored against its own "
     "history by `de_assets.anomaly.detect`: weekly "
     "seasonality, median/MAD robust (one spike does not poison the baseline), no look-ahead. "
-    "`is_anomaly` marks |score| > 3.5; `expected` is NULL until a KPI has enough history.",
+    "`is_anomaly` marks |score| > 3.5 (calibrated higher on noisy sub-hourly series); consecutive "
+    "flagged days are one episode (`episode_start`), alerted once; `expected` is NULL until a KPI "
+    "has enough history.",
     table=KPI_ANOMALIES,
     write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end),
     kinds=("duckdb", "pandas"),

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 
-from de_assets.anomaly import detect
+from de_assets.anomaly import detect, episodes
 from de_assets.lib.health import HEALTH_SERIES_SQL
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
@@ -264,6 +264,8 @@ def kpi_anomalies(con, start: date, end: date) -> int:
 
     Small data (days x KPIs), so the series go to pandas for `de_assets.anomaly.detect`, which
     uses only points before t: re-running a day gives the same result whatever came later.
+    Consecutive flagged days of a KPI are one episode (`de_assets.anomaly.episodes`): each flagged
+    row carries the first day of its episode in `episode_start`, which the alerts are keyed on.
     """
     history = con.execute(
         f"""SELECT event_date AS ts, kpi, value FROM (
@@ -272,8 +274,8 @@ def kpi_anomalies(con, start: date, end: date) -> int:
             WHERE event_date <= ? ORDER BY kpi, ts""",
         [end],
     ).df()
-    scored = [detect(series).assign(kpi=kpi) for kpi, series in history.groupby("kpi", sort=True)]
-    frame = history.iloc[0:0].assign(expected=0.0, score=0.0, is_anomaly=False)
+    scored = [episodes(detect(series)).assign(kpi=kpi) for kpi, series in history.groupby("kpi", sort=True)]
+    frame = history.iloc[0:0].assign(expected=0.0, score=0.0, is_anomaly=False, episode_start=pd.NaT)
     if scored:
         frame = pd.concat(scored, ignore_index=True)
     frame = frame[frame["ts"].dt.date.between(start, end)].rename(columns={"ts": "event_date"})
@@ -281,7 +283,8 @@ def kpi_anomalies(con, start: date, end: date) -> int:
     try:
         return replace_range(
             con, KPI_ANOMALIES,
-            "SELECT event_date::DATE AS event_date, kpi, value, expected, score, coalesce(is_anomaly, false) AS is_anomaly "
+            "SELECT event_date::DATE AS event_date, kpi, value, expected, score, coalesce(is_anomaly, false) AS is_anomaly, "
+            "episode_start::DATE AS episode_start "
             "FROM _kpi_anomalies_df WHERE $start::DATE <= event_date::DATE AND event_date::DATE <= $end::DATE",
             start, end,
         )

@@ -321,7 +321,8 @@ KPI_ANOMALIES = _t(
     ("value", "DOUBLE", "KPI value on the day"),
     ("expected", "DOUBLE", "Seasonal, outlier-robust expectation from days before (NULL: too little history)"),
     ("score", "DOUBLE", "(value - expected) / robust scale; positive above expected"),
-    ("is_anomaly", "BOOLEAN", "|score| > threshold (3.5)"),
+    ("is_anomaly", "BOOLEAN", "Flagged by the detector (|score| above its threshold; docs/anomaly.md)"),
+    ("episode_start", "DATE", "For a flagged day, the first day of its run of consecutive flagged days (NULL otherwise)"),
     key=("event_date", "kpi"),
 )
 
