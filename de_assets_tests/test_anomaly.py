@@ -338,19 +338,17 @@ def test_duplicate_timestamps_do_not_see_each_other():
 
 
 @pytest.mark.parametrize("kind", ("hourly", "irregular"))
-def test_runtime_for_5000_points(kind):
+def test_5000_points_give_one_scored_row_each(kind):
+    """Long series are handled whole (speed is measured in benchmarks/anomaly_eval.py, not here)."""
     rng = np.random.default_rng(13)
     if kind == "hourly":
         ts = pd.date_range(START, periods=5000, freq="h")
     else:
         ts = START + pd.to_timedelta(np.cumsum(rng.uniform(15, 105, 5000)), unit="min")
     frame = pd.DataFrame({"ts": ts, "value": _hourly_shape(pd.DatetimeIndex(ts)) + rng.normal(0, SIGMA, 5000)})
-    detect(frame)  # warm-up (imports, caches)
-    began = time.perf_counter()
-    detect(frame)
-    elapsed = time.perf_counter() - began
-    print(f"\n5,000 {kind} points: {elapsed * 1000:.0f} ms")
-    assert elapsed < 1.0
+    result = detect(frame)
+    assert len(result) == 5000 and result["ts"].tolist() == frame["ts"].tolist()
+    assert result["expected"].iloc[-1000:].notna().all()
 
 
 # --- 5-minute metrics, calibration, warm-up, episodes (issue 15) ------------------------------
