@@ -86,7 +86,7 @@ def detect(
     level_window: str | pd.Timedelta | None = None,
     scale_window: str | pd.Timedelta | None = None,
     min_rel_scale: float = 1e-3,
-    alarm_rate: float = 2.0,
+    alarm_rate: float = 1.5,
     warmup: str | pd.Timedelta | None = None,
 ) -> pd.DataFrame:
     """Return ``frame`` with ``expected``, ``score`` and ``is_anomaly`` added (see module doc).
