@@ -1,8 +1,8 @@
 """The Dagster instances the project creates, from one source, and what keeps them honest.
 
 * `render("dev" | "prod")`: the `dagster.yaml` of each profile. Both share `SHARED` (run queue,
-  concurrency limits, run monitoring); only the storage differs (SQLite under `$DAGSTER_HOME` in
-  dev, PostgreSQL in prod). `deploy/prod/dagster.yaml` is `render("prod")`, regenerated with
+  concurrency limits, run monitoring); only the storage differs (Dagster's default SQLite files in
+  the home folder in dev, PostgreSQL in prod). `deploy/prod/dagster.yaml` is `render("prod")`, regenerated with
   `python -m de_assets.instance prod > deploy/prod/dagster.yaml` (a test fails when they differ).
 * `ensure_home()`: what every CLI command calls first. Creates `$DAGSTER_HOME` (default
   `data/dagster_home`), writes the dev `dagster.yaml` when there is none, and initializes the
@@ -86,10 +86,8 @@ HEADERS = {
 
 STORAGE = {
     "dev": """\
-# Runs, event logs and schedule/sensor ticks in SQLite files under $DAGSTER_HOME.
-storage:
-  sqlite:
-    base_dir: {env: DAGSTER_HOME}
+# Storage: no `storage` key, so Dagster's default: runs, event logs and schedule/sensor ticks in
+# SQLite files under this folder (history/, schedules/), wherever the folder is.
 """,
     "prod": """\
 # Runs, event logs and schedule/sensor ticks in PostgreSQL (dagster-postgres), from the environment.
@@ -156,6 +154,19 @@ def ensure_home(default: Path = DEFAULT_HOME) -> Path:
         with dg.DagsterInstance.get() as instance:
             instance.get_runs(limit=1)
     return home
+
+
+def on_outside_dev(variable: str, environ=None) -> bool:
+    """A switch for work that runs by itself (retention, freshness-check runs): `<variable>=on|off`;
+    unset, it is on outside dev and off in dev (`DE_ASSETS_ENV=dev`, the default), so `dagster dev`
+    on a laptop starts no run of its own."""
+    environ = os.environ if environ is None else environ
+    setting = environ.get(variable, "").strip().lower()
+    if setting in ("on", "off"):
+        return setting == "on"
+    if setting:
+        raise ValueError(f"{variable} must be 'on' or 'off', got {setting!r}")
+    return environ.get("DE_ASSETS_ENV", "dev") != "dev"
 
 
 def process_tags() -> dict[str, str]:

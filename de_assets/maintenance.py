@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
+from de_assets.instance import on_outside_dev
 from de_assets.lib import forget, privacy, retention
 from de_assets.resources import WAREHOUSE_POOL, PipelineSettings, Warehouse
 
@@ -72,12 +73,7 @@ def retention_enabled(environ=os.environ) -> bool:
     """Whether the retention schedule starts RUNNING: `DE_ASSETS_RETENTION=on|off`; by default on
     outside dev and off in dev (`DE_ASSETS_ENV=dev`, the default), where it would delete the sample
     data of a laptop install."""
-    setting = environ.get("DE_ASSETS_RETENTION", "").strip().lower()
-    if setting in ("on", "off"):
-        return setting == "on"
-    if setting:
-        raise ValueError(f"DE_ASSETS_RETENTION must be 'on' or 'off', got {setting!r}")
-    return environ.get("DE_ASSETS_ENV", "dev") != "dev"
+    return on_outside_dev("DE_ASSETS_RETENTION", environ)
 
 
 retention_schedule = dg.ScheduleDefinition(

@@ -142,8 +142,9 @@ def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSetting
     try:
         with warehouse.read_only() as con:
             registered = arrivals.registered_checksums(con, [sha for _, sha in candidates.values()]) if con else set()
-    except duckdb.IOException:
-        # a run is writing the warehouse: decide next tick, from the same cursor
+    except (duckdb.IOException, duckdb.ConnectionException):
+        # a run (or, in this process, another sensor) is writing the warehouse: decide next tick,
+        # from the same cursor
         return dg.SkipReason("the warehouse is being written; checking the new files next tick")
     busy = days_needed_by_runs(context.instance, exclude_run_id="", job_names=DAILY_JOBS)
     to_run, waiting = {}, []
