@@ -231,3 +231,10 @@ def test_a_run_killed_mid_step_ends_failed_and_the_next_run_proceeds(tmp_path):
     finally:
         if victim.poll() is None:
             stop_process_group(victim)
+
+
+def test_a_run_launched_without_process_tags_records_its_process(pipeline):
+    """What a run started by the daemon or the UI gets: the Warehouse resource tags it in the run worker."""
+    result = pipeline.run("2026-11-01")
+    tags = pipeline.instance.get_run_by_id(result.run_id).tags
+    assert tags[setup.PID_TAG] == processes.identity() and tags[setup.HOST_TAG] == processes.host()
