@@ -7,8 +7,9 @@
     de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
     de-assets forget-user --user-id cus_4821 --requested-by dpo@example.org
 
-Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home),
-so `dagster dev` with the same DAGSTER_HOME shows them in the UI.
+Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home,
+created with the dev dagster.yaml: de_assets/instance.py), so `dagster dev` with the same
+DAGSTER_HOME shows them in the UI.
 """
 
 import argparse
@@ -19,6 +20,16 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 DEFAULT_HOME = Path("data/dagster_home")
+
+
+def _prepare_instance() -> None:
+    """$DAGSTER_HOME (default data/dagster_home) with the dev dagster.yaml, created once even when
+    several commands start together; runs of killed processes are marked failed first."""
+    from de_assets.instance import prepare
+
+    _, failed = prepare(DEFAULT_HOME)
+    for run_id in failed:
+        print(f"run {run_id} was still marked running but its process is gone: marked as failed")
 
 
 def _yesterday() -> date:
@@ -44,19 +55,18 @@ def cmd_run(args) -> bool:
     import dagster as dg
 
     from de_assets.definitions import build_defs
+    from de_assets.instance import process_tags
     from de_assets.partitions import partition_range_tags
 
     os.environ["DE_ASSETS_LANDING"] = str(args.landing)  # the run reads what was generated
-    if not os.getenv("DAGSTER_HOME"):
-        DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
+    _prepare_instance()
     started = time.perf_counter()
     dry_run = getattr(args, "dry_run", False)
     # A dry run is not recorded in the Dagster instance either: it must not look like a materialization.
     with (dg.DagsterInstance.ephemeral() if dry_run else dg.DagsterInstance.get()) as instance:
         result = build_defs().resolve_job_def("daily_pipeline").execute_in_process(
             instance=instance,
-            tags=partition_range_tags(str(args.start), str(args.end)),
+            tags={**partition_range_tags(str(args.start), str(args.end)), **process_tags()},
             run_config={"resources": {"run_mode": {"config": {"dry_run": dry_run}}}},
             raise_on_error=False,
         )
@@ -114,17 +124,16 @@ def cmd_experiment(args) -> bool:
     import dagster as dg
 
     from de_assets.definitions import build_defs
+    from de_assets.instance import process_tags
 
     os.environ["DE_ASSETS_LANDING"] = str(args.landing)
-    if not os.getenv("DAGSTER_HOME"):
-        DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
+    _prepare_instance()
     config = {"start": str(args.start), "end": str(args.end), "a": _flags(args.a), "b": _flags(args.b),
               "repetitions": args.reps}
     with dg.DagsterInstance.get() as instance:
         result = build_defs().resolve_job_def("pipeline_config_experiment").execute_in_process(
             instance=instance, run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
-            raise_on_error=False,
+            tags=process_tags(), raise_on_error=False,
         )
     for event in result.get_asset_materialization_events():
         print("\n" + event.materialization.metadata["readout"].value)
@@ -140,19 +149,19 @@ def cmd_forget_user(args) -> bool:
     import dagster as dg
 
     from de_assets.definitions import build_defs
+    from de_assets.instance import process_tags
     from de_assets.lib.privacy import pseudonymize
     from de_assets.resources import PipelineSettings
 
-    if not os.getenv("DAGSTER_HOME"):
-        DEFAULT_HOME.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(DEFAULT_HOME.resolve())
+    _prepare_instance()
     settings = PipelineSettings(pseudonym_key=os.getenv("DE_ASSETS_PSEUDONYM_KEY"),
                                 environment=os.getenv("DE_ASSETS_ENV", "dev"))
     key = settings.key(logging.getLogger("de_assets"))  # the same key the pipeline uses
     config = {"pseudonym": pseudonymize(key, args.user_id), "requested_by": args.requested_by}
     with dg.DagsterInstance.get() as instance:
         result = build_defs().resolve_job_def("forget_user_job").execute_in_process(
-            instance=instance, run_config={"ops": {"forget_user": {"config": config}}}, raise_on_error=False,
+            instance=instance, run_config={"ops": {"forget_user": {"config": config}}}, tags=process_tags(),
+            raise_on_error=False,
         )
     if result.success:
         print(f"forgot the user: {result.output_for_node('forget_user'):,} rows deleted (audit: "

@@ -44,6 +44,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
             freshness.CHECKS_SENSOR,
             sensors.run_failure_alerts,
             sensors.stale_partition_alerts,
+            sensors.dead_run_sweeper,
         ],
         resources=resources if resources is not None else build_resources(),
         # DuckDB allows one writer per file: steps run one after another in the run's process.

@@ -1,9 +1,11 @@
 """Maintenance jobs that change stored data outside the daily flow (R8): retention and forget-user."""
 
+import os
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
+from de_assets.instance import on_outside_dev
 from de_assets.lib import forget, privacy, retention
 from de_assets.resources import WAREHOUSE_POOL, PipelineSettings, Warehouse
 
@@ -13,11 +15,13 @@ ACTIVE = [
 ]
 
 
-def days_needed_by_runs(instance: dg.DagsterInstance, exclude_run_id: str) -> set[date]:
-    """Every partition day of a queued or running run (single partition or single-run range)."""
+def days_needed_by_runs(instance: dg.DagsterInstance, exclude_run_id: str,
+                        job_names: tuple[str, ...] | None = None) -> set[date]:
+    """Every partition day of a queued or running run (single partition or single-run range),
+    of any job or only of `job_names`."""
     needed: set[date] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE)):
-        if run.run_id == exclude_run_id:
+        if run.run_id == exclude_run_id or (job_names is not None and run.job_name not in job_names):
             continue
         tags = run.tags
         if "dagster/partition" in tags:
@@ -65,13 +69,22 @@ def retention_job():
     enforce_retention()
 
 
+def retention_enabled(environ=os.environ) -> bool:
+    """Whether the retention schedule starts RUNNING: `DE_ASSETS_RETENTION=on|off`; by default on
+    outside dev and off in dev (`DE_ASSETS_ENV=dev`, the default), where it would delete the sample
+    data of a laptop install."""
+    return on_outside_dev("DE_ASSETS_RETENTION", environ)
+
+
 retention_schedule = dg.ScheduleDefinition(
     name="retention_schedule",
     job=retention_job,
     cron_schedule="0 3 * * *",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 03:00 UTC: delete raw partitions older than 30 days and clean ones older than 400.",
+    default_status=dg.DefaultScheduleStatus.RUNNING if retention_enabled() else dg.DefaultScheduleStatus.STOPPED,
+    description="Daily at 03:00 UTC: delete raw partitions older than 30 days and clean ones older than 400. "
+    "Starts stopped in dev (DE_ASSETS_ENV=dev) unless DE_ASSETS_RETENTION=on; running elsewhere unless "
+    "DE_ASSETS_RETENTION=off.",
 )
 
 

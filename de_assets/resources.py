@@ -74,6 +74,7 @@ class Warehouse(DuckDBResource):
         return self.run_mode.dry_run
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _record_run_process(context)
         if not self.dry_run:
             return
         if self.database == ":memory:":
@@ -115,6 +116,31 @@ class Warehouse(DuckDBResource):
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def read_only(self, wait_s: float = 5.0):
+        """A read-only connection to the stored warehouse (sensors: never created, never written),
+        or None while no warehouse file exists. Raises duckdb.IOException when a writer holds the
+        file for longer than `wait_s`."""
+        if self.database == ":memory:" or not Path(self.database).exists():
+            yield None
+            return
+        con = _connect_with_retry(self.database, {**self.connection_config, "access_mode": "READ_ONLY"}, wait_s)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _record_run_process(context: dg.InitResourceContext) -> None:
+    """Tag a run with the process that executes it, unless launched with the tag (the CLI tags its
+    runs): a sweep fails the run once that process is gone (de_assets/instance.py)."""
+    from de_assets.instance import PID_TAG, process_tags
+
+    run = context.run
+    if context.instance is None or run is None or PID_TAG in run.tags:
+        return
+    context.instance.add_run_tags(run.run_id, process_tags())
 
 
 def _connect_with_retry(database: str, config: dict, wait_s: float):

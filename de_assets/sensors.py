@@ -1,12 +1,16 @@
 """Sensors: runs for newly landed files, and alerts on run failures and stale partitions."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
+import duckdb
 
+from de_assets.assets import analytics
 from de_assets.freshness import DEADLINE_HOUR_UTC, SERVED
-from de_assets.lib import landing
+from de_assets.instance import sweep_dead_runs
+from de_assets.lib import arrivals, landing
+from de_assets.maintenance import days_needed_by_runs
 from de_assets.lib.alerts import Alert
 from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
@@ -97,45 +101,91 @@ def stale_assets(instance: dg.DagsterInstance, served: list[dg.AssetKey], now: d
 
 
 LANDING_SOURCES = ("events", "requests")
+DAILY_JOBS = ("daily_pipeline",)
 
 
 @dg.sensor(
     name="landing_files",
     job_name="daily_pipeline",
-    description="Every 30 s: for each file newly landed under `<landing root>/<source>/<day>/`, starts "
-    "`daily_pipeline` for that arrival day. The run key is the file's SHA-256, so a byte-identical "
-    "re-delivery (any name, any day) starts nothing; the cursor (newest modification time seen) "
-    "keeps each tick to the day folders that changed.",
+    description="Every 30 s: starts `daily_pipeline` for files newly landed under "
+    "`<landing root>/<source>/<day>/` that the warehouse does not hold yet (their SHA-256 is not in "
+    "`raw.source_files`, under any name or day): one run per contiguous range of arrival days, not "
+    "one per file. Files of days a queued or running daily_pipeline run covers wait for the next "
+    "tick; so does everything while a writer holds the warehouse. The cursor (newest modification "
+    "time seen) keeps each tick to the day folders that changed.",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSettings, warehouse: Warehouse):
     cursor = json.loads(context.cursor) if context.cursor else {"mtime_ns": 0, "seen_at": []}
+    pending = set(cursor.get("pending", []))
     new = landing.landed_since(settings.landing_root, LANDING_SOURCES, cursor["mtime_ns"], set(cursor["seen_at"]))
-    if not new:
+    if not new and not pending:
         return dg.SkipReason("no new landed files")
-    newest = max(mtime for _, mtime in new)
+    newest = max([mtime for _, mtime in new], default=cursor["mtime_ns"])
     at_newest = {f.relative for f, mtime in new if mtime == newest}
     if newest == cursor["mtime_ns"]:
         at_newest |= set(cursor["seen_at"])
+    next_cursor = {"mtime_ns": newest, "seen_at": sorted(at_newest)}
+
     first = daily.get_first_partition_key()
-    requests = []
-    for f, _ in new:
+    candidates = {}
+    for f in [f for f, _ in new] + _still_landed(settings.landing_root, pending):
         day = f.arrival_date.isoformat()
         if f.format is None or day < first:
             context.log.warning(f"ignoring {f.relative}: " + ("unsupported format" if f.format is None
                                                                else f"before the first partition {first}"))
             continue
-        checksum = landing.sha256_of(f.path)
-        requests.append(dg.RunRequest(
-            run_key=f"{f.source}:{checksum}", partition_key=day, tags={"de_assets/landed_file": f.relative},
-        ))
-    return dg.SensorResult(
-        run_requests=requests, cursor=json.dumps({"mtime_ns": newest, "seen_at": sorted(at_newest)})
-    )
+        candidates[f.relative] = (f, landing.sha256_of(f.path))
+    if not candidates:
+        return dg.SensorResult(skip_reason="no new file to ingest", cursor=json.dumps(next_cursor))
+    try:
+        with warehouse.read_only() as con:
+            registered = arrivals.registered_checksums(con, [sha for _, sha in candidates.values()]) if con else set()
+    except (duckdb.IOException, duckdb.ConnectionException):
+        # a run (or, in this process, another sensor) is writing the warehouse: decide next tick,
+        # from the same cursor
+        return dg.SkipReason("the warehouse is being written; checking the new files next tick")
+    busy = days_needed_by_runs(context.instance, exclude_run_id="", job_names=DAILY_JOBS)
+    to_run, waiting = {}, []
+    for relative, (f, sha) in sorted(candidates.items()):
+        if sha in registered:
+            continue  # already ingested (or a byte-identical re-delivery of an ingested file)
+        if f.arrival_date in busy:
+            waiting.append(relative)  # a running or queued run covers the day: look again next tick
+            continue
+        to_run.setdefault(sha, f)  # two identical new files: one ingest, the other is a re-delivery
+    next_cursor["pending"] = sorted(waiting)
+    requests = []
+    for start, end in arrivals.contiguous_ranges(f.arrival_date for f in to_run.values()):
+        files = {sha: f for sha, f in to_run.items() if start <= f.arrival_date <= end}
+        run_key = arrivals.batch_key("landed", [f"{f.source}:{sha}" for sha, f in files.items()])
+        tags = {"de_assets/landed_files": str(len(files))}
+        if start == end:
+            requests.append(dg.RunRequest(run_key=run_key, partition_key=start.isoformat(), tags=tags))
+        else:
+            requests.append(dg.RunRequest(run_key=run_key, tags={**tags, **partition_range_tags(str(start), str(end))}))
+        context.log.info(f"{len(files)} new file(s) landed for {start}..{end}: starting daily_pipeline")
+    skipped = len(candidates) - len(to_run) - len(waiting)
+    if not requests:
+        return dg.SensorResult(
+            skip_reason=f"{skipped} landed file(s) already in the warehouse, {len(waiting)} waiting for a running run",
+            cursor=json.dumps(next_cursor),
+        )
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(next_cursor))
+
+
+def _still_landed(root: str, relatives: set[str]) -> list[landing.LandedFile]:
+    """The pending files of an earlier tick that are still there."""
+    found = []
+    for relative in sorted(relatives):
+        source, day, _ = relative.split("/", 2)
+        found += [f for f in landing.list_files(root, source, date.fromisoformat(day)) if f.relative == relative]
+    return found
 
 
 CLEANED = [dg.AssetKey(["clean", "events"]), dg.AssetKey(["clean", "requests"])]
+MARTS = [key for asset in analytics.ALL for key in asset.keys]
 
 
 def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
@@ -160,30 +210,83 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
         start = meta["partition_range"].value.split("..")[0]
         first = min(late.value.split(", "))
         last = (datetime.fromisoformat(start).date() - timedelta(days=1)).isoformat()
-        ranges[key] = (first, last)
+        if first <= last:
+            ranges[key] = (first, last)
     return ranges
+
+
+def days_to_refresh(records) -> dict[str, int]:
+    """Each event day whose marts a cleaning materialization made stale -> the newest such
+    materialization's storage id (the marts of the day are current once materialized after it)."""
+    need: dict[str, int] = {}
+    for record in records:
+        for first, last in late_refresh_ranges([record]).values():
+            day, end = date.fromisoformat(first), date.fromisoformat(last)
+            while day <= end:
+                need[day.isoformat()] = max(need.get(day.isoformat(), 0), record.storage_id)
+                day += timedelta(days=1)
+    return need
+
+
+def stale_days(instance: dg.DagsterInstance, need: dict[str, int]) -> list[str]:
+    """The days of `need` whose marts were served before, but not since the materialization that
+    made them stale. A day never served is not re-served (late data before the history starts)."""
+    stale = set()
+    for key in MARTS:
+        latest = instance.get_latest_storage_id_by_partition(
+            key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(need)
+        )
+        stale |= {day for day, storage_id in latest.items() if storage_id < need[day]}
+    return sorted(stale)
 
 
 @dg.sensor(
     name="late_data_refresh",
     job_name="refresh_marts",
     description="Every minute: when cleaning found events of earlier days (within the late-data "
-    "lookback; older ones are quarantined as too_late), re-serves the marts from the earliest such "
-    "day to the day before arrival, in one run. One run per cleaning run.",
+    "lookback; older ones are quarantined as too_late), re-serves the marts of those days and the "
+    "days after them up to the day before arrival. Only days whose marts were served before and "
+    "not since; all such days in one run per contiguous range.",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def late_data_refresh(context: dg.SensorEvaluationContext):
     after = int(context.cursor) if context.cursor else None
-    records = []
+    limit = 1000
+    records, complete_to = [], None
     for key in CLEANED:
-        records += context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=1000
+        found = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=limit, ascending=True
         ).records
+        records += found
+        if len(found) == limit:  # more to read: this tick goes no further than this key got
+            complete_to = min(complete_to or found[-1].storage_id, found[-1].storage_id)
+    if complete_to is not None:
+        records = [r for r in records if r.storage_id <= complete_to]
     if not records:
         return dg.SkipReason("no new cleaning materializations")
-    requests = [
-        dg.RunRequest(run_key=key, tags=partition_range_tags(first, last))
-        for key, (first, last) in sorted(late_refresh_ranges(records).items())
-    ]
-    return dg.SensorResult(run_requests=requests, cursor=str(max(r.storage_id for r in records)))
+    cursor = str(max(r.storage_id for r in records))
+    need = days_to_refresh(records)
+    stale = stale_days(context.instance, need) if need else []
+    if not stale:
+        return dg.SensorResult(skip_reason="no served marts are stale", cursor=cursor)
+    requests = []
+    for first, last in arrivals.contiguous_ranges(date.fromisoformat(d) for d in stale):
+        days = [d for d in stale if first.isoformat() <= d <= last.isoformat()]
+        newest = max(need[d] for d in days)
+        requests.append(dg.RunRequest(run_key=f"late:{first}..{last}:{newest}",
+                                      tags=partition_range_tags(str(first), str(last))))
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+@dg.sensor(
+    name="dead_run_sweeper",
+    description="Every minute: marks as failed the runs of this host whose process is gone (killed, "
+    "crashed) while Dagster still shows them running, and frees their concurrency slots. Each run "
+    "records its process in the tags `de_assets/pid` and `de_assets/host` (de_assets/instance.py).",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def dead_run_sweeper(context: dg.SensorEvaluationContext):
+    failed = sweep_dead_runs(context.instance, log=context.log)
+    return dg.SkipReason(f"{len(failed)} dead run(s) marked as failed" if failed else "no dead runs")

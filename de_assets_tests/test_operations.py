@@ -10,8 +10,8 @@ import duckdb
 
 from de_assets import sensors
 from de_assets.definitions import defs
-from de_assets.lib import landing
-from de_assets.resources import PipelineSettings
+from de_assets.lib import arrivals, landing
+from de_assets.resources import build_resources
 
 
 def test_schedule_runs_yesterdays_partition_after_midnight():
@@ -22,48 +22,112 @@ def test_schedule_runs_yesterdays_partition_after_midnight():
     assert request.partition_key == "2026-11-21"
 
 
-def _tick(landing_root, cursor=None):
-    with dg.build_sensor_context(
-        cursor=cursor, resources={"settings": PipelineSettings(landing_root=str(landing_root))}
-    ) as context:
-        result = sensors.landing_files(context)
-    return result
+def _tick(landing_root, cursor=None, pipeline=None, instance=None):
+    """One evaluation of the landing sensor: against `pipeline`'s warehouse and instance, or an
+    empty warehouse (no file yet) and a fresh instance."""
+    if pipeline is not None:
+        resources, instance = pipeline.defs.resources, pipeline.instance
+    else:
+        resources = build_resources(str(landing_root.parent / "none.duckdb"), str(landing_root), "k")
+    with dg.build_sensor_context(cursor=cursor, instance=instance or dg.DagsterInstance.ephemeral(),
+                                 resources=resources) as context:
+        return sensors.landing_files(context)
 
 
 def _set_mtime(path, ns):
     os.utime(path, ns=(ns, ns))
 
 
-def test_landing_sensor_one_run_per_new_file_keyed_by_checksum(golden_landing):
+def _land(folder, name, text):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_landing_sensor_one_run_per_contiguous_range_of_new_days(golden_landing):
     first = _tick(golden_landing)
-    requests = first.run_requests
-    # 7 event files + 2 request files; 11-03/redelivered.ndjson is byte-identical to 11-02/a.ndjson
-    assert len(requests) == 9
-    by_file = {r.tags["de_assets/landed_file"]: r for r in requests}
-    assert by_file["events/2026-11-03/redelivered.ndjson"].run_key == by_file["events/2026-11-02/a.ndjson"].run_key
-    assert len({r.run_key for r in requests}) == 8  # the daemon skips a run key it has seen: no second run
-    assert {r.partition_key for r in requests} == {"2026-11-01", "2026-11-02", "2026-11-03"}
-    assert by_file["events/2026-11-02/b.csv"].run_key == "events:" + landing.sha256_of(golden_landing / "events/2026-11-02/b.csv")
+    # 7 event files + 2 request files over 11-01..11-03; 11-03/redelivered.ndjson is byte-identical
+    # to 11-02/a.ndjson: 8 distinct files, one run for the whole contiguous range
+    [request] = first.run_requests
+    assert request.partition_key is None
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
+        == ("2026-11-01", "2026-11-03")
+    assert request.tags["de_assets/landed_files"] == "8"
+    checksums = sorted(f"{f.parent.parent.name}:{landing.sha256_of(f)}" for f in golden_landing.rglob("*.*")
+                       if f.name != "redelivered.ndjson")
+    assert request.run_key == arrivals.batch_key("landed", checksums)
 
     # nothing new: nothing to do
     again = _tick(golden_landing, first.cursor)
     assert isinstance(again, dg.SkipReason)
 
-    # a new file for a new day starts exactly one run, for that day
-    new_day = golden_landing / "events" / "2026-11-04"
-    new_day.mkdir()
-    (new_day / "x.ndjson").write_text('{"messageId": "n1", "type": "page", "userId": "z", "timestamp": "2026-11-04T01:00:00Z"}\n')
+    # new files for 11-05, 11-06 and 11-08: one run for 11-05..11-06, one for 11-08
+    for day in ("2026-11-05", "2026-11-06", "2026-11-08"):
+        _land(golden_landing / "events" / day, "x.ndjson",
+              f'{{"messageId": "n-{day}", "type": "page", "userId": "z", "timestamp": "{day}T01:00:00Z"}}\n')
     later = _tick(golden_landing, first.cursor)
-    assert [(r.partition_key, r.tags["de_assets/landed_file"]) for r in later.run_requests] == [
-        ("2026-11-04", "events/2026-11-04/x.ndjson")]
+    assert [(r.tags.get("dagster/asset_partition_range_start"), r.tags.get("dagster/asset_partition_range_end"),
+             r.partition_key) for r in later.run_requests] == [("2026-11-05", "2026-11-06", None),
+                                                                (None, None, "2026-11-08")]
 
-    # a byte-identical copy under another name and day gets the original's run key: it starts nothing
-    other = golden_landing / "events" / "2026-11-05"
-    other.mkdir()
-    shutil.copy(golden_landing / "events/2026-11-02/b.csv", other / "resent.csv")
-    copy = _tick(golden_landing, later.cursor)
-    [request] = copy.run_requests
-    assert request.run_key == by_file["events/2026-11-02/b.csv"].run_key
+
+def test_landing_sensor_starts_nothing_for_files_the_warehouse_holds(pipeline):
+    landed = pipeline.landing
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    # first tick (no cursor) on a warehouse that already holds every landed file: nothing to start
+    first = _tick(landed, pipeline=pipeline)
+    assert first.run_requests == []
+    assert first.skip_reason is not None and "9 landed file(s) already in the warehouse" in first.skip_reason.skip_message
+
+    # a new file: exactly one run, for its day
+    _land(landed / "events" / "2026-11-04", "x.ndjson",
+          '{"messageId": "n1", "type": "page", "userId": "z", "timestamp": "2026-11-04T01:00:00Z"}\n')
+    new = _tick(landed, first.cursor, pipeline=pipeline)
+    [request] = new.run_requests
+    assert request.partition_key == "2026-11-04" and request.tags["de_assets/landed_files"] == "1"
+
+    # a byte-identical copy of an ingested file, under another name and day: nothing
+    shutil.copy(landed / "events/2026-11-02/b.csv", landed / "events/2026-11-04/resent.csv")
+    assert _tick(landed, new.cursor, pipeline=pipeline).run_requests == []
+
+
+def test_landing_sensor_waits_while_a_run_covers_the_day(pipeline):
+    landed = pipeline.landing
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    first = _tick(landed, pipeline=pipeline)
+    pipeline.instance.add_run(dg.DagsterRun(job_name="daily_pipeline", run_id="running-04",
+                                            status=dg.DagsterRunStatus.STARTED,
+                                            tags={"dagster/partition": "2026-11-04"}))
+    _land(landed / "events" / "2026-11-04", "x.ndjson",
+          '{"messageId": "n1", "type": "page", "userId": "z", "timestamp": "2026-11-04T01:00:00Z"}\n')
+    waiting = _tick(landed, first.cursor, pipeline=pipeline)
+    assert waiting.run_requests == []
+    assert json.loads(waiting.cursor)["pending"] == ["events/2026-11-04/x.ndjson"]
+    # the run ended without ingesting the file (say it failed): the next tick starts it, from the cursor alone
+    pipeline.instance.delete_run("running-04")
+    [request] = _tick(landed, waiting.cursor, pipeline=pipeline).run_requests
+    assert request.partition_key == "2026-11-04"
+
+
+def test_landing_sensor_skips_the_tick_while_a_writer_holds_the_warehouse(pipeline):
+    import subprocess
+    import sys
+
+    assert pipeline.run("2026-11-01").success
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(pipeline.db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = _tick(pipeline.landing, pipeline=pipeline)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert isinstance(result, dg.SkipReason) and "being written" in result.skip_message
+    # with the writer gone, the same tick (no cursor) sees 11-01 is in, and 11-02..11-03 are not
+    [request] = _tick(pipeline.landing, pipeline=pipeline).run_requests
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
+        == ("2026-11-02", "2026-11-03")
 
 
 def test_landing_sensor_lists_only_day_folders_that_changed(golden_landing, monkeypatch):
@@ -78,14 +142,16 @@ def test_landing_sensor_lists_only_day_folders_that_changed(golden_landing, monk
     new = golden_landing / "requests" / "2026-11-03" / "late.csv"
     new.write_text("timestamp,service,endpoint,host,status,latency_ms\n2026-11-03T10:00:00Z,search,/q,h1,200,5\n")
     result = _tick(golden_landing, first.cursor)
-    assert [r.tags["de_assets/landed_file"] for r in result.run_requests] == ["requests/2026-11-03/late.csv"]
+    [request] = result.run_requests
+    assert request.partition_key == "2026-11-03" and request.tags["de_assets/landed_files"] == "1"
     assert listed == ["2026-11-03"]  # the other four day folders were not listed
     # a file landed with exactly the cursor's time, not seen before, is still picked up
     twin = golden_landing / "requests" / "2026-11-03" / "twin.csv"
     twin.write_text("timestamp,service,endpoint,host,status,latency_ms\n2026-11-03T11:00:00Z,search,/q,h1,200,6\n")
     _set_mtime(twin, json.loads(result.cursor)["mtime_ns"])
     twin_result = _tick(golden_landing, result.cursor)
-    assert [r.tags["de_assets/landed_file"] for r in twin_result.run_requests] == ["requests/2026-11-03/twin.csv"]
+    [twin_request] = twin_result.run_requests
+    assert twin_request.run_key == arrivals.batch_key("landed", [f"requests:{landing.sha256_of(twin)}"])
 
 
 def _late_sensor(instance, cursor=None):
@@ -211,7 +277,7 @@ def test_forget_user_removes_every_row_audits_and_re_serves_the_marts(pipeline):
     assert pipeline.query(dau).dau.tolist() == [3, 4, 3]
     with dg.build_sensor_context(instance=pipeline.instance) as context:
         requests = sensors.late_data_refresh(context).run_requests
-    [request] = [r for r in requests if result.run_id in r.run_key]
+    [request] = requests  # the two days carol was active on, in one run
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
         == ("2026-11-02", "2026-11-03")
     assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
@@ -241,3 +307,30 @@ def test_forget_user_rewrites_parquet_raw_batches(tmp_path, golden_landing):
             "SELECT count(*) FROM read_parquet($f) WHERE user_id = $p OR anonymous_id = $p", {"f": files, "p": alice}
         ).fetchall()
     assert left == 0
+
+
+def test_late_refresh_coalesces_and_never_re_serves_what_is_current(pipeline):
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03"):  # three runs, as the landing sensor would start
+        assert pipeline.run(day).success
+    # dave's 11-01 page view arrived on 11-02 (clean/events), a request of 11-02 on 11-03
+    # (clean/requests): two cleaning materializations, two stale days, one run over both
+    first = _late_sensor(pipeline.instance)
+    [request] = first.run_requests
+    span = (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"])
+    assert span == ("2026-11-01", "2026-11-02")
+    assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
+        instance=pipeline.instance, tags=request.tags).success
+    # a sensor starting afresh (no cursor) on that instance finds every mart current: nothing to do
+    again = _late_sensor(pipeline.instance)
+    assert again.run_requests == [] and "no served marts are stale" in again.skip_reason.skip_message
+
+
+def test_retention_schedule_is_off_in_dev_unless_turned_on():
+    from de_assets import maintenance
+
+    assert maintenance.retention_enabled({}) is False  # DE_ASSETS_ENV defaults to dev
+    assert maintenance.retention_enabled({"DE_ASSETS_ENV": "dev", "DE_ASSETS_RETENTION": "on"}) is True
+    assert maintenance.retention_enabled({"DE_ASSETS_ENV": "prod"}) is True
+    assert maintenance.retention_enabled({"DE_ASSETS_ENV": "prod", "DE_ASSETS_RETENTION": "off"}) is False
+    # the tests run in dev: the code location's schedule starts stopped
+    assert maintenance.retention_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
