@@ -180,3 +180,22 @@ def test_an_older_warehouse_gains_the_new_columns(tmp_path):
         columns = con.execute("SELECT column_name FROM information_schema.columns "
                               "WHERE table_name = 'events_duplicates' ORDER BY ordinal_position").fetchall()
         assert [c for (c,) in columns][-2:] == ["conflict", "conflicting_fields"]
+
+
+def test_accounting_names_the_file_that_does_not_balance(pipeline):
+    """Golden 11-02 (README table): a.ndjson 18 rows = 11 clean + 6 quarantined + 1 duplicate; b.csv 2
+    clean; c.parquet 1 clean. One clean row of b.csv goes missing: only b.csv is unbalanced."""
+    from datetime import date
+
+    from de_assets.lib import clean
+
+    assert pipeline.run("2026-11-02").success
+    day = [date(2026, 11, 2)]
+    with duckdb.connect(str(pipeline.db)) as con:
+        assert clean.accounting(con, clean.EVENTS, "events", day)["files_checked"] == 3
+        con.execute("DELETE FROM clean.events WHERE message_id = 'm26'")
+        books = clean.accounting(con, clean.EVENTS, "events", day)
+    assert not books["balanced"] and books["files_unbalanced"] == 1
+    assert (books["rows_landed"], books["rows_clean"], books["rows_quarantined"], books["rows_duplicate"]) == (
+        21, 13, 6, 1)
+    assert books["unbalanced_files"].splitlines()[2:] == ["| 2026-11-02 | events/2026-11-02/b.csv | 2 | 1 | 0 | 0 | 2 |"]

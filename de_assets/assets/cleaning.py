@@ -146,8 +146,10 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             quarantine_meta, quarantine_results = finish(
                 context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter()
             )
+        held_back = {f"{clean.HELD_BACK_REASON} (status held_back)": report.rows_held_back} if report.rows_held_back else {}
         reasons = dg.MetadataValue.md(
-            "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in report.reasons.items())
+            "| reason | rows |\n|---|---|\n"
+            + "\n".join(f"| {r} | {n} |" for r, n in {**report.reasons, **held_back}.items())
         )
         if report.gated_days:
             context.log.error(

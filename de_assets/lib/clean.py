@@ -492,7 +492,8 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
     }
     if not unbalanced.empty:  # which files, with their counts (file paths and numbers only, never rows)
         shown = unbalanced.head(UNBALANCED_FILES_SHOWN)
-        books["unbalanced_files"] = "| day | file | landed | clean | quarantined | duplicate | raw |\n|---|---|---|---|---|---|---|\n" + "\n".join(
+        header = "| day | file | landed | clean | quarantined | duplicate | raw |\n|---|---|---|---|---|---|---|\n"
+        books["unbalanced_files"] = header + "\n".join(
             f"| {r.arrival_date:%Y-%m-%d} | {r.source_file} | {r.landed_net} | {r.clean} | {r.quarantined} | "
             f"{r.duplicate} | {r.raw} |" for r in shown.itertuples()
         )
