@@ -92,6 +92,10 @@ def _print_summary(result) -> None:
         line = f"  {key:<32} {meta['dagster/row_count']:>10,} rows"
         if "rows_quarantined" in meta:
             line += f", {meta['rows_quarantined']:,} quarantined, {meta['rows_duplicate']:,} duplicate"
+            if meta.get("rows_duplicate_conflicting"):
+                line += f" ({meta['rows_duplicate_conflicting']:,} conflicting)"
+            if meta.get("rows_held_back"):  # their day was held back by the gate: in quarantine, not served
+                line += f", {meta['rows_held_back']:,} held back (in quarantine)"
         if meta.get("dry_run"):
             line += f"  | stored {meta['stored_rows']:,}, diff {meta['row_diff']:+,}"
             if "rows_added_or_changed" in meta:

@@ -7,11 +7,12 @@
 | `DE_ASSETS_LANDING` | `data/landing` | landing root (`<root>/<source>/<YYYY-MM-DD>/<file>`) |
 | `DE_ASSETS_ENV` | `dev` | `dev`, or anything else (`prod`, `staging`) for strict mode |
 | `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev` |
-| `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning partition quarantining more is not served |
+| `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning day quarantining more is held back: served rows kept, its rows in quarantine |
 | `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
 | `DE_ASSETS_EVENTS_API_URL` | none | cursor-paged JSON events API that `landing/events_api` pulls into the landing area |
 | `DE_ASSETS_REPORTS` | `data/reports` | where the insights report's HTML pages are written |
 | `DE_ASSETS_LATE_LOOKBACK_DAYS` | `7` | late events up to this many days re-open their day; older ones: quarantine `too_late` |
+| `DE_ASSETS_EARLIEST_EVENT_TIME` | `1970-01-02` | events (and request samples) before this UTC time: quarantine `*_ts:implausibly_old` |
 | `DE_ASSETS_RAW_FORMAT` | `json` | feature flag: raw rows in the DuckDB table (`json`) or Parquet files (`parquet`) |
 | `DE_ASSETS_RAW_FORMAT_ROLLOUT` | `1.0` | share of arrival days (deterministic by day) the raw format applies to |
 | `DE_ASSETS_DEDUPE_STRATEGY` | `window` | feature flag: `window` (row_number) or `arg_min` (hash aggregate); same rows |
@@ -32,7 +33,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, rawstore
+from de_assets.lib import alerts, contracts, rawstore
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
@@ -171,6 +172,9 @@ class PipelineSettings(dg.ConfigurableResource):
     funnels: dict[str, list[str]] = DEFAULT_FUNNELS
     max_quarantine_rate: float = 0.2
     late_lookback_days: int = 7  # older events are quarantined as too_late; newer re-open their day
+    # Events before this UTC date/time are implausible (quarantined as `event_ts:implausibly_old`).
+    # The default only rejects the Unix epoch day, where zeroed clocks land: decades of history load.
+    earliest_event_time: str = contracts.DEFAULT_EARLIEST_EVENT_TIME
     events_api_url: str | None = None  # JSON events API pulled by landing/events_api (R2)
     reports_root: str = "data/reports"  # where reports/insights writes its HTML pages
     # Feature flags (pipeline configuration experiments, R7); results are identical either way.
@@ -185,6 +189,13 @@ class PipelineSettings(dg.ConfigurableResource):
         if self.raw_format == "json" or not rawstore.applies("raw_format", day, self.raw_format_rollout):
             return "json"
         return self.raw_format
+
+    def earliest_event_ts(self):
+        """`earliest_event_time` as a naive UTC timestamp; an unparseable value is a clear error."""
+        try:
+            return contracts.parse_earliest(self.earliest_event_time)
+        except ValueError as err:
+            raise dg.Failure(str(err)) from None
 
     def key(self, log) -> str:
         """The HMAC key; in dev a fixed default with a loud warning, elsewhere an error when missing."""
@@ -252,6 +263,7 @@ def build_resources(
                     pseudonym_key=pseudonym_key or _env("DE_ASSETS_PSEUDONYM_KEY"),
                     max_quarantine_rate=float(rate) if rate else None,
                     late_lookback_days=int(lookback) if lookback else None,
+                    earliest_event_time=os.getenv("DE_ASSETS_EARLIEST_EVENT_TIME") or None,
                     events_api_url=_env("DE_ASSETS_EVENTS_API_URL"),
                     reports_root=_env("DE_ASSETS_REPORTS"),
                     raw_format=os.getenv("DE_ASSETS_RAW_FORMAT"),

@@ -84,3 +84,24 @@ def golden_landing(tmp_path) -> Path:
 @pytest.fixture
 def pipeline(tmp_path, golden_landing) -> Pipeline:
     return Pipeline(tmp_path, golden_landing)
+
+
+def segment_event(message_id: str, user: str, ts: str, event: str | None = "Product Viewed", typ: str = "track",
+                  received: str | None = None, **fields) -> dict:
+    """A hand-made Segment record; `received` (default: `ts`) is both sentAt and receivedAt."""
+    record = {"messageId": message_id, "type": typ, "userId": user, "timestamp": ts,
+              "sentAt": received or ts, "receivedAt": received or ts, "properties": {}, "context": {}}
+    if event is not None:
+        record["event"] = event
+    record.update(fields)
+    return record
+
+
+def land(landing: Path, day: str, name: str, lines: list, source: str = "events") -> Path:
+    """Land a file of ndjson lines (dicts are JSON-encoded, strings written as they are)."""
+    import json
+
+    path = landing / source / day / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines))
+    return path

@@ -10,7 +10,7 @@ import duckdb
 
 from de_assets import sensors
 from de_assets.lib.generator import Dirt, generate
-from de_assets_tests.conftest import Pipeline
+from de_assets_tests.conftest import Pipeline, land, segment_event
 
 DAY = "2026-11-10"
 
@@ -35,10 +35,37 @@ def test_golden_dirt_at_the_default_gate_holds_back_exactly_the_dirty_days(tmp_p
                              "clean/requests:quarantine_rate_within_threshold"}
     assert failures["clean/events:quarantine_rate_within_threshold"]["days_held_back"] == "2026-11-01, 2026-11-02"
     assert failures["clean/requests:quarantine_rate_within_threshold"]["days_held_back"] == "2026-11-02, 2026-11-03"
-    # held-back days are not written; 11-03's events are (m30..m36 = 7 clean rows)
+    # held-back days serve no clean rows (none were served before); 11-03's events are (m30..m36 = 7 clean rows)
     assert p.query("SELECT arrival_date::VARCHAR d, count(*) n FROM clean.events GROUP BY 1").values.tolist() == [
         ["2026-11-03", 7]]
     assert p.query("SELECT count(*) n FROM clean.requests").n[0] == 0
+    # ... but their evidence is in quarantine: the rejected rows, and the rows that passed the contract
+    # but are held back. events 11-01: line 4 rejected, m01..m03 held back; 11-02: 6 rejected, the 14
+    # clean rows of the README table held back (m14's re-delivery is a duplicate). requests 11-02: 2
+    # rejected, 9 - 2 - 1 duplicate = 6 held back; 11-03: 1 rejected, 2 held back.
+    per_day = ("SELECT arrival_date::VARCHAR d, status, count(*) n FROM {} GROUP BY ALL ORDER BY ALL")
+    assert p.query(per_day.format("quarantine.events")).values.tolist() == [
+        ["2026-11-01", "held_back", 3], ["2026-11-01", "rejected", 1],
+        ["2026-11-02", "held_back", 14], ["2026-11-02", "rejected", 6]]
+    assert p.query(per_day.format("quarantine.requests")).values.tolist() == [
+        ["2026-11-02", "held_back", 6], ["2026-11-02", "rejected", 2],
+        ["2026-11-03", "held_back", 2], ["2026-11-03", "rejected", 1]]
+    held = p.query("SELECT line_no, raw_row->>'$.message_id' m, reason FROM quarantine.events "
+                   "WHERE arrival_date = '2026-11-01' ORDER BY line_no")
+    assert held.values.tolist() == [[1, "m01", "held_back:quarantine_rate"], [2, "m02", "held_back:quarantine_rate"],
+                                    [3, "m03", "held_back:quarantine_rate"], [4, None, "malformed_json"]]
+    assert p.query("SELECT count(*) n FROM clean.events_duplicates WHERE arrival_date = '2026-11-02'").n[0] == 1
+    # and every landed row is still accounted for, held-back days included (per file)
+    books = {e.asset_key.to_user_string(): {k: v.value for k, v in e.metadata.items()}
+             for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile"}
+    assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile")
+    # events: landed 4 + 21 + 26 = 51 = clean 7 + quarantined 24 (7 rejected + 17 held back) + duplicates 20
+    assert {k: books["clean/events"][k] for k in ("days_checked", "files_checked", "rows_landed", "rows_clean",
+                                                  "rows_quarantined", "rows_held_back", "rows_duplicate")} == {
+        "days_checked": 3, "files_checked": 7, "rows_landed": 51, "rows_clean": 7, "rows_quarantined": 24,
+        "rows_held_back": 17, "rows_duplicate": 20}
+    assert (books["clean/requests"]["rows_landed"], books["clean/requests"]["rows_quarantined"],
+            books["clean/requests"]["rows_held_back"], books["clean/requests"]["rows_duplicate"]) == (12, 11, 8, 1)
     # every mart is downstream of a failed blocking check: skipped, nothing served
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert not any(key.startswith("marts/") for key in materialized)
@@ -78,7 +105,17 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
     assert failures["clean/events:quarantine_rate_within_threshold"]["quarantine_rate"] == 0.5
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert "marts/daily_engagement" not in materialized and "marts/kpi_changes" not in materialized
-    assert _serve(p) == good  # served tables keep their previous good data
+    held_back = _serve(p)
+    assert {t: v for t, v in held_back.items() if t != "quarantine.events"} == {
+        t: v for t, v in good.items() if t != "quarantine.events"}  # served tables keep their previous good data
+    # the rejected rows are visible in quarantine with their reason; no row is held back, since
+    # every row that passed the contract is the day's previously served data
+    assert p.query("SELECT source_file, status, reason, count(*) n FROM quarantine.events GROUP BY ALL").values.tolist() \
+        == [[f"events/{DAY}/broken.ndjson", "rejected", "malformed_json", rows]]
+    reconcile = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile"
+                 and e.asset_key.to_user_string() == "clean/events"][0]
+    assert reconcile.passed and reconcile.metadata["rows_quarantined"].value == rows
+    assert reconcile.metadata["rows_clean"].value == rows and reconcile.metadata["files_unbalanced"].value == 0
     [alert] = p.query("SELECT * FROM pipeline_health.alerts").to_dict("records")
     assert (alert["kind"], alert["asset"], alert["partition"]) == ("check_failed", "clean/events", DAY)
     assert "quarantine_rate=0.5" in alert["message"]
@@ -102,6 +139,48 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
         run_config={"ops": {"raw__events": {"config": {"reingest": True}}}},
     )
     assert fixed.success and _serve(p) == good
+
+
+def test_held_back_day_keeps_served_rows_and_shows_the_new_ones_in_quarantine(tmp_path, capsys, monkeypatch):
+    """A day served with 4 good events gets a second file: 2 new good events and 3 broken lines, so
+    3 of 9 rows (33%) fail. The gate holds the day back: the 4 served rows stay served, the broken
+    lines are rejected and the 2 new good events are held back, all visible in quarantine."""
+    from de_assets import cli
+
+    landing = tmp_path / "landing"
+    land(landing, DAY, "a.ndjson", [segment_event(f"e{i}", "u1", f"{DAY}T10:0{i}:00Z") for i in range(1, 5)])
+    p = Pipeline(tmp_path, landing, max_quarantine_rate=0.2)
+    assert p.run(DAY).success
+    land(landing, DAY, "b.ndjson", [segment_event("e5", "u2", f"{DAY}T11:00:00Z"),
+                                    segment_event("e6", "u2", f"{DAY}T11:01:00Z"),
+                                    '{"messageId": "e7", "type":', '{"messageId": "e8"', "not json"])
+    result = p.run(DAY, raise_on_error=False)
+    assert not result.success
+    assert list(_check_failures(result)) == ["clean/events:quarantine_rate_within_threshold"]
+    assert p.query("SELECT list(message_id ORDER BY message_id) m FROM clean.events").m[0].tolist() == [
+        "e1", "e2", "e3", "e4"]
+    assert p.query("SELECT events FROM marts.daily_engagement").events.tolist() == [4]
+    quarantine = p.query("SELECT source_file, line_no, status, reason, raw_row->>'$.message_id' m "
+                         "FROM quarantine.events ORDER BY line_no")
+    b = f"events/{DAY}/b.ndjson"
+    assert quarantine.values.tolist() == [
+        [b, 1, "held_back", "held_back:quarantine_rate", "e5"], [b, 2, "held_back", "held_back:quarantine_rate", "e6"],
+        [b, 3, "rejected", "malformed_json", None], [b, 4, "rejected", "malformed_json", None],
+        [b, 5, "rejected", "malformed_json", None]]
+    # the CLI summary adds up: 3 quarantined + 2 held back = the 5 rows of quarantine/events
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    cli._print_summary(result)
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert lines["clean/events"].split(None, 1)[1] == "4 rows, 3 quarantined, 0 duplicate, 2 held back (in quarantine)"
+    assert lines["quarantine/events"].split(None, 1)[1] == "5 rows"
+
+    # accepting the delivery (a higher threshold) serves the held-back rows; the rejected ones stay
+    accepted = Pipeline(tmp_path, landing, max_quarantine_rate=0.5)
+    assert accepted.run(DAY).success
+    assert accepted.query("SELECT count(*) n FROM clean.events").n[0] == 6
+    assert accepted.query("SELECT status, count(*) n FROM quarantine.events GROUP BY 1").values.tolist() == [
+        ["rejected", 3]]
+    assert accepted.query("SELECT events FROM marts.daily_engagement").events.tolist() == [6]
 
 
 def _sha(path) -> str:

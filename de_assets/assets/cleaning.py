@@ -23,7 +23,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         partitions_def=daily,
         kinds={"duckdb", "pandera"},
         owners=OWNERS,
-        code_version="1",
+        code_version="2",
     )
 
     @dg.multi_asset(
@@ -36,9 +36,10 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             ),
             dg.AssetSpec(
                 quarantine_key,
-                description=f"Dead-letter table: every {source} row rejected by the contract or unparseable, "
-                "with the reason, the source file and line, and the raw-layer row (already pseudonymized). "
-                "Nothing is dropped silently.",
+                description=f"Dead-letter table: every {source} row rejected by the contract or unparseable "
+                "(status `rejected`), and every row of a day held back by the quarantine-rate gate that passed "
+                "the contract but is not served (status `held_back`), with the reason, the source file and line, "
+                "and the raw-layer row (already pseudonymized). Nothing is dropped silently.",
                 tags={"layer": "quarantine", "pii": "pseudonymized"},
                 metadata=definition_metadata(spec.quarantine),
                 **common,
@@ -52,17 +53,27 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 asset=clean_key,
                 blocking=True,
                 description="At most `max_quarantine_rate` (default 20%, DE_ASSETS_MAX_QUARANTINE_RATE) of a "
-                "day's rows fail the contract. A day above it is not written: the clean and quarantine "
-                "tables keep the day's previous rows, and everything downstream is skipped.",
+                "day's rows fail the contract. A day above it is held back: its clean rows are not replaced "
+                "(the previously served rows stay served), its rejected rows and the rows that passed but are "
+                "not served are written to the quarantine table (status `rejected` / `held_back`), and "
+                "everything downstream is skipped.",
             ),
             dg.AssetCheckSpec(
                 "rows_reconcile",
                 asset=clean_key,
                 blocking=True,
-                description="Every landed row of the partition is accounted for: rows landed = clean + "
-                "quarantined + duplicates (re-delivered rows and rows of re-delivered files). Days held "
-                "back by the quarantine-rate gate are left out (they were not written).",
-            )
+                description="Every landed row of the partition is accounted for, per landed file: rows landed = "
+                "clean + quarantined + duplicates (re-delivered rows and rows of re-delivered files). On a "
+                "held-back day, quarantined includes the held-back rows and clean the rows still served.",
+            ),
+            dg.AssetCheckSpec(
+                "conflicting_duplicates",
+                asset=clean_key,
+                blocking=False,
+                description="Warning. No duplicate of the partition conflicts with its original delivery: same "
+                f"{spec.key}, different content (a different user or payload; see `conflict` and "
+                f"`conflicting_fields` in `{spec.duplicates.name}`). Counts only, never ids or content.",
+            ),
         ],
         partitions_def=daily,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -73,17 +84,17 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         started = time.perf_counter()
         start, end = partition_dates(context)
         limit = settings.max_quarantine_rate
+        earliest = settings.earliest_event_ts()
         with warehouse.connect() as con:
             # one arrival day at a time: memory stays that of one day however long the backfill
             daily_reports = {
                 day: clean.clean_range(
-                    con, spec, day, day, limit, settings.dedupe_strategy, settings.late_lookback_days
+                    con, spec, day, day, limit, settings.dedupe_strategy, settings.late_lookback_days, earliest
                 )
                 for day in days_between(start, end)
             }
             report = clean.CleanReport.total(daily_reports.values())
-            written = [day for day, r in daily_reports.items() if not r.gated_days]
-            books = clean.accounting(con, spec, source, written)
+            books = clean.accounting(con, spec, source, days_between(start, end))
             gate = dg.AssetCheckResult(
                 check_name="quarantine_rate_within_threshold",
                 asset_key=clean_key,
@@ -92,13 +103,35 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                     "quarantine_rate": round(report.quarantine_rate, 4),
                     "max_quarantine_rate": limit,
                     "days_held_back": ", ".join(report.gated_days) or "none",
+                    "rows_held_back": report.rows_held_back,
                 },
             )
             reconcile = dg.AssetCheckResult(
                 check_name="rows_reconcile",
                 asset_key=clean_key,
                 passed=bool(books["balanced"]),
-                metadata={k: v for k, v in books.items() if k != "balanced"},
+                metadata={
+                    **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
+                    **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
+                       if "unbalanced_files" in books else {}),
+                },
+            )
+            conflict_days = [str(day) for day, r in daily_reports.items() if r.rows_duplicate_conflicting]
+            conflicts = dg.AssetCheckResult(
+                check_name="conflicting_duplicates",
+                asset_key=clean_key,
+                passed=report.rows_duplicate_conflicting == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "rows_duplicate": report.rows_duplicate,
+                    "rows_duplicate_conflicting": report.rows_duplicate_conflicting,
+                    "days_with_conflicts": ", ".join(conflict_days) or "none",
+                    "conflicting_fields": dg.MetadataValue.md(
+                        "| fields that differ | rows |\n|---|---|\n"
+                        + "\n".join(f"| {f} | {n} |" for f, n in report.conflicting_fields.items())
+                        if report.conflicting_fields else "none"
+                    ),
+                },
             )
             counts = {
                 day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)
@@ -106,20 +139,29 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             }
             clean_meta, clean_results = finish(
                 context, con, alerting, clean_key, spec.clean, start, end, started,
-                rows_in=report.rows_in, counts=counts, extra_results=(gate, reconcile),
+                rows_in=report.rows_in, counts=counts, extra_results=(gate, reconcile, conflicts),
             )
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
             late_days = clean.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
                 context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter()
             )
+        held_back = {f"{clean.HELD_BACK_REASON} (status held_back)": report.rows_held_back} if report.rows_held_back else {}
         reasons = dg.MetadataValue.md(
-            "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in report.reasons.items())
+            "| reason | rows |\n|---|---|\n"
+            + "\n".join(f"| {r} | {n} |" for r, n in {**report.reasons, **held_back}.items())
         )
         if report.gated_days:
             context.log.error(
-                f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days were "
-                "not written (previous rows kept) and downstream assets are skipped."
+                f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days are "
+                f"held back: their served clean rows were not replaced, {report.rows_quarantined:,} rejected and "
+                f"{report.rows_held_back:,} held-back rows are in {spec.quarantine.name} (status rejected / "
+                "held_back), and downstream assets are skipped."
+            )
+        if report.rows_duplicate_conflicting:
+            context.log.warning(
+                f"{source}: {report.rows_duplicate_conflicting:,} duplicate rows conflict with their original "
+                f"delivery (same {spec.key}, different content); see {spec.duplicates.name}.conflicting_fields."
             )
         late = {"late_event_days": ", ".join(str(d) for d in late_days) or "none"}  # read by late_data_refresh
         yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **report.as_metadata(), **late})
@@ -137,8 +179,10 @@ clean_events = _clean_asset(
     "`EventContract` (pandera, lazy); timestamps in UTC and clock-skew corrected "
     "(receivedAt - (sentAt - timestamp)); enums trimmed and lower-cased; revenue typed. "
     "`event_date` is the corrected event day: late events keep their own day, so the marts count "
-    "them toward the day they happened. The first delivery of a messageId wins; later ones are "
-    "counted in `clean.events_duplicates`.",
+    "them toward the day they happened. Events before `earliest_event_time` (default 1970-01-02, "
+    "DE_ASSETS_EARLIEST_EVENT_TIME) are quarantined as `event_ts:implausibly_old`. The first delivery of a "
+    "messageId wins; later ones are counted in `clean.events_duplicates`, flagged `conflict` when their "
+    "content differs from the original's.",
 )
 clean_requests = _clean_asset(
     "requests",

@@ -10,10 +10,22 @@ For each raw row, exactly one of:
 * **clean**      typed, normalized, and written to the clean table.
 
 All writes for the range happen in one transaction after deleting the range (idempotent).
+
+A duplicate whose content differs from the original delivery's (`CleanSpec.content_columns`:
+every raw field except the lineage columns, the key itself and, for events, `sent_at` /
+`received_at`, which legitimately change between retries) is flagged `conflict` in the duplicates
+table, with the names of the fields that differ.
+
+When the quarantine-rate gate holds a range back, its clean rows are not replaced (the previously
+served rows stay served), but its evidence is written: rejected rows to the quarantine table
+(`status = 'rejected'`), the rows that passed the contract but are not served to the quarantine
+table as well (`status = 'held_back'`, reason `held_back:quarantine_rate`), and its duplicates.
+Every landed row is then in exactly one place either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -88,9 +100,10 @@ class CleanSpec:
     duplicates: Table
     key: str  # dedupe key column in the raw table
     typed_sql: str  # over `_cur` minus `_dup`; must yield row_id + every contract and clean column
-    contract: type[pa.DataFrameModel]
+    contract: Callable[[pd.Timestamp | None], type[pa.DataFrameModel]]  # earliest event time -> contract
     clean_select: str  # projection of `_typed` onto the clean table's columns
     event_time: str  # typed event-time column of `_typed` (for the late-data lookback)
+    content_columns: tuple[str, ...]  # raw fields two deliveries of one key must share to be the same record
 
 
 EVENTS = CleanSpec(
@@ -100,9 +113,13 @@ EVENTS = CleanSpec(
     duplicates=DUPLICATES_EVENTS,
     key="message_id",
     typed_sql=EVENTS_TYPED,
-    contract=contracts.EventContract,
+    contract=contracts.event_contract,
     clean_select="event_ts::DATE AS event_date, * EXCLUDE (ts, timestamp_sent, properties_type, revenue_text, revenue_sent)",
     event_time="event_ts",
+    # not: lineage (arrival_date, source_file, line_no, ingested_at), the key, sent_at/received_at
+    # (a retry is re-sent and re-received), parse_error/raw_text (NULL for every parsed row)
+    content_columns=("type", "event", "user_id", "anonymous_id", "timestamp", "original_timestamp",
+                     "properties", "context", "extra"),
 )
 
 REQUESTS = CleanSpec(
@@ -112,20 +129,30 @@ REQUESTS = CleanSpec(
     duplicates=DUPLICATES_REQUESTS,
     key="record_id",
     typed_sql=REQUESTS_TYPED,
-    contract=contracts.RequestContract,
+    contract=contracts.request_contract,
     clean_select="request_ts::DATE AS event_date, * REPLACE (status::INTEGER AS status)",
     event_time="request_ts",
+    # the fingerprint covers all but cpu_pct / memory_mb, so only those can conflict
+    content_columns=("timestamp", "service", "endpoint", "host", "status", "latency_ms", "cpu_pct", "memory_mb"),
 )
 
 
 @dataclass
 class CleanReport:
+    """Where the range's raw rows went, as written. On a held-back range `rows_clean` counts the
+    previously served rows that stay served and `rows_held_back` the rows that passed the contract
+    but went to the quarantine table instead (rows_in = clean + quarantined + duplicate + held back,
+    unless raw rows of served clean rows were removed since)."""
+
     rows_in: int
     rows_clean: int
     rows_quarantined: int
     rows_duplicate: int
     reasons: dict[str, int]
     gated_days: list[str] = field(default_factory=list)  # ranges withheld by the quality gate
+    rows_held_back: int = 0
+    rows_duplicate_conflicting: int = 0
+    conflicting_fields: dict[str, int] = field(default_factory=dict)  # field list -> duplicate rows
 
     @property
     def quarantine_rate(self) -> float:
@@ -139,8 +166,12 @@ class CleanReport:
             out.rows_clean += r.rows_clean
             out.rows_quarantined += r.rows_quarantined
             out.rows_duplicate += r.rows_duplicate
+            out.rows_held_back += r.rows_held_back
+            out.rows_duplicate_conflicting += r.rows_duplicate_conflicting
             for reason, n in r.reasons.items():
                 out.reasons[reason] = out.reasons.get(reason, 0) + n
+            for fields, n in r.conflicting_fields.items():
+                out.conflicting_fields[fields] = out.conflicting_fields.get(fields, 0) + n
             out.gated_days += r.gated_days
         return out
 
@@ -149,7 +180,9 @@ class CleanReport:
             "rows_in": self.rows_in,
             "rows_clean": self.rows_clean,
             "rows_quarantined": self.rows_quarantined,
+            "rows_held_back": self.rows_held_back,
             "rows_duplicate": self.rows_duplicate,
+            "rows_duplicate_conflicting": self.rows_duplicate_conflicting,
             "quarantine_rate": self.quarantine_rate,
             "duplicate_rate": self.rows_duplicate / self.rows_in if self.rows_in else 0.0,
         }
@@ -221,20 +254,60 @@ def _duplicates_sql(key: str, earlier: str, strategy: str) -> str:
     """
 
 
+def _conflicts_sql(spec: CleanSpec, earlier: str) -> str:
+    """Per duplicate row of `_dup`: the content fields that differ from its key's original (first)
+    delivery, ', '-separated, or NULL when every content field is equal (NULLs equal, JSON compared
+    as stored text). The original is the first delivery in the same order as the dedupe (arrival
+    day, receivedAt with missing last, file, line), whatever became of it."""
+    key = spec.key
+    cols = spec.content_columns
+    received = "try_cast(received_at AS TIMESTAMPTZ)" if key == "message_id" else "NULL::TIMESTAMPTZ"
+    content = ", ".join(f'"{c}"::VARCHAR AS "{c}"' for c in cols)
+    deliveries = (
+        f"SELECT {key}, arrival_date, {received} AS received, source_file, line_no, {content} FROM {{src}} "
+        f"WHERE parse_error IS NULL AND {key} IN (SELECT {key} FROM _dup) {{where}}"
+    )
+    differs = ", ".join(f"""CASE WHEN c."{c}"::VARCHAR IS DISTINCT FROM o.orig."{c}" THEN '{c}' END""" for c in cols)
+    return f"""
+        WITH deliveries AS (
+            {deliveries.format(src=earlier, where="AND arrival_date < $start")}
+            UNION ALL
+            {deliveries.format(src="_cur", where="")}
+        ),
+        originals AS (
+            SELECT {key}, arg_min(struct_pack({", ".join(f'"{c}"' for c in cols)}),
+                                  (arrival_date, coalesce(received, 'infinity'::TIMESTAMPTZ), source_file, line_no)) AS orig
+            FROM deliveries GROUP BY {key}
+        )
+        SELECT d.row_id, nullif(concat_ws(', ', {differs}), '') AS conflicting_fields
+        FROM _dup d JOIN _cur c USING (row_id) JOIN originals o ON o.{key} = c.{key}
+    """
+
+
+HELD_BACK_REASON = "held_back:quarantine_rate"
+
+
 def clean_range(
     con, spec: CleanSpec, start: date, end: date, max_quarantine_rate: float | None = None,
     dedupe_strategy: str = "window", late_lookback_days: int | None = None,
+    earliest_event_time: pd.Timestamp | str | None = None,
 ) -> CleanReport:
     """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end].
 
     Quality gate: when more than `max_quarantine_rate` of the range's rows fail the contract, the
-    range is not written at all; its previous clean/quarantine rows stay as they were (the report
-    lists the range in `gated_days`), so a broken delivery never replaces good data.
+    range's clean rows are not replaced: the previously served rows stay (the report lists the
+    range in `gated_days`), so a broken delivery never replaces good data. The evidence is written
+    all the same: rejected rows, the held-back rows (passed the contract, not served; reason
+    `held_back:quarantine_rate`) and duplicates.
 
     Late data: a valid row whose event happened more than `late_lookback_days` before its arrival
     day is quarantined as `too_late` (its day's marts are closed); later ones are clean and counted
     toward their own event day, whose marts the `late_data_refresh` sensor re-materializes.
+
+    Implausibly old: a row whose event time is before `earliest_event_time` (default
+    `contracts.DEFAULT_EARLIEST_EVENT_TIME`) fails `<time column>:implausibly_old`.
     """
+    contract = spec.contract(contracts.parse_earliest(earliest_event_time))
     params = {"start": start, "end": end}
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _cur AS SELECT row_number() OVER () AS row_id, * "
@@ -244,9 +317,12 @@ def clean_range(
     earlier = rawstore.relation(con, spec.raw, None, start - timedelta(days=1))
     con.execute(f"CREATE OR REPLACE TEMP TABLE _dup AS {_duplicates_sql(spec.key, earlier, dedupe_strategy)}",
                 {"start": start})
+    con.execute("CREATE OR REPLACE TEMP TABLE _conflict (row_id BIGINT, conflicting_fields VARCHAR)")
+    if con.execute("SELECT count(*) FROM _dup").fetchone()[0]:
+        con.execute(f"INSERT INTO _conflict {_conflicts_sql(spec, earlier)}", {"start": start})
     con.execute(f"CREATE OR REPLACE TEMP TABLE _typed AS {spec.typed_sql}")
 
-    failures = _validate_in_chunks(con, spec.contract)
+    failures = _validate_in_chunks(con, contract)
     con.register("_failures_df", failures)
     con.execute("CREATE OR REPLACE TEMP TABLE _fail AS SELECT row_id::BIGINT AS row_id, reason::VARCHAR AS reason "
                 "FROM _failures_df")
@@ -257,53 +333,87 @@ def clean_range(
             f"WHERE {spec.event_time}::DATE < arrival_date - {int(late_lookback_days)} "
             "AND row_id NOT IN (SELECT row_id FROM _fail)"
         )
-
-    rows_in, dups, quarantined = con.execute(
-        "SELECT (SELECT count(*) FROM _cur), (SELECT count(*) FROM _dup), "
-        "(SELECT count(*) FROM _cur WHERE parse_error IS NOT NULL) + (SELECT count(*) FROM _fail)"
-    ).fetchall()[0]
-    reasons = dict(
-        con.execute(
-            "SELECT coalesce(c.parse_error, f.reason) AS reason, count(*) FROM _cur c LEFT JOIN _fail f USING (row_id) "
-            "WHERE c.parse_error IS NOT NULL OR f.row_id IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
-        ).fetchall()
+    # One fate per raw row of the range (the three sets are disjoint: `_dup` and `_typed` only hold
+    # parsed rows, and `_typed` excludes `_dup`).
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _fate AS
+           SELECT c.row_id,
+                  CASE WHEN c.parse_error IS NOT NULL OR f.row_id IS NOT NULL THEN 'quarantined'
+                       WHEN d.row_id IS NOT NULL THEN 'duplicate' ELSE 'clean' END AS fate,
+                  coalesce(c.parse_error, f.reason) AS reason
+           FROM _cur c LEFT JOIN _fail f USING (row_id) LEFT JOIN _dup d USING (row_id)"""
     )
+    rows_in, quarantined = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE fate = 'quarantined') FROM _fate"
+    ).fetchone()
     gated = max_quarantine_rate is not None and rows_in > 0 and quarantined / rows_in > max_quarantine_rate
-    if not gated:
-        _write(con, spec, params)
-    for temp in ("_cur", "_dup", "_typed", "_fail"):
+    if gated:
+        # the day's served clean rows stay served, and stay counted as clean; every other row that
+        # passed the contract is held back (written to the quarantine table, not served)
+        con.execute(
+            f"""UPDATE _fate SET fate = 'kept' WHERE row_id IN (
+                    SELECT c.row_id FROM _cur c JOIN {spec.clean.name} t
+                    ON t.arrival_date = c.arrival_date AND t.source_file = c.source_file AND t.line_no = c.line_no
+                    WHERE t.arrival_date BETWEEN $start AND $end)""",
+            params,
+        )
+        con.execute(f"UPDATE _fate SET fate = 'held_back', reason = '{HELD_BACK_REASON}' WHERE fate = 'clean'")
+    counts = dict(con.execute("SELECT fate, count(*) FROM _fate GROUP BY 1").fetchall())
+    reasons = dict(con.execute(
+        "SELECT reason, count(*) FROM _fate WHERE fate = 'quarantined' GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall())
+    conflicting = dict(con.execute(
+        "SELECT x.conflicting_fields, count(*) FROM _fate JOIN _conflict x USING (row_id) "
+        "WHERE fate = 'duplicate' AND x.conflicting_fields IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall())
+    _write(con, spec, params, gated)
+    for temp in ("_cur", "_dup", "_conflict", "_typed", "_fail", "_fate"):
         con.execute(f"DROP TABLE IF EXISTS {temp}")
-    return CleanReport(rows_in, rows_in - dups - quarantined, quarantined, dups, reasons, [_label(start, end)] if gated else [])
+    return CleanReport(
+        rows_in=rows_in,
+        rows_clean=counts.get("clean", 0) + counts.get("kept", 0),
+        rows_quarantined=counts.get("quarantined", 0),
+        rows_duplicate=counts.get("duplicate", 0),
+        reasons=reasons,
+        gated_days=[_label(start, end)] if gated else [],
+        rows_held_back=counts.get("held_back", 0),
+        rows_duplicate_conflicting=sum(conflicting.values()),
+        conflicting_fields=conflicting,
+    )
 
 
 def _label(start: date, end: date) -> str:
     return str(start) if start == end else f"{start}..{end}"
 
 
-def _write(con, spec: CleanSpec, params: dict) -> None:
-    """Replace the range's clean, quarantine and duplicate rows in one transaction."""
+def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
+    """Replace the range's quarantine and duplicate rows, and its clean rows unless the range is
+    held back (`gated`), in one transaction."""
     key = spec.key
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in (spec.clean, spec.quarantine, spec.duplicates):
+        for table in (spec.quarantine, spec.duplicates) if gated else (spec.clean, spec.quarantine, spec.duplicates):
             con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN $start AND $end", params)
         con.execute(
             f"""
             INSERT INTO {spec.quarantine.name} BY NAME
-            SELECT c.arrival_date, c.source_file, c.line_no, coalesce(c.parse_error, f.reason) AS reason,
-                   {_raw_row_json(spec.raw)} AS raw_row, c.ingested_at
-            FROM _cur c LEFT JOIN _fail f USING (row_id)
-            WHERE c.parse_error IS NOT NULL OR f.row_id IS NOT NULL
+            SELECT c.arrival_date, c.source_file, c.line_no, f.reason,
+                   {_raw_row_json(spec.raw)} AS raw_row, c.ingested_at,
+                   CASE f.fate WHEN 'held_back' THEN 'held_back' ELSE 'rejected' END AS status
+            FROM _cur c JOIN _fate f USING (row_id)
+            WHERE f.fate IN ('quarantined', 'held_back')
             """
         )
         con.execute(
             f"INSERT INTO {spec.duplicates.name} BY NAME SELECT c.arrival_date, c.source_file, c.line_no, "
-            f"c.{key} AS dedupe_key FROM _cur c JOIN _dup USING (row_id)"
+            f"c.{key} AS dedupe_key, x.conflicting_fields IS NOT NULL AS conflict, x.conflicting_fields "
+            f"FROM _cur c JOIN _fate f USING (row_id) LEFT JOIN _conflict x USING (row_id) WHERE f.fate = 'duplicate'"
         )
-        con.execute(
-            f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} "
-            f"FROM (SELECT * EXCLUDE (row_id) FROM _typed WHERE row_id NOT IN (SELECT row_id FROM _fail))"
-        )
+        if not gated:
+            con.execute(
+                f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
+                f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
+            )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -320,44 +430,71 @@ def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
     return [d for (d,) in rows]
 
 
-def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
-    """Count, independently from the tables, where every landed row of the arrival days went (the
-    days the quality gate let through; held-back days were not written).
+UNBALANCED_FILES_SHOWN = 20
 
-    The identity that must hold: rows landed = clean + quarantined + duplicates, where
-    duplicates are re-delivered rows plus the rows of byte-identical re-delivered files.
+
+def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
+    """Count, independently from the clean step's own figures, where every landed row of the
+    arrival days went, per landed file (held-back days included: their rows are in the quarantine
+    table as rejected or held back, or still served from before).
+
+    The identity that must hold for every file: rows landed = clean + quarantined + duplicates,
+    where the duplicates of a re-delivered (byte-identical) file are all its rows; and the raw rows
+    of a file = its clean + quarantined + duplicate-table rows. Rows erased by forget-user requests
+    left the books on purpose and are subtracted from the landed count.
     """
-    if not days:  # every day held back by the gate: nothing was written, nothing to account for
-        return {"days_checked": 0, "balanced": True}
+    if not days:
+        return {"days_checked": 0, "files_checked": 0, "balanced": True}
     window = "list_contains($days, arrival_date)"
-    params = {"days": days}
     start, end = min(days), max(days)
-    landed, redelivered = con.execute(
-        f"SELECT coalesce(sum(rows), 0), coalesce(sum(rows) FILTER (WHERE status = 'redelivered'), 0) "
-        f"FROM raw.source_files WHERE source = $source AND {window}",
-        {**params, "source": source},
-    ).fetchone()
-    counts = {
-        name: con.execute(f"SELECT count(*) FROM {rawstore.relation(con, table, start, end)} WHERE {window}",
-                          params).fetchone()[0]
-        for name, table in (("raw", spec.raw), ("clean", spec.clean), ("quarantined", spec.quarantine),
-                            ("duplicate_rows", spec.duplicates))
-    }
-    [(forgotten,)] = con.execute(  # rows erased by forget-user requests left the books on purpose
-        f"SELECT coalesce(sum(rows), 0) FROM raw.forgotten_rows WHERE source = $source AND {window}",
-        {**params, "source": source},
-    ).fetchall()
-    landed = int(landed) - int(forgotten)
-    duplicates = counts["duplicate_rows"] + redelivered
-    return {
+
+    def per_file(label: str, relation: str, count: str = "count(*)", where: str = "TRUE", file: str = "source_file"):
+        return (f"SELECT '{label}' AS k, arrival_date, {file} AS source_file, {count} AS n FROM {relation} "
+                f"WHERE {window} AND {where} GROUP BY ALL")
+
+    parts = [
+        per_file("landed", "raw.source_files", "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
+        per_file("redelivered", "raw.source_files", "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
+        per_file("forgotten", "raw.forgotten_rows", "sum(rows)", "source = $source"),
+        per_file("raw", rawstore.relation(con, spec.raw, start, end)),
+        per_file("clean", spec.clean.name),
+        per_file("quarantined", spec.quarantine.name),
+        per_file("held_back", spec.quarantine.name, where="status = 'held_back'"),
+        per_file("duplicate_rows", spec.duplicates.name),
+    ]
+    kinds = ("landed", "redelivered", "forgotten", "raw", "clean", "quarantined", "held_back", "duplicate_rows")
+    pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in kinds)
+    files = con.execute(
+        f"SELECT arrival_date, source_file, {pivot} FROM ({' UNION ALL '.join(parts)}) "
+        "GROUP BY ALL ORDER BY arrival_date, source_file",
+        {"days": days, "source": source},
+    ).df()
+    files["landed_net"] = files["landed"] + files["redelivered"] - files["forgotten"]
+    files["duplicate"] = files["duplicate_rows"] + files["redelivered"]
+    files["balanced"] = (files["landed_net"] == files["clean"] + files["quarantined"] + files["duplicate"]) & (
+        files["raw"] == files["clean"] + files["quarantined"] + files["duplicate_rows"]
+    )
+    unbalanced = files[~files["balanced"]]
+    total = {k: int(files[k].sum()) for k in (*kinds, "duplicate", "landed_net")}
+    books = {
         "days_checked": len(days),
-        "rows_landed": int(landed),
-        "rows_raw": counts["raw"],
-        "rows_clean": counts["clean"],
-        "rows_quarantined": counts["quarantined"],
-        "rows_duplicate": int(duplicates),
-        "rows_in_redelivered_files": int(redelivered),
-        "rows_forgotten": int(forgotten),
-        "balanced": int(landed) == counts["clean"] + counts["quarantined"] + duplicates
-        and counts["raw"] == counts["clean"] + counts["quarantined"] + counts["duplicate_rows"],
+        "files_checked": len(files),
+        "files_unbalanced": len(unbalanced),
+        "rows_landed": total["landed_net"],
+        "rows_raw": total["raw"],
+        "rows_clean": total["clean"],
+        "rows_quarantined": total["quarantined"],
+        "rows_held_back": total["held_back"],
+        "rows_duplicate": total["duplicate"],
+        "rows_in_redelivered_files": total["redelivered"],
+        "rows_forgotten": total["forgotten"],
+        "balanced": unbalanced.empty,
     }
+    if not unbalanced.empty:  # which files, with their counts (file paths and numbers only, never rows)
+        shown = unbalanced.head(UNBALANCED_FILES_SHOWN)
+        header = "| day | file | landed | clean | quarantined | duplicate | raw |\n|---|---|---|---|---|---|---|\n"
+        books["unbalanced_files"] = header + "\n".join(
+            f"| {r.arrival_date:%Y-%m-%d} | {r.source_file} | {r.landed_net} | {r.clean} | {r.quarantined} | "
+            f"{r.duplicate} | {r.raw} |" for r in shown.itertuples()
+        )
+    return books

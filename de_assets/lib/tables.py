@@ -204,6 +204,9 @@ _QUARANTINE_COLS = (
     ("reason", "VARCHAR", "Why the row was rejected: contract checks that failed, '; '-separated"),
     ("raw_row", "JSON", "The raw-layer row as JSON (pseudonymized, scrubbed)"),
     ("ingested_at", "TIMESTAMP", "UTC time the row was ingested into the raw layer"),
+    ("status", "VARCHAR", "rejected: unparseable or failed the contract (see reason); held_back: passed the contract, "
+     "but the quarantine-rate gate held its arrival day back (reason held_back:quarantine_rate; the day's "
+     "previously served clean rows stay served)"),
 )
 
 QUARANTINE_EVENTS = _t(
@@ -218,9 +221,14 @@ QUARANTINE_REQUESTS = _t(
 _DUPLICATE_COLS = (
     *_LINEAGE,
     ("dedupe_key", "VARCHAR", "messageId (events) or record fingerprint (requests)"),
+    ("conflict", "BOOLEAN", "The row's content differs from the original (first) delivery of its key: "
+     "same id, different user or payload (see conflicting_fields)"),
+    ("conflicting_fields", "VARCHAR", "Raw fields that differ from the original delivery, ', '-separated "
+     "(field names only); NULL when the content is the same"),
 )
 DUPLICATES_EVENTS = _t(
-    "clean.events_duplicates", "arrival_date", "Re-delivered event rows (a later delivery of a known messageId).",
+    "clean.events_duplicates", "arrival_date", "Re-delivered event rows (a later delivery of a known messageId), "
+    "flagged when their content conflicts with the original delivery.",
     *_DUPLICATE_COLS,
 )
 DUPLICATES_REQUESTS = _t(
@@ -483,7 +491,8 @@ ALL_TABLES: tuple[Table, ...] = (
 
 
 def ensure_tables(con) -> None:
-    """Create every schema and table that does not exist yet (idempotent)."""
+    """Create every schema and table that does not exist yet, and add the columns a table of an
+    older warehouse lacks (columns are only ever added, never changed; idempotent)."""
     for schema in dict.fromkeys(t.schema for t in ALL_TABLES):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for table in ALL_TABLES:
