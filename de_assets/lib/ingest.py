@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
-from de_assets.lib import landing
+from de_assets.lib import forget, landing
 from de_assets.lib import rawstore
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
@@ -197,6 +197,7 @@ def ingest_day(
                 f"SELECT source_file, count(*) FROM {stored} WHERE arrival_date = ? AND ingested_at = ? "
                 "GROUP BY 1", [day, ingested_at],
             ).fetchall())
+            forget.drop_suppressed(con, source, day, ingested_at)  # forgotten users stay out (counted per file)
             con.execute("DROP TABLE IF EXISTS _batch")
         registrations = [
             (f, checksum, rows_by_path.get(f.relative, 0), "ingested", None) for f, checksum in to_read
