@@ -142,6 +142,20 @@ def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     return sum(rows for _, _, rows in per_file)
 
 
+def suppression_list(con) -> list[tuple]:
+    """The suppressing requests (id, pseudonym, key fingerprint, status), to seed a scratch warehouse."""
+    return con.execute(f"SELECT request_id, pseudonym, key_fingerprint, status FROM {FORGET_REQUESTS.name} "
+                       "WHERE status <> 'no_match' ORDER BY request_id").fetchall()
+
+
+def seed_suppression(con, rows: list[tuple], now) -> None:
+    """Copy a suppression list into another warehouse (e.g. an experiment arm replaying the landing)."""
+    for request_id, pseudonym, fingerprint, status in rows:
+        con.execute(f"INSERT INTO {FORGET_REQUESTS.name} BY NAME SELECT ? AS request_id, ? AS requested_at, "
+                    "'copied' AS requested_by, ? AS pseudonym, ? AS key_fingerprint, ? AS status",
+                    [request_id, now, pseudonym, fingerprint, status])
+
+
 def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = False) -> Erasure:
     """Delete the recorded subject's rows everywhere, audit it and mark the request done.
 
