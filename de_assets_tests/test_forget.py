@@ -174,6 +174,8 @@ def test_suppressed_rows_are_dropped_at_ingest_and_counted_once_per_file(con, go
     carol = privacy.pseudonymize("k", "carol")
     forget.record_request(con, carol, "dpo", forget.key_fingerprint("k"), datetime(2026, 11, 5))
     day = date(2026, 11, 2)
+    # a stale entry: rows of a.ndjson erased by an older request (e.g. under a rotated key)
+    con.execute("INSERT INTO raw.forgotten_rows VALUES ('events', ?, 'events/2026-11-02/a.ndjson', 9, 'old')", [day])
     for _ in range(2):  # an ingest, then a re-ingest of the same day
         ingest.forget_partition(con, "events", day, day)
         report = ingest.ingest_day(con, golden_landing, "events", day, "run", ingest.IngestReport("events"))
@@ -181,6 +183,7 @@ def test_suppressed_rows_are_dropped_at_ingest_and_counted_once_per_file(con, go
         assert con.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 17
         assert con.execute("SELECT count(*) FROM raw.events WHERE user_id = $p OR anonymous_id = $p",
                            {"p": carol}).fetchone()[0] == 0
+        # what was dropped now, once per file; the stale entry of the re-read file is gone
         assert con.execute("SELECT source_file, rows FROM raw.forgotten_rows ORDER BY 1").fetchall() == [
             ("events/2026-11-02/a.ndjson", 3), ("events/2026-11-02/c.parquet", 1)]
     # a request that matched nothing by mistake suppresses nothing
@@ -188,6 +191,44 @@ def test_suppressed_rows_are_dropped_at_ingest_and_counted_once_per_file(con, go
     ingest.forget_partition(con, "events", day, day)
     ingest.ingest_day(con, golden_landing, "events", day, "run", ingest.IngestReport("events"))
     assert con.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 21
+    assert con.execute("SELECT count(*) FROM raw.forgotten_rows").fetchone()[0] == 0  # books: 21 landed, 21 raw
+
+
+def test_key_rotation_as_documented_keeps_forgotten_users_out_and_the_books_balanced(pipeline):
+    """docs/operations.md, "Key rotation": new key, re-record past requests (--no-match-ok), re-ingest."""
+    from de_assets.resources import build_resources
+    from de_assets_tests.conftest import GOLDEN_MAX_QUARANTINE_RATE, TEST_KEY
+
+    def forget_with(defs, key, user_id, **config):
+        with duckdb.connect(str(pipeline.db)) as con:
+            request_id = forget.record_request(con, privacy.pseudonymize(key, user_id), "dpo",
+                                               forget.key_fingerprint(key), datetime(2026, 11, 20))
+        return defs.resolve_job_def("forget_user_job").execute_in_process(
+            instance=pipeline.instance, raise_on_error=False,
+            run_config={"ops": {"forget_user": {"config": {"request_id": request_id, **config}}}})
+
+    days = partition_range_tags("2026-11-01", "2026-11-03")
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    assert forget_with(pipeline.defs, TEST_KEY, "carol").success
+    new_key = "n" * MIN_KEY_BYTES
+    rotated = build_defs(build_resources(str(pipeline.db), str(pipeline.landing), new_key,
+                                         max_quarantine_rate=GOLDEN_MAX_QUARANTINE_RATE,
+                                         reports_root=str(pipeline.db.parent / "reports")))
+    # under the new key carol matches nothing yet: a plain request is an error, --no-match-ok records it
+    assert not forget_with(rotated, new_key, "carol").success
+    assert forget_with(rotated, new_key, "carol", no_match_ok=True).success
+    rerun = rotated.resolve_job_def("daily_pipeline").execute_in_process(
+        instance=pipeline.instance, tags=days, run_config={"ops": {"raw__events": {"config": {"reingest": True}}}})
+    assert rerun.success
+    assert all(e.passed for e in rerun.get_asset_check_evaluations() if e.check_name == "rows_reconcile")
+    with duckdb.connect(str(pipeline.db), read_only=True) as con:
+        for key in (TEST_KEY, new_key):
+            assert forget.remaining(con, privacy.pseudonymize(key, "carol")) == GONE
+        users = {u for (u,) in con.execute("SELECT DISTINCT user_id FROM raw.events WHERE user_id IS NOT NULL").fetchall()}
+        statuses = con.execute("SELECT status FROM pipeline_health.forget_requests ORDER BY requested_at, status").fetchall()
+    assert privacy.pseudonymize(new_key, "alice") in users and privacy.pseudonymize(TEST_KEY, "alice") not in users
+    assert sorted(s for (s,) in statuses) == ["erased", "no_match", "suppressed"]
+    assert pipeline.query(DAU).dau.tolist() == [3, 3, 2]  # README without carol (11-02, 11-03)
 
 
 def test_keys_outside_dev_must_be_long_and_secret(caplog):

@@ -113,20 +113,30 @@ def _count_forgotten(con, source: str, arrival: date, source_file: str, rows: in
 def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     """Remove the rows of every suppressed subject from the raw batch just written (arrival day
     `day`, ingest time `ingested_at`; DuckDB table or Parquet batch) and count them in
-    `raw.forgotten_rows` per file. Called inside the ingest transaction; rows dropped."""
+    `raw.forgotten_rows` per file. Called inside the ingest transaction; rows dropped.
+
+    The batch's files were just read whole, so earlier `raw.forgotten_rows` entries of those files
+    (erasures of rows that a re-ingest has replaced, possibly under an older key) no longer describe
+    anything and are replaced by what is dropped now."""
     if source != "events":  # request logs carry no user
         return 0
+    params = {"day": day, "at": ingested_at}
+    batch_rows = f"{rawstore.relation(con, RAW_EVENTS, day, day)} WHERE arrival_date = $day AND ingested_at = $at"
+    [(stale,)] = con.execute(f"SELECT count(*) FROM {FORGOTTEN_ROWS.name} WHERE source = ? AND arrival_date = ?",
+                             [source, day]).fetchall()
+    if stale:
+        con.execute(f"DELETE FROM {FORGOTTEN_ROWS.name} WHERE source = 'events' AND arrival_date = $day "
+                    f"AND source_file IN (SELECT DISTINCT source_file FROM {batch_rows})", params)
     [(listed,)] = con.execute(f"SELECT count(*) FROM ({SUPPRESSED})").fetchall()
     if not listed:
         return 0
-    params = {"day": day, "at": ingested_at}
-    batch = f"arrival_date = $day AND ingested_at = $at AND {SUPPRESSED_MATCH}"
+    match = f"arrival_date = $day AND ingested_at = $at AND {SUPPRESSED_MATCH}"
     # Each row is attributed to one request (the smallest id) even if both of its ids are listed.
     per_file = con.execute(
         f"""SELECT source_file, request_id, count(*) FROM (
                 SELECT h.source_file, h.line_no, min(s.request_id) AS request_id
-                FROM (SELECT source_file, line_no, user_id, anonymous_id
-                      FROM {rawstore.relation(con, RAW_EVENTS, day, day)} WHERE {batch}) h
+                FROM (SELECT source_file, line_no, user_id, anonymous_id FROM {batch_rows}
+                      AND {SUPPRESSED_MATCH}) h
                 JOIN {FORGET_REQUESTS.name} s ON s.status <> 'no_match'
                      AND (s.pseudonym = h.user_id OR s.pseudonym = h.anonymous_id)
                 GROUP BY ALL)
@@ -135,8 +145,8 @@ def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     ).fetchall()
     if not per_file:
         return 0
-    con.execute(f"DELETE FROM {RAW_EVENTS.name} WHERE {batch}", params)
-    _rewrite_parquet(con, batch, params, day, day)
+    con.execute(f"DELETE FROM {RAW_EVENTS.name} WHERE {match}", params)
+    _rewrite_parquet(con, match, params, day, day)
     for source_file, request_id, rows in per_file:
         _count_forgotten(con, source, day, source_file, rows, request_id)
     return sum(rows for _, _, rows in per_file)
