@@ -69,8 +69,8 @@ def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
 
     days = days_between(start, end)
     if Path(landing_root).is_dir():
-        empty = [d for d in days
-                 if not any(f.format for source in LANDING_SOURCES for f in landing.list_files(landing_root, source, d))]
+        empty = [d for d in days if not any(
+            f.format for source in LANDING_SOURCES for f in landing.list_files(landing_root, source, d))]
     else:
         empty = days
     database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")

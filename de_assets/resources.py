@@ -6,7 +6,7 @@
 | `DE_ASSETS_DUCKDB_MEMORY_LIMIT` | `600MB` | DuckDB buffer pool; larger work spills to disk |
 | `DE_ASSETS_LANDING` | `data/landing` | landing root (`<root>/<source>/<YYYY-MM-DD>/<file>`) |
 | `DE_ASSETS_ENV` | `dev` | `dev`, or anything else (`prod`, `staging`) for strict mode |
-| `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev`, >= 32 bytes and not the dev key |
+| `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; outside `dev`: required, >= 32 bytes, not the dev key |
 | `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning partition quarantining more is not served |
 | `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
 | `DE_ASSETS_EVENTS_API_URL` | none | cursor-paged JSON events API that `landing/events_api` pulls into the landing area |

@@ -224,8 +224,8 @@ def test_key_rotation_as_documented_keeps_forgotten_users_out_and_the_books_bala
     with duckdb.connect(str(pipeline.db), read_only=True) as con:
         for key in (TEST_KEY, new_key):
             assert forget.remaining(con, privacy.pseudonymize(key, "carol")) == GONE
-        users = {u for (u,) in con.execute("SELECT DISTINCT user_id FROM raw.events WHERE user_id IS NOT NULL").fetchall()}
-        statuses = con.execute("SELECT status FROM pipeline_health.forget_requests ORDER BY requested_at, status").fetchall()
+        users = {u for (u,) in con.execute("SELECT DISTINCT user_id FROM raw.events").fetchall()}
+        statuses = con.execute("SELECT status FROM pipeline_health.forget_requests").fetchall()
     assert privacy.pseudonymize(new_key, "alice") in users and privacy.pseudonymize(TEST_KEY, "alice") not in users
     assert sorted(s for (s,) in statuses) == ["erased", "no_match", "suppressed"]
     assert pipeline.query(DAU).dau.tolist() == [3, 3, 2]  # README without carol (11-02, 11-03)

@@ -80,7 +80,9 @@ def record_request(con, pseudonym: str, requested_by: str, fingerprint: str, now
     return request_id
 
 
-def _rewrite_parquet(con, match: str, params: dict, start: date | None = None, end: date | None = None) -> dict[str, int]:
+def _rewrite_parquet(
+    con, match: str, params: dict, start: date | None = None, end: date | None = None
+) -> dict[str, int]:
     """Rewrite every raw Parquet batch (of arrival days [start, end]) holding rows that `match`
     without them; rows removed per file."""
     removed = {}
