@@ -37,7 +37,66 @@ def _yesterday() -> date:
 
 
 def _date(text: str) -> date:
-    return date.fromisoformat(text)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: use YYYY-MM-DD") from None
+
+
+def _range_error(start: date, end: date) -> str | None:
+    """Why [start, end] cannot be run (checked before any run starts), or None."""
+    from de_assets.partitions import daily
+
+    first = date.fromisoformat(daily.get_first_partition_key())
+    last = date.fromisoformat(daily.get_last_partition_key())
+    if end < start:
+        return f"--end {end} is before --start {start}"
+    if start < first:
+        return (f"--start {start} is before the first partition {first} (DE_ASSETS_START_DATE; set it "
+                "earlier to load older history)")
+    if end > last:
+        return (f"--end {end} is after the last partition {last} (yesterday, UTC: a day is processed "
+                "once it is over)")
+    return None
+
+
+def _spans(days: list[date]) -> str:
+    """'2026-11-01..2026-11-03, 2026-11-05' for consecutive runs of days."""
+    runs: list[list[date]] = []
+    for day in days:
+        if runs and day - runs[-1][-1] == timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs)
+
+
+def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
+    """Arrival days of [start, end] with no landed file of a known format (any source) and none
+    ingested before (files may be deleted from the landing area once ingested)."""
+    from de_assets.lib import landing
+    from de_assets.partitions import days_between
+    from de_assets.sensors import LANDING_SOURCES
+
+    days = days_between(start, end)
+    if Path(landing_root).is_dir():
+        empty = [d for d in days if not any(
+            f.format for source in LANDING_SOURCES for f in landing.list_files(landing_root, source, d))]
+    else:
+        empty = days
+    database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
+    if empty and Path(database).is_file():
+        import duckdb
+
+        try:
+            with duckdb.connect(database, read_only=True) as con:
+                known = {d for (d,) in con.execute(
+                    "SELECT DISTINCT arrival_date FROM raw.source_files WHERE arrival_date BETWEEN ? AND ?",
+                    [start, end]).fetchall()}
+            empty = [d for d in empty if d not in known]
+        except duckdb.Error:  # no registry yet, or another process holds the write lock
+            pass
+    return empty
 
 
 def cmd_generate(args) -> dict:
@@ -59,6 +118,12 @@ def cmd_run(args) -> bool:
     from de_assets.partitions import partition_range_tags
 
     os.environ["DE_ASSETS_LANDING"] = str(args.landing)  # the run reads what was generated
+    empty = _days_without_data(str(args.landing), args.start, args.end)
+    if len(empty) == (args.end - args.start).days + 1:
+        print(f"no data landed for {args.start}..{args.end}: no file under {args.landing}/<source>/<day>/ "
+              "(sources: events, requests) and none ingested before. Nothing was run, nothing is served.",
+              file=sys.stderr)
+        return False
     _prepare_instance()
     started = time.perf_counter()
     dry_run = getattr(args, "dry_run", False)
@@ -74,6 +139,9 @@ def cmd_run(args) -> bool:
     print(f"\n{'DRY RUN: nothing was written. ' if dry_run else ''}daily_pipeline {args.start}..{args.end}: "
           f"{'SUCCESS' if result.success else 'FAILED'} in {seconds:.1f}s (run {result.run_id})")
     _print_summary(result)
+    if empty:
+        print(f"\nno data landed for {_spans(empty)} (no file under {args.landing}/<source>/<day>/): those "
+              "arrival days added nothing; their marts hold only events that arrived on other days.")
     return result.success
 
 
@@ -147,31 +215,65 @@ def cmd_experiment(args) -> bool:
 
 
 def cmd_forget_user(args) -> bool:
-    """Pseudonymize here, so the plain id never reaches the Dagster run storage."""
+    """Record the request in the warehouse, erase through Dagster with only the request id, then
+    re-serve the affected marts; all in process, so the marts are consistent when this returns.
+    The plain id is pseudonymized here: neither it nor the pseudonym reaches Dagster's storage."""
     import logging
 
     import dagster as dg
 
     from de_assets.definitions import build_defs
     from de_assets.instance import process_tags
+    from de_assets.lib import forget
     from de_assets.lib.privacy import pseudonymize
-    from de_assets.resources import PipelineSettings
+    from de_assets.partitions import partition_range_tags
+    from de_assets.resources import PipelineSettings, RunMode, Warehouse
 
     _prepare_instance()
     settings = PipelineSettings(pseudonym_key=os.getenv("DE_ASSETS_PSEUDONYM_KEY"),
                                 environment=os.getenv("DE_ASSETS_ENV", "dev"))
-    key = settings.key(logging.getLogger("de_assets"))  # the same key the pipeline uses
-    config = {"pseudonym": pseudonymize(key, args.user_id), "requested_by": args.requested_by}
+    try:
+        key = settings.key(logging.getLogger("de_assets"))  # the same key the pipeline uses
+    except dg.Failure as error:
+        print(f"forget-user: {error.description}", file=sys.stderr)
+        return False
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    warehouse = Warehouse(database=os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb"), run_mode=RunMode())
+    with warehouse.connect() as con:
+        request_id = forget.record_request(con, pseudonymize(key, args.user_id), args.requested_by,
+                                           forget.key_fingerprint(key), now)
+    defs = build_defs()
+    config = {"request_id": request_id, "no_match_ok": args.no_match_ok, "caller_refreshes_marts": True}
     with dg.DagsterInstance.get() as instance:
-        result = build_defs().resolve_job_def("forget_user_job").execute_in_process(
+        result = defs.resolve_job_def("forget_user_job").execute_in_process(
             instance=instance, run_config={"ops": {"forget_user": {"config": config}}}, tags=process_tags(),
             raise_on_error=False,
         )
-    if result.success:
-        print(f"forgot the user: {result.output_for_node('forget_user'):,} rows deleted (audit: "
-              f"pipeline_health.forget_audit, request {result.run_id}); the late_data_refresh sensor re-serves "
-              "the affected marts, or run: dagster job launch -j refresh_marts ...")
-    return result.success
+        if not result.success:
+            failure = result.failure_data_for_node("forget_user")
+            reason = failure.user_failure_data.description if failure and failure.user_failure_data else (
+                failure.error.message if failure and failure.error else "see the run's logs")
+            print(f"forget-user FAILED (request {request_id}, run {result.run_id}): {reason}", file=sys.stderr)
+            return False
+        done = result.output_for_node("forget_user")
+        if done["status"] == "suppressed":
+            print(f"no row matched; the suppression is recorded (request {request_id}): later ingests drop the user")
+        else:
+            print(f"forgot the user: {done['rows_deleted']:,} rows deleted (request {request_id}; audit in "
+                  "pipeline_health.forget_audit); later ingests drop the user")
+        if done["refresh_start"] is None:
+            return True
+        span = f"{done['refresh_start']}..{done['refresh_end']}"
+        refresh = defs.resolve_job_def("refresh_marts").execute_in_process(
+            instance=instance, tags={**partition_range_tags(done["refresh_start"], done["refresh_end"]), **process_tags()},
+            raise_on_error=False,
+        )
+    if not refresh.success:
+        print(f"re-serving the marts {span} FAILED (run {refresh.run_id}): the marts still count the user; "
+              f"re-run job refresh_marts over {span}", file=sys.stderr)
+        return False
+    print(f"marts re-served for {span} (run {refresh.run_id})")
+    return True
 
 
 def cmd_demo(args) -> bool:
@@ -217,19 +319,25 @@ def main(argv: list[str] | None = None) -> int:
     fu = sub.add_parser("forget-user", help="erase one user from every layer (GDPR), with an audit record")
     fu.add_argument("--user-id", required=True, help="the plain user id (userId or anonymousId)")
     fu.add_argument("--requested-by", required=True, help="who asked, for the audit")
+    fu.add_argument("--no-match-ok", action="store_true",
+                    help="record the suppression even if no row matches (e.g. re-recording requests after a "
+                         "key rotation); without it an id that matches nothing is an error")
 
     args = parser.parse_args(argv)
     if args.command == "generate":
         args.end = args.end or _yesterday()
         cmd_generate(args)
         return 0
-    if args.command == "run":
+    if args.command in ("run", "experiment"):
         args.end = args.end or args.start
+        error = _range_error(args.start, args.end)
+        if error:
+            parser.error(error)
+    if args.command == "run":
         return 0 if cmd_run(args) else 1
     if args.command == "forget-user":
         return 0 if cmd_forget_user(args) else 1
     if args.command == "experiment":
-        args.end = args.end or args.start
         return 0 if cmd_experiment(args) else 1
     return 0 if cmd_demo(args) else 1
 

@@ -14,14 +14,14 @@ import shutil
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
-from de_assets.lib import rawstore
-from de_assets.lib.tables import ALL_TABLES, PARTITION_KPIS
+from de_assets.lib import forget, rawstore
+from de_assets.lib.tables import ALL_TABLES, PARTITION_KPIS, ensure_tables
 from de_assets.partitions import partition_range_tags
 
 FLAGS = ("raw_format", "raw_format_rollout", "dedupe_strategy")
@@ -68,10 +68,12 @@ def fingerprint(con) -> dict[str, tuple]:
     return out
 
 
-def run_arm(arm: str, flags: dict, repetition: int, start: date, end: date, workdir: Path, settings: dict) -> ArmResult:
+def run_arm(arm: str, flags: dict, repetition: int, start: date, end: date, workdir: Path, settings: dict,
+            suppressed: list[tuple] = ()) -> ArmResult:
     """One repetition of one arm: a fresh warehouse, the pipeline over [start, end], the measurements.
     `settings` are the running code location's `PipelineSettings` (landing root, key, gate, funnels);
-    only the arm's flags differ."""
+    only the arm's flags differ. `suppressed` is the warehouse's forget-user suppression list: the
+    replay drops forgotten users like any ingest."""
     from de_assets.definitions import build_defs  # the arm runs the real code location
     from de_assets.resources import build_resources
 
@@ -79,6 +81,11 @@ def run_arm(arm: str, flags: dict, repetition: int, start: date, end: date, work
     for leftover in workdir.glob(f"{arm}-{repetition}.duckdb*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     reports = str(workdir / f"{arm}-{repetition}-reports")  # the arm's report pages stay in its sandbox
+    if suppressed:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with duckdb.connect(str(database)) as con:
+            ensure_tables(con)
+            forget.seed_suppression(con, suppressed, datetime.now(timezone.utc).replace(tzinfo=None))
     defs = build_defs(build_resources(str(database), **{**settings, **flags, "reports_root": reports}))
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
@@ -113,6 +120,7 @@ def run_arm(arm: str, flags: dict, repetition: int, start: date, end: date, work
 
 def run_experiment(
     flags_a: dict, flags_b: dict, start: date, end: date, repetitions: int, workdir: Path, settings: dict, log=None,
+    suppressed: list[tuple] = (),
 ) -> list[ArmResult]:
     """Alternate the arms over `repetitions` rounds; every arm's warehouse is removed after measuring."""
     for flags in (flags_a, flags_b):
@@ -125,7 +133,7 @@ def run_experiment(
         for repetition in range(1, repetitions + 1):
             order = (("A", flags_a), ("B", flags_b)) if repetition % 2 else (("B", flags_b), ("A", flags_a))
             for arm, flags in order:
-                result = run_arm(arm, flags, repetition, start, end, workdir, settings)
+                result = run_arm(arm, flags, repetition, start, end, workdir, settings, suppressed)
                 if log:
                     log.info(f"arm {arm} rep {repetition}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
                 results.append(result)

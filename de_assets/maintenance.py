@@ -6,8 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from de_assets.instance import on_outside_dev
-from de_assets.lib import forget, privacy, retention
-from de_assets.resources import WAREHOUSE_POOL, PipelineSettings, Warehouse
+from de_assets.lib import forget, retention
+from de_assets.partitions import daily
+from de_assets.resources import WAREHOUSE_POOL, Warehouse
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -89,42 +90,58 @@ retention_schedule = dg.ScheduleDefinition(
 
 
 class ForgetUserConfig(dg.Config):
-    """Who to forget. Prefer `pseudonym` (what `de-assets forget-user` sends): run config is stored
-    by Dagster, and a plain `user_id` given here would be stored with it."""
+    """Which recorded forget request to execute (`de-assets forget-user` records it first). The
+    subject's pseudonym is read from `pipeline_health.forget_requests`: Dagster stores run config,
+    so it carries only the opaque request id, never an id or a pseudonym (unknown keys are refused)."""
 
-    pseudonym: str | None = None
-    user_id: str | None = None
-    requested_by: str = "unknown"
+    request_id: str
+    no_match_ok: bool = False
+    """Keep the suppression even if no row matches (re-recording requests after a key rotation)."""
+    caller_refreshes_marts: bool = False
+    """The launcher re-serves the marts itself (the CLI does, in process); otherwise the
+    late_data_refresh sensor does it from this run's clean/events materializations."""
 
 
-@dg.op(out=dg.Out(int), pool=WAREHOUSE_POOL, description="Erase one user (GDPR): delete the user's rows from raw (table and "
-       "Parquet batches), clean, duplicates and quarantine, write an audit row per table without the id, "
-       "and record the changed clean/events partitions so the late_data_refresh sensor re-serves the "
-       "affected marts days.")
-def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse,
-                settings: PipelineSettings):
-    if bool(config.pseudonym) == bool(config.user_id):
-        raise dg.Failure("give exactly one of `pseudonym` or `user_id`")
-    pseudonym = config.pseudonym or privacy.pseudonymize(settings.key(context.log), config.user_id)
+@dg.op(out=dg.Out(dict), pool=WAREHOUSE_POOL, description="Execute one recorded forget request (GDPR): delete "
+       "the user's rows from raw (table and Parquet batches), clean, duplicates and quarantine, write an audit "
+       "row per table without the id, keep the user on the suppression list of every later ingest, and return "
+       "the marts day range to re-serve. Fails when the request matches no row.")
+def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse):
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with warehouse.connect() as con:
-        counts, affected, arrivals = forget.forget(con, pseudonym, context.run_id, config.requested_by, now)
+        try:
+            erasure = forget.execute_request(con, config.request_id, context.run_id, now, config.no_match_ok)
+        except forget.RequestError as error:
+            raise dg.Failure(str(error)) from None
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
-    deleted = sum(counts.values())
-    table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in counts.items())
-    context.log.info(f"forget-user {forget.subject_hash(pseudonym)[:12]}...: {deleted:,} rows deleted\n{table}")
-    if affected and last_served is not None and not warehouse.dry_run:
-        refresh = f"{min(affected)}..{max(max(affected), last_served)}"
-        for day in arrivals:  # these clean/events partitions changed; the sensor re-serves the marts
-            context.log_event(dg.AssetMaterialization(
-                asset_key=["clean", "events"], partition=str(day),
-                metadata={"refresh_range": refresh, "forget_request": context.run_id, "rows_deleted": deleted},
-            ))
-    return dg.Output(deleted, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table),
-                                        "affected_event_days": len(affected)})
+    deleted = erasure.rows_deleted
+    table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in erasure.counts.items())
+    context.log.info(f"forget request {config.request_id} ({erasure.status}): {deleted:,} rows deleted\n{table}")
+    refresh = _refresh_range(erasure.affected, last_served)
+    if refresh and not warehouse.dry_run:
+        for day in erasure.arrivals:  # these clean/events partitions changed
+            meta = {"forget_request": config.request_id, "rows_deleted": deleted}
+            if not config.caller_refreshes_marts:  # the late_data_refresh sensor re-serves the marts
+                meta["refresh_range"] = f"{refresh[0]}..{refresh[1]}"
+            context.log_event(dg.AssetMaterialization(asset_key=["clean", "events"], partition=str(day), metadata=meta))
+    result = {"request_id": config.request_id, "status": erasure.status, "rows_deleted": deleted,
+              "refresh_start": refresh[0] if refresh else None, "refresh_end": refresh[1] if refresh else None}
+    return dg.Output(result, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table),
+                                       "affected_event_days": len(erasure.affected), "status": erasure.status})
 
 
-@dg.job(tags={"de_assets/kind": "maintenance"}, description="Erase one user from every layer (`de-assets forget-user --user-id ...`); the marts "
-        "of the affected days are re-served by the late_data_refresh sensor.")
+def _refresh_range(affected: list[date], last_served: date | None) -> tuple[str, str] | None:
+    """Marts days to re-serve: the user's first event day to the newest served day (trailing windows
+    follow), within the partitions; None when no marts day is affected."""
+    if not affected or last_served is None:
+        return None
+    first = max(min(affected).isoformat(), daily.get_first_partition_key())
+    last = min(max(max(affected), last_served).isoformat(), daily.get_last_partition_key())
+    return (first, last) if first <= last else None
+
+
+@dg.job(tags={"de_assets/kind": "maintenance"}, description="Execute a recorded forget request "
+        "(`de-assets forget-user --user-id ...` records it, runs this job with only the request id, then "
+        "re-serves the affected marts in process); launched elsewhere, the late_data_refresh sensor re-serves them.")
 def forget_user_job():
     forget_user()

@@ -6,7 +6,7 @@
 | `DE_ASSETS_DUCKDB_MEMORY_LIMIT` | `600MB` | DuckDB buffer pool; larger work spills to disk |
 | `DE_ASSETS_LANDING` | `data/landing` | landing root (`<root>/<source>/<YYYY-MM-DD>/<file>`) |
 | `DE_ASSETS_ENV` | `dev` | `dev`, or anything else (`prod`, `staging`) for strict mode |
-| `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; required outside `dev` |
+| `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; outside `dev`: required, >= 32 bytes, not the dev key |
 | `DE_ASSETS_MAX_QUARANTINE_RATE` | `0.2` | a cleaning day quarantining more is held back: served rows kept, its rows in quarantine |
 | `DE_ASSETS_ALERT_WEBHOOK` | none | URL that new alerts are POSTed to (JSON), besides log + table |
 | `DE_ASSETS_EVENTS_API_URL` | none | cursor-paged JSON events API that `landing/events_api` pulls into the landing area |
@@ -38,6 +38,7 @@ from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
 DEV_PSEUDONYM_KEY = "de-assets-dev-key-not-for-production"
+MIN_KEY_BYTES = 32  # outside dev; the key is an HMAC-SHA256 key, 32 random bytes = its full strength
 # Every step that writes the warehouse is in this concurrency pool; the production profile limits it
 # to one step at a time across all runs (DuckDB allows one writer per file).
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -198,7 +199,21 @@ class PipelineSettings(dg.ConfigurableResource):
             raise dg.Failure(str(err)) from None
 
     def key(self, log) -> str:
-        """The HMAC key; in dev a fixed default with a loud warning, elsewhere an error when missing."""
+        """The HMAC key; in dev a fixed default with a loud warning. Elsewhere it must be set, at least
+        MIN_KEY_BYTES long and not the public dev key (errors name the setting, never the key)."""
+        if self.pseudonym_key and self.environment != "dev":
+            if self.pseudonym_key == DEV_PSEUDONYM_KEY:
+                raise dg.Failure(
+                    f"DE_ASSETS_PSEUDONYM_KEY is the public dev key and DE_ASSETS_ENV={self.environment!r} is not "
+                    "'dev': refusing it, anyone can recompute its pseudonyms. Set a random secret key "
+                    f"of at least {MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)."
+                )
+            if len(self.pseudonym_key.encode()) < MIN_KEY_BYTES:
+                raise dg.Failure(
+                    f"DE_ASSETS_PSEUDONYM_KEY is shorter than {MIN_KEY_BYTES} bytes and DE_ASSETS_ENV="
+                    f"{self.environment!r} is not 'dev': refusing it, a short key can be recovered by brute "
+                    "force from one known user id. Set a random secret key (e.g. `openssl rand -hex 32`)."
+                )
         if self.pseudonym_key:
             return self.pseudonym_key
         if self.environment == "dev":

@@ -62,3 +62,20 @@ def test_unknown_flag_is_refused(pipeline):
     assert not result.success
     assert any("unknown feature flag" in str(e.event_specific_data.error) for e in result.all_events
                if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+
+
+def test_experiment_arms_replay_without_forgotten_users(tmp_path, golden_landing):
+    from datetime import date
+
+    from de_assets.lib.privacy import pseudonymize
+    from de_assets_tests.conftest import TEST_KEY
+
+    settings = {"landing_root": str(golden_landing), "pseudonym_key": TEST_KEY, "max_quarantine_rate": 0.5,
+                "reports_root": str(tmp_path / "reports")}
+    day = date(2026, 11, 2)
+    suppressed = [("req-1", pseudonymize(TEST_KEY, "carol"), "fp", "erased")]
+    plain = ce.run_arm("A", {}, 1, day, day, tmp_path / "plain", settings)
+    without = ce.run_arm("A", {}, 1, day, day, tmp_path / "without", settings, suppressed)
+    # README: carol's m15 m19 m20 m28 are clean on 11-02; her 4 raw rows are not replayed
+    assert plain.fingerprint["clean.events"][0] - without.fingerprint["clean.events"][0] == 4
+    assert plain.fingerprint["raw.events"][0] - without.fingerprint["raw.events"][0] == 4

@@ -249,6 +249,19 @@ def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(
     assert pipeline.query("SELECT count(*) n FROM raw.source_files WHERE arrival_date = '2026-11-02'").n[0] == 4
 
 
+def _forget(p, user_id: str, **config):
+    """What `de-assets forget-user` does before the job: record the request; the run gets its id only."""
+    from de_assets.lib import forget
+    from de_assets.lib.privacy import pseudonymize
+    from de_assets_tests.conftest import TEST_KEY
+
+    with duckdb.connect(str(p.db)) as con:
+        request_id = forget.record_request(con, pseudonymize(TEST_KEY, user_id), "dpo@example.org",
+                                           forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+    return p.defs.resolve_job_def("forget_user_job").execute_in_process(
+        instance=p.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id, **config}}}})
+
+
 def test_forget_user_removes_every_row_audits_and_re_serves_the_marts(pipeline):
     from de_assets.lib import forget
     from de_assets.lib.privacy import pseudonymize
@@ -262,10 +275,7 @@ def test_forget_user_removes_every_row_audits_and_re_serves_the_marts(pipeline):
     with duckdb.connect(str(pipeline.db), read_only=True) as con:
         before = forget.remaining(con, carol)
     assert before["clean.events"] == 6  # README: m15 m19 m20 m28 (11-02), m35 m36 (11-03)
-    result = pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
-        instance=pipeline.instance,
-        run_config={"ops": {"forget_user": {"config": {"user_id": "carol", "requested_by": "dpo@example.org"}}}},
-    )
+    result = _forget(pipeline, "carol")  # launched without the CLI: the sensor re-serves the marts
     assert result.success
     with duckdb.connect(str(pipeline.db), read_only=True) as con:
         assert forget.remaining(con, carol) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
@@ -296,17 +306,38 @@ def test_forget_user_rewrites_parquet_raw_batches(tmp_path, golden_landing):
     p = Pipeline(tmp_path, golden_landing, raw_format="parquet")
     assert p.run("2026-11-01", "2026-11-03").success
     alice = pseudonymize(TEST_KEY, "alice")
-    result = p.defs.resolve_job_def("forget_user_job").execute_in_process(
-        instance=p.instance, run_config={"ops": {"forget_user": {"config": {"pseudonym": alice}}}})
+    result = _forget(p, "alice")
     assert result.success
     with duckdb.connect(str(p.db), read_only=True) as con:
         assert forget.remaining(con, alice) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
         files = [path for (path,) in con.execute(
             "SELECT path FROM raw.parquet_batches WHERE table_name = 'raw.events'").fetchall()]
-        [(left,)] = con.execute(
-            "SELECT count(*) FROM read_parquet($f) WHERE user_id = $p OR anonymous_id = $p", {"f": files, "p": alice}
-        ).fetchall()
-    assert left == 0
+        [(kept, left)] = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE user_id = $p OR anonymous_id = $p) FROM read_parquet($f)",
+            {"f": files, "p": alice}).fetchall()
+    # only hers went: rows whose other id is NULL stay (NOT of a NULL match dropped them once)
+    assert left == 0 and kept == 4 + 21 + 8 - 13
+    # re-ingesting every day into new Parquet batches drops her again (the suppression list)
+    from de_assets.partitions import partition_range_tags
+
+    rerun = p.defs.resolve_job_def("daily_pipeline").execute_in_process(
+        instance=p.instance, tags=partition_range_tags("2026-11-01", "2026-11-03"),
+        run_config={"ops": {"raw__events": {"config": {"reingest": True}}}})
+    assert rerun.success
+    with duckdb.connect(str(p.db), read_only=True) as con:
+        assert forget.remaining(con, alice) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
+        new_files = [path for (path,) in con.execute(
+            "SELECT path FROM raw.parquet_batches WHERE table_name = 'raw.events'").fetchall()]
+        [(rows, left)] = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE user_id = $p OR anonymous_id = $p) FROM read_parquet($f)",
+            {"f": new_files, "p": alice}).fetchall()
+        forgotten = con.execute("SELECT source_file, rows FROM raw.forgotten_rows ORDER BY 1").fetchall()
+    assert set(new_files).isdisjoint(files) and left == 0
+    # her landed lines (grep '"alice"'): 2 in 11-01/batch-1.ndjson, 9 in 11-02/a.ndjson, 2 in 11-03/a.ndjson.gz
+    assert forgotten == [("events/2026-11-01/batch-1.ndjson", 2), ("events/2026-11-02/a.ndjson", 9),
+                         ("events/2026-11-03/a.ndjson.gz", 2)]
+    assert rows == 4 + 21 + 8 - 13  # raw rows per day (test_retention_...) minus hers; no other row lost
+    assert [e.passed for e in rerun.get_asset_check_evaluations() if e.check_name == "rows_reconcile"] == [True, True]
 
 
 def test_late_refresh_coalesces_and_never_re_serves_what_is_current(pipeline):

@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 import dagster as dg
 
 from de_assets import config_experiment
-from de_assets.lib import health
+from de_assets.lib import forget, health
 from de_assets.lib.alerts import Alert
 from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import definition_metadata, table_metadata
@@ -212,9 +212,12 @@ def config_experiments(
     )
     base = {name: getattr(settings, name) for name in type(settings).model_fields if name not in config_experiment.FLAGS}
     base["pseudonym_key"] = settings.key(context.log)
+    with warehouse.connect() as con:
+        suppressed = forget.suppression_list(con)  # the arms replay the landing: forgotten users stay out
     results = config_experiment.run_experiment(
         flags_a, flags_b, start, end, config.repetitions,
         config_experiment.default_workdir(warehouse.database, context.run.run_id), base, log=context.log,
+        suppressed=suppressed,
     )
     summaries = config_experiment.summarize(results)
     identical, differing = config_experiment.identical_tables(results)

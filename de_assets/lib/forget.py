@@ -1,17 +1,27 @@
 """Forget a user (R8, GDPR erasure): delete every row of one pseudonymized user id from raw, clean
-and quarantine, and say which marts days must be re-served.
+and quarantine, keep the user out of every later ingest, and say which marts days must be re-served.
 
-Input is the pseudonym (HMAC of the plain id with the warehouse key, `privacy.pseudonymize`), so
-the plain id never reaches storage. The audit keeps a SHA-256 of the pseudonym (to answer "was this
-user forgotten?" given the id and the key) and row counts per table, never the id.
+A request is first recorded in `pipeline_health.forget_requests` (`record_request`): the subject's
+pseudonym (HMAC of the plain id with the warehouse key, `privacy.pseudonymize`) is stored there and
+nowhere else, so the Dagster run that executes it (`execute_request`) carries only the opaque
+request id. The audit keeps a SHA-256 of the pseudonym (to answer "was this user forgotten?" given
+the id and the key) and row counts per table, never the id.
+
+The recorded requests are also the suppression list: `drop_suppressed` removes the rows of every
+listed pseudonym from each batch `ingest.ingest_day` writes (new files, `reingest: true`, replays),
+so a forgotten user never comes back from the landing files.
 
 Raw rows stored as Parquet (raw_format=parquet) are removed by rewriting the affected batch files.
-`raw.forgotten_rows` counts removed raw rows per arrival day so `rows_reconcile` still balances.
+`raw.forgotten_rows` counts removed raw rows per arrival day, file and request so `rows_reconcile`
+still balances; suppressed rows are counted there the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -20,6 +30,7 @@ from de_assets.lib.tables import (
     CLEAN_EVENTS,
     DUPLICATES_EVENTS,
     FORGET_AUDIT,
+    FORGET_REQUESTS,
     FORGOTTEN_ROWS,
     PARQUET_BATCHES,
     QUARANTINE_EVENTS,
@@ -27,36 +38,153 @@ from de_assets.lib.tables import (
 )
 
 USER_MATCH = "(user_id = $p OR anonymous_id = $p)"
+# The suppression list: every recorded request except those that matched nothing by mistake.
+SUPPRESSED = f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE status <> 'no_match'"
+SUPPRESSED_MATCH = f"(user_id IN ({SUPPRESSED}) OR anonymous_id IN ({SUPPRESSED}))"
+
+
+class RequestError(ValueError):
+    """A forget request that cannot be executed (unknown, already executed, or matching nothing)."""
+
+
+@dataclass
+class Erasure:
+    request_id: str
+    status: str  # erased, or suppressed (nothing matched, suppression recorded on purpose)
+    counts: dict[str, int]  # rows deleted per table
+    affected: list[date]  # event days whose marts must be re-served
+    arrivals: list[date]  # arrival days whose raw/clean partitions changed
+
+    @property
+    def rows_deleted(self) -> int:
+        return sum(self.counts.values())
 
 
 def subject_hash(pseudonym: str) -> str:
     return hashlib.sha256(pseudonym.encode()).hexdigest()
 
 
-def _rewrite_parquet(con, pseudonym: str) -> int:
-    """Rewrite every raw Parquet batch holding the user's rows without them; rows removed."""
-    removed = 0
-    for path, in con.execute(f"SELECT path FROM {PARQUET_BATCHES.name} WHERE table_name = ?", [RAW_EVENTS.name]).fetchall():
+def key_fingerprint(key: str) -> str:
+    """Tells which key a pseudonym was made with (after a rotation), without revealing the key."""
+    return hmac.new(key.encode(), b"de_assets/key-fingerprint/v1", hashlib.sha256).hexdigest()[:16]
+
+
+def record_request(con, pseudonym: str, requested_by: str, fingerprint: str, now) -> str:
+    """Record a forget request (status `pending`); it suppresses the subject from now on. Its id."""
+    request_id = uuid.uuid4().hex
+    con.execute(
+        f"INSERT INTO {FORGET_REQUESTS.name} BY NAME SELECT ? AS request_id, ? AS requested_at, "
+        "? AS requested_by, ? AS pseudonym, ? AS key_fingerprint, 'pending' AS status",
+        [request_id, now, requested_by, pseudonym, fingerprint],
+    )
+    return request_id
+
+
+def _rewrite_parquet(
+    con, match: str, params: dict, start: date | None = None, end: date | None = None
+) -> dict[str, int]:
+    """Rewrite every raw Parquet batch (of arrival days [start, end]) holding rows that `match`
+    without them; rows removed per file."""
+    removed = {}
+    for path in rawstore.parquet_files(con, RAW_EVENTS, start, end):
         file = "'" + path.replace("'", "''") + "'"
-        [(hits,)] = con.execute(f"SELECT count(*) FROM read_parquet({file}) WHERE {USER_MATCH}", {"p": pseudonym}).fetchall()
+        [(hits,)] = con.execute(f"SELECT count(*) FROM read_parquet({file}) WHERE {match}", params).fetchall()
         if not hits:
             continue
         tmp = Path(path).with_suffix(".rewrite.parquet")
         target = "'" + str(tmp).replace("'", "''") + "'"
-        con.execute(f"COPY (SELECT * FROM read_parquet({file}) WHERE NOT {USER_MATCH}) TO {target} "
-                    "(FORMAT parquet, COMPRESSION zstd)", {"p": pseudonym})
+        # coalesce: a row whose other id is NULL makes the match NULL, and NOT NULL would drop it too
+        con.execute(f"COPY (SELECT * FROM read_parquet({file}) WHERE NOT coalesce({match}, false)) TO {target} "
+                    "(FORMAT parquet, COMPRESSION zstd)", params)
         tmp.replace(path)
         con.execute(f"UPDATE {PARQUET_BATCHES.name} SET rows = rows - ?, bytes = ? WHERE path = ?",
                     [hits, Path(path).stat().st_size, path])
-        removed += hits
+        removed[path] = hits
     return removed
 
 
-def forget(
-    con, pseudonym: str, request_id: str, requested_by: str, now
-) -> tuple[dict[str, int], list[date], list[date]]:
-    """Delete the user's rows everywhere; return rows deleted per table, the event days affected
-    (their marts must be re-served) and the arrival days whose raw/clean partitions changed."""
+def _count_forgotten(con, source: str, arrival: date, source_file: str, rows: int, request_id: str) -> None:
+    """Rows of one landed file removed on behalf of one request. A file is immutable, so the number
+    is a fact about (file, request): a re-ingest that drops them again replaces it, never adds."""
+    con.execute(f"DELETE FROM {FORGOTTEN_ROWS.name} WHERE source = ? AND arrival_date = ? AND source_file = ? "
+                "AND request_id = ?", [source, arrival, source_file, request_id])
+    con.execute(f"INSERT INTO {FORGOTTEN_ROWS.name} VALUES (?, ?, ?, ?, ?)",
+                [source, arrival, source_file, rows, request_id])
+
+
+def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
+    """Remove the rows of every suppressed subject from the raw batch just written (arrival day
+    `day`, ingest time `ingested_at`; DuckDB table or Parquet batch) and count them in
+    `raw.forgotten_rows` per file. Called inside the ingest transaction; rows dropped.
+
+    The batch's files were just read whole, so earlier `raw.forgotten_rows` entries of those files
+    (erasures of rows that a re-ingest has replaced, possibly under an older key) no longer describe
+    anything and are replaced by what is dropped now."""
+    if source != "events":  # request logs carry no user
+        return 0
+    params = {"day": day, "at": ingested_at}
+    batch_rows = f"{rawstore.relation(con, RAW_EVENTS, day, day)} WHERE arrival_date = $day AND ingested_at = $at"
+    [(stale,)] = con.execute(f"SELECT count(*) FROM {FORGOTTEN_ROWS.name} WHERE source = ? AND arrival_date = ?",
+                             [source, day]).fetchall()
+    if stale:
+        con.execute(f"DELETE FROM {FORGOTTEN_ROWS.name} WHERE source = 'events' AND arrival_date = $day "
+                    f"AND source_file IN (SELECT DISTINCT source_file FROM {batch_rows})", params)
+    [(listed,)] = con.execute(f"SELECT count(*) FROM ({SUPPRESSED})").fetchall()
+    if not listed:
+        return 0
+    match = f"arrival_date = $day AND ingested_at = $at AND {SUPPRESSED_MATCH}"
+    # Each row is attributed to one request (the smallest id) even if both of its ids are listed.
+    per_file = con.execute(
+        f"""SELECT source_file, request_id, count(*) FROM (
+                SELECT h.source_file, h.line_no, min(s.request_id) AS request_id
+                FROM (SELECT source_file, line_no, user_id, anonymous_id FROM {batch_rows}
+                      AND {SUPPRESSED_MATCH}) h
+                JOIN {FORGET_REQUESTS.name} s ON s.status <> 'no_match'
+                     AND (s.pseudonym = h.user_id OR s.pseudonym = h.anonymous_id)
+                GROUP BY ALL)
+            GROUP BY ALL ORDER BY ALL""",
+        params,
+    ).fetchall()
+    if not per_file:
+        return 0
+    con.execute(f"DELETE FROM {RAW_EVENTS.name} WHERE {match}", params)
+    _rewrite_parquet(con, match, params, day, day)
+    for source_file, request_id, rows in per_file:
+        _count_forgotten(con, source, day, source_file, rows, request_id)
+    return sum(rows for _, _, rows in per_file)
+
+
+def suppression_list(con) -> list[tuple]:
+    """The suppressing requests (id, pseudonym, key fingerprint, status), to seed a scratch warehouse."""
+    return con.execute(f"SELECT request_id, pseudonym, key_fingerprint, status FROM {FORGET_REQUESTS.name} "
+                       "WHERE status <> 'no_match' ORDER BY request_id").fetchall()
+
+
+def seed_suppression(con, rows: list[tuple], now) -> None:
+    """Copy a suppression list into another warehouse (e.g. an experiment arm replaying the landing)."""
+    for request_id, pseudonym, fingerprint, status in rows:
+        con.execute(f"INSERT INTO {FORGET_REQUESTS.name} BY NAME SELECT ? AS request_id, ? AS requested_at, "
+                    "'copied' AS requested_by, ? AS pseudonym, ? AS key_fingerprint, ? AS status",
+                    [request_id, now, pseudonym, fingerprint, status])
+
+
+def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = False) -> Erasure:
+    """Delete the recorded subject's rows everywhere, audit it and mark the request done.
+
+    Raises `RequestError` when the request is unknown or was executed before, and when nothing
+    matches (unless `no_match_ok`: then the suppression alone is kept, status `suppressed`); the
+    request is then marked `no_match` and suppresses nothing. No message names the subject.
+    """
+    row = con.execute(
+        f"SELECT pseudonym, requested_by, status FROM {FORGET_REQUESTS.name} WHERE request_id = ?", [request_id]
+    ).fetchone()
+    if row is None:
+        raise RequestError(f"forget request {request_id} is not recorded in {FORGET_REQUESTS.name}: "
+                           "record requests with `de-assets forget-user`")
+    pseudonym, requested_by, status = row
+    if status != "pending":
+        raise RequestError(f"forget request {request_id} was already executed (status {status}); "
+                           "record a new request to run it again")
     params = {"p": pseudonym}
     affected = [d for (d,) in con.execute(
         f"SELECT DISTINCT event_date FROM {CLEAN_EVENTS.name} WHERE user_key = $p OR {USER_MATCH} ORDER BY 1", params
@@ -76,21 +204,34 @@ def forget(
         counts[QUARANTINE_EVENTS.name] = _delete(
             con, QUARANTINE_EVENTS.name,
             "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p", params)
-        counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params) + _rewrite_parquet(con, pseudonym)
-        for arrival, source_file, rows in per_day:
-            con.execute(f"INSERT INTO {FORGOTTEN_ROWS.name} VALUES ('events', ?, ?, ?, ?)",
-                        [arrival, source_file, rows, request_id])
-        for table, rows in counts.items():
-            con.execute(f"INSERT INTO {FORGET_AUDIT.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [request_id, now, requested_by, subject_hash(pseudonym), table, rows,
-                         min(affected) if affected else None, max(affected) if affected else None])
+        counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params) + sum(
+            _rewrite_parquet(con, USER_MATCH, params).values())
+        deleted = sum(counts.values())
+        status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
+        if status != "no_match":
+            for arrival, source_file, rows in per_day:
+                _count_forgotten(con, "events", arrival, source_file, rows, request_id)
+            for table, rows in counts.items():
+                con.execute(f"INSERT INTO {FORGET_AUDIT.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [request_id, now, requested_by, subject_hash(pseudonym), table, rows,
+                             min(affected) if affected else None, max(affected) if affected else None])
+        con.execute(
+            f"UPDATE {FORGET_REQUESTS.name} SET status = ?, run_id = ?, completed_at = ?, rows_deleted = ? "
+            "WHERE request_id = ?", [status, run_id, now, deleted, request_id])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS _forget_ids")
-    return counts, affected, sorted({arrival for arrival, _, _ in per_day})
+    if status == "no_match":
+        raise RequestError(
+            f"forget request {request_id}: the user id matches no row in raw, clean, duplicates or quarantine "
+            "(a mistyped id, rows already erased or expired, or rows pseudonymized under another "
+            "DE_ASSETS_PSEUDONYM_KEY). Nothing was deleted and nothing will be suppressed; to record the "
+            "suppression anyway (e.g. re-recording requests after a key rotation), use --no-match-ok."
+        )
+    return Erasure(request_id, status, counts, affected, sorted({arrival for arrival, _, _ in per_day}))
 
 
 def _delete(con, table: str, where: str, params: dict) -> int:

@@ -16,12 +16,12 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import duckdb
 import pandas as pd
 
-from de_assets.lib import landing, rawstore, salvage
+from de_assets.lib import forget, landing, rawstore, salvage
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
@@ -372,14 +372,20 @@ class _Writer:
     run_id: str
     raw_format: str
     raw_dir: str | None
-    ingested_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
-    batches: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+    commits: int = 0
 
     def commit(self, rows_where: str | None, registrations: list[_Registration]) -> None:
-        """One transaction: the staged rows matching `rows_where` (None: no rows) and the registrations."""
+        """One transaction: the staged rows matching `rows_where` (None: no rows) and the registrations.
+
+        Each commit has its own `ingested_at` (a microsecond apart), which identifies its batch:
+        the suppression list (`forget.drop_suppressed`) then removes forgotten users from exactly it.
+        """
         con = self.con
         table, select_sql = SOURCES[self.source]
-        params = {"arrival_date": self.day, "ingested_at": self.ingested_at}
+        ingested_at = self.started_at + timedelta(microseconds=self.commits)
+        self.commits += 1
+        params = {"arrival_date": self.day, "ingested_at": ingested_at}
         con.execute("BEGIN TRANSACTION")
         try:
             if rows_where is not None:
@@ -388,17 +394,17 @@ class _Writer:
                     con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
                 else:
                     con.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS {projected}", params)
-                    self.batches += 1
                     rawstore.write_parquet_batch(con, table, "_batch", self.day, self.raw_dir,
-                                                 f"{self.ingested_at:%Y%m%dT%H%M%S%f}-{self.batches}")
+                                                 f"{ingested_at:%Y%m%dT%H%M%S%f}")
                     con.execute("DROP TABLE _batch")
+                forget.drop_suppressed(con, self.source, self.day, ingested_at)  # forgotten users stay out
             for reg in registrations:
                 con.execute(
                     f"INSERT INTO {SOURCE_FILES.name} BY NAME SELECT ? AS source, ? AS arrival_date, ? AS path, "
                     "? AS format, ? AS sha256, ? AS bytes, ? AS rows, ? AS status, ? AS reason, ? AS duplicate_of, "
                     "? AS ingested_at, ? AS run_id",
                     [self.source, self.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
-                     reg.reason, reg.duplicate_of, self.ingested_at, self.run_id],
+                     reg.reason, reg.duplicate_of, ingested_at, self.run_id],
                 )
             con.execute("COMMIT")
         except Exception:

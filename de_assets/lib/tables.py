@@ -104,12 +104,13 @@ PARQUET_BATCHES = _t(
 FORGOTTEN_ROWS = _t(
     "raw.forgotten_rows",
     "arrival_date",
-    "Raw rows removed by forget-user requests, per landed file, so the accounting identity still holds.",
+    "Raw rows removed by forget-user requests (erased, or dropped at ingest by the suppression list), "
+    "per landed file and request, so the accounting identity still holds.",
     ("source", "VARCHAR", "Landing source"),
     ("arrival_date", "DATE", "Arrival day of the removed rows"),
     ("source_file", "VARCHAR", "Landing file they came from"),
     ("rows", "BIGINT", "Rows removed"),
-    ("request_id", "VARCHAR", "Forget request (Dagster run id)"),
+    ("request_id", "VARCHAR", "Forget request (pipeline_health.forget_requests) that removed or suppressed them"),
     key=("request_id", "arrival_date", "source_file"),
 )
 
@@ -416,7 +417,7 @@ FORGET_AUDIT = _t(
     "pipeline_health.forget_audit",
     None,
     "Audit of forget-user (erasure) requests: who, when, rows deleted per table. Never the user id.",
-    ("request_id", "VARCHAR", "Dagster run id of the request"),
+    ("request_id", "VARCHAR", "Forget request (pipeline_health.forget_requests)"),
     ("requested_at", "TIMESTAMP", "UTC time of the deletion"),
     ("requested_by", "VARCHAR", "Who asked (run config `requested_by`)"),
     ("subject_hash", "VARCHAR", "SHA-256 of the user's pseudonym: checkable given the id and key, not reversible"),
@@ -425,6 +426,23 @@ FORGET_AUDIT = _t(
     ("first_event_day", "DATE", "Earliest event day of the user's clean events (marts re-served from here)"),
     ("last_event_day", "DATE", "Latest event day of the user's clean events"),
     key=("request_id", "table_name"),
+)
+
+FORGET_REQUESTS = _t(
+    "pipeline_health.forget_requests",
+    None,
+    "Forget-user (erasure) requests and the suppression list: every request not `no_match` keeps the "
+    "subject's rows out of every later ingest and re-ingest. Only the keyed pseudonym, never the id.",
+    ("request_id", "VARCHAR", "Opaque request id: the only thing the Dagster run config carries"),
+    ("requested_at", "TIMESTAMP", "UTC time the request was recorded"),
+    ("requested_by", "VARCHAR", "Who asked (`--requested-by`)"),
+    ("pseudonym", "VARCHAR", "Keyed HMAC of the user id (the same value as raw user_id/anonymous_id)"),
+    ("key_fingerprint", "VARCHAR", "Identifies the pseudonymization key the pseudonym was made with (not the key)"),
+    ("status", "VARCHAR", "pending, erased, suppressed (no row matched, suppression recorded on purpose) or no_match"),
+    ("run_id", "VARCHAR", "Dagster run of forget_user_job that executed it"),
+    ("completed_at", "TIMESTAMP", "UTC time the erasure finished"),
+    ("rows_deleted", "BIGINT", "Rows deleted over every table"),
+    key=("request_id",),
 )
 
 RETENTION_LOG = _t(
@@ -486,6 +504,7 @@ ALL_TABLES: tuple[Table, ...] = (
     CONFIG_EXPERIMENTS,
     RETENTION_LOG,
     FORGET_AUDIT,
+    FORGET_REQUESTS,
     ALERTS,
 )
 
