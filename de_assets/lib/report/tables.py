@@ -124,7 +124,7 @@ def experiments(rows: list[dict]) -> str:
         parts.append(f'<h3>{f.esc(experiment)}</h3><p class="note">alpha {first["alpha"]:g}, attribution window '
                      f'{first["window_days"]} days{", CUPED" if first["cuped"] else ""}; {health}. Rates in %, lifts '
                      f'in percentage points (revenue per user: in currency units).</p>'
-                     + html_table(head, body, numeric={2, 3, 4, 5, 6, 8}))
+                     + html_table(head, body, numeric={2, 3, 4, 5, 6, 7, 8}))
     return "".join(parts)
 
 
