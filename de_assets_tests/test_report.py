@@ -165,3 +165,11 @@ def test_plotly_js_is_written_once(tmp_path):
     assert (tmp_path / "plotly.min.js").stat().st_mtime_ns == stat.st_mtime_ns
     (tmp_path / "plotly.min.js").write_text("truncated")  # a damaged copy is replaced
     assert report.write_plotly_js(tmp_path) is True and sorted(p.name for p in tmp_path.iterdir()) == ["plotly.min.js"]
+
+
+def test_a_dry_run_writes_no_page_and_names_each_partitions_page(pipeline, tmp_path):
+    result = pipeline.run("2026-11-01", "2026-11-02", dry_run=True)
+    assert result.success and not (tmp_path / "reports").exists()
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["reports", "insights"]]
+    assert {e.partition: e.materialization.metadata["would_write"].value.rsplit("/", 1)[-1] for e in events} == {
+        "2026-11-01": "insights-2026-11-01.html", "2026-11-02": "insights-2026-11-02.html"}

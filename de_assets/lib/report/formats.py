@@ -1,7 +1,8 @@
 """Number formats of the report, one per kind of figure, used by the tables and the chart labels alike.
 
-counts `12,345`; rates and shares `12.3%`; changes `+4.5%`; money `1,234.56`; milliseconds `25 ms`;
-hours `3.2 h`. An unknown value (None, NaN) is shown as an en dash, never as an empty cell.
+counts `12,345`; rates and shares `12.3%`; changes `+4.5%`; money `1,234.56`; hours `3.2 h`. The
+charts use the same formats in their d3 notation (`,.0f`, `.1%`, `,.2f`). An unknown value (None,
+NaN) is shown as an en dash, never as an empty cell.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ COUNT_KPIS = {"dau", "wau", "mau", "new_users", "returning_users", "sessions", "
               "requests"}
 RATE_KPIS = {"stickiness", "error_rate"}
 MONEY_KPIS = {"revenue", "arpu", "arppu"}
-
-# d3-format strings for the same kinds, for chart axes, hover labels and values on marks
-D3 = {"count": ",.0f", "rate": ".1%", "money": ",.2f", "ms": ",.1f", "hours": ",.1f", "number": ",.4~g"}
 
 
 def esc(value) -> str:
@@ -43,10 +41,6 @@ def change(v) -> str:
 
 def money(v) -> str:
     return MISSING if missing(v) else f"{v:,.2f}"
-
-
-def ms(v) -> str:
-    return MISSING if missing(v) else f"{v:,.1f} ms"
 
 
 def hours(v) -> str:
