@@ -12,11 +12,14 @@ from de_assets.lib import report
 CHARTS = {"engagement", "funnel", "retention", "revenue", "latency", "quarantine", "throughput", "freshness"}
 
 
-def figures(page: str) -> dict[str, list[dict]]:
-    """The traces each chart of a page hands to plotly.js, by chart name."""
+def figures(page: str, part: int = 0) -> dict[str, list[dict] | dict]:
+    """What each chart of a page hands to plotly.js, by chart name: its traces (part 0) or layout (1)."""
     decoder, out = json.JSONDecoder(), {}
     for match in re.finditer(r'Plotly\.newPlot\(\s*"chart-([\w-]+)",\s*', page):
-        out[match.group(1)], _ = decoder.raw_decode(page, match.end())
+        value, end = decoder.raw_decode(page, match.end())
+        if part == 1:
+            value, _ = decoder.raw_decode(page, re.compile(r"\s*,\s*").match(page, end).end())
+        out[match.group(1)] = value
     return out
 
 
@@ -111,6 +114,9 @@ def test_every_chart_is_cut_at_the_as_of_day(con):
     assert engagement["anomaly"]["x"] == ["2026-11-05"]  # the one of 11-20 is not known yet
     assert data["revenue"][0]["y"][-1] == 7.0
     assert data["retention"][0]["y"] == ["2026-10-26 (n=10)"] and data["retention"][0]["x"] == ["week 0"]
+    date_axes = {name: layout["xaxis"]["range"] for name, layout in figures(page, part=1).items()
+                 if layout.get("xaxis", {}).get("type") == "date"}
+    assert date_axes == {name: ["2026-10-31 12:00", "2026-11-07 12:00"] for name in ("engagement", "revenue")}
     for later in ("2026-11-08", "2026-11-09", "2026-11-16", "2026-11-20", "2026-11-23", "2026-11-30"):
         assert later not in page, later
 

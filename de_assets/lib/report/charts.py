@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import plotly.graph_objects as go
 
@@ -29,8 +29,16 @@ TEMPLATE = go.layout.Template(layout=dict(
     xaxis=AXIS, yaxis=AXIS,
 ))
 CONFIG = {"displayModeBar": False, "responsive": True}  # drag to zoom, double-click to reset
-DATE_AXIS = dict(type="date", tickformat="%b %d", hoverformat="%a %Y-%m-%d")
 
+
+
+def _days_axis(x: list[str], d: ReportData) -> dict:
+    """A date axis from the first day shown to the page's day, half a day of margin each side: the
+    axis never runs past the as-of day."""
+    first = datetime.fromisoformat(x[0]) - timedelta(hours=12)
+    last = datetime.combine(d.day, time(12))
+    return dict(type="date", tickformat="%b %d", hoverformat="%a %Y-%m-%d",
+                range=[first.strftime("%Y-%m-%d %H:%M"), last.strftime("%Y-%m-%d %H:%M")])
 
 @dataclass
 class Chart:
@@ -81,7 +89,7 @@ def engagement(d: ReportData) -> Chart:
                         customdata=[[a["kpi"].upper(), a["expected"], a["score"]] for a in flagged],
                         hovertemplate="%{customdata[0]} anomaly: %{y:,.0f} users, expected %{customdata[1]:,.0f} "
                                       "(score %{customdata[2]:.1f})<extra></extra>")
-    fig.update_layout(hovermode="x unified", xaxis=DATE_AXIS,
+    fig.update_layout(hovermode="x unified", xaxis=_days_axis(x, d),
                       yaxis=dict(title_text="users", rangemode="tozero", tickformat=",.0f"))
     chart.figure = fig
     return chart
@@ -151,13 +159,14 @@ def revenue(d: ReportData) -> Chart:
     chart = Chart("revenue", "Revenue per day (sum of order revenue)")
     if not d.revenue:
         return chart
+    x = _dates(d.revenue, "event_date")
     fig = go.Figure(go.Bar(
-        x=_dates(d.revenue, "event_date"), y=[r["revenue"] or 0.0 for r in d.revenue], marker_color=GREEN,
+        x=x, y=[r["revenue"] or 0.0 for r in d.revenue], marker_color=GREEN,
         customdata=[[r["orders"], r["paying_users"]] for r in d.revenue],
         hovertemplate="%{x}<br>revenue %{y:,.2f}<br>%{customdata[0]:,.0f} orders by %{customdata[1]:,.0f} "
                       "paying users<extra></extra>",
     ))
-    fig.update_layout(xaxis=DATE_AXIS, yaxis=dict(title_text="revenue", rangemode="tozero", tickformat=",.0f"),
+    fig.update_layout(xaxis=_days_axis(x, d), yaxis=dict(title_text="revenue", rangemode="tozero", tickformat=",.0f"),
                       bargap=0.15)
     chart.figure = fig
     return chart
@@ -190,14 +199,15 @@ def quarantine(d: ReportData) -> Chart:
     rows = [r for r in d.health if r["quarantine_rate"] is not None]
     if not rows:
         return chart
+    x = _dates(rows, "partition")
     fig = go.Figure(go.Scatter(
-        x=_dates(rows, "partition"), y=[r["quarantine_rate"] for r in rows], mode="lines+markers",
+        x=x, y=[r["quarantine_rate"] for r in rows], mode="lines+markers",
         line=dict(color=ORANGE), customdata=[r["rows_in"] for r in rows],
         hovertemplate="%{x}<br>%{y:.2%} of %{customdata:,.0f} rows<extra></extra>",
     ))
     target = d.slo_targets.get("quarantine_rate")
     _target_line(fig, target, f"SLO {f.rate(target)}" if target is not None else "")
-    fig.update_layout(xaxis=DATE_AXIS, yaxis=dict(title_text="rows quarantined", rangemode="tozero",
+    fig.update_layout(xaxis=_days_axis(x, d), yaxis=dict(title_text="rows quarantined", rangemode="tozero",
                                                   tickformat=".1%"))
     chart.figure = fig
     return chart
@@ -224,13 +234,14 @@ def freshness(d: ReportData) -> Chart:
     rows = [r for r in d.health if r["freshness_hours"] is not None]
     if not rows:
         return chart
+    x = _dates(rows, "partition")
     fig = go.Figure(go.Scatter(
-        x=_dates(rows, "partition"), y=[r["freshness_hours"] for r in rows], mode="lines+markers",
+        x=x, y=[r["freshness_hours"] for r in rows], mode="lines+markers",
         line=dict(color=PURPLE), hovertemplate="%{x}<br>%{y:,.1f} h<extra></extra>",
     ))
     target = d.slo_targets.get("freshness_hours")
     _target_line(fig, target, f"SLO {f.hours(target)}" if target is not None else "")
-    fig.update_layout(xaxis=DATE_AXIS, yaxis=dict(title_text="hours", rangemode="tozero", tickformat=",.0f"))
+    fig.update_layout(xaxis=_days_axis(x, d), yaxis=dict(title_text="hours", rangemode="tozero", tickformat=",.0f"))
     chart.figure = fig
     return chart
 
