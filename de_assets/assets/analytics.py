@@ -206,16 +206,18 @@ def experiment_results(
 
 
 REPORT_SECTIONS = dg.TableSchema(columns=[
-    dg.TableColumn("engagement", "svg", description="DAU / WAU / MAU over 90 days, anomalies circled"),
-    dg.TableColumn("funnel", "svg", description="Users per funnel step on the day"),
-    dg.TableColumn("retention", "svg", description="Cohort week x weeks since: retention rate heatmap"),
-    dg.TableColumn("revenue", "svg", description="Revenue per day"),
-    dg.TableColumn("latency", "svg", description="p50 / p90 / p99 latency per service on the day"),
-    dg.TableColumn("quarantine", "svg", description="Quarantine rate per arrival day"),
-    dg.TableColumn("throughput", "svg", description="Median rows/s per pipeline step"),
-    dg.TableColumn("freshness", "svg", description="Hours from the newest event to cleaned"),
-    dg.TableColumn("kpis", "table", description="Headline KPIs with dod / wow and anomaly flags"),
-    dg.TableColumn("experiments", "table", description="A/B readouts as of the day"),
+    dg.TableColumn("kpis", "table", description="Headline KPIs: value, % change vs day / week / month / year "
+                   "before, expected value and anomaly score (columns with no data are left out, with a note)"),
+    dg.TableColumn("engagement", "chart", description="DAU / WAU / MAU over 90 days, anomalies circled"),
+    dg.TableColumn("funnel", "chart", description="Users per funnel step on the day, % of the first step"),
+    dg.TableColumn("retention", "chart", description="Cohort week x weeks since: retention heatmap, complete weeks "
+                   "up to the day"),
+    dg.TableColumn("revenue", "chart", description="Revenue per day, orders and paying users on hover"),
+    dg.TableColumn("latency", "chart", description="p50 / p90 / p99 latency per service on the day"),
+    dg.TableColumn("quarantine", "chart", description="Quarantine rate per arrival day, with the SLO target"),
+    dg.TableColumn("throughput", "chart", description="Median rows/s per pipeline step"),
+    dg.TableColumn("freshness", "chart", description="Hours from the newest event to cleaned, with the SLO target"),
+    dg.TableColumn("experiments", "table", description="A/B readouts as of the day, with a verdict per comparison"),
     dg.TableColumn("slos", "table", description="Pipeline SLO status"),
 ])
 
@@ -223,44 +225,50 @@ REPORT_SECTIONS = dg.TableSchema(columns=[
 @dg.asset(
     key=["reports", "insights"],
     deps=[dg.AssetKey(["marts", n]) for n in ("daily_engagement", "funnel_daily", "retention_cohorts",
-                                               "revenue_daily", "service_latency", "kpi_anomalies",
+                                               "revenue_daily", "service_latency", "kpi_changes", "kpi_anomalies",
                                                "experiment_results")]
     + [dg.AssetKey(["pipeline_health", "slo_status"])],
     group_name="analytics",
-    description="The insights report: one self-contained HTML page per day under `data/reports/` "
-    "(`insights-<day>.html`, and `latest.html`), charts as inline SVG (works offline): active users "
-    "with anomalies, funnel, retention heatmap, revenue, latency percentiles, pipeline health "
-    "(quarantine rate, throughput, freshness), KPI changes, experiment readouts and SLOs.",
+    description="The insights report: one HTML page per day under `data/reports/` (`insights-<day>.html`, "
+    "and `latest.html`) with interactive plotly charts (values on hover), loading the one `plotly.min.js` "
+    "written beside the pages, so it works offline: KPI changes, active users with anomalies, funnel, "
+    "retention heatmap, revenue, latency percentiles, pipeline health (quarantine rate, throughput, "
+    "freshness), experiment readouts with verdicts and SLOs. Every page shows only what was known at the "
+    "end of its day.",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"html", "duckdb"},
     owners=OWNERS,
     tags={"layer": "reports", "pii": "none"},
-    code_version="1",
+    code_version="2",
     metadata={"dagster/column_schema": REPORT_SECTIONS},
 )
 def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings) -> dg.MaterializeResult:
     start, end = partition_dates(context)
     folder = Path(settings.reports_root)
-    pages = {}
     with warehouse.connect() as con:
-        for day in days_between(start, end):
-            pages[day] = report.build(con, day)
+        pages = [report.build_page(con, day) for day in days_between(start, end)]
     if warehouse.dry_run:  # a dry run writes nothing anywhere
-        return dg.MaterializeResult(metadata={"dry_run": True, "would_write": str(folder / f"insights-{end}.html")})
+        for page in pages:
+            context.add_asset_metadata({"would_write": str(folder / f"insights-{page.day}.html")},
+                                       partition_key=str(page.day))
+        return dg.MaterializeResult(metadata={"dry_run": True})
     folder.mkdir(parents=True, exist_ok=True)
-    for day, page in pages.items():
-        (folder / f"insights-{day}.html").write_text(page, encoding="utf-8")
+    script_written = report.write_plotly_js(folder)
+    for page in pages:  # each partition's materialization points at its own page
+        path = folder / f"insights-{page.day}.html"
+        path.write_text(page.html, encoding="utf-8")
+        context.add_asset_metadata({"path": dg.MetadataValue.path(str(path.resolve())),
+                                    "bytes": path.stat().st_size, "charts": page.chart_count},
+                                   partition_key=str(page.day))
     latest = folder / "latest.html"
     newest = max(folder.glob("insights-*.html"))
     latest.write_text(newest.read_text(encoding="utf-8"), encoding="utf-8")
-    path = (folder / f"insights-{end}.html").resolve()
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(path)),
         "latest": dg.MetadataValue.path(str(latest.resolve())),
         "reports_written": len(pages),
-        "bytes": path.stat().st_size,
-        "charts": pages[end].count('<figure class="chart"'),
+        "plotly_js": dg.MetadataValue.path(str((folder / report.PLOTLY_JS).resolve())),
+        "plotly_js_written": script_written,
     })
 
 
