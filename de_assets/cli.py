@@ -6,6 +6,7 @@
     de-assets run --start 2026-11-01 --dry-run   # compute, validate, report; write nothing
     de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
     de-assets forget-user --user-id cus_4821 --requested-by dpo@example.org
+    de-assets sql "SELECT * FROM marts.daily_engagement" --format csv   # while runs write
 
 Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home,
 created with the dev dagster.yaml: de_assets/instance.py), so `dagster dev` with the same
@@ -276,6 +277,20 @@ def cmd_forget_user(args) -> bool:
     return True
 
 
+def cmd_sql(args) -> int:
+    """Answer from the lake's snapshots (de_assets/lake.py): the pipeline's DuckDB file is never opened."""
+    import duckdb
+
+    from de_assets import lake
+
+    try:
+        print(lake.query(args.query, args.format, args.as_of))
+    except (duckdb.Error, ValueError, FileNotFoundError) as error:
+        print(f"de-assets sql: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args) -> bool:
     args.end = args.end or _yesterday()
     landing = Path(args.landing)
@@ -323,7 +338,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="record the suppression even if no row matches (e.g. re-recording requests after a "
                          "key rotation); without it an id that matches nothing is an error")
 
+    sql = sub.add_parser("sql", help="query the served tables (latest or past snapshot); never waits for a run")
+    sql.add_argument("query", help='SQL over the served tables, e.g. "SELECT * FROM marts.daily_engagement"')
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
+    sql.add_argument("--as-of", default=None,
+                     help="read as of a past moment (YYYY-MM-DDTHH:MM:SS, UTC) or a snapshot id (default: latest)")
+
     args = parser.parse_args(argv)
+    if args.command == "sql":
+        return cmd_sql(args)
     if args.command == "generate":
         args.end = args.end or _yesterday()
         cmd_generate(args)

@@ -33,7 +33,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, rawstore
+from de_assets.lib import alerts, contracts, rawstore, served
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
@@ -67,9 +67,12 @@ class Warehouse(DuckDBResource):
     """
 
     memory_limit: str = "600MB"
+    catalog_uri: str | None = None  # the lake's SQL catalog; default: SQLite `catalog.db` beside the database file
+    lake_uri: str | None = None  # where the lake's files go; default: `lake/` beside the database file
     lock_wait_s: float = 120.0  # how long to wait for another process's write lock before failing
     run_mode: dg.ResourceDependency[RunMode]
     _scratch: Path | None = PrivateAttr(default=None)
+    _catalog: object = PrivateAttr(default=None)
 
     @property
     def dry_run(self) -> bool:
@@ -83,7 +86,7 @@ class Warehouse(DuckDBResource):
             raise dg.Failure("A dry run needs a warehouse file to compare with; DE_ASSETS_DUCKDB is :memory:.")
         scratch_dir = Path(f"{self.database}.dry_run")
         scratch_dir.mkdir(parents=True, exist_ok=True)
-        self._scratch = scratch_dir / f"{context.run_id}.duckdb"
+        self._scratch = scratch_dir / f"{context.run.run_id}.duckdb"
         for suffix in ("", ".wal"):  # copy, never open: the stored file stays byte-for-byte the same
             if Path(self.database + suffix).exists():
                 shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
@@ -118,6 +121,22 @@ class Warehouse(DuckDBResource):
             yield con
         finally:
             con.close()
+
+    def lake_catalog(self):
+        """The lake's catalog (opened once), or None when nothing is published: a dry run, or an
+        in-memory warehouse without a configured catalog."""
+        if self.dry_run or (self.database == ":memory:" and self.catalog_uri is None):
+            return None
+        if self._catalog is None:
+            self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
+        return self._catalog
+
+    def publish(self, con, table, start=None, end=None) -> int | None:
+        """Publish the partitions of [start, end] of a served table to the lake (`lib/served.py`)."""
+        catalog = self.lake_catalog()
+        if catalog is None or table not in served.PUBLISHED:
+            return None
+        return served.publish(con, catalog, table, start, end)
 
     @contextmanager
     def read_only(self, wait_s: float = 5.0):
@@ -262,7 +281,8 @@ def build_resources(
     warehouse = Warehouse(
         run_mode=run_mode,
         **_given(database=database or _env("DE_ASSETS_DUCKDB") or "data/warehouse.duckdb",
-                 memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT")),
+                 memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT"),
+                 catalog_uri=_env("DE_ASSETS_CATALOG_URI"), lake_uri=_env("DE_ASSETS_LAKE")),
     )
     rate = os.getenv("DE_ASSETS_MAX_QUARANTINE_RATE")
     rollout = os.getenv("DE_ASSETS_RAW_FORMAT_ROLLOUT")

@@ -85,7 +85,8 @@ def _mart(
         start, end = partition_dates(context)
         with warehouse.connect() as con:
             write(con, start, end, settings)
-            metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started)
+            metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started,
+                                       publish_to=warehouse)
             if alerts is not None:
                 alerting.send(con, alerts(con, start, end, context.run.run_id), log=context.log)
         return dg.MaterializeResult(metadata=metadata, check_results=results)
@@ -192,7 +193,8 @@ def experiment_results(
     )
     with warehouse.connect() as con:
         written = experiment_readout.write(con, start, end, plan)
-        metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started)
+        metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started,
+                                   publish_to=warehouse)
     by_experiment: dict[str, list[dict]] = {}  # the readout as of the last day, control first
     latest = sorted((r for r in written if r["as_of_date"] == end),
                     key=lambda r: (r["experiment_id"], r["metric"], not r["is_control"], r["variant_id"]))

@@ -140,11 +140,15 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             clean_meta, clean_results = finish(
                 context, con, alerting, clean_key, spec.clean, start, end, started,
                 rows_in=report.rows_in, counts=counts, extra_results=(gate, reconcile, conflicts),
+                publish_to=warehouse,
             )
+            if "lake_snapshot_id" in clean_meta:  # duplicates are served with the clean rows they were told from
+                warehouse.publish(con, spec.duplicates, start, end)
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
             late_days = clean.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
-                context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter()
+                context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
+                publish_to=warehouse,
             )
         held_back = {f"{clean.HELD_BACK_REASON} (status held_back)": report.rows_held_back} if report.rows_held_back else {}
         reasons = dg.MetadataValue.md(

@@ -9,7 +9,7 @@ import dagster as dg
 from de_assets import config_experiment
 from de_assets.lib import forget, health
 from de_assets.lib.alerts import Alert
-from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
+from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import definition_metadata, table_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import partition_label
@@ -93,6 +93,7 @@ def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
         days = len(days_between(start, end))
         missing = sorted(a for a in materialized if dict(reported).get(a, 0) < days)
         metadata = {**table_metadata(con, PARTITION_KPIS, start, end, started), **_run_summary(con, run_id, start, end)}
+        warehouse.publish(con, PARTITION_KPIS)  # the pipeline's log, served whole (small)
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -138,6 +139,8 @@ def slo_status(
         breaches = [r for r in evaluated if r["status"] == "breached"]
         alerting.send(con, [_breach_alert(r, context.run.run_id) for r in breaches], log=context.log)
         metadata = table_metadata(con, SLO_STATUS, start, end, started)
+        warehouse.publish(con, SLO_STATUS)
+        warehouse.publish(con, ALERTS)  # alerts of the whole run (sensors' too), as of its end
     latest = {r["slo"]: r for r in evaluated if r["partition"] == end}
     for name, row in latest.items():  # numeric, so the UI plots every SLO over the partitions
         metadata[name] = round(row["actual"], 5) if row["actual"] is not None else -1.0
@@ -231,6 +234,7 @@ def config_experiments(
     with warehouse.connect() as con:
         con.execute(f"DELETE FROM {CONFIG_EXPERIMENTS.name} WHERE experiment_id = ?", [experiment_id])
         con.executemany(f"INSERT INTO {CONFIG_EXPERIMENTS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        warehouse.publish(con, CONFIG_EXPERIMENTS)
     context.log.info(text)
     metadata = {
         "readout": dg.MetadataValue.md(text),

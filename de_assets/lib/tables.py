@@ -7,6 +7,7 @@ derived from these definitions, so a column is documented exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,16 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def partition_values(self, start: date, end: date) -> list[date]:
+        """The partition values a run over the days [start, end] writes: those days, or for a table
+        partitioned by `activity_week` the Monday of every week they touch."""
+        if self.partition_column == "activity_week":
+            start, end = start - timedelta(days=start.weekday()), end - timedelta(days=end.weekday())
+            step = 7
+        else:
+            step = 1
+        return [start + timedelta(days=i) for i in range(0, (end - start).days + 1, step)]
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
