@@ -121,8 +121,8 @@ def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition
             if partition_column is not None:
                 with create.update_spec() as spec:
                     spec.add_identity(partition_column)
-    except (TableAlreadyExistsError, IntegrityError):
-        pass
+    except (TableAlreadyExistsError, IntegrityError, CommitFailedException):
+        pass  # another process created it first (the catalog says so in one of these ways)
     return catalog.load_table(identifier)
 
 
@@ -179,6 +179,27 @@ def overwrite_partitions(table: Table, data: pa.Table, column: str, days, *, att
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
             table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=props)
+
+    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+
+
+def overwrite_partitions_with_files(table: Table, files: list[str], column: str, days, *, attempts: int = 5,
+                                    backoff: float = 0.05) -> Snapshot | None:
+    """Like ``overwrite_partitions``, with data files already written (e.g. by DuckDB's COPY ...
+    PARTITION_BY, one partition value per file, columns named as the table's): one commit deletes
+    ``days`` and adds ``files``. Idempotent; on a conflict the commit is redone with the same files."""
+    days = _days(days)
+    row_filter = EqualTo(column, days[0]) if len(days) == 1 else In(column, days)
+    commit_id = uuid.uuid4().hex
+    props = {COMMIT_ID: commit_id, PARTITIONS: ",".join(d.isoformat() for d in days)}
+
+    def action():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            with table.transaction() as tx:
+                tx.delete(row_filter, snapshot_properties=props)
+                if files:
+                    tx.add_files(files, snapshot_properties=props, check_duplicate_files=False)
 
     return _commit_with_retry(table, action, attempts, backoff, commit_id)
 

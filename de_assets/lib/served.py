@@ -18,7 +18,9 @@ warehouse for inspection but never reaches a reader.
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import duckdb
 import pyarrow as pa
@@ -88,9 +90,18 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
         snapshot = lake.replace_all(target, data.cast(arrow_schema(table)))
     else:
         values = sorted(set(days)) if days is not None else table.partition_values(start, end)
-        data = con.sql(f"SELECT {_select(table)} FROM {table.name} WHERE list_contains($v, {column})",
-                       params={"v": values}).to_arrow_table()
-        snapshot = lake.overwrite_partitions(target, data.cast(arrow_schema(table)), column, values)
+        rows = f"SELECT {_select(table)} FROM {table.name} WHERE list_contains($v, {column})"
+        if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
+            folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            con.execute(f"COPY ({rows}) TO '{folder}' (FORMAT parquet, COMPRESSION zstd, "
+                        "PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)".replace("{column}", column),
+                        {"v": values})
+            files = sorted(str(f) for f in folder.rglob("*.parquet"))
+            snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
+        else:  # object storage: pyiceberg writes through pyarrow's filesystems
+            data = con.sql(rows, params={"v": values}).to_arrow_table()
+            snapshot = lake.overwrite_partitions(target, data.cast(arrow_schema(table)), column, values)
     return getattr(snapshot, "snapshot_id", None)
 
 
