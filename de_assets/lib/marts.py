@@ -298,7 +298,7 @@ def classify(scored: pd.DataFrame, min_volume: float) -> pd.DataFrame:
     value, expected, score = (pd.to_numeric(out[c], errors="coerce").astype(float) for c in ("value", "expected", "score"))
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = (value - expected).abs() / score.abs()
-    no_spread = score.notna() & (score != 0) & (scale <= ABSOLUTE_SCALE_FLOOR * (1 + 1e-6))
+    no_spread = score.notna() & (score != 0) & (value != expected) & (scale <= ABSOLUTE_SCALE_FLOOR * (1 + 1e-6))
     low = ~(pd.to_numeric(out["volume"], errors="coerce").fillna(0) >= min_volume)
     status = np.select(
         [value.isna(), expected.isna() | score.isna(), no_spread, low, out["is_anomaly"].fillna(False).astype(bool)],
