@@ -149,11 +149,15 @@ def cmd_run(args) -> bool:
 def _print_summary(result) -> None:
     import dagster as dg
 
-    # A range run records one materialization per partition, each carrying the whole range's metadata.
+    # A range run records one materialization per partition, each with that day's own figures:
+    # the counts of the range are their sum (the rest, e.g. a dry run's diff, is the run's own).
     rows = {}
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        rows[event.asset_key.to_user_string()] = meta
+        seen = rows.setdefault(event.asset_key.to_user_string(), {})
+        for k, v in meta.items():
+            summed = (k == "dagster/row_count" or k.startswith("rows_")) and "_or_changed" not in k  # not the diff
+            seen[k] = seen.get(k, 0) + v if summed and isinstance(v, int) and not isinstance(v, bool) else v
     for key, meta in rows.items():
         if "dagster/row_count" not in meta:  # a file, not a table (the insights report)
             print(f"  {key:<32} {meta.get('path', '')}")
