@@ -8,6 +8,7 @@ from datetime import date
 import dagster as dg
 
 from de_assets.lib import rawstore
+from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import Table
 
 PREVIEW_ROWS = 10
@@ -88,7 +89,9 @@ def day_metadata(con, table: Table, day: date) -> dict:
     where = _where(table)
     source = rawstore.relation(con, table, day, day)  # raw rows may live in Parquet (raw_format flag)
     rows = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [day, day]).fetchone()[0]
-    preview_cols = [c.name for c in table.columns if c.type != "JSON"]
+    # pseudonyms are personal data: they stay out of Dagster's event storage, where forget-user
+    # cannot reach them (the preview shows every other plain column)
+    preview_cols = [c.name for c in table.columns if c.type != "JSON" and c.name not in PSEUDONYM_COLUMNS]
     order = ", ".join(preview_cols[:3])
     preview = con.execute(
         f"SELECT {', '.join(preview_cols)} FROM {source} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",

@@ -120,32 +120,29 @@ def parse_earliest(value) -> pd.Timestamp:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
-@functools.lru_cache(maxsize=16)
-def event_contract(earliest: pd.Timestamp | None = None) -> type[EventContract]:
-    """`EventContract` plus `event_ts:implausibly_old` (event time before `earliest`)."""
+def _bounded(contract: type[pa.DataFrameModel], column: str, earliest) -> type[pa.DataFrameModel]:
+    """``contract`` plus ``<column>:implausibly_old`` (a time before ``earliest``)."""
     bound = parse_earliest(earliest)
 
-    class EventContractFrom(EventContract):
-        @pa.check("event_ts", name="implausibly_old")
+    class Bounded(contract):
+        @pa.check(column, name="implausibly_old")
         def implausibly_old(cls, series: pd.Series) -> Series[bool]:
             return series >= bound
 
-    EventContractFrom.__name__ = f"EventContract(earliest={bound})"
-    return EventContractFrom
+    Bounded.__name__ = f"{contract.__name__}(earliest={bound})"
+    return Bounded
+
+
+@functools.lru_cache(maxsize=16)
+def event_contract(earliest: pd.Timestamp | None = None) -> type[EventContract]:
+    """`EventContract` plus `event_ts:implausibly_old` (event time before `earliest`)."""
+    return _bounded(EventContract, "event_ts", earliest)
 
 
 @functools.lru_cache(maxsize=16)
 def request_contract(earliest: pd.Timestamp | None = None) -> type[RequestContract]:
     """`RequestContract` plus `request_ts:implausibly_old` (request time before `earliest`)."""
-    bound = parse_earliest(earliest)
-
-    class RequestContractFrom(RequestContract):
-        @pa.check("request_ts", name="implausibly_old")
-        def implausibly_old(cls, series: pd.Series) -> Series[bool]:
-            return series >= bound
-
-    RequestContractFrom.__name__ = f"RequestContract(earliest={bound})"
-    return RequestContractFrom
+    return _bounded(RequestContract, "request_ts", earliest)
 
 
 def failing_rows(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.DataFrame:

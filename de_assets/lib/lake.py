@@ -151,6 +151,19 @@ def _commit_with_retry(table: Table, action, attempts: int, backoff: float, comm
     raise AssertionError("unreachable")
 
 
+def _commit(table: Table, change, attempts: int, backoff: float, **summary: str) -> Snapshot | None:
+    """One commit: ``change(snapshot_properties)`` under a fresh commit id (kept in the snapshot
+    summary with ``summary``), retried on conflicts (``_commit_with_retry``)."""
+    commit_id = uuid.uuid4().hex
+
+    def action():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            change({COMMIT_ID: commit_id, **summary})
+
+    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+
+
 def _days(days) -> list[date]:
     out = sorted({date.fromisoformat(d) if isinstance(d, str) else d for d in days})
     if not out:
@@ -172,15 +185,8 @@ def overwrite_partitions(table: Table, data: pa.Table, column: str, days, *, att
     if outside:
         raise ValueError(f"{outside} rows of {'.'.join(table.name())} have {column} outside the days written")
     row_filter = EqualTo(column, days[0]) if len(days) == 1 else In(column, days)
-    commit_id = uuid.uuid4().hex
-    props = {COMMIT_ID: commit_id, PARTITIONS: ",".join(d.isoformat() for d in days)}
-
-    def action():
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=props)
-
-    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+    return _commit(table, lambda props: table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=props),
+                   attempts, backoff, **{PARTITIONS: ",".join(d.isoformat() for d in days)})
 
 
 def overwrite_partitions_with_files(table: Table, files: list[str], column: str, days, *, attempts: int = 5,
@@ -190,30 +196,19 @@ def overwrite_partitions_with_files(table: Table, files: list[str], column: str,
     ``days`` and adds ``files``. Idempotent; on a conflict the commit is redone with the same files."""
     days = _days(days)
     row_filter = EqualTo(column, days[0]) if len(days) == 1 else In(column, days)
-    commit_id = uuid.uuid4().hex
-    props = {COMMIT_ID: commit_id, PARTITIONS: ",".join(d.isoformat() for d in days)}
 
-    def action():
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            with table.transaction() as tx:
-                tx.delete(row_filter, snapshot_properties=props)
-                if files:
-                    tx.add_files(files, snapshot_properties=props, check_duplicate_files=False)
+    def swap(props):
+        with table.transaction() as tx:
+            tx.delete(row_filter, snapshot_properties=props)
+            if files:
+                tx.add_files(files, snapshot_properties=props, check_duplicate_files=False)
 
-    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+    return _commit(table, swap, attempts, backoff, **{PARTITIONS: ",".join(d.isoformat() for d in days)})
 
 
 def replace_all(table: Table, data: pa.Table, *, attempts: int = 5, backoff: float = 0.05) -> Snapshot | None:
     """Replace every row of an unpartitioned (small) table by ``data`` in one atomic commit."""
-    commit_id = uuid.uuid4().hex
-
-    def action():
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            table.overwrite(data, snapshot_properties={COMMIT_ID: commit_id})
-
-    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+    return _commit(table, lambda props: table.overwrite(data, snapshot_properties=props), attempts, backoff)
 
 
 def add_missing_columns(table: Table, schema: pa.Schema) -> Table:
@@ -230,14 +225,7 @@ def delete_where(table: Table, row_filter: str | BooleanExpression, *, attempts:
                  backoff: float = 0.05) -> Snapshot | None:
     """Delete the rows matching ``row_filter`` (copy-on-write: files holding other rows are rewritten
     without them). The old files stay readable by older snapshots until ``expire_and_clean``."""
-    commit_id = uuid.uuid4().hex
-
-    def action():
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            table.delete(row_filter, snapshot_properties={COMMIT_ID: commit_id})
-
-    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+    return _commit(table, lambda props: table.delete(row_filter, snapshot_properties=props), attempts, backoff)
 
 
 def _commit_of(snapshot: Snapshot | None) -> str | None:

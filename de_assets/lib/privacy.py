@@ -48,6 +48,9 @@ PII_TRAIT_KEYS = (
     "birthday",
 )
 PSEUDONYM_HEX_CHARS = 32
+# Columns holding a person's pseudonym: kept out of previews (Dagster's event storage) and of the
+# lake's manifest statistics, so forget-user can erase a person everywhere.
+PSEUDONYM_COLUMNS = ("user_key", "user_id", "anonymous_id")
 
 
 def pseudonymize(key: str, value: str) -> str:

@@ -27,6 +27,7 @@ import pyarrow as pa
 from pyiceberg.expressions import And, LessThan, NotIn
 
 from de_assets.lib import lake
+from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
 
 DEFAULT_DATABASE = "data/warehouse.duckdb"
@@ -34,8 +35,8 @@ _ARROW = {
     "VARCHAR": pa.string(), "JSON": pa.string(), "DATE": pa.date32(), "BIGINT": pa.int64(),
     "INTEGER": pa.int32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us"),
 }
-# Columns holding pseudonymized ids: no min/max bounds in the manifests, so an erased id survives nowhere.
-_NO_BOUNDS = ("user_key", "user_id", "anonymous_id", "raw_row", "dedupe_key", "message_id")
+# No min/max bounds in the manifests for pseudonyms and what may embed them, so an erased id survives nowhere.
+_NO_BOUNDS = (*PSEUDONYM_COLUMNS, "raw_row", "dedupe_key", "message_id")
 
 PUBLISHED: tuple[Table, ...] = tuple(
     t for t in ALL_TABLES
