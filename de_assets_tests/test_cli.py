@@ -281,3 +281,17 @@ def test_demo_and_generate_make_the_partitions_start_with_the_data(tmp_path, mon
     monkeypatch.setenv("DE_ASSETS_START_DATE", "2024-01-01")
     assert cli._load_dotenv(env)["DE_ASSETS_START_DATE"] == "2026-10-01"
     assert __import__("os").environ["DE_ASSETS_START_DATE"] == "2026-10-01"
+
+
+DG = Path(sys.executable).with_name("dg")
+
+
+@pytest.mark.skipif(not DG.exists(), reason="dagster-dg-cli is not installed (pip install -e .)")
+def test_dg_check_defs_loads_the_code_location(tmp_path):
+    """`dg` (Dagster's newer CLI) finds the project through pyproject.toml [tool.dg], like `dagster dev`
+    finds it through workspace.yaml."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([str(DG), "check", "defs"], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "DAGSTER_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully." in done.stdout
