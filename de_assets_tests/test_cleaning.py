@@ -131,19 +131,19 @@ def test_conflicting_duplicates_are_flagged_counted_and_warned(tmp_path):
     clean = p.query("SELECT message_id, properties->>'$.sku' sku FROM clean.events ORDER BY 1")
     assert clean.values.tolist() == [["c1", "A"], ["c2", None], ["c3", "B"], ["c4", None]]
 
-    check = _check(result, "clean/events", "conflicting_duplicates")
+    check = _check(result, "clean/clean_events", "conflicting_duplicates")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     meta = {k: v.value for k, v in check.metadata.items()}
     assert (meta["rows_duplicate"], meta["rows_duplicate_conflicting"], meta["days_with_conflicts"]) == (
         4, 3, f"{D1}, {D2}")
     clean_meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                      if e.asset_key.to_user_string() == "clean/events")
+                      if e.asset_key.to_user_string() == "clean/clean_events")
     assert clean_meta["rows_duplicate_conflicting"].value == 3
     # counts and field names only: no message id, user id or pseudonym in what this reports
     text = repr(meta) + repr({k: v.value for k, v in clean_meta.items() if k.startswith("rows_")})
     for secret in ("c1", "c2", "c3", "u9", "u5", pseudonym := pseudonymize(TEST_KEY, "u9"), pseudonym[:12]):
         assert secret not in text
-    assert _check(result, "clean/events", "rows_reconcile").passed
+    assert _check(result, "clean/clean_events", "rows_reconcile").passed
 
     # the other dedupe implementation flags the same rows
     other = Pipeline(tmp_path / "arg_min", landing, dedupe_strategy="arg_min")
@@ -161,8 +161,8 @@ def test_golden_duplicates_do_not_conflict(pipeline):
     rows = pipeline.query("SELECT dedupe_key, conflict FROM clean.events_duplicates ORDER BY arrival_date")
     assert rows.values.tolist() == [["m14", False], ["m14", False]]
     assert pipeline.query("SELECT list(conflict) c FROM clean.requests_duplicates").c[0].tolist() == [False]
-    assert _check(result, "clean/events", "conflicting_duplicates").passed
-    assert _check(result, "clean/requests", "conflicting_duplicates").passed
+    assert _check(result, "clean/clean_events", "conflicting_duplicates").passed
+    assert _check(result, "clean/clean_requests", "conflicting_duplicates").passed
 
 
 def test_an_older_warehouse_gains_the_new_columns(tmp_path):

@@ -40,7 +40,7 @@ def test_demo_generates_and_materializes_every_partition(tmp_path, monkeypatch, 
     assert "DEBUG" not in captured.err and "STEP_START" not in captured.err + out
     # the partitions of `dagster dev` started here begin with the demo's data (DAGSTER_HOME was set)
     assert (tmp_path / ".env").read_text().splitlines()[2:] == ["DE_ASSETS_START_DATE=2026-11-08"]
-    assert "check clean/events:rows_reconcile passed" in out
+    assert "check clean/clean_events:rows_reconcile passed" in out
     assert f"report:    {tmp_path / 'reports' / 'latest.html'}" in out
     # clean generated data passes every check, blocking and warning alike
     assert "check " in out and "FAILED" not in out and "WARNING" not in out
@@ -219,8 +219,8 @@ def test_status_on_a_small_run(tmp_path, monkeypatch, capsys, golden_landing):
     [run] = [line for line in lines if " daily_pipeline " in line]
     assert run.split()[1:3] == ["daily_pipeline", "FAILURE"] and run.endswith(" 2026-11-01..2026-11-02")
     checks = lines[lines.index("Failed checks in those runs:") + 1:][:3]
-    assert [c.split()[:2] for c in checks[:2]] == [["clean/events:quarantine_rate_within_threshold", "(error)"],
-                                                   ["clean/requests:quarantine_rate_within_threshold", "(error)"]]
+    assert [c.split()[:2] for c in checks[:2]] == [["clean/clean_events:quarantine_rate_within_threshold", "(error)"],
+                                                   ["clean/clean_requests:quarantine_rate_within_threshold", "(error)"]]
     assert checks[2] == ""
     assert "SLOs of the newest evaluated partition (none yet):" in out
     assert "Open alerts (seen in the last 7 days: 2):" in out

@@ -63,8 +63,8 @@ def test_golden_run_passes_every_check(pipeline):
     evaluations = result.get_asset_check_evaluations()
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
     assert ("marts/funnel_daily", "funnel_monotonic") in names
-    assert ("clean/events", "no_raw_pii") in names
-    assert ("quarantine/events", "no_raw_pii") in names
+    assert ("clean/clean_events", "no_raw_pii") in names
+    assert ("quarantine/quarantine_events", "no_raw_pii") in names
     assert [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed] == []
 
 

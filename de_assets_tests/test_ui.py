@@ -110,7 +110,7 @@ def test_asset_graph_shows_the_groups_and_their_assets(ui):
     lineage = ui.browse(f"{ui.url}/asset-groups", "--dump-dom")
     for group in ("ingestion", "cleaning", "analytics", "pipeline_health"):
         assert group in lineage
-    expected = {"ingestion": ["raw/events", "events_api"], "cleaning": ["quarantine", "clean"],
+    expected = {"ingestion": ["raw/raw_events", "events_api"], "cleaning": ["quarantine", "clean"],
                 "analytics": ["funnel_daily", "experiment_results", "insights"]}
     for group, assets in expected.items():
         page = ui.browse(f"{ui.url}/locations/{LOCATION}/asset-groups/{group}", "--dump-dom")
