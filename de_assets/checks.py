@@ -1,11 +1,19 @@
 """Asset checks: the rules of `lib/quality.py` (blocking) and `lib/drift.py` (warnings) as Dagster checks.
 
-The rules run inside the step that writes a table, on exactly the partition range it wrote (plus a
+The rules run inside the step that writes a table, on exactly the partitions it wrote (plus a
 bounded trailing baseline for the warnings), so a check never loads every partition. A failing
 blocking check fails the run, skips everything downstream and raises an alert; a failing warning
 is shown on the asset and changes nothing else.
+
+Every check is partitioned like its asset (`AssetCheckSpec(partitions_def=daily)`) and evaluated
+once per day: a range run records one evaluation per partition, each with its own result and
+figures, so the UI shows the partition of every evaluation and a bad day is not hidden in (nor
+blamed on) the rest of its range. Dagster fills the partition of an `AssetCheckResult` only for
+single-partition runs, so the steps yield `AssetCheckEvaluation`s with the partition set
+(`reporting.check_events`).
 """
 
+import warnings
 from datetime import date
 
 import dagster as dg
@@ -14,49 +22,80 @@ from de_assets.lib.alerts import Alert
 from de_assets.lib.drift import WARNINGS
 from de_assets.lib.quality import RULES
 from de_assets.lib.tables import Table
+from de_assets.partitions import daily, days_between
 
 
 def _doc(rule) -> str:
     return (rule.__doc__ or "").strip()
 
 
+def spec(name: str, asset, *, blocking: bool, description: str) -> dg.AssetCheckSpec:
+    """A check evaluated per daily partition (Dagster 1.13 flags partitioned checks as a preview)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description, partitions_def=daily)
+
+
 def check_specs(asset_key: dg.AssetKey, table: Table) -> list[dg.AssetCheckSpec]:
     """One blocking check spec per quality rule of the table and one warning spec per drift rule."""
     return [
-        dg.AssetCheckSpec(rule.__name__, asset=asset_key, blocking=True, description=_doc(rule))
+        spec(rule.__name__, asset_key, blocking=True, description=_doc(rule))
         for rule in RULES.get(table.name, [])
     ] + [
-        dg.AssetCheckSpec(rule.__name__, asset=asset_key, blocking=False, description=f"Warning. {_doc(rule)}")
+        spec(rule.__name__, asset_key, blocking=False, description=f"Warning. {_doc(rule)}")
         for rule in WARNINGS.get(table.name, [])
     ]
 
 
-def check_results(con, asset_key: dg.AssetKey, table: Table, start: date, end: date) -> list[dg.AssetCheckResult]:
-    """Evaluate the table's rules and warnings on [start, end]."""
+def evaluation(
+    asset_key: dg.AssetKey, name: str, day: date, passed: bool, metadata: dict, *, blocking: bool,
+    severity: dg.AssetCheckSeverity | None = None, description: str | None = None,
+) -> dg.AssetCheckEvaluation:
+    """The result of check `name` on partition `day` (severity: ERROR for blocking checks, else WARN)."""
+    if severity is None:
+        severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key, check_name=name, passed=bool(passed), metadata=metadata, severity=severity,
+        blocking=blocking, partition=str(day), description=description,
+    )
+
+
+def check_results(con, asset_key: dg.AssetKey, table: Table, start: date, end: date) -> list[dg.AssetCheckEvaluation]:
+    """Evaluate the table's rules and warnings on every day of [start, end], one evaluation per day."""
     results = []
-    for rules, severity in ((RULES, dg.AssetCheckSeverity.ERROR), (WARNINGS, dg.AssetCheckSeverity.WARN)):
+    for rules, blocking in ((RULES, True), (WARNINGS, False)):
         for rule in rules.get(table.name, []):
-            passed, metadata = rule(con, table, start, end)
-            results.append(dg.AssetCheckResult(
-                check_name=rule.__name__, asset_key=asset_key, passed=bool(passed), metadata=metadata,
-                severity=severity,
-            ))
+            for day in days_between(start, end):
+                passed, metadata = rule(con, table, day, day)
+                results.append(evaluation(asset_key, rule.__name__, day, passed, metadata, blocking=blocking))
     return results
 
 
-def failure_alerts(results: list[dg.AssetCheckResult], partition: str, run_id: str) -> list[Alert]:
-    """An alert for every failed blocking (ERROR) check."""
-    return [
-        Alert(
+def _span(days: list[str]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
+def failure_alerts(results: list[dg.AssetCheckEvaluation], run_id: str) -> list[Alert]:
+    """An alert per failed blocking (ERROR) check and run, naming the days it failed on; its
+    partition is the first..last failed day (one day: that day)."""
+    failed: dict[tuple[dg.AssetKey, str], list[dg.AssetCheckEvaluation]] = {}
+    for r in results:
+        if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR and r.blocking:
+            failed.setdefault((r.asset_key, r.check_name), []).append(r)
+    alerts = []
+    for (asset_key, name), evaluations in failed.items():
+        days = sorted(str(e.partition) for e in evaluations)
+        first = min(evaluations, key=lambda e: str(e.partition))
+        asset = asset_key.to_user_string()
+        alerts.append(Alert(
             severity="error",
             kind="check_failed",
-            asset=r.asset_key.to_user_string(),
-            partition=partition,
-            message=f"blocking check {r.check_name} failed on {r.asset_key.to_user_string()} {partition}: "
-            + ", ".join(f"{k}={v.value}" for k, v in r.metadata.items()),
+            asset=asset,
+            partition=_span(days),
+            message=f"blocking check {name} failed on {asset} {_span(days)}"
+            + (f" ({len(days)} days: {', '.join(days)}; figures of {first.partition})" if len(days) > 1 else "")
+            + ": " + ", ".join(f"{k}={v.value}" for k, v in first.metadata.items()),
             run_id=run_id,
-            discriminator=r.check_name,
-        )
-        for r in results
-        if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR
-    ]
+            discriminator=name,
+        ))
+    return alerts

@@ -6,6 +6,7 @@
     de-assets run --start 2026-11-01 --dry-run   # compute, validate, report; write nothing
     de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
     de-assets forget-user --user-id cus_4821 --requested-by dpo@example.org
+    de-assets sql "SELECT * FROM marts.daily_engagement" --format csv   # while runs write
     de-assets status                    # one screen: newest partitions, failed checks, SLOs, open alerts
 
 Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home,
@@ -404,6 +405,20 @@ def cmd_forget_user(args) -> bool:
     return True
 
 
+def cmd_sql(args) -> int:
+    """Answer from the lake's snapshots (de_assets/lake.py): the pipeline's DuckDB file is never opened."""
+    import duckdb
+
+    from de_assets import lake
+
+    try:
+        print(lake.query(args.query, args.format, args.as_of))
+    except (duckdb.Error, ValueError, FileNotFoundError) as error:
+        print(f"de-assets sql: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args) -> bool:
     landing = Path(args.landing)
     first = args.end - timedelta(days=args.days - 1)
@@ -523,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-match-ok", action="store_true",
                    help="record the suppression even if no row matches (e.g. re-recording requests after a "
                         "key rotation); without it an id that matches nothing is an error")
+
+    p = command("sql", "query the served tables (latest or past snapshot); never waits for a run",
+                lambda args: cmd_sql(args) == 0)
+    p.add_argument("query", help='SQL over the served tables, e.g. "SELECT * FROM marts.daily_engagement"')
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--as-of", default=None,
+                   help="read as of a past moment (YYYY-MM-DDTHH:MM:SS, UTC) or a snapshot id (default: latest)")
 
     command("status", "one screen: newest partitions, latest runs and failed checks, SLOs, open alerts (read-only)",
             cmd_status)

@@ -6,7 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from de_assets.instance import on_outside_dev
-from de_assets.lib import forget, retention
+from de_assets.lib import forget, retention, served
+from de_assets.lib.tables import CLEAN_EVENTS, DUPLICATES_EVENTS, QUARANTINE_EVENTS
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
 
@@ -43,6 +44,7 @@ class RetentionConfig(dg.Config):
     clean_days: int | None = 400
     marts_days: int | None = None
     as_of: str | None = None
+    snapshot_days: int = 7  # lake snapshots older than this are expired (time travel this far back)
 
 
 @dg.op(out=dg.Out(int), pool=WAREHOUSE_POOL, description="Delete partitions older than each layer's retention window (raw 30 days, clean 400, "
@@ -56,13 +58,28 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, w
     with warehouse.connect() as con:
         report = retention.enforce(con, policy, today, protected, context.run_id, now,
                                    delete_files=not warehouse.dry_run)
+    lake_files = _retain_in_lake(warehouse, report, protected, now - timedelta(days=config.snapshot_days))
     deleted = sum(r["rows_deleted"] for r in report)
     table = "| layer | table | cutoff | rows deleted | kept for runs |\n|---|---|---|--:|---|\n" + "\n".join(
         f"| {r['layer']} | {r['table_name']} | {r['cutoff']} | {r['rows_deleted']:,} | {r['days_kept_for_runs'] or '-'} |"
         for r in report
     )
-    context.log.info(f"retention: {deleted:,} rows deleted\n{table}")
-    return dg.Output(deleted, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table)})
+    context.log.info(f"retention: {deleted:,} rows deleted, {lake_files:,} lake files removed\n{table}")
+    return dg.Output(deleted, metadata={"rows_deleted": deleted, "lake_files_deleted": lake_files,
+                                        "report": dg.MetadataValue.md(table)})
+
+
+def _retain_in_lake(warehouse: Warehouse, report: list[dict], protected: set[date], expire_before: datetime) -> int:
+    """The same deletions in the lake's served tables, then snapshots older than `expire_before`
+    expired and the files only they referenced deleted; returns the files deleted."""
+    catalog = warehouse.lake_catalog()
+    if catalog is None:  # dry run, or no lake
+        return 0
+    by_name = {t.name: t for t in served.PUBLISHED}
+    for row in report:
+        if row["table_name"] in by_name and row["rows_deleted"]:
+            served.delete_before(catalog, by_name[row["table_name"]], row["cutoff"], sorted(protected))
+    return served.erase_history(catalog, expire_before.replace(tzinfo=timezone.utc))
 
 
 @dg.job(tags={"de_assets/kind": "maintenance"}, description="Enforce per-layer retention (see docs/operations.md). Scheduled daily at 03:00 UTC.")
@@ -114,6 +131,7 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
         except forget.RequestError as error:
             raise dg.Failure(str(error)) from None
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
+        lake_files = _forget_in_lake(warehouse, con, erasure.arrivals, now)
     deleted = erasure.rows_deleted
     table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in erasure.counts.items())
     context.log.info(f"forget request {config.request_id} ({erasure.status}): {deleted:,} rows deleted\n{table}")
@@ -127,7 +145,21 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
     result = {"request_id": config.request_id, "status": erasure.status, "rows_deleted": deleted,
               "refresh_start": refresh[0] if refresh else None, "refresh_end": refresh[1] if refresh else None}
     return dg.Output(result, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table),
-                                       "affected_event_days": len(erasure.affected), "status": erasure.status})
+                                       "affected_event_days": len(erasure.affected), "status": erasure.status,
+                                       "lake_files_deleted": lake_files})
+
+
+def _forget_in_lake(warehouse: Warehouse, con, arrivals: list[date], now: datetime) -> int:
+    """Re-publish the changed arrival days of the served event tables (now without the user), then
+    expire every older snapshot and delete the files only they referenced: the user's rows are gone
+    from every data file of the lake (time travel before the erasure goes with them)."""
+    catalog = warehouse.lake_catalog()
+    if catalog is None or not arrivals:
+        return 0
+    for table in (CLEAN_EVENTS, QUARANTINE_EVENTS, DUPLICATES_EVENTS):
+        if catalog.table_exists(table.name):  # never published: nothing to erase there
+            served.publish(con, catalog, table, days=arrivals)
+    return served.erase_history(catalog, now.replace(tzinfo=timezone.utc))
 
 
 def _refresh_range(affected: list[date], last_served: date | None) -> tuple[str, str] | None:

@@ -1,8 +1,8 @@
-"""Materialization metadata shared by every asset: rows, schema, preview, timing, throughput."""
+"""Materialization metadata shared by every asset: per partition its rows and a preview
+(`day_metadata`), per run the table, schema, range and dry-run diff (`run_metadata`)."""
 
 from __future__ import annotations
 
-import time
 from datetime import date
 
 import dagster as dg
@@ -62,28 +62,36 @@ def _dry_run_diff(con, table: Table, where: str, start: date, end: date, rows: i
     return diff
 
 
-def table_metadata(con, table: Table, start: date, end: date, started: float, rows_in: int | None = None) -> dict:
-    """Row count, schema and a preview of the rows this run wrote, plus timing and throughput."""
-    where = f"{table.partition_column} BETWEEN ? AND ?"
+def _where(table: Table) -> str:
     if table.partition_column == "activity_week":
-        where = "activity_week BETWEEN date_trunc('week', ?::DATE) AND date_trunc('week', ?::DATE)"
-    source = rawstore.relation(con, table, start, end)  # raw rows may live in Parquet (raw_format flag)
-    rows = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [start, end]).fetchone()[0]
+        return "activity_week BETWEEN date_trunc('week', ?::DATE) AND date_trunc('week', ?::DATE)"
+    return f"{table.partition_column} BETWEEN ? AND ?"
+
+
+def run_metadata(con, table: Table, start: date, end: date) -> dict:
+    """What describes the run rather than a day, shown on every partition it materialized: the
+    table, its schema, the run's partition range and, in a dry run, what the run would change."""
+    rows = None
+    if con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'stored'").fetchall()[0][0]:
+        source = rawstore.relation(con, table, start, end)
+        rows = con.execute(f"SELECT count(*) FROM {source} WHERE {_where(table)}", [start, end]).fetchone()[0]
+    return {
+        **(_dry_run_diff(con, table, _where(table), start, end, rows) if rows is not None else {}),
+        "dagster/column_schema": column_schema(table),
+        "dagster/table_name": f"warehouse.{table.name}",
+        "partition_range": f"{start}..{end}",
+    }
+
+
+def day_metadata(con, table: Table, day: date) -> dict:
+    """The rows of one partition: their count and a preview."""
+    where = _where(table)
+    source = rawstore.relation(con, table, day, day)  # raw rows may live in Parquet (raw_format flag)
+    rows = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [day, day]).fetchone()[0]
     preview_cols = [c.name for c in table.columns if c.type != "JSON"]
     order = ", ".join(preview_cols[:3])
     preview = con.execute(
         f"SELECT {', '.join(preview_cols)} FROM {source} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",
-        [start, end],
+        [day, day],
     ).fetchall()
-    seconds = time.perf_counter() - started
-    throughput_rows = rows if rows_in is None else rows_in
-    return {
-        **_dry_run_diff(con, table, where, start, end, rows),
-        "dagster/row_count": rows,
-        "dagster/column_schema": column_schema(table),
-        "dagster/table_name": f"warehouse.{table.name}",
-        "preview": dg.MetadataValue.md(_markdown(preview_cols, preview)),
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(throughput_rows / seconds, 1) if seconds > 0 else 0.0,
-        "partition_range": f"{start}..{end}",
-    }
+    return {"dagster/row_count": rows, "preview": dg.MetadataValue.md(_markdown(preview_cols, preview))}

@@ -1,19 +1,39 @@
-"""What every step does after writing: metadata, pipeline-health KPIs, checks and alerts, in one place."""
+"""What every step does after writing: metadata, pipeline-health KPIs, checks and alerts, in one place.
+
+Truth per partition. A range run (single-run backfill) materializes every day of its range in one
+step, and Dagster records one materialization per day with the metadata the step returns. So what
+the step returns (`MaterializeResult.metadata`) holds only what describes the run (table, schema,
+the run's range); each day's own figures (rows, preview, seconds, freshness, `no_data`, and the
+asset's per-day counts) are attached to that day's materialization with
+`context.add_asset_metadata(..., partition_key=day)`, which Dagster merges into the event of that
+partition only: one event per partition, no duplicates, no range totals on a single day.
+"""
 
 import time
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from de_assets import checks
 from de_assets.lib import health
 from de_assets.lib.tables import Table
-from de_assets.metadata import table_metadata
-from de_assets.resources import Alerting
+from de_assets.metadata import day_metadata, run_metadata
+from de_assets.partitions import days_between
+from de_assets.resources import Alerting, Warehouse
 
 
 def partition_label(start: date, end: date) -> str:
     return str(start) if start == end else f"{start}..{end}"
+
+
+def add_day_metadata(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, per_day: dict[date, dict]) -> None:
+    """Attach each day's figures to the materialization of that day's partition only."""
+    for day, metadata in per_day.items():
+        context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=str(day))
 
 
 def finish(
@@ -25,17 +45,58 @@ def finish(
     start: date,
     end: date,
     started: float,
-    rows_in: int | None = None,
     counts: dict[date, health.DayCounts] | None = None,
-    extra_results: tuple[dg.AssetCheckResult, ...] = (),
-) -> tuple[dict, list[dg.AssetCheckResult]]:
-    """Metadata for the materialization, the check results, a `partition_kpis` row per day, and an
-    alert for every failed blocking check."""
-    metadata = table_metadata(con, table, start, end, started, rows_in=rows_in)
+    extra_results: tuple[dg.AssetCheckEvaluation, ...] = (),
+    per_day: dict[date, dict] | None = None,
+    publish_to: Warehouse | None = None,
+) -> tuple[dict, list[dg.AssetCheckEvaluation]]:
+    """Record a `partition_kpis` row per day, attach each day's metadata to its partition
+    (rows, preview, seconds, rows/s, freshness, `no_data`, plus `per_day`), evaluate the checks per
+    day and alert on failed blocking ones; with `publish_to`, publish the range to the lake for
+    readers when no blocking check failed. Returns the run-level metadata and the evaluations."""
     seconds = time.perf_counter() - started
-    metadata.update(health.record_kpis(
-        con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts
-    ))
+    kpis = health.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts)
+    landed = health.source_rows_per_day(con, table, start, end)
+    add_day_metadata(context, asset_key, {
+        day: {**day_metadata(con, table, day), **kpis.get(day, {}), "no_data": landed[day] == 0,
+              **(per_day or {}).get(day, {})}
+        for day in days_between(start, end)
+    })
     results = checks.check_results(con, asset_key, table, start, end) + list(extra_results)
-    alerting.send(con, checks.failure_alerts(results, partition_label(start, end), context.run.run_id), log=context.log)
+    failed = checks.failure_alerts(results, context.run.run_id)
+    alerting.send(con, failed, log=context.log)
+    metadata = run_metadata(con, table, start, end)
+    if publish_to is not None and not failed:
+        snapshot = publish_to.publish(con, table, start, end)
+        if snapshot is not None:
+            metadata["lake_snapshot_id"] = str(snapshot)
     return metadata, results
+
+
+def check_events(context: dg.AssetExecutionContext, evaluations: list[dg.AssetCheckEvaluation]) -> Iterator:
+    """The events that record per-partition check evaluations: the check's output once (what an
+    `AssetCheckResult` yields, so blocking checks gate downstream steps) and one evaluation per
+    partition, pointing at this run's materialization of that partition. Yield them after the
+    asset's `MaterializeResult`. Checks not selected in this run are left out."""
+    selected = context.selected_asset_check_keys
+    keep = [e for e in evaluations if e.asset_check_key in selected]
+    for key in dict.fromkeys(e.asset_check_key for e in keep):
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+    targets: dict[tuple[dg.AssetKey, str], AssetCheckEvaluationTargetMaterializationData] = {}
+    for asset_key in dict.fromkeys(e.asset_key for e in keep):
+        days = sorted({str(e.partition) for e in keep if e.asset_key == asset_key})
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=len(days)
+        ).records
+        for record in records:  # newest first: this run's materialization of each day
+            if record.run_id == context.run.run_id and (asset_key, record.partition_key) not in targets:
+                targets[(asset_key, record.partition_key)] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+    for e in keep:
+        target = targets.get((e.asset_key, e.partition))
+        yield e if target is None else dg.AssetCheckEvaluation(
+            asset_key=e.asset_key, check_name=e.check_name, passed=e.passed, metadata=e.metadata,
+            target_materialization_data=target, severity=e.severity, description=e.description,
+            blocking=e.blocking, partition=e.partition,
+        )

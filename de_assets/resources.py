@@ -25,7 +25,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -33,9 +35,11 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, rawstore
+from de_assets.lib import alerts, contracts, rawstore, served
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
+
+BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill launched from the UI
 
 DEV_PSEUDONYM_KEY = "de-assets-dev-key-not-for-production"
 MIN_KEY_BYTES = 32  # outside dev; the key is an HMAC-SHA256 key, 32 random bytes = its full strength
@@ -67,9 +71,12 @@ class Warehouse(DuckDBResource):
     """
 
     memory_limit: str = "600MB"
+    catalog_uri: str | None = None  # the lake's SQL catalog; default: SQLite `catalog.db` beside the database file
+    lake_uri: str | None = None  # where the lake's files go; default: `lake/` beside the database file
     lock_wait_s: float = 120.0  # how long to wait for another process's write lock before failing
     run_mode: dg.ResourceDependency[RunMode]
     _scratch: Path | None = PrivateAttr(default=None)
+    _catalog: object = PrivateAttr(default=None)
 
     @property
     def dry_run(self) -> bool:
@@ -83,7 +90,7 @@ class Warehouse(DuckDBResource):
             raise dg.Failure("A dry run needs a warehouse file to compare with; DE_ASSETS_DUCKDB is :memory:.")
         scratch_dir = Path(f"{self.database}.dry_run")
         scratch_dir.mkdir(parents=True, exist_ok=True)
-        self._scratch = scratch_dir / f"{context.run_id}.duckdb"
+        self._scratch = scratch_dir / f"{context.run.run_id}.duckdb"
         for suffix in ("", ".wal"):  # copy, never open: the stored file stays byte-for-byte the same
             if Path(self.database + suffix).exists():
                 shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
@@ -118,6 +125,22 @@ class Warehouse(DuckDBResource):
             yield con
         finally:
             con.close()
+
+    def lake_catalog(self):
+        """The lake's catalog (opened once), or None when nothing is published: a dry run, or an
+        in-memory warehouse without a configured catalog."""
+        if self.dry_run or (self.database == ":memory:" and self.catalog_uri is None):
+            return None
+        if self._catalog is None:
+            self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
+        return self._catalog
+
+    def publish(self, con, table, start=None, end=None) -> int | None:
+        """Publish the partitions of [start, end] of a served table to the lake (`lib/served.py`)."""
+        catalog = self.lake_catalog()
+        if catalog is None or table not in served.PUBLISHED:
+            return None
+        return served.publish(con, catalog, table, start, end)
 
     @contextmanager
     def read_only(self, wait_s: float = 5.0):
@@ -182,6 +205,10 @@ class PipelineSettings(dg.ConfigurableResource):
     raw_format: str = "json"
     raw_format_rollout: float = 1.0
     dedupe_strategy: str = "window"
+    # A KPI is flagged as anomalous (and alerted) only when the count it stands on (events, orders,
+    # requests or pipeline rows in, see lib/marts.kpi_anomalies) is at least this on the day or in
+    # the median of the 28 days before (DE_ASSETS_ANOMALY_MIN_VOLUME).
+    anomaly_min_volume: float = 100.0
 
     def raw_format_for(self, day) -> str:
         """The raw store of an arrival day: the flag's value on its rollout share of days, else json."""
@@ -235,6 +262,9 @@ class Alerting(dg.ConfigurableResource):
     webhook_url: str | None = None
     timeout_seconds: float = 5.0
     retries: int = 3
+    # KPI anomalies and SLO breaches of days that ended more than this many days before the run
+    # (or of any day in a run launched as a Dagster backfill) are not paged (DE_ASSETS_ALERT_BACKFILL_DAYS).
+    backfill_after_days: float = 2.0
 
     def send(self, con, items: list[alerts.Alert], log=None) -> list[alerts.Alert]:
         """Record the alerts; returns the new ones (repeats only bump their counters)."""
@@ -243,6 +273,26 @@ class Alerting(dg.ConfigurableResource):
         return alerts.record(
             con, items, webhook_url=self.webhook_url, timeout=self.timeout_seconds, retries=self.retries, log=log
         )
+
+    def page(self, con, items: list[tuple[date, alerts.Alert]], run_tags: Mapping[str, str], log=None,
+             now: datetime | None = None) -> dict:
+        """Send the alerts about the data of a day (KPI anomalies, SLO breaches), except those of
+        history being backfilled (`alerts.backfill_reason`); returns metadata that says how many
+        were raised and held back, and why."""
+        now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+        backfill_run = BACKFILL_TAG in run_tags
+        held, send = [], []
+        for day, alert in items:
+            reason = alerts.backfill_reason(day, now, self.backfill_after_days, backfill_run)
+            (held if reason else send).append((alert, reason))
+        new = self.send(con, [a for a, _ in send], log=log)
+        if held and log is not None:
+            log.info(f"{len(held)} alert(s) not paged while backfilling history: {held[0][1]}")
+        return {
+            "alerts_raised": len(new),
+            "alerts_suppressed": len(held),
+            **({"alerts_suppressed_because": held[0][1]} if held else {}),
+        }
 
 
 def _env(name: str):
@@ -255,18 +305,23 @@ def _given(**values) -> dict:
 
 
 def build_resources(
-    database: str | None = None, landing_root: str | None = None, pseudonym_key: str | None = None, **settings
+    database: str | None = None, landing_root: str | None = None, pseudonym_key: str | None = None,
+    alerting: dict | None = None, **settings
 ) -> dict:
-    """Every resource, configured from the environment; arguments override it (tests, benchmarks)."""
+    """Every resource, configured from the environment; arguments override it (tests, benchmarks):
+    `alerting` overrides fields of the Alerting resource, the other keywords PipelineSettings."""
     run_mode = RunMode.configure_at_launch()
     warehouse = Warehouse(
         run_mode=run_mode,
         **_given(database=database or _env("DE_ASSETS_DUCKDB") or "data/warehouse.duckdb",
-                 memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT")),
+                 memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT"),
+                 catalog_uri=_env("DE_ASSETS_CATALOG_URI"), lake_uri=_env("DE_ASSETS_LAKE")),
     )
     rate = os.getenv("DE_ASSETS_MAX_QUARANTINE_RATE")
     rollout = os.getenv("DE_ASSETS_RAW_FORMAT_ROLLOUT")
     lookback = os.getenv("DE_ASSETS_LATE_LOOKBACK_DAYS")
+    min_volume = os.getenv("DE_ASSETS_ANOMALY_MIN_VOLUME")
+    backfill_days = os.getenv("DE_ASSETS_ALERT_BACKFILL_DAYS")
     return {
         "run_mode": run_mode,
         "warehouse": warehouse,
@@ -284,9 +339,14 @@ def build_resources(
                     raw_format=os.getenv("DE_ASSETS_RAW_FORMAT"),
                     raw_format_rollout=float(rollout) if rollout else None,
                     dedupe_strategy=os.getenv("DE_ASSETS_DEDUPE_STRATEGY"),
+                    anomaly_min_volume=float(min_volume) if min_volume else None,
                 ),
                 **settings,
             }
         ),
-        "alerting": Alerting(**_given(webhook_url=_env("DE_ASSETS_ALERT_WEBHOOK"))),
+        "alerting": Alerting(**{
+            **_given(webhook_url=_env("DE_ASSETS_ALERT_WEBHOOK"),
+                     backfill_after_days=float(backfill_days) if backfill_days else None),
+            **(alerting or {}),
+        }),
     }

@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from de_assets import cli
+from de_assets import cli, lake
 from de_assets.definitions import build_defs
 from de_assets.lib import forget, ingest, privacy
 from de_assets.partitions import partition_range_tags
@@ -25,6 +25,22 @@ from de_assets_tests.test_pipeline import MARTS, snapshot
 CLI_KEY = "k" * MIN_KEY_BYTES
 DAU = "SELECT event_date::VARCHAR d, dau FROM marts.daily_engagement ORDER BY d"
 GONE = {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
+
+
+def lake_files_with(root, value: str) -> list[str]:
+    """Files under the lake holding ``value``: Parquet data read column by column, anything else byte-wise."""
+    import pyarrow.parquet as pq
+
+    hits = []
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            found = any(value in str(v) for column in table.columns for v in column.to_pylist())
+        else:
+            found = value.encode() in path.read_bytes()
+        if found:
+            hits.append(str(path.relative_to(root)))
+    return hits
 
 
 def _env(monkeypatch, tmp_path):
@@ -80,8 +96,12 @@ def test_forget_user_cli_leaves_no_trace_in_dagster_suppresses_reingest_and_serv
     assert [n for _, n in _query(db, DAU)] == [3, 4, 3]  # README
     capsys.readouterr()
 
+    assert lake_files_with(tmp_path / "lake", carol)  # published: her rows are in the lake's files
     assert cli.main(["forget-user", "--user-id", "carol", "--requested-by", "dpo@example.org"]) == 0
     out = capsys.readouterr().out
+    # (e) and gone from every file of the lake (data files, manifests, metadata), not just from its snapshot
+    assert lake_files_with(tmp_path / "lake", carol) == []
+    assert lake.query("SELECT count(*) AS n FROM clean.events WHERE user_key = '" + carol + "'", "csv") == "n\n0"
     # 6 clean + 6 raw (m15 m19 m20 m28 m35 m36; the re-delivered copy was never ingested) rows
     assert "forgot the user: 12 rows deleted" in out
     assert "marts re-served for 2026-11-02..2026-11-03" in out

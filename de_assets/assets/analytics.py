@@ -1,6 +1,7 @@
 """Group `analytics`: the served marts, partitioned by event day (see contracts.md)."""
 
 import time
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +12,7 @@ from de_assets.lib.alerts import Alert
 from de_assets.lib.tables import EXPERIMENT_RESULTS, KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.reporting import finish
+from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:analytics"]
@@ -32,10 +33,12 @@ def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
     marts.replace_range(con, marts.MARTS["funnel_daily"][0], marts.funnel_sql(settings.funnels), start, end)
 
 
-def anomaly_alerts(con, start, end, run_id: str) -> list[Alert]:
+def anomaly_alerts(con, start, end, run_id: str) -> list[tuple[date, Alert]]:
     """One warning per anomaly episode (run of consecutive flagged days of a KPI) with a flagged day
-    in [start, end]. The alert's partition is the episode's first day, so the later days of the
-    same episode, in this run or the next ones, fall under the same dedupe key: one page each."""
+    in [start, end], with the episode's last flagged day of the range (what decides whether it is
+    paged: see `Alerting.page`). Only KPIs with enough volume are ever flagged (`is_anomaly`,
+    `lib/marts.kpi_anomalies`). The alert's partition is the episode's first day, so the later days
+    of the same episode, in this run or the next ones, fall under the same dedupe key: one page each."""
     rows = con.execute(
         f"SELECT kpi, episode_start, max(event_date) AS last_day, count(*) AS days, "
         f"arg_max(value, event_date), arg_max(expected, event_date), arg_max(score, event_date) "
@@ -44,12 +47,12 @@ def anomaly_alerts(con, start, end, run_id: str) -> list[Alert]:
         [start, end],
     ).fetchall()
     return [
-        Alert(
+        (last, Alert(
             severity="warning", kind="kpi_anomaly", asset="marts/kpi_anomalies", partition=str(first),
             message=f"{kpi} anomalous since {first}: {value:.4g} on {last}, expected {expected:.4g} "
                     f"(score {score:.1f}; {days} flagged day(s) in this run)",
             run_id=run_id, discriminator=kpi,
-        )
+        ))
         for kpi, first, last, days, value, expected, score in rows
     ]
 
@@ -85,10 +88,13 @@ def _mart(
         start, end = partition_dates(context)
         with warehouse.connect() as con:
             write(con, start, end, settings)
-            metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started)
+            metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started,
+                                       publish_to=warehouse)
             if alerts is not None:
-                alerting.send(con, alerts(con, start, end, context.run.run_id), log=context.log)
-        return dg.MaterializeResult(metadata=metadata, check_results=results)
+                metadata.update(alerting.page(con, alerts(con, start, end, context.run.run_id), context.run.tags,
+                                              log=context.log))
+        yield dg.MaterializeResult(metadata=metadata)
+        yield from check_events(context, results)
 
     return _asset
 
@@ -140,11 +146,13 @@ kpi_anomalies = _mart(
     "`pipeline.quarantine_rate`, `pipeline.duplicate_rate` per arrival day), scored against its own "
     "history by `de_assets.anomaly.detect`: weekly "
     "seasonality, median/MAD robust (one spike does not poison the baseline), no look-ahead. "
-    "`is_anomaly` marks |score| > 3.5 (calibrated higher on noisy sub-hourly series); consecutive "
-    "flagged days are one episode (`episode_start`), alerted once; `expected` is NULL until a KPI "
-    "has enough history.",
+    "`is_anomaly` marks |score| > 3.5 (calibrated higher on noisy sub-hourly series) on a KPI with "
+    "enough volume (`volume`, the count it stands on, at least `anomaly_min_volume`, default 100, "
+    "DE_ASSETS_ANOMALY_MIN_VOLUME); `status` says why a row is not one (no_history, no_spread, "
+    "low_volume, normal). Consecutive flagged days are one episode (`episode_start`), alerted once, "
+    "and not paged while backfilling history (docs/quality.md).",
     table=KPI_ANOMALIES,
-    write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end),
+    write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end, settings.anomaly_min_volume),
     kinds=("duckdb", "pandas"),
     alerts=anomaly_alerts,
 )
@@ -183,7 +191,7 @@ class ExperimentReadoutConfig(dg.Config):
 )
 def experiment_results(
     context: dg.AssetExecutionContext, config: ExperimentReadoutConfig, warehouse: Warehouse, alerting: Alerting
-) -> dg.MaterializeResult:
+):
     started = time.perf_counter()
     start, end = partition_dates(context)
     plan = experiment_readout.Plan(
@@ -192,17 +200,22 @@ def experiment_results(
     )
     with warehouse.connect() as con:
         written = experiment_readout.write(con, start, end, plan)
-        metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started)
-    by_experiment: dict[str, list[dict]] = {}  # the readout as of the last day, control first
-    latest = sorted((r for r in written if r["as_of_date"] == end),
-                    key=lambda r: (r["experiment_id"], r["metric"], not r["is_control"], r["variant_id"]))
-    for row in latest:
-        by_experiment.setdefault(row["experiment_id"], []).append(row)
-    for experiment, rows in by_experiment.items():
-        metadata[f"readout {experiment}"] = dg.MetadataValue.md(experiment_readout.markdown(experiment, rows, plan))
-        metadata[f"srm_p_value {experiment}"] = float(rows[0]["srm_p_value"])
-    metadata["experiments"] = len(by_experiment)
-    return dg.MaterializeResult(metadata=metadata, check_results=results)
+        per_day: dict[date, dict] = {}
+        for day in days_between(start, end):  # the readout as of each day, control first
+            by_experiment: dict[str, list[dict]] = {}
+            latest = sorted((r for r in written if r["as_of_date"] == day),
+                            key=lambda r: (r["experiment_id"], r["metric"], not r["is_control"], r["variant_id"]))
+            for row in latest:
+                by_experiment.setdefault(row["experiment_id"], []).append(row)
+            figures: dict = {"experiments": len(by_experiment)}
+            for experiment, rows in by_experiment.items():
+                figures[f"readout {experiment}"] = dg.MetadataValue.md(experiment_readout.markdown(experiment, rows, plan))
+                figures[f"srm_p_value {experiment}"] = float(rows[0]["srm_p_value"])
+            per_day[day] = figures
+        metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started,
+                                   per_day=per_day, publish_to=warehouse)
+    yield dg.MaterializeResult(metadata=metadata)
+    yield from check_events(context, results)
 
 
 REPORT_SECTIONS = dg.TableSchema(columns=[

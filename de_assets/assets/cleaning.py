@@ -8,10 +8,24 @@ from de_assets import checks
 from de_assets.lib import clean, health
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.reporting import finish
+from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
+
+
+def _fields_table(fields: dict[str, int]) -> str:
+    if not fields:
+        return "none"
+    return "| fields that differ | rows |\n|---|---|\n" + "\n".join(f"| {f} | {n} |" for f, n in fields.items())
+
+
+def _reasons_table(report: clean.CleanReport) -> dg.MetadataValue:
+    """Why the day's rows are in quarantine (rows held back by the gate included)."""
+    held_back = {f"{clean.HELD_BACK_REASON} (status held_back)": report.rows_held_back} if report.rows_held_back else {}
+    return dg.MetadataValue.md(
+        "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in {**report.reasons, **held_back}.items())
+    )
 
 
 def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.AssetsDefinition:
@@ -49,9 +63,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         check_specs=checks.check_specs(clean_key, spec.clean)
         + checks.check_specs(quarantine_key, spec.quarantine)
         + [
-            dg.AssetCheckSpec(
+            checks.spec(
                 "quarantine_rate_within_threshold",
-                asset=clean_key,
+                clean_key,
                 blocking=True,
                 description="At most `max_quarantine_rate` (default 20%, DE_ASSETS_MAX_QUARANTINE_RATE) of a "
                 "day's rows fail the contract. A day above it is held back: its clean rows are not replaced "
@@ -59,17 +73,17 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 "not served are written to the quarantine table (status `rejected` / `held_back`), and "
                 "everything downstream is skipped.",
             ),
-            dg.AssetCheckSpec(
+            checks.spec(
                 "rows_reconcile",
-                asset=clean_key,
+                clean_key,
                 blocking=True,
                 description="Every landed row of the partition is accounted for, per landed file: rows landed = "
                 "clean + quarantined + duplicates (re-delivered rows and rows of re-delivered files). On a "
                 "held-back day, quarantined includes the held-back rows and clean the rows still served.",
             ),
-            dg.AssetCheckSpec(
+            checks.spec(
                 "conflicting_duplicates",
-                asset=clean_key,
+                clean_key,
                 blocking=False,
                 description="Warning. No duplicate of the partition conflicts with its original delivery: same "
                 f"{spec.key}, different content (a different user or payload; see `conflict` and "
@@ -95,63 +109,45 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 for day in days_between(start, end)
             }
             report = clean.CleanReport.total(daily_reports.values())
-            books = clean.accounting(con, spec, source, days_between(start, end))
-            gate = dg.AssetCheckResult(
-                check_name="quarantine_rate_within_threshold",
-                asset_key=clean_key,
-                passed=not report.gated_days,
-                metadata={
-                    "quarantine_rate": round(report.quarantine_rate, 4),
-                    "max_quarantine_rate": limit,
-                    "days_held_back": ", ".join(report.gated_days) or "none",
-                    "rows_held_back": report.rows_held_back,
-                },
-            )
-            reconcile = dg.AssetCheckResult(
-                check_name="rows_reconcile",
-                asset_key=clean_key,
-                passed=bool(books["balanced"]),
-                metadata={
-                    **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
-                    **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
-                       if "unbalanced_files" in books else {}),
-                },
-            )
-            conflict_days = [str(day) for day, r in daily_reports.items() if r.rows_duplicate_conflicting]
-            conflicts = dg.AssetCheckResult(
-                check_name="conflicting_duplicates",
-                asset_key=clean_key,
-                passed=report.rows_duplicate_conflicting == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "rows_duplicate": report.rows_duplicate,
-                    "rows_duplicate_conflicting": report.rows_duplicate_conflicting,
-                    "days_with_conflicts": ", ".join(conflict_days) or "none",
-                    "conflicting_fields": dg.MetadataValue.md(
-                        "| fields that differ | rows |\n|---|---|\n"
-                        + "\n".join(f"| {f} | {n} |" for f, n in report.conflicting_fields.items())
-                        if report.conflicting_fields else "none"
-                    ),
-                },
-            )
+            extra = []
+            for day, r in daily_reports.items():  # every check is evaluated per day
+                books = clean.accounting(con, spec, source, [day])
+                extra += [
+                    checks.evaluation(clean_key, "quarantine_rate_within_threshold", day, not r.gated_days, {
+                        "quarantine_rate": round(r.quarantine_rate, 4),
+                        "max_quarantine_rate": limit,
+                        "held_back": bool(r.gated_days),
+                        "rows_held_back": r.rows_held_back,
+                    }, blocking=True),
+                    checks.evaluation(clean_key, "rows_reconcile", day, bool(books["balanced"]), {
+                        **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
+                        **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
+                           if "unbalanced_files" in books else {}),
+                    }, blocking=True),
+                    checks.evaluation(clean_key, "conflicting_duplicates", day, r.rows_duplicate_conflicting == 0, {
+                        "rows_duplicate": r.rows_duplicate,
+                        "rows_duplicate_conflicting": r.rows_duplicate_conflicting,
+                        "conflicting_fields": dg.MetadataValue.md(_fields_table(r.conflicting_fields)),
+                    }, blocking=False),
+                ]
             counts = {
                 day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)
                 for day, r in daily_reports.items()
             }
             clean_meta, clean_results = finish(
-                context, con, alerting, clean_key, spec.clean, start, end, started,
-                rows_in=report.rows_in, counts=counts, extra_results=(gate, reconcile, conflicts),
+                context, con, alerting, clean_key, spec.clean, start, end, started, counts=counts,
+                extra_results=tuple(extra), per_day={day: r.as_metadata() for day, r in daily_reports.items()},
+                publish_to=warehouse,
             )
+            if "lake_snapshot_id" in clean_meta:  # duplicates are served with the clean rows they were told from
+                warehouse.publish(con, spec.duplicates, start, end)
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
             late_days = clean.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
-                context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter()
+                context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
+                per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
+                publish_to=warehouse,
             )
-        held_back = {f"{clean.HELD_BACK_REASON} (status held_back)": report.rows_held_back} if report.rows_held_back else {}
-        reasons = dg.MetadataValue.md(
-            "| reason | rows |\n|---|---|\n"
-            + "\n".join(f"| {r} | {n} |" for r, n in {**report.reasons, **held_back}.items())
-        )
         if report.gated_days:
             context.log.error(
                 f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days are "
@@ -164,11 +160,11 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 f"{source}: {report.rows_duplicate_conflicting:,} duplicate rows conflict with their original "
                 f"delivery (same {spec.key}, different content); see {spec.duplicates.name}.conflicting_fields."
             )
-        late = {"late_event_days": ", ".join(str(d) for d in late_days) or "none"}  # read by late_data_refresh
-        yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **report.as_metadata(), **late})
-        yield dg.MaterializeResult(asset_key=quarantine_key, metadata={**quarantine_meta, "reasons": reasons})
-        yield from clean_results
-        yield from quarantine_results
+        # of the run (read by late_data_refresh with `partition_range`): event days before the run's range
+        late = {"late_event_days": ", ".join(str(d) for d in late_days) or "none"}
+        yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
+        yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)
+        yield from check_events(context, clean_results + quarantine_results)
 
     return _asset
 

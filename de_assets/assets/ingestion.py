@@ -11,7 +11,7 @@ from de_assets.lib.alerts import Alert
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.reporting import finish
+from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
@@ -126,24 +126,29 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
         warehouse: Warehouse,
         settings: PipelineSettings,
         alerting: Alerting,
-    ) -> dg.MaterializeResult:
+    ):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        report = ingest.IngestReport(source)
+        reports: dict[date, ingest.IngestReport] = {}
         with warehouse.connect() as con:
             privacy.install_macros(con, settings.key(context.log))
             if config.reingest:  # in a dry run the Parquet files of the stored warehouse stay untouched
                 ingest.forget_partition(con, source, start, end, delete_files=not warehouse.dry_run)
             for day in days_between(start, end):
-                ingest.ingest_day(con, settings.landing_root, source, day, context.run.run_id, report,
-                                  raw_format=settings.raw_format_for(day), raw_dir=warehouse.raw_dir)
+                reports[day] = ingest.ingest_day(
+                    con, settings.landing_root, source, day, context.run.run_id, ingest.IngestReport(source),
+                    raw_format=settings.raw_format_for(day), raw_dir=warehouse.raw_dir,
+                )
             # A bad file costs only itself: the day goes on, the file is named (never its content).
-            alerting.send(con, [bad_file_alert(context, path, status, reason) for path, status, reason in report.problems],
+            problems = [p for r in reports.values() for p in r.problems]
+            alerting.send(con, [bad_file_alert(context, path, status, reason) for path, status, reason in problems],
                           log=context.log)
             metadata, results = finish(
-                context, con, alerting, context.asset_key, table, start, end, started, rows_in=report.rows_ingested
+                context, con, alerting, context.asset_key, table, start, end, started,
+                per_day={day: r.as_metadata() for day, r in reports.items()},
             )
-        return dg.MaterializeResult(metadata={**metadata, **report.as_metadata()}, check_results=results)
+        yield dg.MaterializeResult(metadata=metadata)
+        yield from check_events(context, results)
 
     return _asset
 

@@ -6,13 +6,13 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 
-from de_assets import config_experiment
+from de_assets import checks, config_experiment
 from de_assets.lib import forget, health
 from de_assets.lib.alerts import Alert
-from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
-from de_assets.metadata import definition_metadata, table_metadata
+from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
+from de_assets.metadata import day_metadata, definition_metadata, run_metadata
 from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.reporting import partition_label
+from de_assets.reporting import add_day_metadata, check_events, partition_label
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
@@ -37,23 +37,25 @@ COMMON = dict(
 )
 
 
-def _run_summary(con, run_id: str, start, end) -> dict:
-    """Numeric figures of this run for the UI's metadata plots."""
+def _day_summary(con, run_id: str, day) -> dict:
+    """Numeric figures of this run for one day, for the UI's metadata plots (a figure that cannot
+    be measured for the day, e.g. the freshness of a day without events, is left out, never -1)."""
     [(seconds, slowest, quarantined, duplicate, rows_in, freshness)] = con.execute(
         f"""SELECT sum(seconds), min(rows_per_second) FILTER (WHERE rows_in > 0),
                    sum(rows_quarantined) FILTER (WHERE asset LIKE 'clean/%'),
                    sum(rows_duplicate) FILTER (WHERE asset LIKE 'clean/%'),
                    sum(rows_in) FILTER (WHERE asset LIKE 'clean/%'),
                    max(freshness_seconds) FILTER (WHERE asset LIKE 'marts/%')
-            FROM {PARTITION_KPIS.name} WHERE run_id = ? AND partition BETWEEN ? AND ?""",
-        [run_id, start, end],
+            FROM {PARTITION_KPIS.name} WHERE run_id = ? AND partition = ?""",
+        [run_id, day],
     ).fetchall()
     return {
         "run_seconds": round(seconds or 0.0, 3),
-        "slowest_step_rows_per_second": round(slowest or 0.0, 1),
-        "quarantine_rate": round(quarantined / rows_in, 5) if rows_in else 0.0,
-        "duplicate_rate": round(duplicate / rows_in, 5) if rows_in else 0.0,
-        "mart_freshness_hours": round(freshness / 3600, 2) if freshness is not None else -1.0,
+        "rows_in": int(rows_in or 0),
+        **({"slowest_step_rows_per_second": round(slowest, 1)} if slowest is not None else {}),
+        **({"quarantine_rate": round(quarantined / rows_in, 5), "duplicate_rate": round(duplicate / rows_in, 5)}
+           if rows_in else {}),
+        **({"mart_freshness_hours": round(freshness / 3600, 2)} if freshness is not None else {}),
     }
 
 
@@ -62,23 +64,24 @@ def _run_summary(con, run_id: str, start, end) -> dict:
     deps=PIPELINE_ASSETS,
     description="The pipeline's own KPIs, one row per partition x asset x run: rows in/out/quarantined/"
     "duplicate, seconds, rows/s and data freshness (newest event -> available). Every step appends "
-    "its rows as it finishes, so failed and partial runs are recorded too; this asset publishes the "
-    "run's figures as numeric metadata (plotted in the UI) and checks that every step of the run "
-    "reported.",
+    "its rows as it finishes, so failed and partial runs are recorded too; this asset publishes each "
+    "day's figures of the run as numeric metadata on that day's partition (plotted in the UI) and "
+    "checks that every step of the run reported.",
     metadata=definition_metadata(PARTITION_KPIS),
     check_specs=[
-        dg.AssetCheckSpec(
+        checks.spec(
             "every_step_reported",
-            asset=["pipeline_health", "partition_kpis"],
-            description="Every asset materialized in this run has a KPI row for every partition of the run.",
+            ["pipeline_health", "partition_kpis"],
+            blocking=False,
+            description="Every asset materialized in this run has a KPI row for the partition.",
         )
     ],
     **COMMON,
 )
-def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    started = time.perf_counter()
+def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse):
     start, end = partition_dates(context)
     run_id = context.run.run_id
+    key = dg.AssetKey(["pipeline_health", "partition_kpis"])
     materialized = {
         e.dagster_event.asset_key.to_user_string()
         for e in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
@@ -86,23 +89,24 @@ def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     }
     with warehouse.connect() as con:
         reported = con.execute(
-            f"SELECT asset, count(DISTINCT partition) FROM {PARTITION_KPIS.name} "
-            "WHERE run_id = ? AND partition BETWEEN ? AND ? GROUP BY asset",
+            f"SELECT partition, list(DISTINCT asset) FROM {PARTITION_KPIS.name} "
+            "WHERE run_id = ? AND partition BETWEEN ? AND ? GROUP BY partition",
             [run_id, start, end],
         ).fetchall()
-        days = len(days_between(start, end))
-        missing = sorted(a for a in materialized if dict(reported).get(a, 0) < days)
-        metadata = {**table_metadata(con, PARTITION_KPIS, start, end, started), **_run_summary(con, run_id, start, end)}
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="every_step_reported",
-                passed=not missing,
-                metadata={"assets_in_run": len(materialized), "missing": ", ".join(missing) or "none"},
-            )
-        ],
-    )
+        reported = dict(reported)
+        results = []
+        per_day = {}
+        for day in days_between(start, end):
+            missing = sorted(materialized - set(reported.get(day, [])))
+            results.append(checks.evaluation(key, "every_step_reported", day, not missing, {
+                "assets_in_run": len(materialized), "missing": ", ".join(missing) or "none"}, blocking=False,
+                severity=dg.AssetCheckSeverity.ERROR))
+            per_day[day] = {**day_metadata(con, PARTITION_KPIS, day), **_day_summary(con, run_id, day)}
+        add_day_metadata(context, key, per_day)
+        metadata = run_metadata(con, PARTITION_KPIS, start, end)
+        warehouse.publish(con, PARTITION_KPIS)  # the pipeline's log, served whole (small)
+    yield dg.MaterializeResult(metadata=metadata)
+    yield from check_events(context, results)
 
 
 class SloConfig(dg.Config):
@@ -114,6 +118,19 @@ class SloConfig(dg.Config):
     duplicate_rate: float = health.SloTargets.duplicate_rate
     objective: float = health.SloTargets.objective
     backfill_after_days: float = health.SloTargets.backfill_after_days
+    min_volume: float = health.SloTargets.min_volume
+
+
+SLO_CHECK_DOCS = {
+    "freshness_hours": "Every mart of the day is available within `freshness_hours` (36) of the day's end.",
+    "completeness": "Rows landed reach `completeness` (80%) of the median of the same weekday over the 4 "
+    "weeks before; judged only when that median is at least `min_volume` (100) rows.",
+    "quarantine_rate": "At most `quarantine_rate` (5%) of the day's rows are quarantined; judged from "
+    "`min_volume` (100) rows in.",
+    "duplicate_rate": "At most `duplicate_rate` (10%) of the day's rows are duplicates; judged from "
+    "`min_volume` (100) rows in.",
+}
+SLO_KEY = dg.AssetKey(["pipeline_health", "slo_status"])
 
 
 @dg.asset(
@@ -121,31 +138,74 @@ class SloConfig(dg.Config):
     deps=[partition_kpis],
     description="Service-level objectives per partition: freshness (end of day -> every mart "
     "available), completeness (rows landed vs the median of the same weekday over the 4 weeks "
-    "before), quarantine rate and duplicate rate against configurable targets, each met or breached, "
-    "with the 28-day error budget and how much of it is burnt. A breach raises an alert (error once "
-    "the budget is exhausted).",
+    "before), quarantine rate and duplicate rate against configurable targets, each met, breached, "
+    "not_applicable (too little volume to judge), no_data or backfill, with the 28-day error budget "
+    "and how much of it is burnt. Each SLO is an asset check per partition: a breach is a warning, "
+    "an error once the budget is exhausted (non-blocking: the report still shows the day). A breach "
+    "raises an alert, except while backfilling history.",
     metadata=definition_metadata(SLO_STATUS),
+    check_specs=[
+        checks.spec(f"slo_{name}", SLO_KEY, blocking=False, description=f"SLO. {doc} A breach warns; an error "
+                    "once the 28-day error budget is exhausted.")
+        for name, doc in SLO_CHECK_DOCS.items()
+    ],
     **COMMON,
 )
-def slo_status(
-    context: dg.AssetExecutionContext, config: SloConfig, warehouse: Warehouse, alerting: Alerting
-) -> dg.MaterializeResult:
-    started = time.perf_counter()
+def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: Warehouse, alerting: Alerting):
     start, end = partition_dates(context)
     targets = health.SloTargets(**config.model_dump())
     with warehouse.connect() as con:
         evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(con, day, targets)]
         breaches = [r for r in evaluated if r["status"] == "breached"]
-        alerting.send(con, [_breach_alert(r, context.run.run_id) for r in breaches], log=context.log)
-        metadata = table_metadata(con, SLO_STATUS, start, end, started)
-    latest = {r["slo"]: r for r in evaluated if r["partition"] == end}
-    for name, row in latest.items():  # numeric, so the UI plots every SLO over the partitions
-        metadata[name] = round(row["actual"], 5) if row["actual"] is not None else -1.0
-        metadata[f"{name}_budget_burn"] = round(row["budget_burn"], 3)
-    metadata["breaches"] = len(breaches)
-    metadata["status"] = dg.MetadataValue.md(_status_table(evaluated))
+        paging = alerting.page(con, [(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],
+                               context.run.tags, log=context.log)
+        per_day = {day: day_metadata(con, SLO_STATUS, day) for day in days_between(start, end)}
+        metadata = {**run_metadata(con, SLO_STATUS, start, end), **paging}
+        warehouse.publish(con, SLO_STATUS)
+        warehouse.publish(con, ALERTS)  # alerts of the whole run (sensors' too), as of its end
+    results = []
+    for r in evaluated:
+        day, name = r["partition"], r["slo"]
+        figures = per_day[day]
+        if r["actual"] is not None:  # numeric, so the UI plots every SLO over the partitions; never -1
+            figures[name] = round(r["actual"], 5)
+        figures[f"{name}_status"] = r["status"]
+        figures[f"{name}_budget_burn"] = round(r["budget_burn"], 3)
+        figures["breaches"] = figures.get("breaches", 0) + (r["status"] == "breached")
+        results.append(_slo_check(r))
+    for day, figures in per_day.items():
+        figures["status"] = dg.MetadataValue.md(_status_table([r for r in evaluated if r["partition"] == day]))
+    add_day_metadata(context, SLO_KEY, per_day)
     context.log.info(f"SLOs {partition_label(start, end)}: {len(breaches)} breach(es)")
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
+    yield from check_events(context, results)
+
+
+def _slo_check(row: dict) -> dg.AssetCheckEvaluation:
+    """The SLO of one day as a check: passes unless breached; a breach is a warning, an error once
+    the 28-day error budget is exhausted. A status other than met/breached passes, saying why."""
+    exhausted = row["budget_burn"] >= 1
+    breached = row["status"] == "breached"
+    metadata = {
+        "status": row["status"],
+        "target": f"{row['comparison']} {row['target']:g}",
+        "breached_days_28d": row["breached_days_28d"],
+        "error_budget_days": round(row["error_budget_days"], 2),
+        "budget_burn": round(row["budget_burn"], 3),
+        **({"actual": round(row["actual"], 5)} if row["actual"] is not None else {}),
+    }
+    description = {
+        "met": "met",
+        "breached": "breached; error budget exhausted" if exhausted else "breached",
+        "not_applicable": "not judged: too little volume for this SLO to mean something",
+        "no_data": "not judged: nothing to measure yet",
+        "backfill": "not judged: the partition was first loaded long after its day (a backfill)",
+    }.get(row["status"], row["status"])
+    return checks.evaluation(
+        SLO_KEY, f"slo_{row['slo']}", row["partition"], not breached, metadata, blocking=False,
+        severity=dg.AssetCheckSeverity.ERROR if breached and exhausted else dg.AssetCheckSeverity.WARN,
+        description=description,
+    )
 
 
 def _status_table(rows: list[dict]) -> str:
@@ -231,6 +291,7 @@ def config_experiments(
     with warehouse.connect() as con:
         con.execute(f"DELETE FROM {CONFIG_EXPERIMENTS.name} WHERE experiment_id = ?", [experiment_id])
         con.executemany(f"INSERT INTO {CONFIG_EXPERIMENTS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        warehouse.publish(con, CONFIG_EXPERIMENTS)
     context.log.info(text)
     metadata = {
         "readout": dg.MetadataValue.md(text),

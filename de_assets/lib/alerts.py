@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from http.client import HTTPException
 
 from de_assets.lib.retry import backoff_delay
@@ -102,6 +102,23 @@ def post_webhook(
         if attempt < retries:
             sleep(backoff_delay(attempt, backoff, MAX_DELAY_SECONDS, retry_after))
     return "failed"
+
+
+# Kinds that describe the data of a day (not a failure of the run): not paged while backfilling.
+HISTORY_KINDS = ("kpi_anomaly", "slo_breach")
+
+
+def backfill_reason(day: date, now: datetime, after_days: float, backfill_run: bool = False) -> str | None:
+    """Why an alert about `day` raised at `now` is not paged (None: it is). While backfilling
+    history nobody can act on a KPI anomaly or SLO breach of a day long gone: a day that ended more
+    than `after_days` days before the run, or any day of a run launched as a Dagster backfill, is
+    history. The rows (kpi_anomalies, slo_status) are written all the same."""
+    if backfill_run:
+        return "backfill run"
+    ended = datetime(day.year, day.month, day.day) + timedelta(days=1)
+    if now - ended > timedelta(days=after_days):
+        return f"history (the day ended more than {after_days:g} days before the run)"
+    return None
 
 
 def _utc_now() -> datetime:

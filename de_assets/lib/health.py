@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from de_assets.lib import rawstore
-from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
+from de_assets.lib.tables import PARTITION_KPIS, RAW_EVENTS, RAW_REQUESTS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
 _EVENT_TIME = {
@@ -64,8 +64,10 @@ def freshness_seconds(con, table: Table, start: date, end: date, now: datetime) 
 def record_kpis(
     con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
     counts: dict[date, DayCounts] | None = None,
-) -> dict:
-    """Replace this run's KPI rows for the asset's days; return numeric metadata for the UI plots."""
+) -> dict[date, dict]:
+    """Replace this run's KPI rows for the asset's days; return each day's figures as numeric
+    metadata for the UI plots: its share of the step's seconds, the step's rows/s and
+    its freshness (left out when the day has no event to measure it by)."""
     now = _now()
     counts = counts if counts is not None else rows_per_day(con, table, start, end)
     fresh = freshness_seconds(con, table, start, end, now)
@@ -83,11 +85,53 @@ def record_kpis(
                 [asset, run_id, start, end])
     if rows:
         con.executemany(f"INSERT INTO {PARTITION_KPIS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    freshest = [r[9] for r in rows if r[9] is not None]
     return {
-        "rows_per_second": round(throughput, 1),
-        "freshness_seconds": round(min(freshest), 1) if freshest else -1.0,
+        r[0]: {
+            "seconds": round(r[7], 3),
+            "rows_per_second": round(throughput, 1),
+            **({"freshness_seconds": round(r[9], 1)} if r[9] is not None else {}),
+        }
+        for r in rows
     }
+
+
+# Where "was there any data for this day" is read from, per table: (relation, day column) pairs.
+_SOURCES = {
+    "raw.events": ("raw.events", "arrival_date"),
+    "raw.requests": ("raw.requests", "arrival_date"),
+    "clean.events": ("raw.events", "arrival_date"),
+    "quarantine.events": ("raw.events", "arrival_date"),
+    "clean.requests": ("raw.requests", "arrival_date"),
+    "quarantine.requests": ("raw.requests", "arrival_date"),
+    "marts.service_latency": ("clean.requests", "event_date"),
+}
+_ANY_EVENTS = (("clean.events", "event_date"), ("clean.requests", "event_date"))
+_EVENTS_ONLY = ("marts.daily_engagement", "marts.funnel_daily", "marts.retention_cohorts", "marts.revenue_daily",
+                "marts.experiment_results")
+
+
+def source_rows_per_day(con, table: Table, start: date, end: date) -> dict[date, int]:
+    """Per day of [start, end], the rows the table's partition is built from: raw rows of the
+    arrival day for raw/clean/quarantine, clean events (and/or requests) of the event day for the
+    marts and the pipeline's own tables. 0 means no data landed for the day: whatever the table
+    holds for it (a row of zeros, say) is not served data."""
+    if table.name in _SOURCES:
+        pairs = (_SOURCES[table.name],)
+    elif table.name in _EVENTS_ONLY:
+        pairs = (_ANY_EVENTS[0],)
+    else:
+        pairs = _ANY_EVENTS
+    counts = {d: 0 for d in (start + timedelta(days=i) for i in range((end - start).days + 1))}
+    for name, column in pairs:
+        relation = name
+        if name.startswith("raw."):  # raw rows may live in Parquet (raw_format flag)
+            relation = rawstore.relation(con, RAW_EVENTS if name == "raw.events" else RAW_REQUESTS, start, end)
+        for day, n in con.execute(
+            f"SELECT {column}, count(*) FROM {relation} WHERE {column} BETWEEN $start AND $end GROUP BY 1",
+            {"start": start, "end": end},
+        ).fetchall():
+            counts[day] += n
+    return counts
 
 
 # --- SLOs ------------------------------------------------------------------------------------------
@@ -105,6 +149,10 @@ class SloTargets:
     duplicate_rate: float = 0.10
     objective: float = 0.9
     backfill_after_days: float = 2.0  # first loaded later than this: a backfill, freshness not judged
+    # Below this many rows a ratio says little: completeness is judged only against a baseline
+    # median of at least `min_volume` rows in, the quarantine and duplicate rates only on days with
+    # at least `min_volume` rows in; otherwise their status is `not_applicable` (no breach, no burn).
+    min_volume: float = 100.0
 
     def slos(self) -> list[tuple[str, float, str]]:
         return [
@@ -157,20 +205,23 @@ def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None
     day_end = datetime(day.year, day.month, day.day) + timedelta(days=1)
     freshness = (first_available - day_end).total_seconds() / 3600 if marts else None
     late_load = freshness is not None and freshness > targets.backfill_after_days * 24
+    sparse_baseline = baseline is not None and baseline < targets.min_volume
+    sparse_day = rows_in is not None and rows_in < targets.min_volume
     return {
         "freshness_hours": (freshness, "backfill" if late_load else None),
-        "completeness": (rows_in / baseline if rows_in is not None and baseline else None, None),
-        "quarantine_rate": (quarantined / rows_in if rows_in else None, None),
-        "duplicate_rate": (duplicate / rows_in if rows_in else None, None),
+        "completeness": (rows_in / baseline if rows_in is not None and baseline else None, "not_applicable" if sparse_baseline else None),
+        "quarantine_rate": (quarantined / rows_in if rows_in else None, "not_applicable" if sparse_day else None),
+        "duplicate_rate": (duplicate / rows_in if rows_in else None, "not_applicable" if sparse_day else None),
     }
 
 
 def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
     """Evaluate every SLO for `day`, store them in `pipeline_health.slo_status`, return the rows.
 
-    Status is met, breached, no_data (nothing to measure yet) or backfill (freshness of a partition
-    first loaded long after its day is not judged; missing partitions are the stale-partition
-    sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
+    Status is met, breached, no_data (nothing to measure yet), not_applicable (too little volume
+    for the ratio to mean something: see `SloTargets.min_volume`) or backfill (freshness of a
+    partition first loaded long after its day is not judged; missing partitions are the
+    stale-partition sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
     """
     now = _now()
     budget = SLO_WINDOW_DAYS * (1 - targets.objective)

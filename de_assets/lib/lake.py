@@ -39,10 +39,8 @@ from pyiceberg.exceptions import (
     ValidationException,
 )
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
-from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.transforms import IdentityTransform
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 COMMIT_ID = "de-assets.commit-id"
@@ -115,18 +113,17 @@ def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition
         return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
-    spec = UNPARTITIONED_PARTITION_SPEC
-    if partition_column is not None:
-        if schema.field(partition_column).type != pa.date32():
-            raise ValueError(f"partition column {partition_column!r} of {identifier} must be date32")
-        source = Catalog._convert_schema_if_needed(schema, 2).find_field(partition_column)
-        spec = PartitionSpec(PartitionField(source_id=source.field_id, field_id=1000,
-                                            transform=IdentityTransform(), name=partition_column))
-    try:
-        return catalog.create_table(identifier, schema=schema, partition_spec=spec,
-                                    properties={**TABLE_PROPERTIES, **(properties or {})})
-    except (TableAlreadyExistsError, IntegrityError):
-        return catalog.load_table(identifier)
+    if partition_column is not None and schema.field(partition_column).type != pa.date32():
+        raise ValueError(f"partition column {partition_column!r} of {identifier} must be date32")
+    try:  # schema and identity spec in one commit (field ids are assigned by the catalog)
+        with catalog.create_table_transaction(identifier, schema=schema,
+                                              properties={**TABLE_PROPERTIES, **(properties or {})}) as create:
+            if partition_column is not None:
+                with create.update_spec() as spec:
+                    spec.add_identity(partition_column)
+    except (TableAlreadyExistsError, IntegrityError, CommitFailedException):
+        pass  # another process created it first (the catalog says so in one of these ways)
+    return catalog.load_table(identifier)
 
 
 def _delay(attempt: int, backoff: float, cap: float = 5.0) -> float:
@@ -184,6 +181,49 @@ def overwrite_partitions(table: Table, data: pa.Table, column: str, days, *, att
             table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=props)
 
     return _commit_with_retry(table, action, attempts, backoff, commit_id)
+
+
+def overwrite_partitions_with_files(table: Table, files: list[str], column: str, days, *, attempts: int = 5,
+                                    backoff: float = 0.05) -> Snapshot | None:
+    """Like ``overwrite_partitions``, with data files already written (e.g. by DuckDB's COPY ...
+    PARTITION_BY, one partition value per file, columns named as the table's): one commit deletes
+    ``days`` and adds ``files``. Idempotent; on a conflict the commit is redone with the same files."""
+    days = _days(days)
+    row_filter = EqualTo(column, days[0]) if len(days) == 1 else In(column, days)
+    commit_id = uuid.uuid4().hex
+    props = {COMMIT_ID: commit_id, PARTITIONS: ",".join(d.isoformat() for d in days)}
+
+    def action():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            with table.transaction() as tx:
+                tx.delete(row_filter, snapshot_properties=props)
+                if files:
+                    tx.add_files(files, snapshot_properties=props, check_duplicate_files=False)
+
+    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+
+
+def replace_all(table: Table, data: pa.Table, *, attempts: int = 5, backoff: float = 0.05) -> Snapshot | None:
+    """Replace every row of an unpartitioned (small) table by ``data`` in one atomic commit."""
+    commit_id = uuid.uuid4().hex
+
+    def action():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            table.overwrite(data, snapshot_properties={COMMIT_ID: commit_id})
+
+    return _commit_with_retry(table, action, attempts, backoff, commit_id)
+
+
+def add_missing_columns(table: Table, schema: pa.Schema) -> Table:
+    """Add the columns of ``schema`` the table lacks (a column added to the contract later); returns the table."""
+    have = {f.name for f in table.schema().fields}
+    if all(name in have for name in schema.names):
+        return table
+    with table.update_schema() as update:
+        update.union_by_name(Catalog._convert_schema_if_needed(schema, 2))
+    return table
 
 
 def delete_where(table: Table, row_filter: str | BooleanExpression, *, attempts: int = 5,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 
 from de_assets.anomaly import detect, episodes
@@ -257,15 +258,69 @@ def replace_range(con, table: Table, select_sql: str, start: date, end: date) ->
     return written
 
 
-def kpi_anomalies(con, start: date, end: date) -> int:
+# The count each KPI stands on: an anomaly of a KPI is alerted only when this count is large enough.
+VOLUME_OF = {
+    **dict.fromkeys(("orders", "revenue", "arpu", "arppu", "paying_users"), "orders"),
+    **dict.fromkeys(("requests", "error_rate"), "requests"),
+}
+VOLUME_DAYS = 28  # the trailing window whose median volume keeps a sudden drop alertable
+ABSOLUTE_SCALE_FLOOR = 1e-9  # de_assets.anomaly: a scale at this floor means "no spread in the history"
+
+
+def volume_kpi(kpi: str) -> str:
+    """The KPI whose value is the count behind `kpi` (pipeline series: rows in; else events)."""
+    if kpi.startswith("pipeline."):
+        return "pipeline.rows_in"
+    return VOLUME_OF.get(kpi, "events")
+
+
+def _volumes(history: pd.DataFrame) -> pd.DataFrame:
+    """Per (ts, base KPI): max(the day's count, median of the 28 days before), so a day far below
+    a large usual volume (an outage) stays alertable while a sparse history never is."""
+    out = []
+    for kpi in sorted({volume_kpi(k) for k in history["kpi"].unique()}):
+        series = history[history["kpi"] == kpi].set_index("ts")["value"].astype(float).sort_index()
+        if series.empty:
+            continue
+        before = series.rolling(f"{VOLUME_DAYS}D", closed="left").median()
+        out.append(pd.DataFrame({"ts": series.index, "base": kpi,
+                                 "volume": np.fmax(series.to_numpy(), before.to_numpy())}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["ts", "base", "volume"])
+
+
+def classify(scored: pd.DataFrame, min_volume: float) -> pd.DataFrame:
+    """`status` and the final `is_anomaly` of scored rows (columns value, expected, score,
+    is_anomaly, volume): a row without a value or a score is never an anomaly; a score whose
+    scale sat at the detector's absolute floor (a history without any variation, e.g. always 0)
+    is meaningless (it would read 1e9) and is set to NULL with status no_spread; a flag on a KPI
+    whose volume is below `min_volume` is not an anomaly (low_volume)."""
+    out = scored.copy()
+    value, expected, score = (pd.to_numeric(out[c], errors="coerce").astype(float) for c in ("value", "expected", "score"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (value - expected).abs() / score.abs()
+    no_spread = score.notna() & (score != 0) & (value != expected) & (scale <= ABSOLUTE_SCALE_FLOOR * (1 + 1e-6))
+    low = ~(pd.to_numeric(out["volume"], errors="coerce").fillna(0) >= min_volume)
+    status = np.select(
+        [value.isna(), expected.isna() | score.isna(), no_spread, low, out["is_anomaly"].fillna(False).astype(bool)],
+        ["no_value", "no_history", "no_spread", "low_volume", "anomaly"],
+        default="normal",
+    )
+    out["status"] = status
+    out["score"] = score.mask(no_spread)
+    out["is_anomaly"] = status == "anomaly"
+    return out
+
+
+def kpi_anomalies(con, start: date, end: date, min_volume: float = 100.0) -> int:
     """Score each KPI of [start, end] against its own history (days before it): the headline KPIs
     of kpi_changes and the pipeline-health series (`pipeline.rows_in`, `.quarantine_rate`,
     `.duplicate_rate` per arrival day, from the KPI rows the cleaning steps record).
 
     Small data (days x KPIs), so the series go to pandas for `de_assets.anomaly.detect`, which
-    uses only points before t: re-running a day gives the same result whatever came later.
-    Consecutive flagged days of a KPI are one episode (`de_assets.anomaly.episodes`): each flagged
-    row carries the first day of its episode in `episode_start`, which the alerts are keyed on.
+    uses only points before t: re-running a day gives the same result whatever came later. A flag
+    counts (`is_anomaly`) only on enough volume (`classify`, `min_volume`). Consecutive flagged
+    days of a KPI are one episode (`de_assets.anomaly.episodes`): each flagged row carries the
+    first day of its episode in `episode_start`, which the alerts are keyed on.
     """
     history = con.execute(
         f"""SELECT event_date AS ts, kpi, value FROM (
@@ -274,8 +329,14 @@ def kpi_anomalies(con, start: date, end: date) -> int:
             WHERE event_date <= ? ORDER BY kpi, ts""",
         [end],
     ).df()
-    scored = [episodes(detect(series)).assign(kpi=kpi) for kpi, series in history.groupby("kpi", sort=True)]
-    frame = history.iloc[0:0].assign(expected=0.0, score=0.0, is_anomaly=False, episode_start=pd.NaT)
+    volumes = _volumes(history)
+    scored = []
+    for kpi, series in history.groupby("kpi", sort=True):
+        frame = detect(series).assign(kpi=kpi, base=volume_kpi(kpi))
+        frame = frame.merge(volumes, on=["ts", "base"], how="left").drop(columns="base")
+        scored.append(episodes(classify(frame, min_volume)))
+    frame = history.iloc[0:0].assign(expected=0.0, score=0.0, is_anomaly=False, episode_start=pd.NaT,
+                                      volume=0.0, status="")
     if scored:
         frame = pd.concat(scored, ignore_index=True)
     frame = frame[frame["ts"].dt.date.between(start, end)].rename(columns={"ts": "event_date"})
@@ -284,7 +345,7 @@ def kpi_anomalies(con, start: date, end: date) -> int:
         return replace_range(
             con, KPI_ANOMALIES,
             "SELECT event_date::DATE AS event_date, kpi, value, expected, score, coalesce(is_anomaly, false) AS is_anomaly, "
-            "episode_start::DATE AS episode_start "
+            "episode_start::DATE AS episode_start, volume::DOUBLE AS volume, status "
             "FROM _kpi_anomalies_df WHERE $start::DATE <= event_date::DATE AND event_date::DATE <= $end::DATE",
             start, end,
         )

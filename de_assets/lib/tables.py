@@ -7,6 +7,7 @@ derived from these definitions, so a column is documented exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,16 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def partition_values(self, start: date, end: date) -> list[date]:
+        """The partition values a run over the days [start, end] writes: those days, or for a table
+        partitioned by `activity_week` the Monday of every week they touch."""
+        if self.partition_column == "activity_week":
+            start, end = start - timedelta(days=start.weekday()), end - timedelta(days=end.weekday())
+            step = 7
+        else:
+            step = 1
+        return [start + timedelta(days=i) for i in range(0, (end - start).days + 1, step)]
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
@@ -329,9 +340,13 @@ KPI_ANOMALIES = _t(
     ("kpi", "VARCHAR", "KPI name (as in marts.kpi_changes)"),
     ("value", "DOUBLE", "KPI value on the day"),
     ("expected", "DOUBLE", "Seasonal, outlier-robust expectation from days before (NULL: too little history)"),
-    ("score", "DOUBLE", "(value - expected) / robust scale; positive above expected"),
-    ("is_anomaly", "BOOLEAN", "Flagged by the detector (|score| above its threshold; docs/anomaly.md)"),
+    ("score", "DOUBLE", "(value - expected) / robust scale; positive above expected (NULL: not scored, see status)"),
+    ("is_anomaly", "BOOLEAN", "Flagged by the detector (|score| above its threshold; docs/anomaly.md) on enough volume"),
     ("episode_start", "DATE", "For a flagged day, the first day of its run of consecutive flagged days (NULL otherwise)"),
+    ("volume", "DOUBLE", "The count the KPI stands on (events, orders, requests or pipeline rows in): the larger of "
+     "the day's and the median of the 28 days before"),
+    ("status", "VARCHAR", "anomaly, normal, low_volume (volume below the minimum: never flagged), no_history "
+     "(too little history to score), no_spread (history without any variation: no score) or no_value"),
     key=("event_date", "kpi"),
 )
 
@@ -390,7 +405,7 @@ SLO_STATUS = _t(
     ("target", "DOUBLE", "Target value (configurable, `SloTargets`)"),
     ("comparison", "VARCHAR", "'<=' when lower is better, '>=' when higher is better"),
     ("actual", "DOUBLE", "Measured value for the partition (NULL when it cannot be measured yet)"),
-    ("status", "VARCHAR", "met, breached or no_data"),
+    ("status", "VARCHAR", "met, breached, not_applicable (too little volume to judge), no_data or backfill"),
     ("breached_days_28d", "INTEGER", "Partitions breaching this SLO in the 28 days ending here"),
     ("error_budget_days", "DOUBLE", "Breaches allowed in 28 days: 28 x (1 - objective)"),
     ("budget_burn", "DOUBLE", "breached_days_28d / error_budget_days (above 1: budget exhausted)"),

@@ -1,0 +1,175 @@
+"""Served tables in the lake: what readers query, published from the warehouse after each write.
+
+The pipeline computes in DuckDB; every step that writes a served table then **publishes** the
+partitions it wrote to an Iceberg table of the same name (`lib/lake.py`: one atomic commit per table
+and step). Readers (`de-assets sql`, `de_assets.lake.connect()`, notebooks, BI, any engine that reads
+Iceberg) query the lake's snapshots and never touch the DuckDB file, so they never wait for a run
+and never block one, and can read as of a past snapshot.
+
+What is served: every table of the `clean`, `quarantine` and `marts` schemas (partitioned like the
+warehouse table: by arrival day, event day, activity week or as-of day) and the pipeline's own
+`pipeline_health` tables (small, unpartitioned, replaced whole). Not served: the raw layer and the
+forget-user requests (identifiers of people who asked to be forgotten).
+
+A step publishes only when its blocking checks passed: a range that failed them stays in the
+warehouse for inspection but never reaches a reader.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+import pyarrow as pa
+from pyiceberg.expressions import And, LessThan, NotIn
+
+from de_assets.lib import lake
+from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
+
+DEFAULT_DATABASE = "data/warehouse.duckdb"
+_ARROW = {
+    "VARCHAR": pa.string(), "JSON": pa.string(), "DATE": pa.date32(), "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us"),
+}
+# Columns holding pseudonymized ids: no min/max bounds in the manifests, so an erased id survives nowhere.
+_NO_BOUNDS = ("user_key", "user_id", "anonymous_id", "raw_row", "dedupe_key", "message_id")
+
+PUBLISHED: tuple[Table, ...] = tuple(
+    t for t in ALL_TABLES
+    if t.schema in ("clean", "quarantine", "marts", "pipeline_health") and t not in (FORGET_REQUESTS, FORGET_AUDIT)
+)
+
+
+def open_lake(database: str, catalog_uri: str | None = None, lake_uri: str | None = None, create: bool = True):
+    """The lake of a warehouse: by default `catalog.db` (SQLite) and `lake/` beside its database file
+    (`data/catalog.db`, `data/lake/`); in production a PostgreSQL URI and an object-storage location.
+    Readers pass ``create=False``: a default lake that does not exist yet is an error, not created."""
+    data_dir = Path(database).resolve().parent
+    if not create and catalog_uri is None and not (data_dir / "catalog.db").exists():
+        raise FileNotFoundError(f"no lake at {data_dir / 'catalog.db'} yet: nothing was published. Run the "
+                                "pipeline first (de-assets demo / de-assets run), or set DE_ASSETS_DUCKDB / "
+                                "DE_ASSETS_CATALOG_URI to where it runs.")
+    return lake.open_catalog(catalog_uri, lake_uri, data_dir=data_dir)
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW[c.type]) for c in table.columns])
+
+
+def partition_column(table: Table) -> str | None:
+    """The table's DATE partition column in the lake (None: replaced whole)."""
+    if table.schema == "pipeline_health" or table.partition_column is None:
+        return None
+    return table.partition_column
+
+
+def _select(table: Table) -> str:
+    return ", ".join(f'"{c.name}"::VARCHAR AS "{c.name}"' if c.type == "JSON" else f'"{c.name}"'
+                     for c in table.columns)
+
+
+def lake_table(catalog, table: Table):
+    """The Iceberg table of ``table`` (created on first use; columns added to the contract since are added)."""
+    properties = {f"write.metadata.metrics.column.{c}": "none" for c in _NO_BOUNDS if c in table.column_names}
+    schema = arrow_schema(table)
+    return lake.add_missing_columns(lake.ensure_table(catalog, table.name, schema, partition_column(table), properties),
+                                    schema)
+
+
+def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date | None = None,
+            end: date | None = None, days: list[date] | None = None) -> int | None:
+    """Publish the warehouse's rows of ``table`` for the partitions of [start, end] (or exactly
+    ``days``; all rows of an unpartitioned table) to the lake in one commit; returns the snapshot id."""
+    target = lake_table(catalog, table)
+    column = partition_column(table)
+    if column is None:
+        data = con.sql(f"SELECT {_select(table)} FROM {table.name}").to_arrow_table()
+        snapshot = lake.replace_all(target, data.cast(arrow_schema(table)))
+    else:
+        values = sorted(set(days)) if days is not None else table.partition_values(start, end)
+        rows = f"SELECT {_select(table)} FROM {table.name} WHERE list_contains($v, {column})"
+        if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
+            folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            con.execute(f"COPY ({rows}) TO '{folder}' (FORMAT parquet, COMPRESSION zstd, "
+                        "PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)".replace("{column}", column),
+                        {"v": values})
+            files = sorted(str(f) for f in folder.rglob("*.parquet"))
+            snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
+        else:  # object storage: pyiceberg writes through pyarrow's filesystems
+            data = con.sql(rows, params={"v": values}).to_arrow_table()
+            snapshot = lake.overwrite_partitions(target, data.cast(arrow_schema(table)), column, values)
+    return getattr(snapshot, "snapshot_id", None)
+
+
+def delete_before(catalog, table: Table, cutoff: date, keep: list[date] = ()) -> None:
+    """Retention: drop the lake rows of partitions before ``cutoff``, except the days in ``keep``."""
+    column = partition_column(table)
+    if column is None or not catalog.table_exists(table.name):
+        return
+    row_filter = LessThan(column, cutoff.isoformat())
+    if keep:
+        row_filter = And(row_filter, NotIn(column, [d.isoformat() for d in keep]))
+    lake.delete_where(catalog.load_table(table.name), row_filter)
+
+
+def erase_history(catalog, now: datetime) -> int:
+    """Expire every snapshot older than ``now`` and delete the files only they referenced, so rows
+    deleted before ``now`` are physically gone (forget-user: ``now``; the daily retention job: a week
+    ago, which keeps a week of time travel). Returns the files deleted."""
+    deleted = 0
+    for table in PUBLISHED:
+        if catalog.table_exists(table.name):
+            deleted += len(lake.expire_and_clean(catalog.load_table(table.name), now).deleted_files)
+    return deleted
+
+
+def connect(catalog, as_of: int | str | datetime | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only view of the lake: an in-memory DuckDB connection with every served table as the
+    view ``schema.table`` over its current snapshot, or as of ``as_of``: a time (ISO text, UTC if
+    naive), or the id of a snapshot of one table (that table at that snapshot, every other table as
+    of the moment it was committed). A table not published yet, or younger than ``as_of``, is an
+    empty view with the table's columns."""
+    owner, when = _resolve(catalog, as_of)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for table in PUBLISHED:
+        iceberg = catalog.load_table(table.name) if catalog.table_exists(table.name) else None
+        snapshot = None
+        if iceberg is not None and when is not None:
+            snapshot = int(as_of) if table.name == owner else _snapshot_at(iceberg, when)
+        if iceberg is not None and (when is None or snapshot is not None):
+            lake.register_view(con, iceberg, snapshot, name=table.name)
+        else:
+            _empty_view(con, table)
+    return con
+
+
+def _resolve(catalog, as_of) -> tuple[str | None, datetime | str | None]:
+    """(table owning the snapshot id, the time to read every table at) for ``as_of``."""
+    if as_of is None or not str(as_of).strip().isdigit():
+        return None, as_of
+    snapshot_id = int(as_of)
+    for table in PUBLISHED:
+        if catalog.table_exists(table.name):
+            snapshot = catalog.load_table(table.name).snapshot_by_id(snapshot_id)
+            if snapshot is not None:
+                return table.name, datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=timezone.utc)
+    raise ValueError(f"as of {snapshot_id}: no served table has that snapshot (expired, or never existed); "
+                     "give a time instead (YYYY-MM-DDTHH:MM:SS, UTC)")
+
+
+def _snapshot_at(iceberg, when) -> int | None:
+    try:
+        return lake.as_of(iceberg, when)
+    except ValueError:  # no snapshot that old: the table was empty then
+        return None
+
+
+def _empty_view(con, table: Table) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
+    columns = ", ".join(f'NULL::{"VARCHAR" if c.type == "JSON" else c.type} AS "{c.name}"' for c in table.columns)
+    con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} WHERE false")
