@@ -2,6 +2,7 @@
 rest of the command line: help, version, progress, status, errors."""
 
 import argparse
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,9 +17,15 @@ from de_assets import cli
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
-    """`demo` and `generate` write `.env` into the working directory; keep it in the test's folder."""
+    """`demo` and `generate` write `.env` into the working directory and export what they write (the
+    CLI also exports `.env` and DE_ASSETS_LANDING): keep the file in the test's folder and restore
+    the environment afterwards, so no later test (or its subprocesses) inherits a partition start."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DE_ASSETS_START_DATE", raising=False)
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_demo_generates_and_materializes_every_partition(tmp_path, monkeypatch, capsys):
@@ -218,10 +225,15 @@ def test_status_on_a_small_run(tmp_path, monkeypatch, capsys, golden_landing):
     assert "Latest runs (newest first, 1 shown):" in out
     [run] = [line for line in lines if " daily_pipeline " in line]
     assert run.split()[1:3] == ["daily_pipeline", "FAILURE"] and run.endswith(" 2026-11-01..2026-11-02")
-    checks = lines[lines.index("Failed checks in those runs:") + 1:][:3]
-    assert [c.split()[:2] for c in checks[:2]] == [["clean/clean_events:quarantine_rate_within_threshold", "(error)"],
-                                                   ["clean/clean_requests:quarantine_rate_within_threshold", "(error)"]]
-    assert checks[2] == ""
+    checks = lines[lines.index("Failed checks in those runs:") + 1:lines.index("SLOs of the newest evaluated "
+                                                                                "partition (none yet):") - 1]
+    # checks are per partition: events fail on both days, requests on 11-02 (11-01 has no request
+    # file); the 11-02 events bring fields 11-01 did not have (a warning)
+    assert [" ".join(c.split()[:3]) for c in checks] == [
+        "clean/clean_events:quarantine_rate_within_threshold (error, 2026-11-01)",
+        "clean/clean_events:quarantine_rate_within_threshold (error, 2026-11-02)",
+        "clean/clean_requests:quarantine_rate_within_threshold (error, 2026-11-02)",
+        "raw/raw_events:source_schema_change (warn, 2026-11-02)"]
     assert "SLOs of the newest evaluated partition (none yet):" in out
     assert "Open alerts (seen in the last 7 days: 2):" in out
     assert out.count("  error    check_failed     blocking check quarantine_rate_within_threshold failed on ") == 2

@@ -7,10 +7,25 @@ from collections import Counter
 import dagster as dg
 import pytest
 
+from de_assets.definitions import defs
 from de_assets.lib.tables import ALL_TABLES
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]  # 11-04: nothing landed
-TABLE_OF = {t.name.replace(".", "/"): t for t in ALL_TABLES}
+
+
+def _tables_of_assets() -> dict:
+    """Asset key -> the table it serves, from the asset's `dagster/table_name` (raw/raw_events ->
+    raw.events: keys name their layer twice where tables of several layers share a name)."""
+    graph, tables = defs.resolve_asset_graph(), {t.name: t for t in ALL_TABLES}
+    out = {}
+    for key in graph.get_all_asset_keys():
+        name = graph.get(key).metadata.get("dagster/table_name")
+        if name is not None:
+            out[key.to_user_string()] = tables[str(getattr(name, "value", name)).removeprefix("warehouse.")]
+    return out
+
+
+TABLE_OF = _tables_of_assets()
 
 
 @pytest.fixture(scope="module")
