@@ -86,10 +86,11 @@ def test_every_node_label_says_what_it_is_and_the_readme_screenshots(demo):
     for label in STAGED:
         assert f">{label}<" in pages, f"node label {label} not rendered"
     assert ">events<" not in pages and ">requests<" not in pages  # what every layer's node read before
-    tall = "--window-size=1400,1000"
+    tall, yesterday = "--window-size=1400,1350", datetime.now(timezone.utc).date() - timedelta(days=1)
     ui.screenshot(f"{ui.url}/locations/{LOCATION}/asset-groups/cleaning", "asset-graph.png", tall)
     ui.screenshot(f"{ui.url}/locations/{LOCATION}/asset-groups/analytics", "asset-graph-analytics.png", tall)
-    ui.screenshot(f"{ui.url}/assets/clean/clean_events?view=partitions", "partitions.png", tall)
+    ui.screenshot(f"{ui.url}/assets/clean/clean_events?view=partitions&partition={yesterday}", "partitions.png",
+                  "--window-size=1400,1000")
     [run] = ui.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")["data"]["runsOrError"]["results"]
     assert run["status"] == "SUCCESS"  # the demo's one run, finished; starting the UI started none
-    ui.screenshot(f"{ui.url}/runs/{run['runId']}", "run.png", tall)
+    ui.screenshot(f"{ui.url}/runs/{run['runId']}", "run.png", "--window-size=1400,1000")
