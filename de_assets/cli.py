@@ -108,12 +108,16 @@ def _range_error(start: date, end: date) -> str | None:
     return None
 
 
-def _dotenv_keys() -> set[str]:
+def _dotenv_values() -> dict[str, str]:
     if not DOTENV.is_file():
-        return set()
+        return {}
     from dotenv import dotenv_values
 
-    return set(dotenv_values(DOTENV))
+    return {k: v for k, v in dotenv_values(DOTENV).items() if v is not None}
+
+
+def _dotenv_keys() -> set[str]:
+    return set(_dotenv_values())
 
 
 def _spans(days: list[date]) -> str:
@@ -301,12 +305,17 @@ def _print_summary(result) -> None:
         print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
     database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
     print(f"\nwarehouse: {database}")
-    print(f"  python -c \"import duckdb; print(duckdb.connect('{database}', read_only=True)"
-          f".sql('FROM marts.daily_engagement ORDER BY event_date'))\"")
+    print("query:     de-assets sql \"FROM marts.daily_engagement ORDER BY event_date\"   (the served tables; "
+          "never waits for a run)")
     reports = Path(os.getenv("DE_ASSETS_REPORTS", "data/reports")) / "latest.html"
     if reports.exists():
         print(f"report:    {reports}  (open in a browser; works offline)")
-    print(f"UI:        DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev   -> http://127.0.0.1:3000")
+    home = os.environ["DAGSTER_HOME"]
+    if _dotenv_values().get("DAGSTER_HOME") == home:  # `dagster dev` / `dg dev` started here read it
+        print("UI:        dagster dev  (or dg dev; DAGSTER_HOME from .env)   -> http://127.0.0.1:3000")
+    else:
+        print(f"UI:        DAGSTER_HOME={home} dagster dev   -> http://127.0.0.1:3000")
+    print("status:    de-assets status")
 
 
 def _flags(pairs: list[str]) -> dict[str, str]:

@@ -257,8 +257,13 @@ def test_status_says_when_the_warehouse_is_locked_by_a_writer(tmp_path, monkeypa
         writer.stdin.close()
         writer.wait(timeout=30)
     out = capsys.readouterr().out
-    assert f"Warehouse: {tmp_path / 'w.duckdb'} is locked by a writer (a run in progress?)" in out
+    assert (f"Warehouse: {tmp_path / 'w.duckdb'} is locked by a writer (a run in progress?): SLOs and alerts "
+            "below are the lake's latest published snapshot") in out
     assert "  ingestion        2026-11-01" in out  # what Dagster knows is still shown
+    # the SLOs of 11-01, as published to the lake by the run
+    assert "SLOs of the newest evaluated partition (2026-11-01) (from the lake's latest snapshot):" in out
+    assert [line.split()[0] for line in out.splitlines() if "(target" in line] == [
+        "completeness", "duplicate_rate", "freshness_hours", "quarantine_rate"]
 
 
 def test_experiment_with_fewer_than_three_repetitions_names_no_winner(tmp_path, monkeypatch, capsys, golden_landing):
