@@ -34,8 +34,9 @@ MIN_REPETITIONS = 3  # de_assets/config_experiment.py names no winner with fewer
 
 def _load_dotenv(path: Path = DOTENV) -> dict[str, str]:
     """Export the variables of `.env` (working directory) like `dagster dev` does: they win over the
-    shell's. Returns what was loaded."""
-    if not path.is_file():
+    shell's. Returns what was loaded. `DE_ASSETS_DOTENV=off` skips it (the test suite sets it, so a
+    demo's `.env` in the checkout never reaches a test)."""
+    if not path.is_file() or os.getenv("DE_ASSETS_DOTENV", "on").strip().lower() == "off":
         return {}
     from dotenv import dotenv_values
 

@@ -296,8 +296,11 @@ def test_demo_and_generate_make_the_partitions_start_with_the_data(tmp_path, mon
     assert "DE_ASSETS_START_DATE" not in other.read_text()
     # and the CLI reads .env like `dagster dev` does: its values win over the shell's
     monkeypatch.setenv("DE_ASSETS_START_DATE", "2024-01-01")
+    assert cli._load_dotenv(env) == {}  # not in the test suite (conftest: DE_ASSETS_DOTENV=off)
+    assert os.environ["DE_ASSETS_START_DATE"] == "2024-01-01"
+    monkeypatch.setenv("DE_ASSETS_DOTENV", "on")
     assert cli._load_dotenv(env)["DE_ASSETS_START_DATE"] == "2026-10-01"
-    assert __import__("os").environ["DE_ASSETS_START_DATE"] == "2026-10-01"
+    assert os.environ["DE_ASSETS_START_DATE"] == "2026-10-01"
 
 
 DG = Path(sys.executable).with_name("dg")
