@@ -547,8 +547,8 @@ def backfill_section(results: dict) -> list[str]:
         out += [f"(b) per run: first {seconds[0]:.1f} s, median {statistics.median(seconds):.1f} s, "
                 f"max {max(seconds):.1f} s.", ""]
     if single and per:
-        a_rows = single[0]["details"]["rows"].get("clean/events")
-        b_rows = per[0]["details"]["rows"].get("clean/events")
+        a_rows = single[0]["details"]["rows"].get("clean/clean_events")
+        b_rows = per[0]["details"]["rows"].get("clean/clean_events")
         out += [f"Rows in `clean.events`: (a) {a_rows:,}, (b) {b_rows:,}"
                 + (" (same)." if a_rows == b_rows else " (**differ**)."), ""]
     if single:

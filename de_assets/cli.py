@@ -7,13 +7,20 @@
     de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
     de-assets forget-user --user-id cus_4821 --requested-by dpo@example.org
     de-assets sql "SELECT * FROM marts.daily_engagement" --format csv   # while runs write
+    de-assets status                    # one screen: newest partitions, failed checks, SLOs, open alerts
 
 Runs execute in process against the Dagster instance in $DAGSTER_HOME (default data/dagster_home,
 created with the dev dagster.yaml: de_assets/instance.py), so `dagster dev` with the same
 DAGSTER_HOME shows them in the UI.
+
+`.env` in the working directory is read first, as `dagster dev` and `dg dev` read it (its values win
+over the shell's). `demo` and `generate` write `DE_ASSETS_START_DATE` (the first generated day,
+unless the partitions already start earlier) and `DAGSTER_HOME` there when neither sets them, so the
+UI started from the same folder shows the same instance and partitions that start where the data does.
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -21,6 +28,46 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 DEFAULT_HOME = Path("data/dagster_home")
+DOTENV = Path(".env")
+MIN_REPETITIONS = 3  # de_assets/config_experiment.py names no winner with fewer
+
+
+def _load_dotenv(path: Path = DOTENV) -> dict[str, str]:
+    """Export the variables of `.env` (working directory) like `dagster dev` does: they win over the
+    shell's. Returns what was loaded. `DE_ASSETS_DOTENV=off` skips it (the test suite sets it, so a
+    demo's `.env` in the checkout never reaches a test)."""
+    if not path.is_file() or os.getenv("DE_ASSETS_DOTENV", "on").strip().lower() == "off":
+        return {}
+    from dotenv import dotenv_values
+
+    loaded = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    os.environ.update(loaded)
+    return loaded
+
+
+def _cover_in_dotenv(first: date, path: Path = DOTENV) -> None:
+    """Make the partitions the UI shows start where generated data starts, and point the UI at the
+    CLI's instance: write `DE_ASSETS_START_DATE=<first>` into `.env` unless the partitions already
+    start on or before `first` (from `.env` or the shell), and `DAGSTER_HOME` when nothing sets it."""
+    from dotenv import dotenv_values, set_key
+
+    in_file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    current = in_file.get("DE_ASSETS_START_DATE") or os.environ.get("DE_ASSETS_START_DATE")
+    try:
+        covered = current is not None and date.fromisoformat(current) <= first
+    except ValueError:  # a malformed value is the user's: leave it, the run will name it
+        covered = True
+    if not path.exists():
+        path.write_text("# Read by `dagster dev`, `dg dev` and `de-assets` started in this folder (values win over\n"
+                        "# the shell's). Written by `de-assets demo`/`generate`; edit freely.\n")
+    if not covered and ("DE_ASSETS_START_DATE" in in_file or "DE_ASSETS_START_DATE" not in os.environ):
+        set_key(path, "DE_ASSETS_START_DATE", first.isoformat(), quote_mode="never")
+        os.environ["DE_ASSETS_START_DATE"] = first.isoformat()
+        print(f"partitions start on {first} (DE_ASSETS_START_DATE in {path}; the first generated day)")
+    if "DAGSTER_HOME" not in in_file and not os.environ.get("DAGSTER_HOME"):
+        home = DEFAULT_HOME.resolve()
+        set_key(path, "DAGSTER_HOME", str(home), quote_mode="never")
+        print(f"DAGSTER_HOME={home} written to {path}: `dagster dev` started here shows the CLI's runs")
 
 
 def _prepare_instance() -> None:
@@ -53,12 +100,25 @@ def _range_error(start: date, end: date) -> str | None:
     if end < start:
         return f"--end {end} is before --start {start}"
     if start < first:
-        return (f"--start {start} is before the first partition {first} (DE_ASSETS_START_DATE; set it "
+        where = f" in {DOTENV}" if "DE_ASSETS_START_DATE" in _dotenv_keys() else ""
+        return (f"--start {start} is before the first partition {first} (DE_ASSETS_START_DATE{where}; set it "
                 "earlier to load older history)")
     if end > last:
         return (f"--end {end} is after the last partition {last} (yesterday, UTC: a day is processed "
                 "once it is over)")
     return None
+
+
+def _dotenv_values() -> dict[str, str]:
+    if not DOTENV.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(DOTENV).items() if v is not None}
+
+
+def _dotenv_keys() -> set[str]:
+    return set(_dotenv_values())
 
 
 def _spans(days: list[date]) -> str:
@@ -100,12 +160,81 @@ def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
     return empty
 
 
+class _StepProgress(logging.Handler):
+    """One line per finished step (with its duration) and every warning or error, instead of
+    Dagster's DEBUG event log; the run's full log stays in the Dagster instance (UI: Runs)."""
+
+    def __init__(self, total: int):
+        super().__init__(logging.DEBUG)
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        elapsed = f"{time.perf_counter() - self.started:6.1f}s"
+        if event is not None:
+            kind = event.event_type_value
+            if kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
+                self.done += 1
+                word = {"STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED", "STEP_SKIPPED": "skipped"}[kind]
+                took = getattr(event.event_specific_data, "duration_ms", None)
+                took = f" in {took / 1000:.1f}s" if took is not None else ""
+                print(f"  [{self.done:>2}/{self.total}] {elapsed} {event.step_key} {word}{took}", flush=True)
+            return
+        message = meta.get("orig_message", record.getMessage())
+        if message.startswith("Dependencies for step"):  # Dagster's way of saying "skipped: upstream failed"
+            self.done += 1
+            print(f"  [{self.done:>2}/{self.total}] {elapsed} {meta.get('step_key')} skipped (upstream failed)",
+                  flush=True)
+        elif record.levelno >= logging.WARNING:
+            step = meta.get("step_key") or meta.get("job_name") or "run"
+            print(f"  {logging.getLevelName(record.levelno)} {step}: {message}",
+                  file=sys.stderr, flush=True)
+
+
+def _execute(defs, name: str, instance, run_config: dict | None = None, tags: dict | None = None,
+             verbose: bool = False):
+    """Execute job `name` in process (raise_on_error=False), logging one line per step through
+    `_StepProgress`, or Dagster's console log (DEBUG) with `verbose`."""
+    import dagster as dg
+
+    job = defs.resolve_job_def(name)
+    run_config = dict(run_config or {})
+    if not verbose:
+        total = len(job.graph.node_dict)
+
+        @dg.logger(description="de-assets CLI: one line per step, warnings and errors")
+        def progress(_init_context):
+            out = logging.Logger(f"de_assets.cli.{name}", level=logging.DEBUG)
+            out.addHandler(_StepProgress(total))
+            return out
+
+        job = job.with_logger_defs({"progress": progress})
+        run_config["loggers"] = {"progress": {}}  # a job's loggers run only when configured
+    dagster_log = logging.getLogger("dagster")  # Dagster's own python logs: warnings only, unless verbose
+    level = dagster_log.level
+    if not verbose:
+        dagster_log.setLevel(logging.WARNING)
+    try:
+        return job.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+    finally:
+        dagster_log.setLevel(level)
+
+
 def cmd_generate(args) -> dict:
     from de_assets.lib.generator import generate
 
     start = args.end - timedelta(days=args.days - 1)
     started = time.perf_counter()
-    summary = generate(args.landing, start, args.days, args.events_per_day, seed=args.seed)
+
+    def progress(day: date, counts: dict) -> None:
+        done = (day - start).days + 1
+        print(f"  [{done}/{args.days}] {day}: {counts['events']['rows']:,} event rows, "
+              f"{counts['requests']['rows']:,} request rows ({time.perf_counter() - started:.1f}s)", flush=True)
+
+    print(f"generating {args.days} days x {args.events_per_day:,} events into {args.landing}/", flush=True)
+    summary = generate(args.landing, start, args.days, args.events_per_day, seed=args.seed, progress=progress)
+    _cover_in_dotenv(start)
     print(f"wrote {args.days} days ({start}..{args.end}) of sample data to {args.landing}/ "
           f"in {time.perf_counter() - started:.1f}s")
     return summary
@@ -128,13 +257,15 @@ def cmd_run(args) -> bool:
     _prepare_instance()
     started = time.perf_counter()
     dry_run = getattr(args, "dry_run", False)
+    print(f"daily_pipeline {args.start}..{args.end}: running (one line per step; --verbose for the full log)",
+          flush=True)
     # A dry run is not recorded in the Dagster instance either: it must not look like a materialization.
     with (dg.DagsterInstance.ephemeral() if dry_run else dg.DagsterInstance.get()) as instance:
-        result = build_defs().resolve_job_def("daily_pipeline").execute_in_process(
-            instance=instance,
+        result = _execute(
+            build_defs(), "daily_pipeline", instance,
             tags={**partition_range_tags(str(args.start), str(args.end)), **process_tags()},
             run_config={"resources": {"run_mode": {"config": {"dry_run": dry_run}}}},
-            raise_on_error=False,
+            verbose=getattr(args, "verbose", False),
         )
     seconds = time.perf_counter() - started
     print(f"\n{'DRY RUN: nothing was written. ' if dry_run else ''}daily_pipeline {args.start}..{args.end}: "
@@ -149,15 +280,11 @@ def cmd_run(args) -> bool:
 def _print_summary(result) -> None:
     import dagster as dg
 
-    # A range run records one materialization per partition, each with that day's own figures:
-    # the counts of the range are their sum (the rest, e.g. a dry run's diff, is the run's own).
+    # A range run records one materialization per partition, each carrying the whole range's metadata.
     rows = {}
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        seen = rows.setdefault(event.asset_key.to_user_string(), {})
-        for k, v in meta.items():
-            summed = (k == "dagster/row_count" or k.startswith("rows_")) and "_or_changed" not in k  # not the diff
-            seen[k] = seen.get(k, 0) + v if summed and isinstance(v, int) and not isinstance(v, bool) else v
+        rows[event.asset_key.to_user_string()] = meta
     for key, meta in rows.items():
         if "dagster/row_count" not in meta:  # a file, not a table (the insights report)
             print(f"  {key:<32} {meta.get('path', '')}")
@@ -179,12 +306,17 @@ def _print_summary(result) -> None:
         print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
     database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
     print(f"\nwarehouse: {database}")
-    print(f"  python -c \"import duckdb; print(duckdb.connect('{database}', read_only=True)"
-          f".sql('FROM marts.daily_engagement ORDER BY event_date'))\"")
+    print("query:     de-assets sql \"FROM marts.daily_engagement ORDER BY event_date\"   (the served tables; "
+          "never waits for a run)")
     reports = Path(os.getenv("DE_ASSETS_REPORTS", "data/reports")) / "latest.html"
     if reports.exists():
         print(f"report:    {reports}  (open in a browser; works offline)")
-    print(f"UI:        DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev   -> http://127.0.0.1:3000")
+    home = os.environ["DAGSTER_HOME"]
+    if _dotenv_values().get("DAGSTER_HOME") == home:  # `dagster dev` / `dg dev` started here read it
+        print("UI:        dagster dev  (or dg dev; DAGSTER_HOME from .env)   -> http://127.0.0.1:3000")
+    else:
+        print(f"UI:        DAGSTER_HOME={home} dagster dev   -> http://127.0.0.1:3000")
+    print("status:    de-assets status")
 
 
 def _flags(pairs: list[str]) -> dict[str, str]:
@@ -207,11 +339,13 @@ def cmd_experiment(args) -> bool:
     _prepare_instance()
     config = {"start": str(args.start), "end": str(args.end), "a": _flags(args.a), "b": _flags(args.b),
               "repetitions": args.reps}
+    if args.reps < MIN_REPETITIONS:
+        print(f"{args.reps} repetition(s) per arm: the experiment measures and checks that both arms serve "
+              f"identical tables, but names no winner (that takes at least {MIN_REPETITIONS}: --reps {MIN_REPETITIONS})")
     with dg.DagsterInstance.get() as instance:
-        result = build_defs().resolve_job_def("pipeline_config_experiment").execute_in_process(
-            instance=instance, run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
-            tags=process_tags(), raise_on_error=False,
-        )
+        result = _execute(build_defs(), "pipeline_config_experiment", instance,
+                          run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
+                          tags=process_tags())
     for event in result.get_asset_materialization_events():
         print("\n" + event.materialization.metadata["readout"].value)
     print(f"\npipeline_config_experiment: {'SUCCESS' if result.success else 'FAILED'} (run {result.run_id}); "
@@ -296,77 +430,161 @@ def cmd_sql(args) -> int:
 
 
 def cmd_demo(args) -> bool:
-    args.end = args.end or _yesterday()
     landing = Path(args.landing)
     first = args.end - timedelta(days=args.days - 1)
     if not (landing / "events" / first.isoformat()).exists():
         cmd_generate(args)
     else:
         print(f"sample data for {first} already in {landing}/ (delete it to regenerate)")
+        _cover_in_dotenv(first)
     args.start = first
+    error = _range_error(args.start, args.end)
+    if error:
+        print(f"de-assets demo: {error}", file=sys.stderr)
+        return False
     return cmd_run(args)
 
 
+def cmd_status(args) -> bool:
+    """Read-only: no home is created, no run is started, the warehouse is opened read-only."""
+    home = os.getenv("DAGSTER_HOME") or str(DEFAULT_HOME)
+    if not (Path(home) / "dagster.yaml").is_file():
+        where = "DAGSTER_HOME" if os.getenv("DAGSTER_HOME") else "the default instance"
+        print(f"no Dagster instance at {home} ({where}): nothing has run yet; `de-assets demo` creates it "
+              "and runs the pipeline on sample data", file=sys.stderr)
+        return False
+    os.environ["DAGSTER_HOME"] = str(Path(home).resolve())
+    import dagster as dg
+
+    from de_assets import status
+    from de_assets.definitions import build_defs
+
+    with dg.DagsterInstance.get() as instance:
+        print(status.render(instance, build_defs(), os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb"),
+                            os.environ["DAGSTER_HOME"]))
+    return True
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to every option with a default; options whose default is computed
+    (None) or a flag say their default in their help text."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.required or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"de-assets {of('de_assets')} (dagster {of('dagster')}, duckdb {of('duckdb')})"
+
+
+def _landing_option(p) -> None:
+    p.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"), metavar="DIR",
+                   help="landing root: <DIR>/<source>/<YYYY-MM-DD>/<file>; $DE_ASSETS_LANDING sets the default")
+
+
+def _range_options(p, what: str) -> None:
+    p.add_argument("--start", type=_date, required=True, metavar="YYYY-MM-DD", help=f"first {what} (UTC)")
+    p.add_argument("--end", type=_date, default=None, metavar="YYYY-MM-DD",
+                   help=f"last {what}, inclusive (default: --start)")
+
+
+def _sample_options(p) -> None:
+    p.add_argument("--days", type=int, default=7, help="number of arrival days")
+    p.add_argument("--end", type=_date, default=None, metavar="YYYY-MM-DD",
+                   help="last arrival day (default: yesterday, UTC)")
+    p.add_argument("--events-per-day", type=int, default=20_000, metavar="N", help="events per weekday")
+    p.add_argument("--seed", type=int, default=7, help="random seed: same seed, same files")
+    _landing_option(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="de-assets", description=__doc__.split("\n")[0],
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, func):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("generate", "write sample landing files (events and request logs)", _main_generate)
+    _sample_options(p)
+
+    p = command("demo", "generate sample data and materialize every asset for those days", cmd_demo)
+    _sample_options(p)
+    _verbose_option(p)
+
+    p = command("run", "materialize daily_pipeline for a day range in one run", cmd_run)
+    _range_options(p, "partition day")
+    _landing_option(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="run and validate everything against a scratch copy; the warehouse is not touched")
+    _verbose_option(p)
+
+    p = command("experiment", "A/B test two pipeline configurations on the same landed days", cmd_experiment)
+    _range_options(p, "arrival day")
+    p.add_argument("--a", nargs="*", default=["raw_format=json"], metavar="FLAG=VALUE", help="flags of arm A")
+    p.add_argument("--b", nargs="*", default=["raw_format=parquet"], metavar="FLAG=VALUE", help="flags of arm B")
+    p.add_argument("--reps", type=int, default=MIN_REPETITIONS, metavar="N",
+                   help=f"repetitions per arm; fewer than {MIN_REPETITIONS} measure but name no winner")
+    _landing_option(p)
+
+    p = command("forget-user", "erase one user from every layer (GDPR), with an audit record", cmd_forget_user)
+    p.add_argument("--user-id", required=True, help="the plain user id (userId or anonymousId)")
+    p.add_argument("--requested-by", required=True, help="who asked, for the audit")
+    p.add_argument("--no-match-ok", action="store_true",
+                   help="record the suppression even if no row matches (e.g. re-recording requests after a "
+                        "key rotation); without it an id that matches nothing is an error")
+
+    p = command("sql", "query the served tables (latest or past snapshot); never waits for a run",
+                lambda args: cmd_sql(args) == 0)
+    p.add_argument("query", help='SQL over the served tables, e.g. "SELECT * FROM marts.daily_engagement"')
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--as-of", default=None,
+                   help="read as of a past moment (YYYY-MM-DDTHH:MM:SS, UTC) or a snapshot id (default: latest)")
+
+    command("status", "one screen: newest partitions, latest runs and failed checks, SLOs, open alerts (read-only)",
+            cmd_status)
+    return parser
+
+
+def _verbose_option(p) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="print Dagster's full event log (DEBUG) instead of one line per step")
+
+
+def _main_generate(args) -> bool:
+    cmd_generate(args)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="de-assets", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def data_options(p):
-        p.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
-        p.add_argument("--days", type=int, default=7)
-        p.add_argument("--end", type=_date, default=None, help="last day (default: yesterday, UTC)")
-        p.add_argument("--events-per-day", type=int, default=20_000)
-        p.add_argument("--seed", type=int, default=7)
-
-    data_options(sub.add_parser("generate", help="write sample landing files"))
-    data_options(sub.add_parser("demo", help="generate sample data and materialize every asset"))
-    run = sub.add_parser("run", help="materialize daily_pipeline for a day range in one run")
-    run.add_argument("--start", type=_date, required=True)
-    run.add_argument("--end", type=_date, default=None, help="default: --start")
-    run.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
-    run.add_argument("--dry-run", action="store_true",
-                     help="run and validate everything against a scratch copy; the warehouse is not touched")
-
-    exp = sub.add_parser("experiment", help="A/B test two pipeline configurations on the same landed days")
-    exp.add_argument("--start", type=_date, required=True)
-    exp.add_argument("--end", type=_date, default=None, help="default: --start")
-    exp.add_argument("--a", nargs="*", default=["raw_format=json"], help="flags of arm A (default raw_format=json)")
-    exp.add_argument("--b", nargs="*", default=["raw_format=parquet"], help="flags of arm B (default raw_format=parquet)")
-    exp.add_argument("--reps", type=int, default=3, help="repetitions per arm (default 3)")
-    exp.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"))
-
-    fu = sub.add_parser("forget-user", help="erase one user from every layer (GDPR), with an audit record")
-    fu.add_argument("--user-id", required=True, help="the plain user id (userId or anonymousId)")
-    fu.add_argument("--requested-by", required=True, help="who asked, for the audit")
-    fu.add_argument("--no-match-ok", action="store_true",
-                    help="record the suppression even if no row matches (e.g. re-recording requests after a "
-                         "key rotation); without it an id that matches nothing is an error")
-
-    sql = sub.add_parser("sql", help="query the served tables (latest or past snapshot); never waits for a run")
-    sql.add_argument("query", help='SQL over the served tables, e.g. "SELECT * FROM marts.daily_engagement"')
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
-    sql.add_argument("--as-of", default=None,
-                     help="read as of a past moment (YYYY-MM-DDTHH:MM:SS, UTC) or a snapshot id (default: latest)")
-
+    _load_dotenv()
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "sql":
-        return cmd_sql(args)
-    if args.command == "generate":
+    if getattr(args, "days", 1) < 1 or getattr(args, "events_per_day", 0) < 0 or getattr(args, "reps", 1) < 1:
+        parser.error("--days and --reps must be at least 1, --events-per-day at least 0")
+    if args.command in ("generate", "demo"):
         args.end = args.end or _yesterday()
-        cmd_generate(args)
-        return 0
     if args.command in ("run", "experiment"):
         args.end = args.end or args.start
         error = _range_error(args.start, args.end)
         if error:
             parser.error(error)
-    if args.command == "run":
-        return 0 if cmd_run(args) else 1
-    if args.command == "forget-user":
-        return 0 if cmd_forget_user(args) else 1
-    if args.command == "experiment":
-        return 0 if cmd_experiment(args) else 1
-    return 0 if cmd_demo(args) else 1
+    return 0 if args.func(args) else 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ from de_assets.lib import forget, rawstore
 from de_assets.lib.tables import ALL_TABLES, PARTITION_KPIS, ensure_tables
 from de_assets.partitions import partition_range_tags
 
+# Fewer repetitions per arm measure, but name no winner: with one or two runs per side the spread of
+# run-to-run noise is unknown, so "every run of one side beats every run of the other" means little.
+MIN_REPETITIONS = 3
 FLAGS = ("raw_format", "raw_format_rollout", "dedupe_strategy")
 # metric -> True when lower is better
 METRICS = {
@@ -152,14 +155,15 @@ class MetricSummary:
     min_b: float
     max_b: float
     change: float  # (B - A) / A
-    winner: str  # "A", "B" or "tie"
+    winner: str  # "A", "B", "tie", or "none" (fewer than MIN_REPETITIONS per arm: no winner is named)
 
 
 def summarize(results: list[ArmResult]) -> list[MetricSummary]:
     """Medians and spreads per arm; a side wins a metric only when the two ranges do not overlap
     (every repetition of the winner beats every repetition of the other), so run-to-run noise
-    alone never declares a winner."""
+    alone never declares a winner; with fewer than `MIN_REPETITIONS` per arm no side wins ("none")."""
     out = []
+    repetitions = min(sum(r.arm == "A" for r in results), sum(r.arm == "B" for r in results))
     for metric, lower_is_better in METRICS.items():
         a = [r.metrics[metric] for r in results if r.arm == "A"]
         b = [r.metrics[metric] for r in results if r.arm == "B"]
@@ -171,6 +175,8 @@ def summarize(results: list[ArmResult]) -> list[MetricSummary]:
         else:
             lower = None
         winner = "tie" if lower is None else (lower if lower_is_better else ("A" if lower == "B" else "B"))
+        if repetitions < MIN_REPETITIONS:
+            winner = "none"
         out.append(MetricSummary(metric, med_a, med_b, min(a), max(a), min(b), max(b),
                                  (med_b - med_a) / med_a if med_a else 0.0, winner))
     return out
@@ -208,9 +214,12 @@ def readout(flags_a: dict, flags_b: dict, summaries: list[MetricSummary], identi
             f"| {s.metric} | {fmt(s.metric, s.median_a)} ({fmt(s.metric, s.min_a)}-{fmt(s.metric, s.max_a)}) | "
             f"{fmt(s.metric, s.median_b)} ({fmt(s.metric, s.min_b)}-{fmt(s.metric, s.max_b)}) | {s.change:+.1%} | {s.winner} |"
         )
-    wins = {s.metric: s for s in summaries if s.winner != "tie"}
+    wins = {s.metric: s for s in summaries if s.winner in ("A", "B")}
     verdict = []
-    for metric in ("wall_seconds", "bytes_stored"):
+    if any(s.winner == "none" for s in summaries):
+        verdict.append(f"no winner named: {repetitions} repetition(s) per arm, at least {MIN_REPETITIONS} are "
+                       "needed to tell a difference from run-to-run noise")
+    for metric in ("wall_seconds", "bytes_stored") if not verdict else ():
         if metric in wins:
             s = wins[metric]
             verdict.append(f"{s.winner} wins on {metric} by {abs(s.change):.1%} (medians; ranges do not overlap)")

@@ -13,7 +13,7 @@ PIPELINE_GROUPS = ("ingestion", "cleaning", "analytics", "pipeline_health")
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.groups(*PIPELINE_GROUPS)
-    - dg.AssetSelection.assets(["landing", "events"], ["landing", "requests"], EVENTS_API, CONFIG_EXPERIMENTS)
+    - dg.AssetSelection.assets(["landing", "landing_events"], ["landing", "landing_requests"], EVENTS_API, CONFIG_EXPERIMENTS)
     - dg.AssetSelection.checks(*freshness.CHECKS),  # evaluated by their sensor, not by the pipeline
     description="Ingest, clean and serve one UTC day (or a range, in one run: every asset has a "
     "single-run backfill policy). Steps run in process: DuckDB has one writer at a time.",

@@ -116,7 +116,7 @@ class ForgetUserConfig(dg.Config):
     """Keep the suppression even if no row matches (re-recording requests after a key rotation)."""
     caller_refreshes_marts: bool = False
     """The launcher re-serves the marts itself (the CLI does, in process); otherwise the
-    late_data_refresh sensor does it from this run's clean/events materializations."""
+    late_data_refresh sensor does it from this run's clean/clean_events materializations."""
 
 
 @dg.op(out=dg.Out(dict), pool=WAREHOUSE_POOL, description="Execute one recorded forget request (GDPR): delete "
@@ -137,11 +137,11 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
     context.log.info(f"forget request {config.request_id} ({erasure.status}): {deleted:,} rows deleted\n{table}")
     refresh = _refresh_range(erasure.affected, last_served)
     if refresh and not warehouse.dry_run:
-        for day in erasure.arrivals:  # these clean/events partitions changed
+        for day in erasure.arrivals:  # these clean/clean_events partitions changed
             meta = {"forget_request": config.request_id, "rows_deleted": deleted}
             if not config.caller_refreshes_marts:  # the late_data_refresh sensor re-serves the marts
                 meta["refresh_range"] = f"{refresh[0]}..{refresh[1]}"
-            context.log_event(dg.AssetMaterialization(asset_key=["clean", "events"], partition=str(day), metadata=meta))
+            context.log_event(dg.AssetMaterialization(asset_key=["clean", "clean_events"], partition=str(day), metadata=meta))
     result = {"request_id": config.request_id, "status": erasure.status, "rows_deleted": deleted,
               "refresh_start": refresh[0] if refresh else None, "refresh_end": refresh[1] if refresh else None}
     return dg.Output(result, metadata={"rows_deleted": deleted, "report": dg.MetadataValue.md(table),

@@ -184,7 +184,7 @@ def _still_landed(root: str, relatives: set[str]) -> list[landing.LandedFile]:
     return found
 
 
-CLEANED = [dg.AssetKey(["clean", "events"]), dg.AssetKey(["clean", "requests"])]
+CLEANED = [dg.AssetKey(["clean", "clean_events"]), dg.AssetKey(["clean", "clean_requests"])]
 MARTS = [key for asset in analytics.ALL for key in asset.keys]
 
 

@@ -13,6 +13,11 @@ from de_assets.lib.tables import ensure_tables
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import build_resources
 
+# `de-assets` reads `.env` from the working directory (de_assets/cli.py), and `de-assets demo` writes one
+# there: a demo run in the checkout must not move the partition start or DAGSTER_HOME of the tests (nor
+# of the CLI subprocesses they start, which inherit this).
+os.environ["DE_ASSETS_DOTENV"] = "off"
+
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
 TEST_KEY = "test-pseudonym-key"

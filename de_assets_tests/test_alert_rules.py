@@ -62,7 +62,7 @@ def test_backfill_reason():
 
 
 def _kpi(con, day, rows_in, quarantined=0):
-    con.execute("INSERT INTO pipeline_health.partition_kpis VALUES (?, 'clean/events', 'r', ?, ?, ?, 0, 1, 1, 0, ?)",
+    con.execute("INSERT INTO pipeline_health.partition_kpis VALUES (?, 'clean/clean_events', 'r', ?, ?, ?, 0, 1, 1, 0, ?)",
                 [day, rows_in, rows_in - quarantined, quarantined, datetime(day.year, day.month, day.day) + timedelta(hours=25)])
 
 

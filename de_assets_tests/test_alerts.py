@@ -19,7 +19,7 @@ NO_SLEEP = lambda s: None  # noqa: E731
 
 
 def _alert(**kw) -> Alert:
-    fields = dict(severity="error", kind="check_failed", asset="clean/events", partition="2026-11-01",
+    fields = dict(severity="error", kind="check_failed", asset="clean/clean_events", partition="2026-11-01",
                   message="3 rows failed not_null", run_id="run-1", discriminator="not_null")
     fields.update(kw)
     return Alert(**fields)
@@ -118,9 +118,9 @@ def _dead_url() -> str:
 
 def test_default_dedupe_key_and_payload():
     a = _alert()
-    assert a.dedupe_key == "check_failed|clean/events|2026-11-01|not_null"
+    assert a.dedupe_key == "check_failed|clean/clean_events|2026-11-01|not_null"
     d = a.as_dict()
-    assert d == {"severity": "error", "kind": "check_failed", "asset": "clean/events", "partition": "2026-11-01",
+    assert d == {"severity": "error", "kind": "check_failed", "asset": "clean/clean_events", "partition": "2026-11-01",
                  "message": "3 rows failed not_null", "run_id": "run-1", "dedupe_key": a.dedupe_key}
     json.dumps(d)  # JSON-able
 
@@ -147,7 +147,7 @@ def test_invalid_severity_or_kind_raises():
 def test_record_new_then_repeat(con):
     a = _alert()
     assert record(con, [a], log=ListLog(), now=T1) == [a]
-    assert _row(con, a.dedupe_key) == ("error", "check_failed", "clean/events", "2026-11-01",
+    assert _row(con, a.dedupe_key) == ("error", "check_failed", "clean/clean_events", "2026-11-01",
                                        "3 rows failed not_null", "run-1", T1, T1, 1, "not_configured")
 
     log = ListLog()
@@ -173,9 +173,9 @@ def test_structured_log_line(con):
     assert (level1, level2) == ("error", "warning")
     assert line1.startswith("ALERT ")
     parsed = json.loads(line1[len("ALERT "):])
-    assert parsed["dedupe_key"] == "check_failed|clean/events|2026-11-01|not_null"
+    assert parsed["dedupe_key"] == "check_failed|clean/clean_events|2026-11-01|not_null"
     assert parsed["severity"] == "error" and parsed["run_id"] == "run-1"
-    assert json.loads(line2[len("ALERT "):])["dedupe_key"] == "kpi_anomaly|clean/events|2026-11-01|dau"
+    assert json.loads(line2[len("ALERT "):])["dedupe_key"] == "kpi_anomaly|clean/clean_events|2026-11-01|dau"
 
 
 def test_record_accepts_a_standard_logger(con, caplog):
@@ -194,7 +194,7 @@ def test_webhook_delivers_payload():
     assert srv.requests == 1
     body = json.loads(srv.bodies[0])
     assert body["source"] == "de_assets"
-    assert body["dedupe_key"] == a.dedupe_key and body["severity"] == "error" and body["asset"] == "clean/events"
+    assert body["dedupe_key"] == a.dedupe_key and body["severity"] == "error" and body["asset"] == "clean/clean_events"
 
 
 def test_webhook_retries_5xx_then_delivers_with_growing_backoff():

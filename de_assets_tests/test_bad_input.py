@@ -114,7 +114,7 @@ def test_bad_input_through_dagster_loses_no_good_record_and_leaks_nothing(tmp_pa
     assert result.success
     assert_day_served_and_accounted(pipeline.db, corpus)
     assert pipeline.query("SELECT count(*) AS n FROM marts.daily_engagement")["n"][0] >= 1
-    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "events"])]
+    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "raw_events"])]
     meta = {k: v.value for k, v in raw.materialization.metadata.items()}
     assert (meta["files_partial"], meta["files_rejected"], meta["files_refused"], meta["files_skipped"]) == (4, 2, 4, 2)
     assert leaks_in_warehouse(pipeline.db) == []

@@ -131,7 +131,7 @@ def test_conflicting_duplicates_are_flagged_counted_and_warned(tmp_path):
     assert clean.values.tolist() == [["c1", "A"], ["c2", None], ["c3", "B"], ["c4", None]]
 
     # one evaluation per day (D1: c3 conflicts; D2: c1 plain, c2 and the second c1 conflict)
-    evaluations = {e.partition: e for e in _checks(result, "clean/events", "conflicting_duplicates")}
+    evaluations = {e.partition: e for e in _checks(result, "clean/clean_events", "conflicting_duplicates")}
     assert set(evaluations) == {D1, D2}
     assert all(not e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in evaluations.values())
     figures = {day: (e.metadata["rows_duplicate"].value, e.metadata["rows_duplicate_conflicting"].value)
@@ -139,14 +139,14 @@ def test_conflicting_duplicates_are_flagged_counted_and_warned(tmp_path):
     assert figures == {D1: (1, 1), D2: (3, 2)}
     meta = {k: v.value for e in evaluations.values() for k, v in e.metadata.items()}
     per_day = {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()
-               if e.asset_key.to_user_string() == "clean/events"}
+               if e.asset_key.to_user_string() == "clean/clean_events"}
     assert {day: m["rows_duplicate_conflicting"].value for day, m in per_day.items()} == {D1: 1, D2: 2}
     clean_meta = per_day[D2]
     # counts and field names only: no message id, user id or pseudonym in what this reports
     text = repr(meta) + repr({k: v.value for k, v in clean_meta.items() if k.startswith("rows_")})
     for secret in ("c1", "c2", "c3", "u9", "u5", pseudonym := pseudonymize(TEST_KEY, "u9"), pseudonym[:12]):
         assert secret not in text
-    assert all(e.passed for e in _checks(result, "clean/events", "rows_reconcile"))
+    assert all(e.passed for e in _checks(result, "clean/clean_events", "rows_reconcile"))
 
     # the other dedupe implementation flags the same rows
     other = Pipeline(tmp_path / "arg_min", landing, dedupe_strategy="arg_min")
@@ -164,9 +164,9 @@ def test_golden_duplicates_do_not_conflict(pipeline):
     rows = pipeline.query("SELECT dedupe_key, conflict FROM clean.events_duplicates ORDER BY arrival_date")
     assert rows.values.tolist() == [["m14", False], ["m14", False]]
     assert pipeline.query("SELECT list(conflict) c FROM clean.requests_duplicates").c[0].tolist() == [False]
-    assert len(_checks(result, "clean/events", "conflicting_duplicates")) == 3  # one per day
-    assert all(e.passed for e in _checks(result, "clean/events", "conflicting_duplicates"))
-    assert all(e.passed for e in _checks(result, "clean/requests", "conflicting_duplicates"))
+    assert len(_checks(result, "clean/clean_events", "conflicting_duplicates")) == 3  # one per day
+    assert all(e.passed for e in _checks(result, "clean/clean_events", "conflicting_duplicates"))
+    assert all(e.passed for e in _checks(result, "clean/clean_requests", "conflicting_duplicates"))
 
 
 def test_an_older_warehouse_gains_the_new_columns(tmp_path):

@@ -11,17 +11,30 @@ def _arm(arm, rep, wall, size, prints=None):
 
 
 def test_a_side_wins_only_when_the_ranges_do_not_overlap():
-    results = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 60), _arm("A", 2, 11.0, 100), _arm("B", 2, 10.5, 61)]
+    results = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 60), _arm("A", 2, 11.0, 100), _arm("B", 2, 10.5, 61),
+               _arm("A", 3, 10.5, 100), _arm("B", 3, 9.0, 60)]
     summary = {s.metric: s for s in ce.summarize(results)}
     assert summary["wall_seconds"].winner == "tie"  # B 8.0-10.5 overlaps A 10.0-11.0
-    assert summary["bytes_stored"].winner == "B" and summary["bytes_stored"].change == (60.5 - 100) / 100
+    assert summary["bytes_stored"].winner == "B" and summary["bytes_stored"].change == (60 - 100) / 100
     assert summary["rows_per_second"].winner == "tie"  # higher is better, ranges overlap too
-    faster = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 100), _arm("A", 2, 11.0, 100), _arm("B", 2, 9.0, 100)]
+    faster = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 100), _arm("A", 2, 11.0, 100), _arm("B", 2, 9.0, 100),
+              _arm("A", 3, 10.5, 100), _arm("B", 3, 8.5, 100)]
     summary = {s.metric: s for s in ce.summarize(faster)}
     assert summary["wall_seconds"].winner == "B" and summary["rows_per_second"].winner == "B"
-    text = ce.readout({"raw_format": "json"}, {"raw_format": "parquet"}, list(summary.values()), True, [], 2,
+    text = ce.readout({"raw_format": "json"}, {"raw_format": "parquet"}, list(summary.values()), True, [], 3,
                       "2026-11-01", "2026-11-02")
     assert "B wins on wall_seconds by 19.0%" in text  # medians 10.5 -> 8.5: -2 / 10.5
+
+
+def test_fewer_than_three_repetitions_name_no_winner():
+    # B is faster in every run of the two repetitions, but two runs per side say nothing about noise
+    two = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 60), _arm("A", 2, 11.0, 100), _arm("B", 2, 9.0, 61)]
+    summary = ce.summarize(two)
+    assert {s.winner for s in summary} == {"none"}
+    text = ce.readout({"raw_format": "json"}, {"raw_format": "parquet"}, summary, True, [], 2, "2026-11-01", "2026-11-02")
+    assert "no winner named: 2 repetition(s) per arm, at least 3 are needed" in text
+    assert "wins" not in text
+    assert ce.MIN_REPETITIONS == 3
 
 
 def test_identity_check_names_the_tables_that_differ():

@@ -33,18 +33,34 @@ def test_every_asset_is_documented_grouped_owned_and_partitioned():
 
 
 def test_asset_keys_match_their_tables():
+    """Key `<schema>/<table>`, or `<schema>/<schema>_<table>` where tables of several schemas share a
+    name (raw/raw_events serves raw.events, clean/clean_events clean.events)."""
     graph = defs.resolve_asset_graph()
+    tables = {}
     for key in graph.get_all_asset_keys():
         table = graph.get(key).metadata.get("dagster/table_name")
         if table is not None:
-            assert str(table.value if hasattr(table, "value") else table) == "warehouse." + ".".join(key.path)
+            schema, name = key.path
+            tables[key.to_user_string()] = str(table.value if hasattr(table, "value") else table)
+            assert tables[key.to_user_string()] == f"warehouse.{schema}.{name.removeprefix(schema + '_')}"
+    assert tables["raw/raw_events"] == "warehouse.raw.events"
+    assert tables["quarantine/quarantine_requests"] == "warehouse.quarantine.requests"
+    assert tables["marts/daily_engagement"] == "warehouse.marts.daily_engagement"
+
+
+def test_every_node_label_in_the_asset_graph_is_distinct():
+    """The UI labels an asset node with the last part of its key only (Dagster 1.13 has no display
+    name): landing, raw, clean and quarantine events must not all read `events`."""
+    labels = [key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys()]
+    assert len(labels) == len(set(labels)), sorted(labels)
+    assert {"landing_events", "raw_events", "clean_events", "quarantine_events"} <= set(labels)
 
 
 def test_lineage_runs_raw_to_clean_to_marts():
     graph = defs.resolve_asset_graph()
-    assert dg.AssetKey(["raw", "events"]) in graph.get(dg.AssetKey(["clean", "events"])).parent_keys
-    assert dg.AssetKey(["clean", "events"]) in graph.get(dg.AssetKey(["marts", "daily_engagement"])).parent_keys
-    assert dg.AssetKey(["clean", "requests"]) in graph.get(dg.AssetKey(["marts", "service_latency"])).parent_keys
+    assert dg.AssetKey(["raw", "raw_events"]) in graph.get(dg.AssetKey(["clean", "clean_events"])).parent_keys
+    assert dg.AssetKey(["clean", "clean_events"]) in graph.get(dg.AssetKey(["marts", "daily_engagement"])).parent_keys
+    assert dg.AssetKey(["clean", "clean_requests"]) in graph.get(dg.AssetKey(["marts", "service_latency"])).parent_keys
 
 
 def test_served_assets_have_freshness_policies_and_checks_and_every_check_is_described():
@@ -54,7 +70,7 @@ def test_served_assets_have_freshness_policies_and_checks_and_every_check_is_des
         served = node.group_name in ("cleaning", "analytics")
         assert (node.freshness_policy is not None) == served, key
     freshness_targets = {k.asset_key for k in defs.resolve_asset_graph().asset_check_keys if k.name == "freshness_check"}
-    assert {k.to_user_string() for k in freshness_targets} >= {"clean/events", "marts/daily_engagement"}
+    assert {k.to_user_string() for k in freshness_targets} >= {"clean/clean_events", "marts/daily_engagement"}
     for check_key in graph.asset_check_keys:
         spec = graph.get_check_spec(check_key)
         assert spec.description, check_key

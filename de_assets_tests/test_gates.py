@@ -31,24 +31,24 @@ def test_golden_dirt_at_the_default_gate_holds_back_exactly_the_dirty_days(tmp_p
     result = p.run("2026-11-01", "2026-11-03", raise_on_error=False)
     assert not result.success
     failures = _check_failures(result)
-    assert set(failures) == {"clean/events:quarantine_rate_within_threshold",
-                             "clean/requests:quarantine_rate_within_threshold",
-                             "raw/events:source_schema_change", "raw/requests:source_schema_change"}
+    assert set(failures) == {"clean/clean_events:quarantine_rate_within_threshold",
+                             "clean/clean_requests:quarantine_rate_within_threshold",
+                             "raw/raw_events:source_schema_change", "raw/raw_requests:source_schema_change"}
     # checks are evaluated per partition: the gate fails on exactly the four dirty days...
     failed = sorted((e.asset_key.to_user_string(), e.check_name, e.partition, e.severity.value)
                     for e in result.get_asset_check_evaluations() if not e.passed)
     assert [f for f in failed if f[1] == "quarantine_rate_within_threshold"] == [
-        ("clean/events", "quarantine_rate_within_threshold", "2026-11-01", "ERROR"),
-        ("clean/events", "quarantine_rate_within_threshold", "2026-11-02", "ERROR"),
-        ("clean/requests", "quarantine_rate_within_threshold", "2026-11-02", "ERROR"),
-        ("clean/requests", "quarantine_rate_within_threshold", "2026-11-03", "ERROR")]
+        ("clean/clean_events", "quarantine_rate_within_threshold", "2026-11-01", "ERROR"),
+        ("clean/clean_events", "quarantine_rate_within_threshold", "2026-11-02", "ERROR"),
+        ("clean/clean_requests", "quarantine_rate_within_threshold", "2026-11-02", "ERROR"),
+        ("clean/clean_requests", "quarantine_rate_within_threshold", "2026-11-03", "ERROR")]
     # ...and each day's schema is compared with the days before it (warnings, they block nothing):
     # events 11-02 carry anonymous_id and traits that 11-01 did not, 11-03 none of them again;
     # requests 11-03 lack cpu_pct and memory_mb, present on 11-02
     assert [f for f in failed if f[1] == "source_schema_change"] == [
-        ("raw/events", "source_schema_change", "2026-11-02", "WARN"),
-        ("raw/events", "source_schema_change", "2026-11-03", "WARN"),
-        ("raw/requests", "source_schema_change", "2026-11-03", "WARN")]
+        ("raw/raw_events", "source_schema_change", "2026-11-02", "WARN"),
+        ("raw/raw_events", "source_schema_change", "2026-11-03", "WARN"),
+        ("raw/raw_requests", "source_schema_change", "2026-11-03", "WARN")]
     # held-back days serve no clean rows (none were served before); 11-03's events are (m30..m36 = 7 clean rows)
     assert p.query("SELECT arrival_date::VARCHAR d, count(*) n FROM clean.events GROUP BY 1").values.tolist() == [
         ["2026-11-03", 7]]
@@ -79,18 +79,18 @@ def test_golden_dirt_at_the_default_gate_holds_back_exactly_the_dirty_days(tmp_p
                     total[k] = total.get(k, 0) + v.value
     assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile")
     # events: landed 4 + 21 + 26 = 51 = clean 7 + quarantined 24 (7 rejected + 17 held back) + duplicates 20
-    assert {k: books["clean/events"][k] for k in ("days_checked", "files_checked", "rows_landed", "rows_clean",
+    assert {k: books["clean/clean_events"][k] for k in ("days_checked", "files_checked", "rows_landed", "rows_clean",
                                                   "rows_quarantined", "rows_held_back", "rows_duplicate")} == {
         "days_checked": 3, "files_checked": 7, "rows_landed": 51, "rows_clean": 7, "rows_quarantined": 24,
         "rows_held_back": 17, "rows_duplicate": 20}
-    assert (books["clean/requests"]["rows_landed"], books["clean/requests"]["rows_quarantined"],
-            books["clean/requests"]["rows_held_back"], books["clean/requests"]["rows_duplicate"]) == (12, 11, 8, 1)
+    assert (books["clean/clean_requests"]["rows_landed"], books["clean/clean_requests"]["rows_quarantined"],
+            books["clean/clean_requests"]["rows_held_back"], books["clean/clean_requests"]["rows_duplicate"]) == (12, 11, 8, 1)
     # every mart is downstream of a failed blocking check: skipped, nothing served
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert not any(key.startswith("marts/") for key in materialized)
     alerts = p.query("SELECT kind, severity, asset FROM pipeline_health.alerts ORDER BY asset")
-    assert alerts.values.tolist() == [["check_failed", "error", "clean/events"],
-                                      ["check_failed", "error", "clean/requests"]]
+    assert alerts.values.tolist() == [["check_failed", "error", "clean/clean_events"],
+                                      ["check_failed", "error", "clean/clean_requests"]]
     # the same problem again does not page twice
     p.run("2026-11-01", "2026-11-03", raise_on_error=False)
     assert p.query("SELECT list(occurrences ORDER BY asset) o FROM pipeline_health.alerts").o[0].tolist() == [2, 2]
@@ -120,8 +120,8 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
     result = p.run(DAY, raise_on_error=False)
     assert not result.success
     failures = _check_failures(result)
-    assert list(failures) == ["clean/events:quarantine_rate_within_threshold"]
-    assert failures["clean/events:quarantine_rate_within_threshold"]["quarantine_rate"] == 0.5
+    assert list(failures) == ["clean/clean_events:quarantine_rate_within_threshold"]
+    assert failures["clean/clean_events:quarantine_rate_within_threshold"]["quarantine_rate"] == 0.5
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert "marts/daily_engagement" not in materialized and "marts/kpi_changes" not in materialized
     held_back = _serve(p)
@@ -132,11 +132,11 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
     assert p.query("SELECT source_file, status, reason, count(*) n FROM quarantine.events GROUP BY ALL").values.tolist() \
         == [[f"events/{DAY}/broken.ndjson", "rejected", "malformed_json", rows]]
     reconcile = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile"
-                 and e.asset_key.to_user_string() == "clean/events"][0]
+                 and e.asset_key.to_user_string() == "clean/clean_events"][0]
     assert reconcile.passed and reconcile.metadata["rows_quarantined"].value == rows
     assert reconcile.metadata["rows_clean"].value == rows and reconcile.metadata["files_unbalanced"].value == 0
     [alert] = p.query("SELECT * FROM pipeline_health.alerts").to_dict("records")
-    assert (alert["kind"], alert["asset"], alert["partition"]) == ("check_failed", "clean/events", DAY)
+    assert (alert["kind"], alert["asset"], alert["partition"]) == ("check_failed", "clean/clean_events", DAY)
     assert "quarantine_rate=0.5" in alert["message"]
 
     # the run-failure sensor turns the failed run into a critical alert, once per job and partition
@@ -175,7 +175,7 @@ def test_held_back_day_keeps_served_rows_and_shows_the_new_ones_in_quarantine(tm
                                     '{"messageId": "e7", "type":', '{"messageId": "e8"', "not json"])
     result = p.run(DAY, raise_on_error=False)
     assert not result.success
-    assert list(_check_failures(result)) == ["clean/events:quarantine_rate_within_threshold"]
+    assert list(_check_failures(result)) == ["clean/clean_events:quarantine_rate_within_threshold"]
     assert p.query("SELECT list(message_id ORDER BY message_id) m FROM clean.events").m[0].tolist() == [
         "e1", "e2", "e3", "e4"]
     assert p.query("SELECT events FROM marts.daily_engagement").events.tolist() == [4]
@@ -186,12 +186,12 @@ def test_held_back_day_keeps_served_rows_and_shows_the_new_ones_in_quarantine(tm
         [b, 1, "held_back", "held_back:quarantine_rate", "e5"], [b, 2, "held_back", "held_back:quarantine_rate", "e6"],
         [b, 3, "rejected", "malformed_json", None], [b, 4, "rejected", "malformed_json", None],
         [b, 5, "rejected", "malformed_json", None]]
-    # the CLI summary adds up: 3 quarantined + 2 held back = the 5 rows of quarantine/events
+    # the CLI summary adds up: 3 quarantined + 2 held back = the 5 rows of quarantine/quarantine_events
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     cli._print_summary(result)
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
-    assert lines["clean/events"].split(None, 1)[1] == "4 rows, 3 quarantined, 0 duplicate, 2 held back (in quarantine)"
-    assert lines["quarantine/events"].split(None, 1)[1] == "5 rows"
+    assert lines["clean/clean_events"].split(None, 1)[1] == "4 rows, 3 quarantined, 0 duplicate, 2 held back (in quarantine)"
+    assert lines["quarantine/quarantine_events"].split(None, 1)[1] == "5 rows"
 
     # accepting the delivery (a higher threshold) serves the held-back rows; the rejected ones stay
     accepted = Pipeline(tmp_path, landing, max_quarantine_rate=0.5)
@@ -217,8 +217,8 @@ def test_dry_run_writes_nothing_and_reports_the_diff(pipeline):
     meta = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
             for e in result.get_asset_materialization_events()}
     # clean.events: 3 + 14 rows stored for 11-01..02; the dry run would add 11-03's 7 (README)
-    assert (meta["clean/events"]["stored_rows"], meta["clean/events"]["would_write_rows"]) == (17, 24)
-    assert meta["clean/events"]["dry_run"] is True
+    assert (meta["clean/clean_events"]["stored_rows"], meta["clean/clean_events"]["would_write_rows"]) == (17, 24)
+    assert meta["clean/clean_events"]["dry_run"] is True
     engagement = meta["marts/daily_engagement"]
     # 11-03 is new; 11-01 and 11-02 are recomputed unchanged
     assert (engagement["row_diff"], engagement["rows_added_or_changed"], engagement["rows_removed_or_changed"]) == (1, 1, 0)
@@ -246,11 +246,11 @@ def test_cli_dry_run_prints_the_report_and_keeps_the_file(tmp_path, monkeypatch,
                      "--landing", str(golden_landing)]) == 0
     out = capsys.readouterr().out
     assert "DRY RUN: nothing was written" in out
-    assert "stored 3, diff +14" in out  # clean/events: 3 rows stored, 3 + 14 would be written
+    assert "stored 3, diff +14" in out  # clean/clean_events: 3 rows stored, 3 + 14 would be written
     assert _sha(db) == before
     # and the dry run is not recorded as a materialization in the instance
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
-        records = instance.fetch_materializations(dg.AssetKey(["clean", "events"]), limit=10).records
+        records = instance.fetch_materializations(dg.AssetKey(["clean", "clean_events"]), limit=10).records
         assert [r.partition_key for r in records] == ["2026-11-01"]
 
 
@@ -277,6 +277,6 @@ def test_alert_payload_is_structured_json(tmp_path, golden_landing, capfd):
     p.run("2026-11-01", raise_on_error=False)
     lines = [line.split("ALERT ", 1)[1] for line in capfd.readouterr().err.splitlines() if "ALERT {" in line]
     payload = json.loads(lines[0])
-    assert payload["kind"] == "check_failed" and payload["dedupe_key"].startswith("check_failed|clean/events|2026-11-01")
+    assert payload["kind"] == "check_failed" and payload["dedupe_key"].startswith("check_failed|clean/clean_events|2026-11-01")
     with duckdb.connect(str(p.db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM pipeline_health.alerts").fetchall()[0][0] == len(lines)

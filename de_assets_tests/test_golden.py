@@ -94,8 +94,8 @@ def test_every_landed_row_is_accounted_for(golden_run):
             int(row.rows_landed), int(row.rows_clean), int(row.rows_quarantined), int(row.rows_duplicate)
         ], row
     checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
-    assert checks[("clean/events", "rows_reconcile")].passed
-    assert checks[("clean/requests", "rows_reconcile")].passed
+    assert checks[("clean/clean_events", "rows_reconcile")].passed
+    assert checks[("clean/clean_requests", "rows_reconcile")].passed
 
 
 def test_redelivered_file_is_recognized_not_ingested(golden_run):

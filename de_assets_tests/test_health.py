@@ -14,7 +14,7 @@ D = date(2026, 11, 2)
 
 def test_record_kpis_shares_seconds_by_rows_and_replaces_its_own_rows(con):
     counts = {D: health.DayCounts(300, 280, 15, 5), D + timedelta(days=1): health.DayCounts(100, 100)}
-    meta = health.record_kpis(con, "clean/events", "run-1", DAILY_ENGAGEMENT, D, D + timedelta(days=1), 8.0, counts)
+    meta = health.record_kpis(con, "clean/clean_events", "run-1", DAILY_ENGAGEMENT, D, D + timedelta(days=1), 8.0, counts)
     rows = con.execute("SELECT partition, rows_in, rows_out, rows_quarantined, rows_duplicate, seconds, "
                        "rows_per_second FROM pipeline_health.partition_kpis ORDER BY partition").fetchall()
     # 400 rows in 8 s = 50 rows/s; the first day had 3/4 of the rows -> 6 s of the step
@@ -23,9 +23,9 @@ def test_record_kpis_shares_seconds_by_rows_and_replaces_its_own_rows(con):
     # (no event of these days in clean.events to measure it by: left out, never -1)
     assert meta == {D: {"seconds": 6.0, "rows_per_second": 50.0},
                     D + timedelta(days=1): {"seconds": 2.0, "rows_per_second": 50.0}}
-    health.record_kpis(con, "clean/events", "run-1", DAILY_ENGAGEMENT, D, D, 1.0, {D: health.DayCounts(1, 1)})
+    health.record_kpis(con, "clean/clean_events", "run-1", DAILY_ENGAGEMENT, D, D, 1.0, {D: health.DayCounts(1, 1)})
     assert con.execute("SELECT count(*) FROM pipeline_health.partition_kpis").fetchall()[0][0] == 2  # replaced
-    health.record_kpis(con, "clean/events", "run-2", DAILY_ENGAGEMENT, D, D, 1.0, {D: health.DayCounts(1, 1)})
+    health.record_kpis(con, "clean/clean_events", "run-2", DAILY_ENGAGEMENT, D, D, 1.0, {D: health.DayCounts(1, 1)})
     assert con.execute("SELECT count(*) FROM pipeline_health.partition_kpis").fetchall()[0][0] == 3  # a new run adds
 
 
@@ -48,9 +48,9 @@ def _kpi(con, day, asset, rows_in, quarantined=0, duplicate=0, recorded_at=None,
 def test_slos_against_hand_computed_values(con):
     targets = health.SloTargets()
     for weeks, rows in ((1, 1000), (2, 900), (3, 1100), (4, 5000)):  # same weekday, 4 weeks back
-        _kpi(con, D - timedelta(weeks=weeks), "clean/events", rows)
-    _kpi(con, D, "clean/events", 600, quarantined=30, duplicate=12)
-    _kpi(con, D, "clean/requests", 200, quarantined=10)
+        _kpi(con, D - timedelta(weeks=weeks), "clean/clean_events", rows)
+    _kpi(con, D, "clean/clean_events", 600, quarantined=30, duplicate=12)
+    _kpi(con, D, "clean/clean_requests", 200, quarantined=10)
     _kpi(con, D, "marts/daily_engagement", 5, recorded_at=datetime(2026, 11, 3, 4, 0))
     _kpi(con, D, "marts/revenue_daily", 1, recorded_at=datetime(2026, 11, 3, 5, 30))
     rows = {r["slo"]: r for r in health.evaluate_slos(con, D, targets)}
@@ -76,7 +76,7 @@ def test_budget_burn_accumulates_over_28_days_and_late_loads_are_backfills(con):
     targets = health.SloTargets(objective=0.9)
     for offset in range(4):  # four days with a high quarantine rate
         day = D + timedelta(days=offset)
-        _kpi(con, day, "clean/events", 100, quarantined=50)
+        _kpi(con, day, "clean/clean_events", 100, quarantined=50)
         rows = {r["slo"]: r for r in health.evaluate_slos(con, day, targets)}
     assert rows["quarantine_rate"]["breached_days_28d"] == 4
     assert rows["quarantine_rate"]["budget_burn"] == pytest.approx(4 / 2.8)  # > 1: exhausted
@@ -93,7 +93,7 @@ def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     kpis = pipeline.query("SELECT partition::VARCHAR p, asset, rows_in, rows_out, rows_quarantined q, rows_duplicate d "
                           "FROM pipeline_health.partition_kpis")
     assert len(kpis) == 14 * 3  # 14 pipeline assets x 3 partitions, one run
-    events = kpis[kpis.asset == "clean/events"].sort_values("p")[["rows_in", "rows_out", "q", "d"]].values.tolist()
+    events = kpis[kpis.asset == "clean/clean_events"].sort_values("p")[["rows_in", "rows_out", "q", "d"]].values.tolist()
     # README: raw rows per arrival day 4 / 21 / 8 (the re-delivered file is not ingested);
     # clean 3 / 14 / 7, quarantined 1 / 6 / 0, duplicates 0 / 1 (m14 again) / 1 (m14 cross-day)
     assert events == [[4, 3, 1, 0], [21, 14, 6, 1], [8, 7, 0, 1]]

@@ -56,7 +56,7 @@ def test_kpi_anomalies_also_score_the_pipeline_health_series():
     for i, day in enumerate(days):
         quarantined = 300 if i == 40 else 10 + i % 3  # one day quarantines 30% instead of ~1%
         con.execute("INSERT INTO pipeline_health.partition_kpis (partition, asset, run_id, rows_in, rows_quarantined, "
-                    "rows_duplicate, recorded_at) VALUES (?, 'clean/events', 'r', 1000, ?, 5, now())", [day, quarantined])
+                    "rows_duplicate, recorded_at) VALUES (?, 'clean/clean_events', 'r', 1000, ?, 5, now())", [day, quarantined])
     marts.kpi_anomalies(con, days[35], days[-1])
     flagged = con.execute("SELECT event_date, kpi FROM marts.kpi_anomalies WHERE is_anomaly").fetchall()
     assert flagged == [(days[40], "pipeline.quarantine_rate")]

@@ -196,7 +196,7 @@ def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golde
         ["too_late", "old-1"]]
     assert p.query("SELECT message_id, event_date::VARCHAR d FROM clean.events").values.tolist() == [
         ["ok-1", "2026-11-13"]]
-    [clean] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["clean", "events"]]
+    [clean] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
     meta = clean.materialization.metadata
     assert meta["rows_quarantined"].value == 1 and meta["late_event_days"].value == "2026-11-13"
 
@@ -345,8 +345,8 @@ def test_forget_user_rewrites_parquet_raw_batches(tmp_path, golden_landing):
 def test_late_refresh_coalesces_and_never_re_serves_what_is_current(pipeline):
     for day in ("2026-11-01", "2026-11-02", "2026-11-03"):  # three runs, as the landing sensor would start
         assert pipeline.run(day).success
-    # dave's 11-01 page view arrived on 11-02 (clean/events), a request of 11-02 on 11-03
-    # (clean/requests): two cleaning materializations, two stale days, one run over both
+    # dave's 11-01 page view arrived on 11-02 (clean/clean_events), a request of 11-02 on 11-03
+    # (clean/clean_requests): two cleaning materializations, two stale days, one run over both
     first = _late_sensor(pipeline.instance)
     [request] = first.run_requests
     span = (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"])

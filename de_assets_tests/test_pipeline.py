@@ -118,7 +118,7 @@ def test_changed_landing_file_raises_an_error_alert_and_keeps_what_was_ingested(
 def test_unsupported_file_is_registered_as_refused_not_ingested(pipeline, golden_landing):
     (golden_landing / "events" / DAYS[0] / "notes.txt").write_text("hello")
     result = pipeline.run(DAYS[0])
-    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "events"])]
+    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(["raw", "raw_events"])]
     assert raw.materialization.metadata["files_refused"].value == 1
     [(status, reason)] = pipeline.query(
         "SELECT status, reason FROM raw.source_files WHERE path LIKE '%notes.txt'").itertuples(index=False)

@@ -63,20 +63,20 @@ def test_golden_run_passes_every_blocking_check(pipeline):
     evaluations = result.get_asset_check_evaluations()
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
     assert ("marts/funnel_daily", "funnel_monotonic") in names
-    assert ("clean/events", "no_raw_pii") in names
-    assert ("quarantine/events", "no_raw_pii") in names
+    assert ("clean/clean_events", "no_raw_pii") in names
+    assert ("quarantine/quarantine_events", "no_raw_pii") in names
     assert not [e for e in evaluations if not e.passed and e.blocking]
     # Warnings are evaluated per day, each day against the days before it; on the golden fixture's
     # handful of rows (baselines of 1-2 days, 3-17 rows) these differ: 11-02 adds anonymous_id and
     # traits and a mix of 14 events vs 3; 11-03 drops them again and has 2 requests vs 6.
     assert sorted((e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed) == [
-        ("clean/events", "event_distribution_drift", "2026-11-02"),
-        ("clean/events", "type_distribution_drift", "2026-11-02"),
-        ("clean/events", "type_distribution_drift", "2026-11-03"),
-        ("clean/requests", "status_class_distribution_drift", "2026-11-03"),
-        ("raw/events", "source_schema_change", "2026-11-02"),
-        ("raw/events", "source_schema_change", "2026-11-03"),
-        ("raw/requests", "source_schema_change", "2026-11-03")]
+        ("clean/clean_events", "event_distribution_drift", "2026-11-02"),
+        ("clean/clean_events", "type_distribution_drift", "2026-11-02"),
+        ("clean/clean_events", "type_distribution_drift", "2026-11-03"),
+        ("clean/clean_requests", "status_class_distribution_drift", "2026-11-03"),
+        ("raw/raw_events", "source_schema_change", "2026-11-02"),
+        ("raw/raw_events", "source_schema_change", "2026-11-03"),
+        ("raw/raw_requests", "source_schema_change", "2026-11-03")]
 
 
 def test_failing_blocking_check_stops_downstream_assets(pipeline, monkeypatch):

@@ -75,7 +75,7 @@ def test_a_dry_run_publishes_nothing(pipeline):
 
 def test_a_range_that_fails_a_blocking_check_is_not_served(tmp_path, golden_landing):
     # at the production gate, 11-01 (1 of 4) and 11-02 (6 of 21) of the golden events are held back:
-    # the gate fails for the range, so clean/events is not published; its quarantine evidence is
+    # the gate fails for the range, so clean/clean_events is not published; its quarantine evidence is
     p = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2)
     p.run(DAYS[0], DAYS[-1], raise_on_error=False)
     reader = served.connect(served.open_lake(str(p.db), create=False))

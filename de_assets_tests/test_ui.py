@@ -4,8 +4,8 @@ through the webserver's GraphQL API, and the insights report opened in the same 
 
 Marked `browser`; skipped (with the reason) where no Chromium is installed. `.ci/run` installs
 Debian's `chromium`. Screenshots go to the test's temporary folder, and to
-`$DE_ASSETS_SCREENSHOTS` when set (that is how the README images are made:
-`DE_ASSETS_SCREENSHOTS=docs/img python -m pytest -m browser`).
+`$DE_ASSETS_SCREENSHOTS` when set; the README's images come from a finished demo instead
+(`test_ui_demo.py`: `DE_ASSETS_SCREENSHOTS=docs/img python -m pytest -m browser`).
 """
 
 import json
@@ -57,11 +57,12 @@ class Ui:
                               capture_output=True, text=True, timeout=180)
         return done.stdout
 
-    def screenshot(self, url: str, name: str) -> Path:
+    def screenshot(self, url: str, name: str, *args: str, publish: bool = True) -> Path:
+        """A screenshot in the test's folder, copied to `$DE_ASSETS_SCREENSHOTS` when `publish`."""
         target = self.root / name
-        self.browse(url, f"--screenshot={target}")
+        self.browse(url, *args, f"--screenshot={target}")
         assert target.exists() and target.stat().st_size > 5000, f"no screenshot of {url}"
-        if os.getenv("DE_ASSETS_SCREENSHOTS"):
+        if publish and os.getenv("DE_ASSETS_SCREENSHOTS"):
             out = Path(os.environ["DE_ASSETS_SCREENSHOTS"])
             out.mkdir(parents=True, exist_ok=True)
             shutil.copy(target, out / name)
@@ -110,13 +111,14 @@ def test_asset_graph_shows_the_groups_and_their_assets(ui):
     lineage = ui.browse(f"{ui.url}/asset-groups", "--dump-dom")
     for group in ("ingestion", "cleaning", "analytics", "pipeline_health"):
         assert group in lineage
-    expected = {"ingestion": ["raw/events", "events_api"], "cleaning": ["quarantine", "clean"],
+    expected = {"ingestion": ["raw/raw_events", "events_api"], "cleaning": ["quarantine", "clean"],
                 "analytics": ["funnel_daily", "experiment_results", "insights"]}
     for group, assets in expected.items():
         page = ui.browse(f"{ui.url}/locations/{LOCATION}/asset-groups/{group}", "--dump-dom")
         for asset in assets:
             assert asset in page, f"{asset} not rendered in group {group}"
-    ui.screenshot(f"{ui.url}/locations/{LOCATION}/asset-groups/analytics", "asset-graph.png")
+    # the README's images come from a finished demo (test_ui_demo.py), not from this 3-day fixture
+    ui.screenshot(f"{ui.url}/locations/{LOCATION}/asset-groups/analytics", "asset-graph.png", publish=False)
 
 
 def test_materialize_a_partition_through_graphql_and_open_the_report(ui):
@@ -139,7 +141,7 @@ def test_materialize_a_partition_through_graphql_and_open_the_report(ui):
         assert time.time() < deadline, f"run {run_id} still {status}"
         time.sleep(2)
     assert status == "SUCCESS", (ui.root / "dev.log").read_text()[-3000:]
-    ui.screenshot(f"{ui.url}/runs/{run_id}", "run.png")
+    ui.screenshot(f"{ui.url}/runs/{run_id}", "run.png", publish=False)
 
     report = ui.root / "reports" / "insights-2026-11-02.html"
     assert report.exists()

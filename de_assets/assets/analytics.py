@@ -16,8 +16,8 @@ from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:analytics"]
-CLEAN_EVENTS = dg.AssetKey(["clean", "events"])
-CLEAN_REQUESTS = dg.AssetKey(["clean", "requests"])
+CLEAN_EVENTS = dg.AssetKey(["clean", "clean_events"])
+CLEAN_REQUESTS = dg.AssetKey(["clean", "clean_requests"])
 
 
 def _sql_writer(name: str):

@@ -29,10 +29,11 @@ def _reasons_table(report: clean.CleanReport) -> dg.MetadataValue:
 
 
 def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.AssetsDefinition:
-    clean_key = dg.AssetKey(["clean", source])
-    quarantine_key = dg.AssetKey(["quarantine", source])
+    # Keys `<layer>/<layer>_<source>`: the UI labels a node with the key's last part only.
+    clean_key = dg.AssetKey(["clean", f"clean_{source}"])
+    quarantine_key = dg.AssetKey(["quarantine", f"quarantine_{source}"])
     common = dict(
-        deps=[dg.AssetKey(["raw", source])],
+        deps=[dg.AssetKey(["raw", f"raw_{source}"])],
         group_name="cleaning",
         partitions_def=daily,
         kinds={"duckdb", "pandera"},

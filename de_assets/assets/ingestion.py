@@ -24,7 +24,7 @@ class RawConfig(dg.Config):
 
 
 landing_events = dg.AssetSpec(
-    ["landing", "events"],
+    ["landing", "landing_events"],
     group_name="ingestion",
     description="Segment-spec event files landing under `<landing root>/events/<arrival day>/` "
     "(NDJSON, NDJSON.gz, JSON array, CSV, Parquet). Maintained outside Dagster.",
@@ -33,7 +33,7 @@ landing_events = dg.AssetSpec(
     tags={"layer": "landing", "pii": "raw"},
 )
 landing_requests = dg.AssetSpec(
-    ["landing", "requests"],
+    ["landing", "landing_requests"],
     group_name="ingestion",
     description="Request-log / metric-sample files landing under `<landing root>/requests/<arrival day>/` "
     "(NDJSON or CSV). Maintained outside Dagster.",
@@ -61,7 +61,7 @@ class ApiPullConfig(dg.Config):
     description="Events pulled from the JSON HTTP API at `DE_ASSETS_EVENTS_API_URL` (cursor paging, "
     "connect/read timeouts, retries with backoff and jitter on 429/5xx/timeouts/malformed pages, a "
     "circuit breaker, dead letters in `raw.http_dead_letters`), landed as NDJSON files under "
-    "`events/<today>/api-<content hash>.ndjson`, where `raw/events` ingests them like any landed file.",
+    "`events/<today>/api-<content hash>.ndjson`, where `raw/raw_events` ingests them like any landed file.",
     kinds={"python", "file"},
     owners=OWNERS,
     tags={"layer": "landing", "pii": "raw"},
@@ -98,20 +98,27 @@ def bad_file_alert(context: dg.AssetExecutionContext, path: str, status: str, re
 
 
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=["raw", source],
+    # Key `raw/raw_<source>`: the UI labels a node with the key's last part only, so it names the layer
+    # too. The op keeps its name `raw__<source>` (run config `ops: {raw__events: ...}`).
+    key = dg.AssetKey(["raw", f"raw_{source}"])
+
+    @dg.multi_asset(
+        name=f"raw__{source}",
         pool=WAREHOUSE_POOL,
-        deps=upstream,
-        group_name="ingestion",
-        description=description,
         partitions_def=daily,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"duckdb"},
-        owners=OWNERS,
-        tags={"layer": "raw", "pii": "pseudonymized"},
-        code_version="1",
-        metadata=definition_metadata(table),
-        check_specs=checks.check_specs(dg.AssetKey(["raw", source]), table),
+        specs=[dg.AssetSpec(
+            key,
+            deps=upstream,
+            group_name="ingestion",
+            description=description,
+            kinds={"duckdb"},
+            owners=OWNERS,
+            tags={"layer": "raw", "pii": "pseudonymized"},
+            code_version="1",
+            metadata=definition_metadata(table),
+        )],
+        check_specs=checks.check_specs(key, table),
     )
     def _asset(
         context: dg.AssetExecutionContext,

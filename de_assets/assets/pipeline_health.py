@@ -19,8 +19,8 @@ OWNERS = ["team:data-platform"]
 PIPELINE_ASSETS = [
     dg.AssetKey(k.split("/"))
     for k in (
-        "raw/events", "raw/requests", "clean/events", "quarantine/events", "clean/requests",
-        "quarantine/requests", "marts/daily_engagement", "marts/funnel_daily", "marts/retention_cohorts",
+        "raw/raw_events", "raw/raw_requests", "clean/clean_events", "quarantine/quarantine_events", "clean/clean_requests",
+        "quarantine/quarantine_requests", "marts/daily_engagement", "marts/funnel_daily", "marts/retention_cohorts",
         "marts/revenue_daily", "marts/service_latency", "marts/kpi_changes", "marts/kpi_anomalies",
         "marts/experiment_results",
     )

@@ -44,7 +44,7 @@ class Alert:
 
     severity: str  # one of SEVERITIES
     kind: str  # one of KINDS
-    asset: str  # e.g. "clean/events" (or the job name for run failures)
+    asset: str  # e.g. "clean/clean_events" (or the job name for run failures)
     partition: str  # e.g. "2026-11-01", "2026-11-01..2026-11-07" or ""
     message: str
     run_id: str | None = None

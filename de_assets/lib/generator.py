@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timedelta, timezone
@@ -767,6 +768,7 @@ class _Generator:
         self.root, self.start, self.days, self.E = root, start, days, events_per_day
         self.seed, self.dirt, self.R, self.spec, self.fmt = seed, dirt, requests_per_day, spec, formats
         self.day0_ms = _day_ms(start)
+        self.progress: Callable[[date, dict[str, Any]], None] | None = None
         salts = np.random.default_rng(np.random.SeedSequence([seed, 999])).integers(
             0, 2**63 - 1, size=8
         )
@@ -1490,6 +1492,8 @@ class _Generator:
                 if d - 1 in self.redelivery_day:
                     self.redeliver(d - 1, ev)
                 self.per_day[self.day(d).isoformat()] = {"events": ev, "requests": self.requests_day(d)}
+                if self.progress is not None:
+                    self.progress(self.day(d), self.per_day[self.day(d).isoformat()])
         finally:
             self.con.close()
             self.executor.shutdown(wait=True)
@@ -1536,8 +1540,11 @@ def generate(
     requests_per_day: int | None = None,
     experiment: ExperimentSpec | None = None,
     formats: Formats | None = None,
+    progress: Callable[[date, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``days`` arrival days of events and request logs under ``landing_root``.
+
+    ``progress(day, per_day[day])`` is called once each arrival day is written (the CLI prints a line).
 
     ``events_per_day`` is the weekday volume (weekends are 30% lower): the events that *happen*
     that day. They arrive that day, or later (late sessions, sessions running past midnight), plus
@@ -1600,4 +1607,5 @@ def generate(
         spec=experiment or ExperimentSpec(),
         formats=formats or Formats(),
     )
+    gen.progress = progress
     return gen.run()

@@ -3,7 +3,7 @@
 Every query takes ``$start`` and ``$end`` (DATE, inclusive) and yields exactly the rows of those
 days, so one pass computes one partition or a whole backfill range. Trailing windows (WAU, MAU,
 first-seen, sessions crossing midnight, retention) read clean data, never other partitions'
-outputs, so a partition's result depends only on data. Definitions: ../shared/docs/contracts.md.
+outputs, so a partition's result depends only on data. Definitions: docs/contracts.md.
 """
 
 from __future__ import annotations

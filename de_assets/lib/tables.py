@@ -383,7 +383,7 @@ PARTITION_KPIS = _t(
     "partition",
     "The pipeline's own KPIs: one row per partition x asset x run, appended by every step as it finishes.",
     ("partition", "DATE", "Daily partition (arrival day for raw/clean, event day for marts)"),
-    ("asset", "VARCHAR", "Asset key, e.g. clean/events"),
+    ("asset", "VARCHAR", "Asset key, e.g. clean/clean_events"),
     ("run_id", "VARCHAR", "Dagster run that materialized it"),
     ("rows_in", "BIGINT", "Rows the step read for this partition (raw rows for cleaning, written rows elsewhere)"),
     ("rows_out", "BIGINT", "Rows the step wrote for this partition"),
