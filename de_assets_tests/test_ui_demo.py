@@ -94,3 +94,39 @@ def test_every_node_label_says_what_it_is_and_the_readme_screenshots(demo):
     [run] = ui.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")["data"]["runsOrError"]["results"]
     assert run["status"] == "SUCCESS"  # the demo's one run, finished; starting the UI started none
     ui.screenshot(f"{ui.url}/runs/{run['runId']}", "run.png", "--window-size=1400,1000")
+
+
+def test_each_partition_shows_its_own_rows_its_checks_and_the_slo_checks(demo):
+    """What the UI shows per partition, read through its GraphQL API: each day's own row count (equal
+    to that day's rows counted independently in the served tables), every check evaluated once per
+    partition, and the SLOs as checks of pipeline_health/slo_status."""
+    ui, _ = demo
+    node = ui.graphql("""{ assetNodeOrError(assetKey: {path: ["clean", "clean_events"]}) { ... on AssetNode {
+        assetMaterializations(limit: 50) { partition metadataEntries { label ... on IntMetadataEntry { intRepr } } }
+    } } }""")["data"]["assetNodeOrError"]
+    shown = {m["partition"]: int(next(e["intRepr"] for e in m["metadataEntries"] if e["label"] == "dagster/row_count"))
+             for m in node["assetMaterializations"]}
+    counted = subprocess.run(
+        [sys.executable, "-m", "de_assets.cli", "sql", "SELECT arrival_date, count(*) AS n FROM clean.events "
+         "GROUP BY 1 ORDER BY 1", "--format", "csv"],
+        cwd=ui.root, env={k: v for k, v in os.environ.items() if not k.startswith("DE_ASSETS_")},
+        capture_output=True, text=True, timeout=120)
+    assert counted.returncode == 0, counted.stderr
+    by_day = dict(line.split(",") for line in counted.stdout.strip().splitlines()[1:])
+    assert len(shown) == DAYS and shown == {day: int(n) for day, n in by_day.items()}
+    assert len(set(shown.values())) > 1 or DAYS == 1  # each day its own figure, not the range's
+
+    def executions(path, check):
+        return ui.graphql("""query($key: AssetKeyInput!, $check: String!) {
+            assetCheckExecutions(assetKey: $key, checkName: $check, limit: 50) { partition status } }""",
+                          {"key": {"path": path}, "check": check})["data"]["assetCheckExecutions"]
+
+    reconcile = executions(["clean", "clean_events"], "rows_reconcile")
+    assert sorted(e["partition"] for e in reconcile) == sorted(shown)
+    assert {e["status"] for e in reconcile} == {"SUCCEEDED"}
+    slo = ui.graphql("""{ assetNodeOrError(assetKey: {path: ["pipeline_health", "slo_status"]}) {
+        ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks { name } } } } } }""")
+    names = {c["name"] for c in slo["data"]["assetNodeOrError"]["assetChecksOrError"]["checks"]}
+    assert {"freshness_hours", "completeness", "quarantine_rate", "duplicate_rate"} <= {
+        n.removeprefix("slo_") for n in names}, names
+    assert len({e["partition"] for e in executions(["pipeline_health", "slo_status"], sorted(names)[0])}) == DAYS
