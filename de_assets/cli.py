@@ -277,14 +277,20 @@ def cmd_run(args) -> bool:
     return result.success
 
 
+_SUMMED = ("dagster/row_count", "rows_quarantined", "rows_duplicate", "rows_duplicate_conflicting", "rows_held_back")
+
+
 def _print_summary(result) -> None:
     import dagster as dg
 
-    # A range run records one materialization per partition, each carrying the whole range's metadata.
-    rows = {}
+    # A range run records one materialization per partition, each with that day's figures: add them up.
+    rows: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        rows[event.asset_key.to_user_string()] = meta
+        total = rows.setdefault(event.asset_key.to_user_string(), {})
+        for k, v in meta.items():
+            summed = k in _SUMMED and isinstance(v, int) and isinstance(total.get(k), int)
+            total[k] = total[k] + v if summed else v
     for key, meta in rows.items():
         if "dagster/row_count" not in meta:  # a file, not a table (the insights report)
             print(f"  {key:<32} {meta.get('path', '')}")

@@ -13,7 +13,8 @@ All writes for the range happen in one transaction after deleting the range (ide
 
 A duplicate whose content differs from the original delivery's (`CleanSpec.content_columns`:
 every raw field except the lineage columns, the key itself and, for events, `sent_at` /
-`received_at`, which legitimately change between retries) is flagged `conflict` in the duplicates
+`received_at`, which legitimately change between retries, and `extra`, the transport fields outside
+the event's content, which differ between delivery paths) is flagged `conflict` in the duplicates
 table, with the names of the fields that differ.
 
 When the quarantine-rate gate holds a range back, its clean rows are not replaced (the previously
@@ -117,9 +118,10 @@ EVENTS = CleanSpec(
     clean_select="event_ts::DATE AS event_date, * EXCLUDE (ts, timestamp_sent, properties_type, revenue_text, revenue_sent)",
     event_time="event_ts",
     # not: lineage (arrival_date, source_file, line_no, ingested_at), the key, sent_at/received_at
-    # (a retry is re-sent and re-received), parse_error/raw_text (NULL for every parsed row)
+    # (a retry is re-sent and re-received), parse_error/raw_text (NULL for every parsed row), extra
+    # (transport fields: a CSV export of an event carries no `integrations`/`channel`/`version`)
     content_columns=("type", "event", "user_id", "anonymous_id", "timestamp", "original_timestamp",
-                     "properties", "context", "extra"),
+                     "properties", "context"),
 )
 
 REQUESTS = CleanSpec(
