@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,14 @@ def ui(tmp_path_factory):
     env = {**os.environ, "DAGSTER_HOME": str(home), "DE_ASSETS_DUCKDB": str(root / "warehouse.duckdb"),
            "DE_ASSETS_LANDING": str(root / "landing"), "DE_ASSETS_REPORTS": str(root / "reports"),
            "DE_ASSETS_PSEUDONYM_KEY": TEST_KEY, "DE_ASSETS_MAX_QUARANTINE_RATE": "0.5"}
+    with dagster_dev(root, env) as handle:
+        yield handle
+
+
+@contextmanager
+def dagster_dev(root: Path, env: dict):
+    """`dagster dev` for the code location, started in `root` with `env`, on a free loopback port;
+    yields a `Ui` once the location has loaded (its first-visit dialog dismissed), and stops it."""
     port = _free_port()
     dagster = str(Path(sys.executable).with_name("dagster"))
     server = subprocess.Popen([dagster, "dev", "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)], env=env,

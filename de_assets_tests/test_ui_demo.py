@@ -8,14 +8,12 @@ asset graph says what it is, and the README's UI screenshots are taken from this
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from de_assets_tests.conftest import TEST_KEY, stop_process_group
-from de_assets_tests.test_ui import CHROMIUM, LOCATION, Ui, _free_port
+from de_assets_tests.conftest import TEST_KEY
+from de_assets_tests.test_ui import CHROMIUM, LOCATION, dagster_dev
 
 pytestmark = [
     pytest.mark.browser,
@@ -36,29 +34,9 @@ def demo(tmp_path_factory):
                            "--events-per-day", "3000"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    port = _free_port()
-    dagster = str(Path(sys.executable).with_name("dagster"))
     # started like the README says: `dagster dev` in the demo's folder, nothing else set
-    server = subprocess.Popen([dagster, "dev", "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)], env=env,
-                              cwd=root, stdout=open(root / "dev.log", "w"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    handle = Ui(f"http://127.0.0.1:{port}", root)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                status = handle.graphql("{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")
-                entries = status["data"]["workspaceOrError"]["locationEntries"]
-                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, (root / "dev.log").read_text()[-3000:]
-            time.sleep(1)
-        handle.graphql("mutation { setNuxSeen }")
+    with dagster_dev(root, env) as handle:
         yield handle, done.stdout
-    finally:
-        stop_process_group(server)
 
 
 def test_the_catalog_shows_the_demo_days_and_none_missing(demo):
