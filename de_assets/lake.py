@@ -54,7 +54,7 @@ def render(columns: list[str], rows: list[tuple], fmt: str) -> str:
         writer.writerow(columns)
         writer.writerows([[_text(v) for v in row] for row in rows])
         return out.getvalue().rstrip("\n")
-    cells = [columns] + [[_text(v) if v is not None else "NULL" for v in row] for row in rows]
+    cells = [columns] + [["NULL" if v is None else _text(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -95,8 +95,9 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
         if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
             folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
             folder.parent.mkdir(parents=True, exist_ok=True)
-            con.execute(f"COPY ({rows}) TO '{folder}' (FORMAT parquet, COMPRESSION zstd, "
-                        "PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)".replace("{column}", column),
+            target_dir = "'" + str(folder).replace("'", "''") + "'"
+            con.execute(f"COPY ({rows}) TO {target_dir} (FORMAT parquet, COMPRESSION zstd, "
+                        f"PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)",
                         {"v": values})
             files = sorted(str(f) for f in folder.rglob("*.parquet"))
             snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
