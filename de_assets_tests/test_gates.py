@@ -206,14 +206,24 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _data_files(folder) -> list[str]:
+    """The files beside the warehouse; SQLite's -wal/-shm files come and go with open catalog connections."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+
+def _lake_files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in (folder / "lake").rglob("*") if p.is_file())
+
+
 def test_dry_run_writes_nothing_and_reports_the_diff(pipeline):
     assert pipeline.run("2026-11-01", "2026-11-02").success
     before = _sha(pipeline.db)
-    files_before = sorted(p.name for p in pipeline.db.parent.iterdir())
+    files_before, lake_before = _data_files(pipeline.db.parent), _lake_files(pipeline.db.parent)
     result = pipeline.run("2026-11-01", "2026-11-03", dry_run=True)
     assert result.success
     assert _sha(pipeline.db) == before  # byte-for-byte
-    assert sorted(p.name for p in pipeline.db.parent.iterdir()) == files_before  # scratch copy removed
+    assert _data_files(pipeline.db.parent) == files_before  # scratch copy removed
+    assert _lake_files(pipeline.db.parent) == lake_before  # no data or metadata file committed to the lake
     meta = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
             for e in result.get_asset_materialization_events()}
     # clean.events: 3 + 14 rows stored for 11-01..02; the dry run would add 11-03's 7 (README)
