@@ -93,3 +93,32 @@ def test_a_file_the_projection_cannot_process_is_rejected_alone(tmp_path, monkey
     [(reason,)] = con.execute("SELECT reason FROM raw.source_files WHERE status = 'rejected'").fetchall()
     assert reason.startswith("records could not be processed (") and "secret-user" not in reason
     assert (report.files_ingested, report.files_rejected, report.rows_ingested, report.rows_unreadable) == (1, 1, 3, 1)
+
+
+def _registry(con) -> list[tuple]:
+    return con.execute("SELECT arrival_date::VARCHAR, path, status, rows, duplicate_of FROM raw.source_files "
+                       "ORDER BY 1, 2").fetchall()
+
+
+@pytest.mark.parametrize("order", [[1, 2, 3], [3, 2, 1], [2, 3, 1]])
+def test_which_copy_is_the_original_does_not_depend_on_the_order_days_are_ingested(tmp_path, order):
+    """11-01/a and 11-02/b are byte-identical (b is a re-delivery, whichever day is ingested first),
+    11-03/c.ndjson is a third copy and 11-03/d.ndjson differs by one byte: the registry and the raw
+    rows are those of ingesting the days in order (checked by hand: 3 rows from a, 1 from d)."""
+    lines = '{"messageId":"m1"}\n{"messageId":"m2"}\n{"messageId":"m3"}\n'
+    for day, name, text in [(1, "a", lines), (2, "b", lines), (3, "c", lines), (3, "d", '{"messageId":"m4"}\n')]:
+        folder = tmp_path / "events" / f"2026-11-0{day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.ndjson").write_text(text)
+    con = _warehouse()
+    for day in order:
+        ingest.ingest_day(con, tmp_path, "events", date(2026, 11, day), "run", ingest.IngestReport("events"))
+    a = "events/2026-11-01/a.ndjson"
+    assert _registry(con) == [
+        ("2026-11-01", a, "ingested", 3, None),
+        ("2026-11-02", "events/2026-11-02/b.ndjson", "redelivered", 3, a),
+        ("2026-11-03", "events/2026-11-03/c.ndjson", "redelivered", 3, a),
+        ("2026-11-03", "events/2026-11-03/d.ndjson", "ingested", 1, None),
+    ]
+    assert con.execute("SELECT source_file, count(*) FROM raw.events GROUP BY 1 ORDER BY 1").fetchall() == [
+        (a, 3), ("events/2026-11-03/d.ndjson", 1)]

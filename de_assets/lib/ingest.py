@@ -150,13 +150,14 @@ class _Registration:
     status: str
     reason: str | None = None
     duplicate_of: str | None = None
-    rows: int = 0
+    rows: int | None = 0  # None: a re-delivery whose original is not registered yet (counted on reading)
     unreadable: int = 0
+    landed: landing.LandedFile | None = None
 
 
 def ingest_day(
     con, root, source: str, day: date, run_id: str, report: IngestReport,
-    raw_format: str = "json", raw_dir: str | None = None,
+    raw_format: str = "json", raw_dir: str | None = None, earlier: landing.EarlierFiles | None = None,
 ) -> IngestReport:
     """Ingest every file that landed for ``source`` on ``day`` and is not registered yet.
 
@@ -168,13 +169,22 @@ def ingest_day(
     redelivered, refused) and a reason, in the same transaction as its rows. Reading happens
     before the transaction, so a reader error never aborts it. ``raw_format`` chooses the store of
     the rows (`lib/rawstore.py`): the DuckDB table, or one Parquet file per batch under ``raw_dir``.
+
+    A byte-identical copy of a file landed earlier (an earlier day, or earlier in name order the
+    same day) is a re-delivery: registered, its rows counted, not ingested. The original is decided
+    from the landing area (``earlier``, see `landing.EarlierFiles`), so days may be ingested in any
+    order or at once with the same result.
     """
     if raw_format not in rawstore.FORMATS:
         raise ValueError(f"raw_format must be one of {rawstore.FORMATS}, got {raw_format!r}")
-    to_read, others = _classify(con, root, source, day, report)
+    earlier = earlier or earlier_files(con, root, source, day)
+    to_read, others = _classify(con, root, source, day, report, earlier)
     if not to_read and not others:
         return report
-    read_failures = _stage(con, [f for f, _ in to_read])
+    # a re-delivery of a file not ingested yet (its day runs later, or at once) is read to count its rows
+    count_only = [reg for reg in others if reg.status == "redelivered" and reg.rows is None]
+    to_stage = [f for f, _ in to_read] + [reg.landed for reg in count_only]
+    read_failures = _stage(con, to_stage)
     outcomes = _outcomes(con)
     new = []
     for f, checksum in to_read:
@@ -185,8 +195,12 @@ def ingest_day(
                                  unreadable=unreadable))
     rows_of = {r.path: r.rows for r in new}
     for reg in others:
-        if reg.status == "redelivered":
+        if reg.rows is None:
+            reg.rows = outcomes.get(reg.path, ("", None, 0, 0))[2]
+        elif reg.status == "redelivered":
             reg.rows = rows_of.get(reg.duplicate_of) or _registered_rows(con, source, reg.duplicate_of)
+    if count_only:
+        con.execute("DELETE FROM _lines WHERE list_contains(?, source_file)", [[reg.path for reg in count_only]])
 
     writer = _Writer(con, source, day, run_id, raw_format, raw_dir)
     try:
@@ -210,7 +224,7 @@ def ingest_day(
     return report
 
 
-def _classify(con, root, source: str, day: date, report: IngestReport):
+def _classify(con, root, source: str, day: date, report: IngestReport, earlier: landing.EarlierFiles):
     """The day's files that are new: ``(to_read [(file, sha256)], others [registrations])``, where
     others are re-deliveries and refused entries (registered without reading)."""
     listing = landing.scan_day(root, source, day)
@@ -220,7 +234,7 @@ def _classify(con, root, source: str, day: date, report: IngestReport):
     others = [_Registration(relative, landing.file_format(relative), None, None, "refused", reason)
               for relative, reason in listing.refused if relative not in registered]
     first_path_of: dict[str, str] = {}
-    for landed in listing.files:
+    for landed in listing.files:  # name order
         if landed.format is None:
             if landed.relative not in registered:
                 others.append(_Registration(landed.relative, None, None, landed.bytes, "refused", "unsupported_format"))
@@ -233,13 +247,20 @@ def _classify(con, root, source: str, day: date, report: IngestReport):
             else:
                 report.files_already_known += 1
             continue
-        original = first_path_of.get(checksum) or _ingested_path(con, source, checksum)
+        if checksum in first_path_of:  # earlier the same day
+            others.append(_Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
+                                        duplicate_of=first_path_of[checksum]))
+            continue
+        first_path_of[checksum] = landed.relative
+        original = earlier.first_with(checksum, landed.bytes, day)
         if original is None:
-            first_path_of[checksum] = landed.relative
             to_read.append((landed, checksum))
         else:
-            others.append(_Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
-                                        duplicate_of=original))
+            reg = _Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
+                                duplicate_of=original.relative, rows=None, landed=landed)
+            if _is_registered(con, source, original.relative):
+                reg.rows = _registered_rows(con, source, original.relative)
+            others.append(reg)
     return to_read, others
 
 
@@ -423,13 +444,19 @@ def _registered(con, source: str, day: date) -> dict[str, str | None]:
     ).fetchall())
 
 
-def _ingested_path(con, source: str, checksum: str) -> str | None:
-    row = con.execute(
-        f"SELECT path FROM {SOURCE_FILES.name} WHERE source = ? AND sha256 = ? AND status IN ('ingested', 'partial', 'rejected') "
-        "ORDER BY arrival_date, path LIMIT 1",
-        [source, checksum],
-    ).fetchone()
-    return row[0] if row else None
+def earlier_files(con, root, source: str, until: date) -> landing.EarlierFiles:
+    """The files landed before ``until`` (originals of re-deliveries), with the checksums the registry
+    already knows (not hashed again). One per ingestion step: ``ingest_day`` of any day <= ``until``."""
+    known = dict(con.execute(
+        f"SELECT path, sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date < ? AND sha256 IS NOT NULL",
+        [source, until],
+    ).fetchall())
+    return landing.EarlierFiles(root, source, until, known=known)
+
+
+def _is_registered(con, source: str, path: str) -> bool:
+    return con.execute(f"SELECT count(*) FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?",
+                       [source, path]).fetchone()[0] > 0
 
 
 def _registered_rows(con, source: str, path: str) -> int:

@@ -93,6 +93,59 @@ def scan_day(root: str | Path, source: str, day: date) -> DayListing:
     return DayListing(files, refused, skipped)
 
 
+def days_landed(root: str | Path, source: str, before: date) -> list[date]:
+    """The arrival days of ``source`` that have a day folder, before ``before``, oldest first."""
+    folder = Path(root) / source
+    if not folder.is_dir():
+        return []
+    days = []
+    for entry in folder.iterdir():
+        try:
+            day = date.fromisoformat(entry.name)
+        except ValueError:
+            continue
+        if day < before and len(entry.name) == 10:
+            days.append(day)
+    return sorted(days)
+
+
+class EarlierFiles:
+    """Readable files landed for a source on days before a given day, found by size and checksum.
+
+    Which delivery of a byte-identical file is the original depends only on the landing area
+    (the earliest arrival day, then path), never on which day was ingested first: runs of
+    different days may ingest in any order, or at once. Folders are listed once per instance
+    (the days before ``until``, once per ingestion step) and a file is hashed only when its size
+    matches.
+    """
+
+    def __init__(self, root: str | Path, source: str, until: date, known: dict[str, str] | None = None):
+        self.root, self.source, self.until = root, source, until
+        self._by_size: dict[int, list[LandedFile]] | None = None
+        self._sha: dict[str, str] = dict(known or {})  # path -> sha256 already known (the registry)
+
+    def _index(self) -> dict[int, list[LandedFile]]:
+        if self._by_size is None:  # every day folder before `until`, listed once
+            self._by_size = {}
+            for day in days_landed(self.root, self.source, self.until):
+                for f in list_files(self.root, self.source, day):
+                    if f.format is not None:
+                        self._by_size.setdefault(f.bytes, []).append(f)
+        return self._by_size
+
+    def first_with(self, checksum: str, size: int, before: date) -> LandedFile | None:
+        """The earliest file (arrival day, then path) landed before ``before`` with these bytes."""
+        if before > self.until:
+            raise ValueError(f"files were listed before {self.until} only, not before {before}")
+        for f in self._index().get(size, []):  # oldest first
+            if f.arrival_date < before:
+                if f.relative not in self._sha:
+                    self._sha[f.relative] = sha256_of(f.path)
+                if self._sha[f.relative] == checksum:
+                    return f
+        return None
+
+
 def list_files(root: str | Path, source: str, day: date) -> list[LandedFile]:
     """Readable files that landed for ``source`` on ``day``, in name order (see ``scan_day``)."""
     return scan_day(root, source, day).files
