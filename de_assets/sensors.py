@@ -191,62 +191,69 @@ MARTS = [key for asset in analytics.ALL for key in asset.keys]
 def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
     """From clean/* materializations: run key -> (first, last) event day whose marts must be re-served.
 
-    A materialization of arrival days [start, end] that saw events of earlier days d1 < ... lists
-    them in `late_event_days`; the marts of [d1, start - 1] are stale (the day itself and the trailing
-    windows after it). A forget-user request records `refresh_range` itself. Dry-run
-    materializations are ignored.
+    A cleaning of arrival days [start, end] records in `marts_to_refresh` the days outside its
+    range whose marts it may have made stale (`clean.marts_to_refresh`): late events of earlier
+    days, and the trailing windows after the range (built before only when runs of later days ran
+    first or at once, or when a past range is re-run). A forget-user request records
+    `refresh_range` itself. Dry-run materializations are ignored.
     """
     ranges: dict[str, tuple[str, str]] = {}
     for record in records:
         meta = record.asset_materialization.metadata
         key = f"late:{record.run_id}:{record.asset_key.to_user_string()}"
+        if meta.get("dry_run") and meta["dry_run"].value:
+            continue
         if "refresh_range" in meta:  # recorded by forget-user: the exact days to re-serve
             first, last = meta["refresh_range"].value.split("..")
             ranges[key] = (first, last)
             continue
-        late = meta.get("late_event_days")
-        if late is None or late.value == "none" or (meta.get("dry_run") and meta["dry_run"].value):
-            continue
-        start = meta["partition_range"].value.split("..")[0]
-        first = min(late.value.split(", "))
-        last = (datetime.fromisoformat(start).date() - timedelta(days=1)).isoformat()
-        if first <= last:
-            ranges[key] = (first, last)
+        refresh = meta.get("marts_to_refresh")
+        for i, text in enumerate(refresh.value.split(", ") if refresh is not None and refresh.value else []):
+            first, last = text.split("..")
+            ranges[f"{key}:{i}"] = (first, last)
     return ranges
 
 
-def days_to_refresh(records) -> dict[str, int]:
-    """Each event day whose marts a cleaning materialization made stale -> the newest such
-    materialization's storage id (the marts of the day are current once materialized after it)."""
-    need: dict[str, int] = {}
+def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
+    """Each event day whose marts must be re-served -> the newest cleaning materialization that
+    made it stale (its storage id).
+
+    In each range a cleaning recorded, a day is stale when its marts were served before that
+    materialization and not since; the served days after the first stale one are re-served too,
+    because their comparisons with earlier days (`marts.kpi_changes`, `marts.kpi_anomalies`) read
+    it. A day never served is not re-served (late data before the history starts).
+    """
+    ranges: dict[tuple[str, str], int] = {}  # a range run records the same ranges on every partition
     for record in records:
-        for first, last in late_refresh_ranges([record]).values():
-            day, end = date.fromisoformat(first), date.fromisoformat(last)
-            while day <= end:
-                need[day.isoformat()] = max(need.get(day.isoformat(), 0), record.storage_id)
-                day += timedelta(days=1)
+        for first_last in late_refresh_ranges([record]).values():
+            ranges[first_last] = max(ranges.get(first_last, 0), record.storage_id)
+    need: dict[str, int] = {}
+    for (first, last), storage_id in ranges.items():
+        days, day = [], date.fromisoformat(first)
+        while day <= date.fromisoformat(last):
+            days.append(day.isoformat())
+            day += timedelta(days=1)
+        latest: dict[str, int] = {}  # per day: the oldest of its marts' latest materializations
+        for key in MARTS:
+            found = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                                set(days))
+            for d, mart_id in found.items():
+                latest[d] = min(latest.get(d, mart_id), mart_id)
+        stale = [d for d in days if d in latest and latest[d] < storage_id]
+        for d in days:
+            if stale and d >= stale[0] and d in latest:
+                need[d] = max(need.get(d, 0), storage_id)
     return need
-
-
-def stale_days(instance: dg.DagsterInstance, need: dict[str, int]) -> list[str]:
-    """The days of `need` whose marts were served before, but not since the materialization that
-    made them stale. A day never served is not re-served (late data before the history starts)."""
-    stale = set()
-    for key in MARTS:
-        latest = instance.get_latest_storage_id_by_partition(
-            key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(need)
-        )
-        stale |= {day for day, storage_id in latest.items() if storage_id < need[day]}
-    return sorted(stale)
 
 
 @dg.sensor(
     name="late_data_refresh",
     job_name="refresh_marts",
-    description="Every minute: when cleaning found events of earlier days (within the late-data "
-    "lookback; older ones are quarantined as too_late), re-serves the marts of those days and the "
-    "days after them up to the day before arrival. Only days whose marts were served before and "
-    "not since; all such days in one run per contiguous range.",
+    description="Every minute: re-serves the marts that a cleaning made stale outside its own range: "
+    "days of late events (within the late-data lookback; older ones are quarantined as too_late), and "
+    "the trailing windows after the range when they were built before it (runs of later days that ran "
+    "first or at once, a past range re-run, later days rebuilt by cleaning). Only days whose marts were "
+    "served before and not since; all such days in one run per contiguous range.",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -266,8 +273,8 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     if not records:
         return dg.SkipReason("no new cleaning materializations")
     cursor = str(max(r.storage_id for r in records))
-    need = days_to_refresh(records)
-    stale = stale_days(context.instance, need) if need else []
+    need = days_to_refresh(context.instance, records)
+    stale = sorted(need)
     if not stale:
         return dg.SensorResult(skip_reason="no served marts are stale", cursor=cursor)
     requests = []

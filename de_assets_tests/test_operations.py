@@ -168,14 +168,18 @@ def test_late_events_re_serve_their_days_automatically(pipeline):
     assert pipeline.query(dau).values.tolist()[0] == ["2026-11-01", 2, 2]  # stale: alice, bob
     second = _late_sensor(pipeline.instance, first.cursor)
     [request] = second.run_requests
+    # 11-01, and 11-02 whose day-over-day change was computed against the stale 11-01
+    dod = "SELECT round(dod, 4) FROM marts.kpi_changes WHERE kpi = 'dau' AND event_date = '2026-11-02'"
+    assert pipeline.query(dod).values.tolist() == [[1.0]]  # 4 / 2 - 1: stale
     assert request.tags["dagster/asset_partition_range_start"] == "2026-11-01"
-    assert request.tags["dagster/asset_partition_range_end"] == "2026-11-01"
+    assert request.tags["dagster/asset_partition_range_end"] == "2026-11-02"
     # what the daemon does with the request: a refresh_marts run over that range
     refresh = pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
         instance=pipeline.instance, tags=request.tags
     )
     assert refresh.success
     assert pipeline.query(dau).values.tolist()[0] == ["2026-11-01", 3, 3]  # README: alice, bob, dave
+    assert pipeline.query(dod).values.tolist() == [[0.3333]]  # 4 / 3 - 1
     # the refresh run cleaned nothing, so the next tick has nothing to do
     assert isinstance(_late_sensor(pipeline.instance, second.cursor), dg.SkipReason)
 
@@ -346,11 +350,12 @@ def test_late_refresh_coalesces_and_never_re_serves_what_is_current(pipeline):
     for day in ("2026-11-01", "2026-11-02", "2026-11-03"):  # three runs, as the landing sensor would start
         assert pipeline.run(day).success
     # dave's 11-01 page view arrived on 11-02 (clean/clean_events), a request of 11-02 on 11-03
-    # (clean/clean_requests): two cleaning materializations, two stale days, one run over both
+    # (clean/clean_requests): two cleaning materializations, two stale days, one run over both and
+    # over 11-03, whose day-over-day changes (marts.kpi_changes) were computed against the stale 11-02
     first = _late_sensor(pipeline.instance)
     [request] = first.run_requests
     span = (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"])
-    assert span == ("2026-11-01", "2026-11-02")
+    assert span == ("2026-11-01", "2026-11-03")
     assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
         instance=pipeline.instance, tags=request.tags).success
     # a sensor starting afresh (no cursor) on that instance finds every mart current: nothing to do

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import clean, health
+from de_assets.lib import clean, health, marts
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import check_events, finish
@@ -26,6 +26,37 @@ def _reasons_table(report: clean.CleanReport) -> dg.MetadataValue:
     return dg.MetadataValue.md(
         "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in {**report.reasons, **held_back}.items())
     )
+
+
+def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end, clean_day) -> dict:
+    """Rebuild the later arrival days that served a re-delivery of a key first delivered in
+    [start, end] (`clean.stale_later_days`: they were built before these days were ingested), so
+    the tables equal a sequential build whatever order runs of different days ran in. Each rebuilt
+    day is published and recorded as a materialization of its partition, saying why."""
+    days = clean.stale_later_days(con, spec, start, end)
+    if not days:
+        return {"days": [], "event_days": []}
+    before = clean.event_days(con, spec, days)
+    label = f"{start}" if start == end else f"{start}..{end}"
+    reports = {}
+    for day in days:
+        started = time.perf_counter()
+        reports[day] = r = clean_day(day)
+        health.record_kpis(con, clean_key.to_user_string(), context.run.run_id, spec.clean, day, day,
+                           time.perf_counter() - started,
+                           {day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)})
+    for day, r in reports.items():
+        for table in (spec.clean, spec.duplicates, spec.quarantine):
+            warehouse.publish(con, table, day, day)
+        for key, rows in ((clean_key, r.rows_clean), (quarantine_key, r.rows_quarantined + r.rows_held_back)):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=key, partition=str(day),
+                description=f"Rebuilt: arrival days {label}, cleaned after it, first delivered some of its keys.",
+                metadata={"dagster/row_count": rows, "repaired_after": label, "rows_duplicate": r.rows_duplicate},
+            ))
+    context.log.info(f"rebuilt {len(days)} later arrival day(s) that served re-deliveries of keys first "
+                     f"delivered in {label}: {', '.join(map(str, days))}")
+    return {"days": days, "event_days": sorted(set(before) | set(clean.event_days(con, spec, days)))}
 
 
 def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.AssetsDefinition:
@@ -108,6 +139,10 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 )
                 for day in days_between(start, end)
             }
+            repaired = _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end,
+                                          lambda day: clean.clean_range(
+                                              con, spec, day, day, limit, settings.dedupe_strategy,
+                                              settings.late_lookback_days, earliest))
             report = clean.CleanReport.total(daily_reports.values())
             extra = []
             for day, r in daily_reports.items():  # every check is evaluated per day
@@ -160,8 +195,14 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 f"{source}: {report.rows_duplicate_conflicting:,} duplicate rows conflict with their original "
                 f"delivery (same {spec.key}, different content); see {spec.duplicates.name}.conflicting_fields."
             )
-        # of the run (read by late_data_refresh with `partition_range`): event days before the run's range
-        late = {"late_event_days": ", ".join(str(d) for d in late_days) or "none"}
+        # of the run, read by the late_data_refresh sensor: the marts these days' cleaning made stale
+        refresh = clean.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
+                                         marts.TRAILING_WINDOW_DAYS)
+        late = {
+            "late_event_days": ", ".join(str(d) for d in late_days) or "none",
+            "repaired_days": ", ".join(str(d) for d in repaired["days"]) or "none",
+            "marts_to_refresh": ", ".join(f"{a}..{b}" for a, b in refresh),
+        }
         yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)
         yield from check_events(context, clean_results + quarantine_results)

@@ -422,6 +422,55 @@ def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
         raise
 
 
+def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
+    """Arrival days after `end`, already cleaned, that serve a row whose key was delivered in
+    [start, end]: built before these days were ingested (runs of different days ran in another
+    order, or at once), they served a re-delivery as the original. Oldest first."""
+    later = rawstore.relation(con, spec.raw, end + timedelta(days=1), None)
+    rows = con.execute(
+        f"""WITH keys AS (SELECT DISTINCT {spec.key} FROM {rawstore.relation(con, spec.raw, start, end)}
+                          WHERE arrival_date BETWEEN $start AND $end AND {spec.key} IS NOT NULL AND parse_error IS NULL),
+                 served AS (SELECT arrival_date, source_file, line_no FROM {spec.clean.name} WHERE arrival_date > $end
+                            UNION ALL
+                            SELECT arrival_date, source_file, line_no FROM {spec.quarantine.name}
+                            WHERE arrival_date > $end AND status = 'held_back')
+            SELECT DISTINCT r.arrival_date FROM {later} r JOIN served s USING (arrival_date, source_file, line_no)
+            WHERE r.arrival_date > $end AND r.parse_error IS NULL AND r.{spec.key} IN (SELECT {spec.key} FROM keys)
+            ORDER BY 1""",
+        {"start": start, "end": end},
+    ).fetchall()
+    return [d for (d,) in rows]
+
+
+def event_days(con, spec: CleanSpec, days: list[date]) -> list[date]:
+    """Event days of the clean rows of these arrival days."""
+    if not days:
+        return []
+    rows = con.execute(f"SELECT DISTINCT event_date FROM {spec.clean.name} WHERE list_contains(?, arrival_date) "
+                       "ORDER BY 1", [days]).fetchall()
+    return [d for (d,) in rows]
+
+
+def marts_to_refresh(start: date, end: date, late_days: list[date], repaired_days: list[date],
+                     repaired_event_days: list[date], window_days: int) -> list[tuple[date, date]]:
+    """The event days, outside the run's own range [start, end] (its marts are built after cleaning),
+    whose marts a cleaning of arrival days [start, end] may have made stale, as (first, last) ranges:
+
+    * from the earliest late event day (or event day of a repaired row) through the range's end: the
+      days before the range, and the range's own days, whose comparisons with earlier days read them;
+    * after it: the trailing windows that read the range or a repaired day, up to
+      max(end, last repaired day) + window_days - 1. They were only built before if runs of later
+      days ran first or at once, or the range is re-run in the past; the sensor re-serves only the
+      days whose marts were served before this cleaning.
+    """
+    ranges = []
+    first = min([*late_days, *repaired_event_days, start])
+    if first < start:
+        ranges.append((first, end))
+    ranges.append((end + timedelta(days=1), max([end, *repaired_days]) + timedelta(days=window_days - 1)))
+    return ranges
+
+
 def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
     """Event days before `start` that rows arriving in [start, end] count toward (late data)."""
     rows = con.execute(

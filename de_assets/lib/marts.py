@@ -30,6 +30,9 @@ DEFAULT_FUNNELS: dict[str, list[str]] = {
     "checkout": ["Product Viewed", "Product Added", "Checkout Started", "Order Completed"],
 }
 SESSION_GAP_MINUTES = 30
+# The longest trailing window a mart row of day d reads (MAU: d - 29 .. d): a change in the clean
+# rows of event day e can change the marts of e .. e + TRAILING_WINDOW_DAYS - 1.
+TRAILING_WINDOW_DAYS = 30
 
 _DAYS = "SELECT unnest(generate_series($start::DATE, $end::DATE, INTERVAL 1 DAY))::DATE AS event_date"
 

@@ -1,0 +1,162 @@
+"""Runs of different days at once (issue: one warehouse that many can read and write at once).
+
+Four `de-assets run` processes for four days start together on a fresh install, latest day first,
+while readers query the lake through `de_assets.lake` and `de-assets sql`. Generated data with
+cross-day re-deliveries (the same messageId delivered again on a later day, byte-identical files
+delivered again) makes the order matter: a day cleaned before the days before it are ingested
+serves re-deliveries as originals unless cleaning repairs it.
+"""
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from de_assets import lake, sensors
+from de_assets.config_experiment import fingerprint
+from de_assets.definitions import build_defs
+from de_assets.lib import served
+from de_assets.lib.generator import generate
+from de_assets.resources import build_resources
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+
+
+def _env(folder: Path, landing: Path) -> dict:
+    (folder / "home").mkdir(parents=True)
+    return {**os.environ, "DE_ASSETS_DUCKDB": str(folder / "warehouse.duckdb"), "DAGSTER_HOME": str(folder / "home"),
+            "DE_ASSETS_REPORTS": str(folder / "reports"), "DE_ASSETS_LANDING": str(landing)}
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "de_assets.cli", *args]
+
+
+def _refresh_until_settled(folder: Path, landing: Path) -> int:
+    """What the daemon does: tick late_data_refresh and run what it requests, until it requests nothing."""
+    os.environ["DAGSTER_HOME"] = str(folder / "home")
+    try:
+        instance = dg.DagsterInstance.get()
+        defs = build_defs(build_resources(str(folder / "warehouse.duckdb"), str(landing),
+                                          reports_root=str(folder / "reports")))
+        cursor, runs = None, 0
+        for _ in range(5):
+            with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+                result = sensors.late_data_refresh(context)
+            requests = getattr(result, "run_requests", None) or []
+            cursor = getattr(result, "cursor", None) or cursor
+            if not requests:
+                return runs
+            for request in requests:
+                refresh = defs.resolve_job_def("refresh_marts").execute_in_process(instance=instance, tags=request.tags)
+                assert refresh.success
+                runs += 1
+        raise AssertionError("late_data_refresh kept requesting runs")
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def _tables(folder: Path) -> dict:
+    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
+        return fingerprint(con)
+
+
+def test_four_runs_at_once_with_readers_equal_one_sequential_run(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, date(2026, 11, 1), len(DAYS), 1500, seed=11)
+
+    sequential = _env(tmp_path / "sequential", landing)
+    done = subprocess.run(_cli("run", "--start", DAYS[0], "--end", DAYS[-1]), env=sequential, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with duckdb.connect(str(tmp_path / "sequential" / "warehouse.duckdb"), read_only=True) as con:
+        # the data makes order matter: later days re-deliver keys first delivered on earlier days
+        cross_day = con.execute("""SELECT count(*) FROM clean.events_duplicates d JOIN clean.events c
+                                   ON c.message_id = d.dedupe_key AND c.arrival_date < d.arrival_date""").fetchone()[0]
+        redelivered = con.execute("SELECT count(*) FROM raw.source_files WHERE status = 'redelivered' "
+                                  "AND duplicate_of NOT LIKE '%' || arrival_date::VARCHAR || '%'").fetchone()[0]
+    assert cross_day > 0 and redelivered > 0
+
+    parallel = _env(tmp_path / "parallel", landing)
+    runs = [subprocess.Popen(_cli("run", "--start", day), env=parallel, cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for day in reversed(DAYS)]
+    os.environ["DE_ASSETS_DUCKDB"] = parallel["DE_ASSETS_DUCKDB"]
+    answers, cli_reads = [], []
+    try:
+        while any(r.poll() is None for r in runs):
+            if not (tmp_path / "parallel" / "catalog.db").exists():
+                continue  # nothing published yet: a reader is told so (tested in test_served.py)
+            answers.append(lake.query("SELECT count(*) AS n FROM clean.events", "csv"))
+            if len(answers) % 10 == 1:
+                cli_reads.append(subprocess.run(_cli("sql", "SELECT count(*) AS days FROM marts.daily_engagement",
+                                                     "--format", "csv"), env=parallel, cwd=tmp_path,
+                                                capture_output=True, text=True, timeout=120))
+    finally:
+        del os.environ["DE_ASSETS_DUCKDB"]
+        outputs = [r.communicate(timeout=900)[0] for r in runs]
+    for run, output in zip(runs, outputs):
+        assert run.returncode == 0, output[-3000:]
+    assert answers and all(a.startswith("n\n") for a in answers)  # every read answered, none failed
+    assert cli_reads and all(r.returncode == 0 for r in cli_reads), [r.stderr[-500:] for r in cli_reads]
+    print(f"\n{len(answers)} lake reads and {len(cli_reads)} `de-assets sql` reads answered while 4 runs wrote")
+
+    folder = tmp_path / "parallel"
+    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) - count(DISTINCT message_id) FROM clean.events").fetchone()[0] == 0
+    _refresh_until_settled(folder, landing)  # marts a run built before another day's cleaning are re-served
+    assert _tables(folder) == _tables(tmp_path / "sequential")
+    # readers see what the warehouse holds: every served table of the lake equals its warehouse table
+    catalog = served.open_lake(str(folder / "warehouse.duckdb"), create=False)
+    reader = served.connect(catalog)
+    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
+        for table in served.PUBLISHED:
+            if table.schema == "pipeline_health":
+                continue
+            assert _rows(reader, table) == _rows(con, table), table.name
+
+
+def _rows(con, table) -> list:
+    columns = ", ".join(f'"{c.name}"::VARCHAR' for c in table.columns if c.name not in ("ingested_at", "run_id"))
+    return sorted(map(repr, con.execute(f"SELECT {columns} FROM {table.name}").fetchall()))
+
+
+def test_days_run_latest_first_equal_one_sequential_run(tmp_path):
+    """The order the concurrent test cannot force: each day's run finishes before the day before it
+    starts. Later days are cleaned before the earlier days that first delivered some of their keys
+    are ingested; cleaning an earlier day rebuilds them, and the late_data_refresh sensor re-serves
+    the marts that read them."""
+    from de_assets_tests.conftest import Pipeline
+
+    landing = tmp_path / "landing"
+    generate(landing, date(2026, 11, 1), len(DAYS), 1500, seed=11)
+    sequential = Pipeline(tmp_path / "sequential", landing)
+    assert sequential.run(DAYS[0], DAYS[-1]).success
+
+    reversed_runs = Pipeline(tmp_path / "reversed", landing)
+    rebuilt = []
+    for day in reversed(DAYS):
+        result = reversed_runs.run(day)
+        assert result.success
+        rebuilt += [e.partition for e in result.get_asset_materialization_events()
+                    if e.step_materialization_data.materialization.metadata.get("repaired_after")]
+    assert rebuilt  # cleaning earlier days rebuilt later ones (their partitions are recorded as materialized)
+    with duckdb.connect(str(reversed_runs.db), read_only=True) as con:
+        assert con.execute("SELECT count(*) - count(DISTINCT message_id) FROM clean.events").fetchone()[0] == 0
+    instance, cursor = reversed_runs.instance, None
+    for _ in range(5):
+        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+            tick = sensors.late_data_refresh(context)
+        requests = getattr(tick, "run_requests", None) or []
+        cursor = getattr(tick, "cursor", None) or cursor
+        if not requests:
+            break
+        for request in requests:
+            assert reversed_runs.defs.resolve_job_def("refresh_marts").execute_in_process(
+                instance=instance, tags=request.tags).success
+    with duckdb.connect(str(reversed_runs.db), read_only=True) as a, \
+            duckdb.connect(str(sequential.db), read_only=True) as b:
+        assert fingerprint(a) == fingerprint(b)
