@@ -8,6 +8,7 @@ serves re-deliveries as originals unless cleaning repairs it.
 """
 
 import os
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -119,9 +120,9 @@ def test_four_runs_at_once_with_readers_equal_one_sequential_run(tmp_path):
             assert _rows(reader, table) == _rows(con, table), table.name
 
 
-def _rows(con, table) -> list:
+def _rows(con, table, where: str = "") -> list:
     columns = ", ".join(f'"{c.name}"::VARCHAR' for c in table.columns if c.name not in ("ingested_at", "run_id"))
-    return sorted(map(repr, con.execute(f"SELECT {columns} FROM {table.name}").fetchall()))
+    return sorted(map(repr, con.execute(f"SELECT {columns} FROM {table.name}{where}").fetchall()))
 
 
 def test_days_run_latest_first_equal_one_sequential_run(tmp_path):
@@ -160,3 +161,53 @@ def test_days_run_latest_first_equal_one_sequential_run(tmp_path):
     with duckdb.connect(str(reversed_runs.db), read_only=True) as a, \
             duckdb.connect(str(sequential.db), read_only=True) as b:
         assert fingerprint(a) == fingerprint(b)
+
+
+def _lake_matches_warehouse(folder: Path, whole: bool) -> None:
+    """Every day of every served table in the lake holds exactly the warehouse's rows of that day
+    (no partial partition); with `whole`, the lake also holds every day the warehouse holds."""
+    catalog = served.open_lake(str(folder / "warehouse.duckdb"), create=False)
+    reader = served.connect(catalog)
+    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
+        for table in served.PUBLISHED:
+            column = served.partition_column(table)
+            if table.schema == "pipeline_health" or column is None:
+                continue
+            in_lake = [d for (d,) in reader.execute(f"SELECT DISTINCT {column} FROM {table.name}").fetchall()]
+            if whole:
+                in_lake = sorted({*in_lake, *[d for (d,) in con.execute(
+                    f"SELECT DISTINCT {column} FROM {table.name}").fetchall()]})
+            for day in in_lake:
+                where = f" WHERE {column} = DATE '{day}'"
+                assert _rows(reader, table, where) == _rows(con, table, where), (table.name, day)
+
+
+def test_a_run_killed_mid_commit_leaves_no_partial_partition_and_a_rerun_repairs_it(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, date(2026, 11, 1), 3, 1500, seed=5)
+    reference = _env(tmp_path / "reference", landing)
+    done = subprocess.run(_cli("run", "--start", DAYS[0], "--end", DAYS[2]), env=reference, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+    killed = _env(tmp_path / "killed", landing)
+    run = subprocess.Popen(_cli("run", "--start", DAYS[0], "--end", DAYS[2]), env=killed, cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    catalog_db = tmp_path / "killed" / "catalog.db"
+    data = tmp_path / "killed" / "lake" / "clean" / "events" / "data"
+    try:  # SIGKILL as soon as clean.events is being committed: its data files are written, then the catalog swaps
+        while run.poll() is None and not (data.exists() and any(data.rglob("*.parquet"))):
+            pass
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=60)
+    assert run.returncode == -signal.SIGKILL  # killed, not finished
+    if catalog_db.exists():
+        _lake_matches_warehouse(tmp_path / "killed", whole=False)
+
+    rerun = subprocess.run(_cli("run", "--start", DAYS[0], "--end", DAYS[2]), env=killed, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert _tables(tmp_path / "killed") == _tables(tmp_path / "reference")
+    _lake_matches_warehouse(tmp_path / "killed", whole=True)
