@@ -87,6 +87,7 @@ class Config:
     backfill_events: int
     backfill_reps: int
     overhead_runs: int
+    concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
     command: str = ""
 
 
@@ -107,6 +108,9 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--backfill-events", type=int, help="events/day of the backfill (default 100000; --quick: 10000)")
     parser.add_argument("--backfill-reps", type=int, help="repetitions of each backfill mode (default 3; --quick: 1)")
     parser.add_argument("--overhead-runs", type=int, help="empty-partition runs per process (default 5; --quick: 3)")
+    parser.add_argument("--concurrency", default="1,2,4",
+                        help="the backfill as one `de-assets run` per day, this many at once (default 1,2,4; "
+                             "empty: skip)")
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite the report from benchmarks/out/results.json (the last run's figures)")
     a = parser.parse_args(argv)
@@ -126,6 +130,7 @@ def parse_args(argv: list[str]) -> Config:
         backfill_events=a.backfill_events or (10_000 if quick else 100_000),
         backfill_reps=a.backfill_reps or (1 if quick else 3),
         overhead_runs=a.overhead_runs or (3 if quick else 5),
+        concurrency=[int(n) for n in a.concurrency.split(",") if n.strip()],
         command="python benchmarks/run.py " + " ".join(argv),
     )
 
@@ -357,6 +362,60 @@ def bench_backfill(cfg: Config, results: dict) -> None:
             print(f"  rep {rep + 1}/{cfg.backfill_reps} {mode:<14} {status}  peak RSS {m.rss_kb / 1024:7.0f} MiB",
                   flush=True)
             remove_db(db)
+
+
+def bench_concurrent(cfg: Config, results: dict) -> None:
+    """The backfill's days as one `de-assets run` process per day, N at a time (a fresh warehouse,
+    lake and Dagster home per N), the way a daemon with `max_concurrent_runs: N` runs them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    days, events = cfg.backfill_days, cfg.backfill_events
+    landing, facts = landing_data(events, days, BACKFILL_START, cfg.seed)
+    warm_page_cache(landing)
+    entry = {"days": days, "events_per_day": events, "runs": []}
+    results["concurrent"] = entry
+    print(f"\n== backfill as {days} runs, N at once: {cfg.concurrency}", flush=True)
+    for n in cfg.concurrency:
+        folder = WORK / f"concurrent-{n}"
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "home").mkdir(parents=True)
+        env = {**os.environ, "DE_ASSETS_DUCKDB": str(folder / "warehouse.duckdb"), "DAGSTER_HOME": str(folder / "home"),
+               "DE_ASSETS_LANDING": str(landing), "DE_ASSETS_REPORTS": str(folder / "reports"),
+               "DE_ASSETS_PSEUDONYM_KEY": KEY}
+
+        def one(day: date) -> int:
+            with open(LOGS / f"concurrent-{n}-{day}.log", "w") as log:
+                return subprocess.run([sys.executable, "-m", "de_assets.cli", "run", "--start", day.isoformat()],
+                                      env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                      timeout=RUN_TIMEOUT_S).returncode
+
+        LOGS.mkdir(parents=True, exist_ok=True)
+        load = os.getloadavg()[0]
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            codes = list(pool.map(one, [BACKFILL_START + timedelta(days=i) for i in range(days)]))
+        wall = time.perf_counter() - began
+        with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
+            rows, distinct = con.execute("SELECT count(*), count(DISTINCT message_id) FROM clean.events").fetchone()
+        entry["runs"].append({"concurrent": n, "wall_s": wall, "failed_runs": sum(c != 0 for c in codes),
+                              "clean_rows": rows, "clean_distinct_ids": distinct, "loadavg": load})
+        print(f"  {n} at once: {wall:7.1f} s, {sum(c != 0 for c in codes)} failed run(s), clean.events {rows:,} rows "
+              f"({distinct:,} distinct ids)", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def concurrent_section(results: dict) -> list[str]:
+    c = results.get("concurrent")
+    if not c or not c["runs"]:
+        return ["Skipped (--concurrency '').", ""]
+    base = next((r["wall_s"] for r in c["runs"] if r["concurrent"] == 1), None)
+    rows = [[r["concurrent"], f"{r['wall_s']:.1f}", f"{base / r['wall_s']:.2f}x" if base else "",
+             r["failed_runs"], f"{r['clean_rows']:,}", f"{r['clean_distinct_ids']:,}"] for r in c["runs"]]
+    return [f"{c['days']} days x {c['events_per_day']:,} events/day as one `de-assets run` per day, N at a time "
+            "(fresh warehouse, lake and Dagster home per N). Steps that write the DuckDB warehouse file take "
+            "its lock in turn, so runs overlap only outside those steps (process start, Dagster bookkeeping, "
+            "lake commits).", "",
+            table(["runs at once", "wall s", "speedup", "failed runs", "clean.events rows", "distinct ids"], rows), ""]
 
 
 def bench_overhead(cfg: Config, results: dict) -> None:
@@ -680,6 +739,7 @@ def render(cfg: Config, results: dict) -> str:
             lines += size_section(size, entry, cfg)
     lines += pandas_note(cfg, results)
     lines += ["## Backfill", ""] + backfill_section(results)
+    lines += ["## Backfill with runs at once", ""] + concurrent_section(results)
     lines += ["## Fixed per-run overhead", ""] + overhead_section(results)
     lines += ["## Goals", "", table(["goal", "measured", "status"], goals(cfg, results), numeric=False), ""]
     return "\n".join(lines) + "\n"
@@ -734,6 +794,8 @@ def main(argv: list[str]) -> int:
     bench_sizes(cfg, results)
     if not cfg.skip_backfill:
         bench_backfill(cfg, results)
+        if cfg.concurrency:
+            bench_concurrent(cfg, results)
     bench_overhead(cfg, results)
     loads += [m["loadavg"] for m in all_measurements(results) if m.get("loadavg") is not None]
     results.update(load_end=os.getloadavg()[0], load_max=max(loads, default=0.0),

@@ -99,9 +99,14 @@ def _mart(
     return _asset
 
 
+# Marts of day d read earlier days: trailing windows of clean events, and earlier days' KPIs.
+TRAILING_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-(marts.TRAILING_WINDOW_DAYS - 1),
+                                                allow_nonexistent_upstream_partitions=True)
+WEEK_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-7, allow_nonexistent_upstream_partitions=True)
+
 daily_engagement = _mart(
     "daily_engagement",
-    [CLEAN_EVENTS],
+    [dg.AssetDep(CLEAN_EVENTS, partition_mapping=TRAILING_WINDOW)],
     "DAU, WAU (7 days), MAU (30 days), stickiness (DAU/MAU), new vs returning users, sessions "
     "(30-minute inactivity) and events per UTC event day. Trailing windows are read from "
     "`clean.events`, so re-running a day after late data arrives picks it up.",
@@ -134,7 +139,8 @@ service_latency = _mart(
 )
 kpi_changes = _mart(
     "kpi_changes",
-    [dg.AssetKey(["marts", n]) for n in ("daily_engagement", "revenue_daily", "service_latency")],
+    [dg.AssetDep(dg.AssetKey(["marts", n]), partition_mapping=WEEK_BEFORE)
+     for n in ("daily_engagement", "revenue_daily", "service_latency")],
     "Every headline KPI per day in long form with relative change vs the day before (dod), 7 days "
     "before (wow), a month before (mom) and a year before (yoy); NULL where there is no base.",
 )

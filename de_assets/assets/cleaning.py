@@ -12,6 +12,7 @@ from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
+RAW_DAYS_READ = dg.TimeWindowPartitionMapping(start_offset=-7, allow_nonexistent_upstream_partitions=True)
 
 
 def _fields_table(fields: dict[str, int]) -> str:
@@ -64,7 +65,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
     clean_key = dg.AssetKey(["clean", f"clean_{source}"])
     quarantine_key = dg.AssetKey(["quarantine", f"quarantine_{source}"])
     common = dict(
-        deps=[dg.AssetKey(["raw", f"raw_{source}"])],
+        # the arrival day and the days before it: a key delivered on an earlier day makes this day's
+        # delivery a duplicate (the graph shows the late-data lookback; dedupe reads every earlier day)
+        deps=[dg.AssetDep(dg.AssetKey(["raw", f"raw_{source}"]), partition_mapping=RAW_DAYS_READ)],
         group_name="cleaning",
         partitions_def=daily,
         kinds={"duckdb", "pandera"},
