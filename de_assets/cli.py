@@ -222,7 +222,7 @@ def _execute(defs, name: str, instance, run_config: dict | None = None, tags: di
 
 
 def cmd_generate(args) -> dict:
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
 
     start = args.end - timedelta(days=args.days - 1)
     started = time.perf_counter()

@@ -205,7 +205,7 @@ def test_90_day_backfill_finishes_and_running_it_twice_changes_nothing(tmp_path)
     """The CI-sized version of the 90-day backfill (full scale is measured in docs/operations.md)."""
     from datetime import date
 
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
     from de_assets_tests.conftest import Pipeline
     from de_assets_tests.test_pipeline import snapshot
 

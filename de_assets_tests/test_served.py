@@ -119,7 +119,7 @@ def test_readers_never_wait_for_a_run_that_writes(tmp_path):
     the warehouse's lock, and the final answer is the run's."""
     from datetime import date
 
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
 
     landing = tmp_path / "landing"
     generate(landing, date(2026, 11, 1), 4, 1500, seed=3)
