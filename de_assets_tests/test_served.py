@@ -113,6 +113,7 @@ def test_sql_command_formats(pipeline, monkeypatch, capsys):
     assert "marts.nope" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~60 s: two pipeline runs in subprocesses while a reader loops
 def test_readers_never_wait_for_a_run_that_writes(tmp_path):
     """A run writes in another process while a reader queries through `de_assets.lake` and the
     `de-assets sql` command: every read answers (from the last committed snapshot), none waits on
