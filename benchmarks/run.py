@@ -156,7 +156,7 @@ def landing_data(events_per_day: int, days: int, start: date, seed: int) -> tupl
     summary_path = folder / "summary.json"
     subprocess.run(
         [sys.executable, "-c",
-         "import json, sys; from datetime import date; from de_assets.lib.generator import generate; "
+         "import json, sys; from datetime import date; from de_assets.generator import generate; "
          "s = generate(sys.argv[1], date.fromisoformat(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), "
          "seed=int(sys.argv[5])); json.dump(s, open(sys.argv[6], 'w'), default=str)",
          str(folder / "landing"), start.isoformat(), str(days), str(events_per_day), str(seed), str(summary_path)],
@@ -721,7 +721,7 @@ def render(cfg: Config, results: dict) -> str:
         cfg.command.strip(),
         "```",
         "",
-        f"Data: `de_assets.lib.generator.generate(seed={cfg.seed})`, default dirt and formats (NDJSON, NDJSON.gz, "
+        f"Data: `de_assets.generator.generate(seed={cfg.seed})`, default dirt and formats (NDJSON, NDJSON.gz, "
         f"CSV, Parquet events; CSV + NDJSON(.gz) request logs at half the event volume), one arrival day "
         f"{DAY}, cached under `benchmarks/out/data/`. Every measurement is a fresh subprocess; "
         f"the pipeline and the baselines get a fresh DuckDB file each repetition. Repetitions: {cfg.reps}, "

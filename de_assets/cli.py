@@ -29,7 +29,7 @@ from pathlib import Path
 
 DEFAULT_HOME = Path("data/dagster_home")
 DOTENV = Path(".env")
-MIN_REPETITIONS = 3  # de_assets/config_experiment.py names no winner with fewer
+MIN_REPETITIONS = 3  # de_assets/lib/config_experiment.py names no winner with fewer
 
 
 def _load_dotenv(path: Path = DOTENV) -> dict[str, str]:
@@ -222,7 +222,7 @@ def _execute(defs, name: str, instance, run_config: dict | None = None, tags: di
 
 
 def cmd_generate(args) -> dict:
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
 
     start = args.end - timedelta(days=args.days - 1)
     started = time.perf_counter()
@@ -326,13 +326,12 @@ def _print_summary(result) -> None:
 
 
 def _flags(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"flag {pair!r}: expected name=value, e.g. raw_format=parquet")
-        out[name] = value
-    return out
+    from de_assets.lib.flags import parse_pairs
+
+    try:
+        return parse_pairs(pairs)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def cmd_experiment(args) -> bool:
@@ -341,10 +340,10 @@ def cmd_experiment(args) -> bool:
     from de_assets.definitions import build_defs
     from de_assets.instance import process_tags
 
+    config = {"start": str(args.start), "end": str(args.end), "a": _flags(args.a), "b": _flags(args.b),
+              "repetitions": args.reps}  # bad flags stop here, before any state is touched
     os.environ["DE_ASSETS_LANDING"] = str(args.landing)
     _prepare_instance()
-    config = {"start": str(args.start), "end": str(args.end), "a": _flags(args.a), "b": _flags(args.b),
-              "repetitions": args.reps}
     if args.reps < MIN_REPETITIONS:
         print(f"{args.reps} repetition(s) per arm: the experiment measures and checks that both arms serve "
               f"identical tables, but names no winner (that takes at least {MIN_REPETITIONS}: --reps {MIN_REPETITIONS})")

@@ -1,234 +1,61 @@
-"""A/B tests of the pipeline's own configuration (R7): the same landed days, two sets of feature
-flags, several repetitions, isolated warehouses; which configuration is faster, smaller, and do
-both serve identical tables.
+"""Runs one arm of a pipeline-configuration experiment (R7) through Dagster: the real
+`daily_pipeline` in process on its own DuckDB file under `<warehouse>.experiments/<experiment id>/`
+(an isolated warehouse per arm and repetition), with an ephemeral Dagster instance. Stage latency
+comes from the arm's own `pipeline_health.partition_kpis`, bytes stored from the files it wrote.
 
-Each arm runs the real `daily_pipeline` in process on its own DuckDB file under
-`<warehouse>.experiments/<experiment id>/` (an isolated warehouse per arm and repetition), with an
-ephemeral Dagster instance. Stage latency comes from the arm's own `pipeline_health.partition_kpis`,
-bytes stored from the files it wrote. Arms alternate (A B, B A, A B, ...) so drift in the machine's
-load does not favour one side.
+The code location is passed in (``build_defs``): `definitions.build_defs` hands a `PipelineRunner`
+to the `pipeline_health/config_experiments` asset as its `pipeline_runner` resource, so this module
+never imports `definitions` (no import cycle). The Dagster-free part (alternation, summaries,
+identity check, readout) is `lib/config_experiment.py`.
 """
 
-import os
+from __future__ import annotations
+
 import shutil
-import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
-from de_assets.lib import forget, rawstore
-from de_assets.lib.tables import ALL_TABLES, PARTITION_KPIS, ensure_tables
+from de_assets.lib import forget
+from de_assets.lib.config_experiment import ArmResult, measure
+from de_assets.lib.tables import ensure_tables
 from de_assets.partitions import partition_range_tags
-
-# Fewer repetitions per arm measure, but name no winner: with one or two runs per side the spread of
-# run-to-run noise is unknown, so "every run of one side beats every run of the other" means little.
-MIN_REPETITIONS = 3
-FLAGS = ("raw_format", "raw_format_rollout", "dedupe_strategy")
-# metric -> True when lower is better
-METRICS = {
-    "wall_seconds": True,
-    "ingest_seconds": True,
-    "clean_seconds": True,
-    "marts_seconds": True,
-    "rows_per_second": False,
-    "bytes_stored": True,
-    "quarantine_rate": True,
-}
+from de_assets.resources import build_resources
 
 
-@dataclass
-class ArmResult:
-    arm: str
-    repetition: int
-    metrics: dict[str, float]
-    fingerprint: dict[str, tuple]
+class PipelineRunner:
+    """Runs `daily_pipeline` of the code location ``build_defs(resources)`` for one arm."""
 
+    def __init__(self, build_defs: Callable[[dict], dg.Definitions]) -> None:
+        self.build_defs = build_defs
 
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
-
-
-def fingerprint(con) -> dict[str, tuple]:
-    """Row count and an order-independent hash of every data table (wall-clock and run columns aside).
-
-    Doubles are rounded to 6 decimals first: a parallel sum may add in a different order from run to
-    run, which changes the last bits, not the number.
-    """
-    out = {}
-    for table in ALL_TABLES:
-        if table.schema == "pipeline_health" or table.name == "raw.parquet_batches":
-            continue
-        hashed = ", ".join(f'round("{c.name}", 6)' if c.type == "DOUBLE" else f'"{c.name}"'
-                           for c in table.columns if c.name not in ("ingested_at", "run_id"))
-        [(rows, digest)] = con.execute(
-            f"SELECT count(*), coalesce(sum(hash({hashed})::HUGEINT), 0) FROM {rawstore.relation(con, table)}"
-        ).fetchall()
-        out[table.name] = (rows, int(digest))
-    return out
-
-
-def run_arm(arm: str, flags: dict, repetition: int, start: date, end: date, workdir: Path, settings: dict,
-            suppressed: list[tuple] = ()) -> ArmResult:
-    """One repetition of one arm: a fresh warehouse, the pipeline over [start, end], the measurements.
-    `settings` are the running code location's `PipelineSettings` (landing root, key, gate, funnels);
-    only the arm's flags differ. `suppressed` is the warehouse's forget-user suppression list: the
-    replay drops forgotten users like any ingest."""
-    from de_assets.definitions import build_defs  # the arm runs the real code location
-    from de_assets.resources import build_resources
-
-    database = workdir / f"{arm}-{repetition}.duckdb"
-    for leftover in workdir.glob(f"{arm}-{repetition}.duckdb*"):
-        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    reports = str(workdir / f"{arm}-{repetition}-reports")  # the arm's report pages stay in its sandbox
-    if suppressed:
-        workdir.mkdir(parents=True, exist_ok=True)
-        with duckdb.connect(str(database)) as con:
-            ensure_tables(con)
-            forget.seed_suppression(con, suppressed, datetime.now(timezone.utc).replace(tzinfo=None))
-    defs = build_defs(build_resources(str(database), **{**settings, **flags, "reports_root": reports}))
-    started = time.perf_counter()
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("daily_pipeline").execute_in_process(
-            instance=instance, tags=partition_range_tags(str(start), str(end)), raise_on_error=False,
-        )
-    wall = time.perf_counter() - started
-    if not result.success:
-        raise dg.Failure(f"arm {arm} (repetition {repetition}, flags {flags}) failed: run {result.run_id}")
-    with duckdb.connect(str(database), read_only=True) as con:
-        [(ingest, clean, marts, rows_in, quarantined)] = con.execute(
-            f"""SELECT sum(seconds) FILTER (WHERE asset LIKE 'raw/%'),
-                       sum(seconds) FILTER (WHERE asset LIKE 'clean/%'),
-                       sum(seconds) FILTER (WHERE asset LIKE 'marts/%'),
-                       sum(rows_in) FILTER (WHERE asset LIKE 'clean/%'),
-                       sum(rows_quarantined) FILTER (WHERE asset LIKE 'clean/%')
-                FROM {PARTITION_KPIS.name}"""
-        ).fetchall()
-        prints = fingerprint(con)
-    stored = database.stat().st_size + _dir_bytes(Path(f"{database}.raw"))
-    metrics = {
-        "wall_seconds": wall,
-        "ingest_seconds": ingest or 0.0,
-        "clean_seconds": clean or 0.0,
-        "marts_seconds": marts or 0.0,
-        "rows_per_second": (rows_in or 0) / wall if wall else 0.0,
-        "bytes_stored": float(stored),
-        "quarantine_rate": (quarantined or 0) / rows_in if rows_in else 0.0,
-    }
-    return ArmResult(arm, repetition, metrics, prints)
-
-
-def run_experiment(
-    flags_a: dict, flags_b: dict, start: date, end: date, repetitions: int, workdir: Path, settings: dict, log=None,
-    suppressed: list[tuple] = (),
-) -> list[ArmResult]:
-    """Alternate the arms over `repetitions` rounds; every arm's warehouse is removed after measuring."""
-    for flags in (flags_a, flags_b):
-        unknown = set(flags) - set(FLAGS)
-        if unknown:
-            raise ValueError(f"unknown feature flag(s) {sorted(unknown)}; known: {FLAGS}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    results = []
-    try:
-        for repetition in range(1, repetitions + 1):
-            order = (("A", flags_a), ("B", flags_b)) if repetition % 2 else (("B", flags_b), ("A", flags_a))
-            for arm, flags in order:
-                result = run_arm(arm, flags, repetition, start, end, workdir, settings, suppressed)
-                if log:
-                    log.info(f"arm {arm} rep {repetition}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
-                results.append(result)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return results
-
-
-@dataclass
-class MetricSummary:
-    metric: str
-    median_a: float
-    median_b: float
-    min_a: float
-    max_a: float
-    min_b: float
-    max_b: float
-    change: float  # (B - A) / A
-    winner: str  # "A", "B", "tie", or "none" (fewer than MIN_REPETITIONS per arm: no winner is named)
-
-
-def summarize(results: list[ArmResult]) -> list[MetricSummary]:
-    """Medians and spreads per arm; a side wins a metric only when the two ranges do not overlap
-    (every repetition of the winner beats every repetition of the other), so run-to-run noise
-    alone never declares a winner; with fewer than `MIN_REPETITIONS` per arm no side wins ("none")."""
-    out = []
-    repetitions = min(sum(r.arm == "A" for r in results), sum(r.arm == "B" for r in results))
-    for metric, lower_is_better in METRICS.items():
-        a = [r.metrics[metric] for r in results if r.arm == "A"]
-        b = [r.metrics[metric] for r in results if r.arm == "B"]
-        med_a, med_b = statistics.median(a), statistics.median(b)
-        if max(b) < min(a):
-            lower = "B"
-        elif max(a) < min(b):
-            lower = "A"
-        else:
-            lower = None
-        winner = "tie" if lower is None else (lower if lower_is_better else ("A" if lower == "B" else "B"))
-        if repetitions < MIN_REPETITIONS:
-            winner = "none"
-        out.append(MetricSummary(metric, med_a, med_b, min(a), max(a), min(b), max(b),
-                                 (med_b - med_a) / med_a if med_a else 0.0, winner))
-    return out
-
-
-def identical_tables(results: list[ArmResult]) -> tuple[bool, list[str]]:
-    """Whether every arm and repetition served the same tables; the names of those that differ."""
-    reference = results[0].fingerprint
-    differing = sorted({name for r in results for name, fp in r.fingerprint.items() if reference.get(name) != fp})
-    return not differing, differing
-
-
-def readout(flags_a: dict, flags_b: dict, summaries: list[MetricSummary], identical: bool, differing: list[str],
-            repetitions: int, start: date, end: date) -> str:
-    """Markdown: the plan, the identity check, the table and a plain-language verdict."""
-    def fmt(metric: str, value: float) -> str:
-        if metric == "bytes_stored":
-            return f"{value / 1e6:,.2f} MB"
-        if metric == "quarantine_rate":
-            return f"{value:.4%}"
-        return f"{value:,.3g}" if metric != "rows_per_second" else f"{value:,.0f}"
-
-    lines = [
-        f"**A** `{flags_a}` vs **B** `{flags_b}` on arrival days {start}..{end}, {repetitions} repetitions "
-        "per arm, alternating order, isolated warehouses.",
-        "",
-        "Served tables identical in every run: **yes**" if identical
-        else f"Served tables identical: **NO** ({', '.join(differing)}) -- B is not a safe replacement",
-        "",
-        "| metric | A median (min-max) | B median (min-max) | B vs A | winner |",
-        "|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        lines.append(
-            f"| {s.metric} | {fmt(s.metric, s.median_a)} ({fmt(s.metric, s.min_a)}-{fmt(s.metric, s.max_a)}) | "
-            f"{fmt(s.metric, s.median_b)} ({fmt(s.metric, s.min_b)}-{fmt(s.metric, s.max_b)}) | {s.change:+.1%} | {s.winner} |"
-        )
-    wins = {s.metric: s for s in summaries if s.winner in ("A", "B")}
-    verdict = []
-    if any(s.winner == "none" for s in summaries):
-        verdict.append(f"no winner named: {repetitions} repetition(s) per arm, at least {MIN_REPETITIONS} are "
-                       "needed to tell a difference from run-to-run noise")
-    for metric in ("wall_seconds", "bytes_stored") if not verdict else ():
-        if metric in wins:
-            s = wins[metric]
-            verdict.append(f"{s.winner} wins on {metric} by {abs(s.change):.1%} (medians; ranges do not overlap)")
-        else:
-            verdict.append(f"no clear difference on {metric} (ranges overlap)")
-    lines += ["", "**Verdict:** " + "; ".join(verdict) + "."]
-    return "\n".join(lines)
-
-
-def default_workdir(database: str, experiment_id: str) -> Path:
-    base = database if database != ":memory:" else os.path.join(os.getcwd(), "data", "warehouse.duckdb")
-    return Path(f"{base}.experiments") / experiment_id
+    def run_arm(self, arm: str, flags: dict, repetition: int, start: date, end: date, workdir: Path,
+                settings: dict, suppressed: list[tuple] = ()) -> ArmResult:
+        """One repetition of one arm: a fresh warehouse, the pipeline over [start, end], the measurements.
+        `settings` are the running code location's `PipelineSettings` (landing root, key, gate, funnels);
+        only the arm's flags differ. `suppressed` is the warehouse's forget-user suppression list: the
+        replay drops forgotten users like any ingest."""
+        database = workdir / f"{arm}-{repetition}.duckdb"
+        for leftover in workdir.glob(f"{arm}-{repetition}.duckdb*"):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        reports = str(workdir / f"{arm}-{repetition}-reports")  # the arm's report pages stay in its sandbox
+        if suppressed:
+            workdir.mkdir(parents=True, exist_ok=True)
+            with duckdb.connect(str(database)) as con:
+                ensure_tables(con)
+                forget.seed_suppression(con, suppressed, datetime.now(timezone.utc).replace(tzinfo=None))
+        defs = self.build_defs(build_resources(str(database), **{**settings, **flags, "reports_root": reports}))
+        started = time.perf_counter()
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = defs.resolve_job_def("daily_pipeline").execute_in_process(
+                instance=instance, tags=partition_range_tags(str(start), str(end)), raise_on_error=False,
+            )
+        wall = time.perf_counter() - started
+        if not result.success:
+            raise dg.Failure(f"arm {arm} (repetition {repetition}, flags {flags}) failed: run {result.run_id}")
+        metrics, prints = measure(database, wall)
+        return ArmResult(arm, repetition, metrics, prints)

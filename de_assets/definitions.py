@@ -4,6 +4,7 @@ import dagster as dg
 
 from de_assets import freshness, maintenance, schedules, sensors
 from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
+from de_assets.config_experiment import PipelineRunner
 from de_assets.jobs import daily_pipeline, pipeline_config_experiment, pull_events_api, refresh_marts
 from de_assets.resources import build_resources
 
@@ -24,7 +25,10 @@ ASSETS = dg.map_asset_specs(
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:
-    """The Definitions, with resources from the environment unless given (tests pass their own)."""
+    """The Definitions, with resources from the environment unless given (tests pass their own).
+    The configuration experiment gets its runner here (`pipeline_runner`): its arms run this very
+    code location, built again with their own warehouse and flags."""
+    resources = resources if resources is not None else build_resources()
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=freshness.CHECKS,
@@ -46,7 +50,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
             sensors.stale_partition_alerts,
             sensors.dead_run_sweeper,
         ],
-        resources=resources if resources is not None else build_resources(),
+        resources={**resources, "pipeline_runner": PipelineRunner(build_defs)},
         # DuckDB allows one writer per file: steps run one after another in the run's process.
         executor=dg.in_process_executor,
     )

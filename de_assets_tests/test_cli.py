@@ -268,7 +268,7 @@ def test_status_says_when_the_warehouse_is_locked_by_a_writer(tmp_path, monkeypa
 
 def test_experiment_with_fewer_than_three_repetitions_names_no_winner(tmp_path, monkeypatch, capsys, golden_landing):
     _cli_env(tmp_path, monkeypatch)
-    assert cli.MIN_REPETITIONS == __import__("de_assets.config_experiment").config_experiment.MIN_REPETITIONS
+    assert cli.MIN_REPETITIONS == __import__("de_assets.lib.config_experiment").lib.config_experiment.MIN_REPETITIONS
     assert cli.main(["experiment", "--start", "2026-11-01", "--reps", "1", "--landing", str(golden_landing)]) == 0
     out = capsys.readouterr().out
     assert "1 repetition(s) per arm: the experiment measures" in out

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from de_assets import config_experiment as ce
+from de_assets.config_experiment import PipelineRunner
+from de_assets.definitions import build_defs
+from de_assets.lib import config_experiment as ce
 
 
 def _arm(arm, rep, wall, size, prints=None):
@@ -87,8 +89,9 @@ def test_experiment_arms_replay_without_forgotten_users(tmp_path, golden_landing
                 "reports_root": str(tmp_path / "reports")}
     day = date(2026, 11, 2)
     suppressed = [("req-1", pseudonymize(TEST_KEY, "carol"), "fp", "erased")]
-    plain = ce.run_arm("A", {}, 1, day, day, tmp_path / "plain", settings)
-    without = ce.run_arm("A", {}, 1, day, day, tmp_path / "without", settings, suppressed)
+    runner = PipelineRunner(build_defs)
+    plain = runner.run_arm("A", {}, 1, day, day, tmp_path / "plain", settings)
+    without = runner.run_arm("A", {}, 1, day, day, tmp_path / "without", settings, suppressed)
     # README: carol's m15 m19 m20 m28 are clean on 11-02; her 4 raw rows are not replayed
     assert plain.fingerprint["clean.events"][0] - without.fingerprint["clean.events"][0] == 4
     assert plain.fingerprint["raw.events"][0] - without.fingerprint["raw.events"][0] == 4

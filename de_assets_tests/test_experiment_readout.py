@@ -6,7 +6,7 @@ from datetime import date, timedelta
 import pytest
 
 from de_assets.lib import experiment_readout as er
-from de_assets.lib.generator import Dirt, ExperimentSpec, generate
+from de_assets.generator import Dirt, ExperimentSpec, generate
 from de_assets_tests.conftest import Pipeline
 
 AS_OF = date(2026, 11, 10)

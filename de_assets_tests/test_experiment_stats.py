@@ -1,4 +1,4 @@
-"""Statistics core of the A/B readout (`de_assets.lib.experiments`) checked against scipy.
+"""Statistics core of the A/B readout (`de_assets.lib.ab_stats`) checked against scipy.
 
 scipy is a test-only dependency (the module itself uses the standard library only). The
 statsmodels formulas the readout promises to match are written out here with scipy.stats.norm /
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from de_assets.lib.experiments import (
+from de_assets.lib.ab_stats import (
     Comparison,
     chi2_sf,
     compare_means,

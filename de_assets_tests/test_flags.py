@@ -1,6 +1,7 @@
 """Feature flags of the pipeline (raw_format, dedupe_strategy, rollout): every served table is
 identical whichever configuration ran."""
 
+import re
 from datetime import date, timedelta
 
 import duckdb
@@ -103,3 +104,21 @@ def test_unknown_flag_values_are_clear_errors(tmp_path, golden_landing):
     (tmp_path / "x").mkdir(exist_ok=True)
     result = p.run("2026-11-01", raise_on_error=False)
     assert not result.success
+
+
+def test_flag_model_types_and_refuses_what_it_does_not_know():
+    from de_assets.lib.flags import FLAG_NAMES, FeatureFlags, parse_flags, parse_pairs
+
+    assert FLAG_NAMES == ("raw_format", "raw_format_rollout", "dedupe_strategy")
+    assert FeatureFlags().as_dict() == {"raw_format": "json", "raw_format_rollout": 1.0, "dedupe_strategy": "window"}
+    assert parse_flags({"raw_format_rollout": "0.25", "dedupe_strategy": "arg_min"}) == {
+        "raw_format_rollout": 0.25, "dedupe_strategy": "arg_min"}
+    assert parse_pairs(["raw_format=parquet", "raw_format_rollout=0.5"]) == {
+        "raw_format": "parquet", "raw_format_rollout": "0.5"}
+    for bad, cause in [({"raw_fromat": "parquet"}, "unknown feature flag"), ({"raw_format": "avro"}, "raw_format must"),
+                       ({"raw_format_rollout": "half"}, "must be a number"), ({"raw_format_rollout": "1.5"}, "[0, 1]"),
+                       ({"dedupe_strategy": "magic"}, "dedupe_strategy must")]:
+        with pytest.raises(ValueError, match=re.escape(cause)):
+            parse_flags(bad)
+    with pytest.raises(ValueError, match="expected name=value"):
+        parse_pairs(["raw_format"])

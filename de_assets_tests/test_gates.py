@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 
 from de_assets import sensors
-from de_assets.lib.generator import Dirt, generate
+from de_assets.generator import Dirt, generate
 from de_assets_tests.conftest import Pipeline, land, segment_event
 
 DAY = "2026-11-10"

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from de_assets.lib.generator import (
+from de_assets.generator import (
     EVENT_TYPES,
     Dirt,
     ExperimentSpec,

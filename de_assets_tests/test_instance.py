@@ -188,7 +188,7 @@ def _step_events(instance, run_id):
 
 
 def test_a_run_killed_mid_step_ends_failed_and_the_next_run_proceeds(tmp_path):
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
 
     day = date(2026, 11, 5)
     generate(tmp_path / "landing", day, 1, 30_000, seed=3)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import duckdb
+import pytest
 
 from de_assets import sensors
 from de_assets.definitions import defs
@@ -205,11 +206,12 @@ def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golde
     assert meta["rows_quarantined"].value == 1 and meta["late_event_days"].value == "2026-11-13"
 
 
+@pytest.mark.slow  # ~200 s on 2 cores
 def test_90_day_backfill_finishes_and_running_it_twice_changes_nothing(tmp_path):
     """The CI-sized version of the 90-day backfill (full scale is measured in docs/operations.md)."""
     from datetime import date
 
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
     from de_assets_tests.conftest import Pipeline
     from de_assets_tests.test_pipeline import snapshot
 

@@ -113,13 +113,14 @@ def test_sql_command_formats(pipeline, monkeypatch, capsys):
     assert "marts.nope" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~60 s: two pipeline runs in subprocesses while a reader loops
 def test_readers_never_wait_for_a_run_that_writes(tmp_path):
     """A run writes in another process while a reader queries through `de_assets.lake` and the
     `de-assets sql` command: every read answers (from the last committed snapshot), none waits on
     the warehouse's lock, and the final answer is the run's."""
     from datetime import date
 
-    from de_assets.lib.generator import generate
+    from de_assets.generator import generate
 
     landing = tmp_path / "landing"
     generate(landing, date(2026, 11, 1), 4, 1500, seed=3)

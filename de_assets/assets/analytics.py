@@ -9,7 +9,7 @@ import dagster as dg
 from de_assets import checks
 from de_assets.lib import experiment_readout, marts, report
 from de_assets.lib.alerts import Alert
-from de_assets.lib.tables import EXPERIMENT_RESULTS, KPI_ANOMALIES, Table
+from de_assets.lib.tables import EXPERIMENT_RESULTS, FUNNEL_DAILY, KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, days_between, partition_dates
 from de_assets.reporting import check_events, finish
@@ -30,7 +30,7 @@ def _sql_writer(name: str):
 
 def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
     """The funnels are configuration (`PipelineSettings.funnels`), so their SQL is built per run."""
-    marts.replace_range(con, marts.MARTS["funnel_daily"][0], marts.funnel_sql(settings.funnels), start, end)
+    marts.replace_range(con, FUNNEL_DAILY, marts.funnel_sql(settings.funnels), start, end)
 
 
 def anomaly_alerts(con, start, end, run_id: str) -> list[tuple[date, Alert]]:
@@ -117,6 +117,7 @@ funnel_daily = _mart(
     "Funnel conversion per day and step (default Product Viewed -> Product Added -> Checkout "
     "Started -> Order Completed; configurable): a user counts at step k when they did steps 1..k "
     "in order that day.",
+    table=FUNNEL_DAILY,
     write=_write_funnels,
 )
 retention_cohorts = _mart(

@@ -6,9 +6,11 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 
-from de_assets import checks, config_experiment
-from de_assets.lib import forget, health
+from de_assets import checks
+from de_assets.config_experiment import PipelineRunner
+from de_assets.lib import config_experiment, forget, health
 from de_assets.lib.alerts import Alert
+from de_assets.lib.flags import FLAG_NAMES, parse_flags
 from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import day_metadata, definition_metadata, run_metadata
 from de_assets.partitions import daily, days_between, partition_dates
@@ -233,7 +235,7 @@ def _breach_alert(row: dict, run_id: str) -> Alert:
 
 
 class ConfigExperimentConfig(dg.Config):
-    """Replay arrival days [start, end] with flags A and B (see `PipelineSettings` for the flags)."""
+    """Replay arrival days [start, end] with flags A and B (names and values: `lib/flags.py`)."""
 
     start: str
     end: str
@@ -241,10 +243,6 @@ class ConfigExperimentConfig(dg.Config):
     b: dict[str, str] = {"raw_format": "parquet"}
     repetitions: int = 3
     experiment_id: str = ""
-
-
-def _typed_flags(flags: dict[str, str]) -> dict:
-    return {k: float(v) if k == "raw_format_rollout" else v for k, v in flags.items()}
 
 
 @dg.asset(
@@ -263,21 +261,23 @@ def _typed_flags(flags: dict[str, str]) -> dict:
     metadata=definition_metadata(CONFIG_EXPERIMENTS),
 )
 def config_experiments(
-    context: dg.AssetExecutionContext, config: ConfigExperimentConfig, warehouse: Warehouse, settings: PipelineSettings
+    context: dg.AssetExecutionContext, config: ConfigExperimentConfig, warehouse: Warehouse, settings: PipelineSettings,
+    pipeline_runner: dg.ResourceParam[PipelineRunner],
 ) -> dg.MaterializeResult:
     start, end = date.fromisoformat(config.start), date.fromisoformat(config.end)
-    flags_a, flags_b = _typed_flags(config.a), _typed_flags(config.b)
-    experiment_id = config.experiment_id or "-vs-".join(
-        ",".join(f"{k}={v}" for k, v in sorted(f.items())) or "defaults" for f in (flags_a, flags_b)
-    )
-    base = {name: getattr(settings, name) for name in type(settings).model_fields if name not in config_experiment.FLAGS}
+    flags_a, flags_b = parse_flags(config.a), parse_flags(config.b)
+    experiment_id = config.experiment_id or config_experiment.experiment_id(flags_a, flags_b)
+    base = {name: getattr(settings, name) for name in type(settings).model_fields if name not in FLAG_NAMES}
     base["pseudonym_key"] = settings.key(context.log)
     with warehouse.connect() as con:
         suppressed = forget.suppression_list(con)  # the arms replay the landing: forgotten users stay out
+
+    def run_arm(arm: str, flags: dict, repetition: int, workdir):
+        return pipeline_runner.run_arm(arm, flags, repetition, start, end, workdir, base, suppressed)
+
     results = config_experiment.run_experiment(
-        flags_a, flags_b, start, end, config.repetitions,
-        config_experiment.default_workdir(warehouse.database, context.run.run_id), base, log=context.log,
-        suppressed=suppressed,
+        flags_a, flags_b, config.repetitions,
+        config_experiment.default_workdir(warehouse.database, context.run.run_id), run_arm, log=context.log,
     )
     summaries = config_experiment.summarize(results)
     identical, differing = config_experiment.identical_tables(results)

@@ -2,7 +2,7 @@
 
 DuckDB reduces the events to one row per exposed user (variant, first exposure, each metric after
 the first exposure within the attribution window, and the same metric in the window before it for
-CUPED), then to a handful of moments per variant. The statistics (`lib/experiments.py`) only see
+CUPED), then to a handful of moments per variant. The statistics (`lib/ab_stats/`) only see
 those moments, so a readout over millions of events moves a few rows into Python.
 
 Definitions (as of the end of the partition day):
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from de_assets.lib import experiments as stats
+from de_assets.lib import ab_stats
 from de_assets.lib.tables import EXPERIMENT_RESULTS
 
 DEFAULT_METRICS = {"purchase": "Order Completed", "add_to_cart": "Product Added"}
@@ -151,10 +151,10 @@ def compute(con, as_of: date, plan: Plan) -> list[dict]:
             variants = sorted(arms)
             control = plan.control if plan.control in arms else variants[0]
             weights = [plan.weights.get(v, 0.0) for v in variants] if plan.weights else None
-            srm = stats.srm_p_value([arms[v]["n"] for v in variants], weights) if len(variants) > 1 else 1.0
+            srm = ab_stats.srm_p_value([arms[v]["n"] for v in variants], weights) if len(variants) > 1 else 1.0
             crossover, _ = health[experiment]
             cov, var_x, grand_x = _pooled(sums, experiment)
-            theta = stats.cuped_theta(cov, var_x) if plan.cuped else 0.0
+            theta = ab_stats.cuped_theta(cov, var_x) if plan.cuped else 0.0
             for variant in variants:
                 rows.append(_row(as_of, experiment, variant, control, metric, arms, srm, crossover, theta, grand_x, plan))
     con.execute("DROP TABLE IF EXISTS _exp_users")
@@ -164,7 +164,7 @@ def compute(con, as_of: date, plan: Plan) -> list[dict]:
 def _adjusted(m: dict, theta: float, grand_x: float) -> tuple[float, float]:
     if theta == 0.0:
         return m["mean_y"], m["var_y"]
-    return stats.cuped_moments(m["mean_y"], m["var_y"], m["mean_x"], m["var_x"], m["cov_xy"], theta, grand_x)
+    return ab_stats.cuped_moments(m["mean_y"], m["var_y"], m["mean_x"], m["var_x"], m["cov_xy"], theta, grand_x)
 
 
 def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, theta, grand_x, plan: Plan) -> dict:
@@ -181,11 +181,11 @@ def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, thet
     c = arms[control]
     try:
         if is_rate and not plan.cuped:
-            result = stats.compare_proportions(c["converted"], c["n"], m["converted"], m["n"], plan.alpha)
+            result = ab_stats.compare_proportions(c["converted"], c["n"], m["converted"], m["n"], plan.alpha)
         else:
             mean_c, var_c = _adjusted(c, theta, grand_x)
             mean_t, var_t = _adjusted(m, theta, grand_x)
-            result = stats.compare_means(mean_c, var_c, c["n"], mean_t, var_t, m["n"], plan.alpha, cuped=plan.cuped)
+            result = ab_stats.compare_means(mean_c, var_c, c["n"], mean_t, var_t, m["n"], plan.alpha, cuped=plan.cuped)
     except ValueError:  # too few users in an arm to test
         return row
     row.update(abs_lift=result.estimate, rel_lift=result.relative, ci_low=result.ci_low, ci_high=result.ci_high,
@@ -263,8 +263,8 @@ def markdown(experiment: str, rows: list[dict], plan: Plan) -> str:
     for r in rows:
         if r["is_control"] or r["p_value"] is None:
             continue
-        comparison = stats.Comparison(r["abs_lift"], r["rel_lift"], r["ci_low"], r["ci_high"], r["p_value"], r["method"])
-        verdicts.append("- " + stats.verdict(r["metric"].replace("_", " "), r["variant_id"], control, comparison,
+        comparison = ab_stats.Comparison(r["abs_lift"], r["rel_lift"], r["ci_low"], r["ci_high"], r["p_value"], r["method"])
+        verdicts.append("- " + ab_stats.verdict(r["metric"].replace("_", " "), r["variant_id"], control, comparison,
                                              plan.alpha, r["metric"] != REVENUE_METRIC))
     lines.append("**Verdict:**")
     lines += verdicts or ["- not enough users to compare yet"]

@@ -88,7 +88,3 @@ def forget(con, table: Table, start: date, end: date, delete_files: bool = True)
         [table.name, start, end],
     )
 
-
-def parquet_bytes(con) -> int:
-    [(total,)] = con.execute(f"SELECT coalesce(sum(bytes), 0) FROM {PARQUET_BATCHES.name}").fetchall()
-    return int(total)

@@ -22,7 +22,6 @@ class Table:
     name: str  # schema-qualified, e.g. "clean.events"
     columns: tuple[Column, ...]
     partition_column: str | None = None
-    description: str = ""
     key: tuple[str, ...] = ()  # the grain: columns that identify a row
 
     @property
@@ -48,8 +47,8 @@ class Table:
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n)"
 
 
-def _t(name: str, partition_column: str | None, description: str, *cols: tuple[str, str, str], key=()) -> Table:
-    return Table(name, tuple(Column(*c) for c in cols), partition_column, description, tuple(key))
+def _t(name: str, partition_column: str | None, *cols: tuple[str, str, str], key=()) -> Table:
+    return Table(name, tuple(Column(*c) for c in cols), partition_column, tuple(key))
 
 
 _LINEAGE = (
@@ -58,10 +57,10 @@ _LINEAGE = (
     ("line_no", "BIGINT", "1-based row number inside the source file"),
 )
 
+# One row per landed file: checksum, row count, format and whether it was a re-delivery.
 SOURCE_FILES = _t(
     "raw.source_files",
     "arrival_date",
-    "One row per landed file: checksum, row count, format and whether it was a re-delivery.",
     ("source", "VARCHAR", "Landing source: events or requests"),
     ("arrival_date", "DATE", "UTC day folder the file landed in"),
     ("path", "VARCHAR", "File path relative to the landing root"),
@@ -78,10 +77,10 @@ SOURCE_FILES = _t(
     ("run_id", "VARCHAR", "Dagster run that registered the file"),
 )
 
+# Segment events as landed, pseudonymized and scrubbed of free PII; immutable, replayable.
 RAW_EVENTS = _t(
     "raw.events",
     "arrival_date",
-    "Segment events as landed, pseudonymized and scrubbed of free PII; immutable, replayable.",
     *_LINEAGE,
     ("ingested_at", "TIMESTAMP", "UTC time the row was ingested"),
     ("message_id", "VARCHAR", "Segment messageId as sent (the dedupe key)"),
@@ -100,10 +99,10 @@ RAW_EVENTS = _t(
     ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
 )
 
+# Registry of raw rows stored as Parquet files (feature flag raw_format=parquet): one row per ingest batch.
 PARQUET_BATCHES = _t(
     "raw.parquet_batches",
     "arrival_date",
-    "Registry of raw rows stored as Parquet files (feature flag raw_format=parquet): one row per ingest batch.",
     ("table_name", "VARCHAR", "Raw table the rows belong to, e.g. raw.events"),
     ("arrival_date", "DATE", "Arrival day of the batch"),
     ("path", "VARCHAR", "Absolute path of the Parquet file"),
@@ -112,11 +111,11 @@ PARQUET_BATCHES = _t(
     key=("path",),
 )
 
+# Raw rows removed by forget-user requests (erased, or dropped at ingest by the suppression list), per landed file and
+# request, so the accounting identity still holds.
 FORGOTTEN_ROWS = _t(
     "raw.forgotten_rows",
     "arrival_date",
-    "Raw rows removed by forget-user requests (erased, or dropped at ingest by the suppression list), "
-    "per landed file and request, so the accounting identity still holds.",
     ("source", "VARCHAR", "Landing source"),
     ("arrival_date", "DATE", "Arrival day of the removed rows"),
     ("source_file", "VARCHAR", "Landing file they came from"),
@@ -125,10 +124,10 @@ FORGOTTEN_ROWS = _t(
     key=("request_id", "arrival_date", "source_file"),
 )
 
+# Cursor and circuit-breaker state of each HTTP API source.
 HTTP_SOURCE_STATE = _t(
     "raw.http_source_state",
     None,
-    "Cursor and circuit-breaker state of each HTTP API source.",
     ("source", "VARCHAR", "API source name"),
     ("cursor", "VARCHAR", "Cursor of the next page to fetch (NULL: from the start)"),
     ("consecutive_failures", "INTEGER", "Failed requests in a row"),
@@ -137,10 +136,10 @@ HTTP_SOURCE_STATE = _t(
     key=("source",),
 )
 
+# API pages that stayed bad after every retry: what was asked, what came back. The cursor was not advanced.
 HTTP_DEAD_LETTERS = _t(
     "raw.http_dead_letters",
     None,
-    "API pages that stayed bad after every retry: what was asked, what came back. The cursor was not advanced.",
     ("source", "VARCHAR", "API source name"),
     ("cursor", "VARCHAR", "Cursor of the page"),
     ("url", "VARCHAR", "Requested URL"),
@@ -150,10 +149,10 @@ HTTP_DEAD_LETTERS = _t(
     ("failed_at", "TIMESTAMP", "UTC time"),
 )
 
+# Operational request log samples as landed; immutable, replayable.
 RAW_REQUESTS = _t(
     "raw.requests",
     "arrival_date",
-    "Operational request log samples as landed; immutable, replayable.",
     *_LINEAGE,
     ("ingested_at", "TIMESTAMP", "UTC time the row was ingested"),
     ("record_id", "VARCHAR", "Fingerprint of the sample's fields (the dedupe key)"),
@@ -169,10 +168,10 @@ RAW_REQUESTS = _t(
     ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
 )
 
+# Typed, deduplicated, pseudonymized Segment events; one row per messageId.
 CLEAN_EVENTS = _t(
     "clean.events",
     "arrival_date",
-    "Typed, deduplicated, pseudonymized Segment events; one row per messageId.",
     ("event_date", "DATE", "UTC day of event_ts: the day the event counts toward in the marts"),
     ("event_ts", "TIMESTAMP", "Event time in UTC, clock-skew corrected: receivedAt - (sentAt - timestamp)"),
     ("message_id", "VARCHAR", "Segment messageId; unique in this table"),
@@ -193,10 +192,10 @@ CLEAN_EVENTS = _t(
     key=("message_id",),
 )
 
+# Typed, deduplicated request log samples.
 CLEAN_REQUESTS = _t(
     "clean.requests",
     "arrival_date",
-    "Typed, deduplicated request log samples.",
     ("event_date", "DATE", "UTC day of request_ts"),
     ("request_ts", "TIMESTAMP", "Request time in UTC"),
     ("record_id", "VARCHAR", "Fingerprint of the sample; unique in this table"),
@@ -221,12 +220,14 @@ _QUARANTINE_COLS = (
      "previously served clean rows stay served)"),
 )
 
+# Event rows rejected by the contract, with the reason.
 QUARANTINE_EVENTS = _t(
-    "quarantine.events", "arrival_date", "Event rows rejected by the contract, with the reason.", *_QUARANTINE_COLS,
+    "quarantine.events", "arrival_date", *_QUARANTINE_COLS,
     key=("arrival_date", "source_file", "line_no"),
 )
+# Request rows rejected by the contract, with the reason.
 QUARANTINE_REQUESTS = _t(
-    "quarantine.requests", "arrival_date", "Request rows rejected by the contract, with the reason.", *_QUARANTINE_COLS,
+    "quarantine.requests", "arrival_date", *_QUARANTINE_COLS,
     key=("arrival_date", "source_file", "line_no"),
 )
 
@@ -238,19 +239,16 @@ _DUPLICATE_COLS = (
     ("conflicting_fields", "VARCHAR", "Raw fields that differ from the original delivery, ', '-separated "
      "(field names only); NULL when the content is the same"),
 )
-DUPLICATES_EVENTS = _t(
-    "clean.events_duplicates", "arrival_date", "Re-delivered event rows (a later delivery of a known messageId), "
-    "flagged when their content conflicts with the original delivery.",
-    *_DUPLICATE_COLS,
-)
-DUPLICATES_REQUESTS = _t(
-    "clean.requests_duplicates", "arrival_date", "Re-delivered request rows.", *_DUPLICATE_COLS
-)
+# Re-delivered event rows (a later delivery of a known messageId), flagged when their content conflicts with the
+# original delivery.
+DUPLICATES_EVENTS = _t("clean.events_duplicates", "arrival_date", *_DUPLICATE_COLS)
+# Re-delivered request rows.
+DUPLICATES_REQUESTS = _t("clean.requests_duplicates", "arrival_date", *_DUPLICATE_COLS)
 
+# Daily active users, trailing 7/30-day actives, stickiness, new vs returning, sessions, events.
 DAILY_ENGAGEMENT = _t(
     "marts.daily_engagement",
     "event_date",
-    "Daily active users, trailing 7/30-day actives, stickiness, new vs returning, sessions, events.",
     ("event_date", "DATE", "UTC day"),
     ("dau", "BIGINT", "Users with an event on the day"),
     ("wau", "BIGINT", "Users with an event in [d-6, d]"),
@@ -263,10 +261,10 @@ DAILY_ENGAGEMENT = _t(
     key=("event_date",),
 )
 
+# Per day and funnel step: users who did steps 1..k in order that day, and conversion.
 FUNNEL_DAILY = _t(
     "marts.funnel_daily",
     "event_date",
-    "Per day and funnel step: users who did steps 1..k in order that day, and conversion.",
     ("event_date", "DATE", "UTC day"),
     ("funnel", "VARCHAR", "Funnel name"),
     ("step_order", "INTEGER", "1-based position of the step"),
@@ -277,10 +275,10 @@ FUNNEL_DAILY = _t(
     key=("event_date", "funnel", "step_order"),
 )
 
+# Weekly signup cohorts (week of first event) x weeks since: retained users and rate.
 RETENTION_COHORTS = _t(
     "marts.retention_cohorts",
     "activity_week",
-    "Weekly signup cohorts (week of first event) x weeks since: retained users and rate.",
     ("cohort_week", "DATE", "Monday of the week of the users' first event"),
     ("weeks_since", "INTEGER", "k: weeks between cohort week and activity week"),
     ("cohort_size", "BIGINT", "Users whose first event is in cohort_week"),
@@ -290,10 +288,10 @@ RETENTION_COHORTS = _t(
     key=("cohort_week", "weeks_since"),
 )
 
+# Orders, revenue, paying users, ARPU and ARPPU per day.
 REVENUE_DAILY = _t(
     "marts.revenue_daily",
     "event_date",
-    "Orders, revenue, paying users, ARPU and ARPPU per day.",
     ("event_date", "DATE", "UTC day"),
     ("orders", "BIGINT", "Order Completed events"),
     ("revenue", "DOUBLE", "Sum of properties.revenue (else properties.total) over orders"),
@@ -303,10 +301,10 @@ REVENUE_DAILY = _t(
     key=("event_date",),
 )
 
+# Requests, errors (status >= 500), error rate and continuous p50/p90/p99 latency per service per day.
 SERVICE_LATENCY = _t(
     "marts.service_latency",
     "event_date",
-    "Requests, errors (status >= 500), error rate and continuous p50/p90/p99 latency per service per day.",
     ("event_date", "DATE", "UTC day"),
     ("service", "VARCHAR", "Service"),
     ("requests", "BIGINT", "Requests"),
@@ -318,10 +316,10 @@ SERVICE_LATENCY = _t(
     key=("event_date", "service"),
 )
 
+# Every headline KPI per day with relative change vs the previous day, week, month and year.
 KPI_CHANGES = _t(
     "marts.kpi_changes",
     "event_date",
-    "Every headline KPI per day with relative change vs the previous day, week, month and year.",
     ("event_date", "DATE", "UTC day"),
     ("kpi", "VARCHAR", "KPI name"),
     ("value", "DOUBLE", "KPI value on the day"),
@@ -332,10 +330,10 @@ KPI_CHANGES = _t(
     key=("event_date", "kpi"),
 )
 
+# Every headline KPI per day with the value the detector expected, a robust score and a flag.
 KPI_ANOMALIES = _t(
     "marts.kpi_anomalies",
     "event_date",
-    "Every headline KPI per day with the value the detector expected, a robust score and a flag.",
     ("event_date", "DATE", "UTC day"),
     ("kpi", "VARCHAR", "KPI name (as in marts.kpi_changes)"),
     ("value", "DOUBLE", "KPI value on the day"),
@@ -350,11 +348,11 @@ KPI_ANOMALIES = _t(
     key=("event_date", "kpi"),
 )
 
+# A/B readouts as of each day: per experiment x variant x metric, exposed users, conversions, rate, lift vs control
+# with CI and p-value, sample-ratio-mismatch p-value and crossover users.
 EXPERIMENT_RESULTS = _t(
     "marts.experiment_results",
     "as_of_date",
-    "A/B readouts as of each day: per experiment x variant x metric, exposed users, conversions, rate, "
-    "lift vs control with CI and p-value, sample-ratio-mismatch p-value and crossover users.",
     ("as_of_date", "DATE", "Readout as of the end of this UTC day (the partition)"),
     ("experiment_id", "VARCHAR", "properties.experiment_id of the Experiment Viewed events"),
     ("variant_id", "VARCHAR", "properties.variant_id"),
@@ -378,10 +376,10 @@ EXPERIMENT_RESULTS = _t(
     key=("as_of_date", "experiment_id", "variant_id", "metric"),
 )
 
+# The pipeline's own KPIs: one row per partition x asset x run, appended by every step as it finishes.
 PARTITION_KPIS = _t(
     "pipeline_health.partition_kpis",
     "partition",
-    "The pipeline's own KPIs: one row per partition x asset x run, appended by every step as it finishes.",
     ("partition", "DATE", "Daily partition (arrival day for raw/clean, event day for marts)"),
     ("asset", "VARCHAR", "Asset key, e.g. clean/clean_events"),
     ("run_id", "VARCHAR", "Dagster run that materialized it"),
@@ -396,10 +394,10 @@ PARTITION_KPIS = _t(
     key=("partition", "asset", "run_id"),
 )
 
+# Per partition and SLO: target, measured value, met or breached, and the error budget burnt over 28 days.
 SLO_STATUS = _t(
     "pipeline_health.slo_status",
     "partition",
-    "Per partition and SLO: target, measured value, met or breached, and the error budget burnt over 28 days.",
     ("partition", "DATE", "Daily partition the SLO was evaluated for"),
     ("slo", "VARCHAR", "freshness_hours, completeness, quarantine_rate or duplicate_rate"),
     ("target", "DOUBLE", "Target value (configurable, `SloTargets`)"),
@@ -413,10 +411,10 @@ SLO_STATUS = _t(
     key=("partition", "slo"),
 )
 
+# A/B tests of pipeline configurations: one measurement per experiment x arm x repetition x metric.
 CONFIG_EXPERIMENTS = _t(
     "pipeline_health.config_experiments",
     None,
-    "A/B tests of pipeline configurations: one measurement per experiment x arm x repetition x metric.",
     ("experiment_id", "VARCHAR", "Name of the experiment run"),
     ("run_at", "TIMESTAMP", "UTC time the experiment finished"),
     ("arm", "VARCHAR", "A (baseline) or B (candidate)"),
@@ -428,10 +426,10 @@ CONFIG_EXPERIMENTS = _t(
     key=("experiment_id", "arm", "repetition", "metric"),
 )
 
+# Audit of forget-user (erasure) requests: who, when, rows deleted per table. Never the user id.
 FORGET_AUDIT = _t(
     "pipeline_health.forget_audit",
     None,
-    "Audit of forget-user (erasure) requests: who, when, rows deleted per table. Never the user id.",
     ("request_id", "VARCHAR", "Forget request (pipeline_health.forget_requests)"),
     ("requested_at", "TIMESTAMP", "UTC time of the deletion"),
     ("requested_by", "VARCHAR", "Who asked (run config `requested_by`)"),
@@ -443,11 +441,11 @@ FORGET_AUDIT = _t(
     key=("request_id", "table_name"),
 )
 
+# Forget-user (erasure) requests and the suppression list: every request not `no_match` keeps the subject's rows out
+# of every later ingest and re-ingest. Only the keyed pseudonym, never the id.
 FORGET_REQUESTS = _t(
     "pipeline_health.forget_requests",
     None,
-    "Forget-user (erasure) requests and the suppression list: every request not `no_match` keeps the "
-    "subject's rows out of every later ingest and re-ingest. Only the keyed pseudonym, never the id.",
     ("request_id", "VARCHAR", "Opaque request id: the only thing the Dagster run config carries"),
     ("requested_at", "TIMESTAMP", "UTC time the request was recorded"),
     ("requested_by", "VARCHAR", "Who asked (`--requested-by`)"),
@@ -460,10 +458,10 @@ FORGET_REQUESTS = _t(
     key=("request_id",),
 )
 
+# What each retention run deleted, per table, and which days it kept because a run still needed them.
 RETENTION_LOG = _t(
     "pipeline_health.retention_log",
     "cutoff",
-    "What each retention run deleted, per table, and which days it kept because a run still needed them.",
     ("run_id", "VARCHAR", "Dagster run of the retention job"),
     ("run_at", "TIMESTAMP", "UTC time of the deletion"),
     ("layer", "VARCHAR", "raw, clean or marts"),
@@ -474,10 +472,10 @@ RETENTION_LOG = _t(
     key=("run_id", "table_name"),
 )
 
+# Every alert raised, once per dedupe key: first and last time seen and how often.
 ALERTS = _t(
     "pipeline_health.alerts",
     None,
-    "Every alert raised, once per dedupe key: first and last time seen and how often.",
     ("dedupe_key", "VARCHAR", "Identity of the problem; the same key never pages twice"),
     ("severity", "VARCHAR", "critical, error or warning"),
     ("kind", "VARCHAR", "check_failed, slo_breach, kpi_anomaly, run_failure or stale_partition"),

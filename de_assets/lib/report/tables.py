@@ -6,7 +6,7 @@ and a note under the table says which and why, instead of showing an empty colum
 
 from __future__ import annotations
 
-from de_assets.lib import experiments as stats
+from de_assets.lib import ab_stats
 from de_assets.lib.experiment_readout import REVENUE_METRIC, Plan, healthy
 from de_assets.lib.report import formats as f
 
@@ -79,7 +79,7 @@ def verdicts(rows: list[dict]) -> tuple[dict[tuple[str, str], str], list[str]]:
     """The plain-language verdict per (metric, variant) of one experiment, and its failed health checks.
 
     Same rules as the readout in the Dagster UI (`experiment_readout.markdown`): no verdict when the
-    sample ratio or the crossover share fails; otherwise `experiments.verdict` on each comparison.
+    sample ratio or the crossover share fails; otherwise `ab_stats.verdict` on each comparison.
     """
     metrics = {r["metric"]: r["metric"] for r in rows if r["metric"] != REVENUE_METRIC}
     plan = Plan(metrics=metrics, alpha=rows[0]["alpha"])
@@ -95,8 +95,8 @@ def verdicts(rows: list[dict]) -> tuple[dict[tuple[str, str], str], list[str]]:
         elif f.missing(r["p_value"]):
             out[key] = "not enough users to compare yet"
         else:
-            c = stats.Comparison(r["abs_lift"], r["rel_lift"], r["ci_low"], r["ci_high"], r["p_value"], r["method"])
-            out[key] = stats.verdict(r["metric"].replace("_", " "), r["variant_id"], control, c, plan.alpha,
+            c = ab_stats.Comparison(r["abs_lift"], r["rel_lift"], r["ci_low"], r["ci_high"], r["p_value"], r["method"])
+            out[key] = ab_stats.verdict(r["metric"].replace("_", " "), r["variant_id"], control, c, plan.alpha,
                                      r["metric"] != REVENUE_METRIC)
     return out, problems
 
