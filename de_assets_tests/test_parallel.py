@@ -18,10 +18,10 @@ import dagster as dg
 import duckdb
 
 from de_assets import lake, sensors
-from de_assets.config_experiment import fingerprint
+from de_assets.lib.config_experiment import fingerprint
 from de_assets.definitions import build_defs
 from de_assets.lib import served
-from de_assets.lib.generator import generate
+from de_assets.generator import generate
 from de_assets.resources import build_resources
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
