@@ -1,7 +1,6 @@
 """Group `pipeline_health`: the pipeline's own KPIs per partition, and its SLOs with error budgets."""
 
 import json
-import time
 from datetime import date, datetime, timezone
 
 import dagster as dg
