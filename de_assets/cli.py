@@ -4,7 +4,7 @@
     de-assets generate --days 30 --events-per-day 100000
     de-assets run --start 2026-11-01 --end 2026-11-07
     de-assets run --start 2026-11-01 --dry-run   # compute, validate, report; write nothing
-    de-assets experiment --start 2026-11-01 --end 2026-11-03 --b raw_format=parquet --reps 3
+    de-assets experiment --start 2026-11-01 --end 2026-11-03 --b lake_compression=snappy --reps 3
     de-assets forget-user --user-id cus_4821 --requested-by dpo@example.org
     de-assets sql "SELECT * FROM marts.daily_engagement" --format csv   # while runs write
     de-assets status                    # one screen: newest partitions, failed checks, SLOs, open alerts
@@ -541,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("experiment", "A/B test two pipeline configurations on the same landed days", cmd_experiment)
     _range_options(p, "arrival day")
-    p.add_argument("--a", nargs="*", default=["raw_format=json"], metavar="FLAG=VALUE", help="flags of arm A")
-    p.add_argument("--b", nargs="*", default=["raw_format=parquet"], metavar="FLAG=VALUE", help="flags of arm B")
+    p.add_argument("--a", nargs="*", default=["lake_compression=zstd"], metavar="FLAG=VALUE", help="flags of arm A")
+    p.add_argument("--b", nargs="*", default=["lake_compression=snappy"], metavar="FLAG=VALUE", help="flags of arm B")
     p.add_argument("--reps", type=int, default=MIN_REPETITIONS, metavar="N",
                    help=f"repetitions per arm; fewer than {MIN_REPETITIONS} measure but name no winner")
     _landing_option(p)

@@ -39,16 +39,20 @@ class PipelineRunner:
         `settings` are the running code location's `PipelineSettings` (landing root, key, gate, funnels);
         only the arm's flags differ. `suppressed` is the warehouse's forget-user suppression list: the
         replay drops forgotten users like any ingest."""
-        database = workdir / f"{arm}-{repetition}.duckdb"
-        for leftover in workdir.glob(f"{arm}-{repetition}.duckdb*"):
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        reports = str(workdir / f"{arm}-{repetition}-reports")  # the arm's report pages stay in its sandbox
+        sandbox = workdir / f"{arm}-{repetition}"  # its warehouse, lake and report pages
+        shutil.rmtree(sandbox, ignore_errors=True)
+        sandbox.mkdir(parents=True)
+        database = sandbox / "warehouse.duckdb"
+        reports = str(sandbox / "reports")
         if suppressed:
-            workdir.mkdir(parents=True, exist_ok=True)
             with duckdb.connect(str(database)) as con:
                 ensure_tables(con)
                 forget.seed_suppression(con, suppressed, datetime.now(timezone.utc).replace(tzinfo=None))
-        defs = self.build_defs(build_resources(str(database), **{**settings, **flags, "reports_root": reports}))
+        # the arm's own lake too, whatever DE_ASSETS_CATALOG_URI / DE_ASSETS_LAKE say: an arm never publishes
+        # to the served lake
+        sandboxed = {"reports_root": reports, "catalog_uri": f"sqlite:///{sandbox.resolve() / 'catalog.db'}",
+                     "lake_uri": (sandbox.resolve() / "lake").as_uri()}
+        defs = self.build_defs(build_resources(str(database), **{**settings, **flags, **sandboxed}))
         started = time.perf_counter()
         with dg.DagsterInstance.ephemeral() as instance:
             result = defs.resolve_job_def("daily_pipeline").execute_in_process(

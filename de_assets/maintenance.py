@@ -56,8 +56,7 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, w
     protected = days_needed_by_runs(context.instance, context.run_id)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with warehouse.connect() as con:
-        report = retention.enforce(con, policy, today, protected, context.run_id, now,
-                                   delete_files=not warehouse.dry_run)
+        report = retention.enforce(con, policy, today, protected, context.run_id, now)
     lake_files = _retain_in_lake(warehouse, report, protected, now - timedelta(days=config.snapshot_days))
     deleted = sum(r["rows_deleted"] for r in report)
     table = "| layer | table | cutoff | rows deleted | kept for runs |\n|---|---|---|--:|---|\n" + "\n".join(

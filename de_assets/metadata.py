@@ -7,7 +7,6 @@ from datetime import date
 
 import dagster as dg
 
-from de_assets.lib import rawstore
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import Table
 
@@ -74,7 +73,7 @@ def run_metadata(con, table: Table, start: date, end: date) -> dict:
     table, its schema, the run's partition range and, in a dry run, what the run would change."""
     rows = None
     if con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'stored'").fetchall()[0][0]:
-        source = rawstore.relation(con, table, start, end)
+        source = table.name
         rows = con.execute(f"SELECT count(*) FROM {source} WHERE {_where(table)}", [start, end]).fetchone()[0]
     return {
         **(_dry_run_diff(con, table, _where(table), start, end, rows) if rows is not None else {}),
@@ -87,7 +86,7 @@ def run_metadata(con, table: Table, start: date, end: date) -> dict:
 def day_metadata(con, table: Table, day: date) -> dict:
     """The rows of one partition: their count and a preview."""
     where = _where(table)
-    source = rawstore.relation(con, table, day, day)  # raw rows may live in Parquet (raw_format flag)
+    source = table.name
     rows = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [day, day]).fetchone()[0]
     # pseudonyms are personal data: they stay out of Dagster's event storage, where forget-user
     # cannot reach them (the preview shows every other plain column)

@@ -13,8 +13,7 @@
 | `DE_ASSETS_REPORTS` | `data/reports` | where the insights report's HTML pages are written |
 | `DE_ASSETS_LATE_LOOKBACK_DAYS` | `7` | late events up to this many days re-open their day; older ones: quarantine `too_late` |
 | `DE_ASSETS_EARLIEST_EVENT_TIME` | `1970-01-02` | events (and request samples) before this UTC time: quarantine `*_ts:implausibly_old` |
-| `DE_ASSETS_RAW_FORMAT` | `json` | feature flag: raw rows in the DuckDB table (`json`) or Parquet files (`parquet`) |
-| `DE_ASSETS_RAW_FORMAT_ROLLOUT` | `1.0` | share of arrival days (deterministic by day) the raw format applies to |
+| `DE_ASSETS_LAKE_COMPRESSION` | `zstd` | feature flag: Parquet codec of the lake's data files (`zstd`, `snappy`, `gzip`, `uncompressed`) |
 | `DE_ASSETS_DEDUPE_STRATEGY` | `window` | feature flag: `window` (row_number) or `arg_min` (hash aggregate); same rows |
 
 Dry run is a launch-time switch, not an environment variable: run config
@@ -23,7 +22,6 @@ Dry run is a launch-time switch, not an environment variable: run config
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -35,7 +33,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, rawstore, served
+from de_assets.lib import alerts, contracts, served
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
@@ -73,6 +71,7 @@ class Warehouse(DuckDBResource):
     memory_limit: str = "600MB"
     catalog_uri: str | None = None  # the lake's SQL catalog; default: SQLite `catalog.db` beside the database file
     lake_uri: str | None = None  # where the lake's files go; default: `lake/` beside the database file
+    lake_compression: str = "zstd"  # feature flag: Parquet codec of the lake's data files (lib/flags.py)
     lock_wait_s: float = 120.0  # how long to wait for another process's write lock before failing
     run_mode: dg.ResourceDependency[RunMode]
     _scratch: Path | None = PrivateAttr(default=None)
@@ -83,6 +82,9 @@ class Warehouse(DuckDBResource):
         return self.run_mode.dry_run
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.lake_compression not in served.LAKE_CODECS:
+            raise dg.Failure(f"DE_ASSETS_LAKE_COMPRESSION (feature flag lake_compression) must be one of "
+                             f"{served.LAKE_CODECS}, got {self.lake_compression!r}")
         _record_run_process(context)
         if not self.dry_run:
             return
@@ -94,14 +96,6 @@ class Warehouse(DuckDBResource):
         for suffix in ("", ".wal"):  # copy, never open: the stored file stays byte-for-byte the same
             if Path(self.database + suffix).exists():
                 shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
-
-    @property
-    def raw_dir(self) -> str:
-        """Where raw Parquet batches are written (raw_format=parquet): next to the active database file."""
-        target = str(self._scratch) if self._scratch is not None else self.database
-        if target == ":memory:":
-            return str(Path(tempfile.gettempdir()) / f"de_assets_raw_{os.getpid()}")
-        return f"{target}.raw"
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._scratch is not None:
@@ -140,7 +134,7 @@ class Warehouse(DuckDBResource):
         catalog = self.lake_catalog()
         if catalog is None or table not in served.PUBLISHED:
             return None
-        return served.publish(con, catalog, table, start, end)
+        return served.publish(con, catalog, table, start, end, compression=self.lake_compression)
 
     @contextmanager
     def read_only(self, wait_s: float = 5.0):
@@ -202,21 +196,11 @@ class PipelineSettings(dg.ConfigurableResource):
     events_api_url: str | None = None  # JSON events API pulled by landing/events_api (R2)
     reports_root: str = "data/reports"  # where reports/insights writes its HTML pages
     # Feature flags (pipeline configuration experiments, R7); results are identical either way.
-    raw_format: str = "json"
-    raw_format_rollout: float = 1.0
     dedupe_strategy: str = "window"
     # A KPI is flagged as anomalous (and alerted) only when the count it stands on (events, orders,
     # requests or pipeline rows in, see lib/marts.kpi_anomalies) is at least this on the day or in
     # the median of the 28 days before (DE_ASSETS_ANOMALY_MIN_VOLUME).
     anomaly_min_volume: float = 100.0
-
-    def raw_format_for(self, day) -> str:
-        """The raw store of an arrival day: the flag's value on its rollout share of days, else json."""
-        if self.raw_format not in rawstore.FORMATS:
-            raise dg.Failure(f"raw_format must be one of {rawstore.FORMATS}, got {self.raw_format!r}")
-        if self.raw_format == "json" or not rawstore.applies("raw_format", day, self.raw_format_rollout):
-            return "json"
-        return self.raw_format
 
     def earliest_event_ts(self):
         """`earliest_event_time` as a naive UTC timestamp; an unparseable value is a clear error."""
@@ -309,16 +293,18 @@ def build_resources(
     alerting: dict | None = None, **settings
 ) -> dict:
     """Every resource, configured from the environment; arguments override it (tests, benchmarks):
-    `alerting` overrides fields of the Alerting resource, the other keywords PipelineSettings."""
+    `alerting` overrides fields of the Alerting resource, `catalog_uri`, `lake_uri` and
+    `lake_compression` (a feature flag) the Warehouse's, the other keywords PipelineSettings."""
     run_mode = RunMode.configure_at_launch()
     warehouse = Warehouse(
         run_mode=run_mode,
         **_given(database=database or _env("DE_ASSETS_DUCKDB") or "data/warehouse.duckdb",
                  memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT"),
-                 catalog_uri=_env("DE_ASSETS_CATALOG_URI"), lake_uri=_env("DE_ASSETS_LAKE")),
+                 catalog_uri=settings.pop("catalog_uri", None) or _env("DE_ASSETS_CATALOG_URI"),
+                 lake_uri=settings.pop("lake_uri", None) or _env("DE_ASSETS_LAKE"),
+                 lake_compression=settings.pop("lake_compression", None) or os.getenv("DE_ASSETS_LAKE_COMPRESSION")),
     )
     rate = os.getenv("DE_ASSETS_MAX_QUARANTINE_RATE")
-    rollout = os.getenv("DE_ASSETS_RAW_FORMAT_ROLLOUT")
     lookback = os.getenv("DE_ASSETS_LATE_LOOKBACK_DAYS")
     min_volume = os.getenv("DE_ASSETS_ANOMALY_MIN_VOLUME")
     backfill_days = os.getenv("DE_ASSETS_ALERT_BACKFILL_DAYS")
@@ -336,8 +322,6 @@ def build_resources(
                     earliest_event_time=os.getenv("DE_ASSETS_EARLIEST_EVENT_TIME") or None,
                     events_api_url=_env("DE_ASSETS_EVENTS_API_URL"),
                     reports_root=_env("DE_ASSETS_REPORTS"),
-                    raw_format=os.getenv("DE_ASSETS_RAW_FORMAT"),
-                    raw_format_rollout=float(rollout) if rollout else None,
                     dedupe_strategy=os.getenv("DE_ASSETS_DEDUPE_STRATEGY"),
                     anomaly_min_volume=float(min_volume) if min_volume else None,
                 ),

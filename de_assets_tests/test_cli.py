@@ -179,7 +179,7 @@ def test_every_option_has_help_and_says_its_default(capsys):
         cli.main(["experiment", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "fewer than 3 measure but name no winner (default: 3)" in help_text
-    assert "flags of arm B (default: ['raw_format=parquet'])" in help_text
+    assert "flags of arm B (default: ['lake_compression=snappy'])" in help_text
 
 
 def test_version_comes_from_the_package_metadata(capsys):

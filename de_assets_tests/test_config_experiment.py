@@ -23,7 +23,7 @@ def test_a_side_wins_only_when_the_ranges_do_not_overlap():
               _arm("A", 3, 10.5, 100), _arm("B", 3, 8.5, 100)]
     summary = {s.metric: s for s in ce.summarize(faster)}
     assert summary["wall_seconds"].winner == "B" and summary["rows_per_second"].winner == "B"
-    text = ce.readout({"raw_format": "json"}, {"raw_format": "parquet"}, list(summary.values()), True, [], 3,
+    text = ce.readout({"lake_compression": "zstd"}, {"lake_compression": "snappy"}, list(summary.values()), True, [], 3,
                       "2026-11-01", "2026-11-02")
     assert "B wins on wall_seconds by 19.0%" in text  # medians 10.5 -> 8.5: -2 / 10.5
 
@@ -33,7 +33,7 @@ def test_fewer_than_three_repetitions_name_no_winner():
     two = [_arm("A", 1, 10.0, 100), _arm("B", 1, 8.0, 60), _arm("A", 2, 11.0, 100), _arm("B", 2, 9.0, 61)]
     summary = ce.summarize(two)
     assert {s.winner for s in summary} == {"none"}
-    text = ce.readout({"raw_format": "json"}, {"raw_format": "parquet"}, summary, True, [], 2, "2026-11-01", "2026-11-02")
+    text = ce.readout({"lake_compression": "zstd"}, {"lake_compression": "snappy"}, summary, True, [], 2, "2026-11-01", "2026-11-02")
     assert "no winner named: 2 repetition(s) per arm, at least 3 are needed" in text
     assert "wins" not in text
     assert ce.MIN_REPETITIONS == 3
@@ -46,9 +46,9 @@ def test_identity_check_names_the_tables_that_differ():
     assert ce.identical_tables(differ) == (False, ["t"])
 
 
-def test_json_vs_parquet_experiment_runs_through_dagster(pipeline, tmp_path):
-    config = {"start": "2026-11-01", "end": "2026-11-03", "a": {"raw_format": "json"},
-              "b": {"raw_format": "parquet", "dedupe_strategy": "arg_min"}, "repetitions": 1}
+def test_compression_experiment_runs_through_dagster(pipeline, tmp_path):
+    config = {"start": "2026-11-01", "end": "2026-11-03", "a": {"lake_compression": "zstd"},
+              "b": {"lake_compression": "uncompressed", "dedupe_strategy": "arg_min"}, "repetitions": 1}
     result = pipeline.defs.resolve_job_def("pipeline_config_experiment").execute_in_process(
         instance=pipeline.instance, run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
     )
@@ -69,7 +69,7 @@ def test_json_vs_parquet_experiment_runs_through_dagster(pipeline, tmp_path):
 
 
 def test_unknown_flag_is_refused(pipeline):
-    config = {"start": "2026-11-01", "end": "2026-11-01", "b": {"raw_fromat": "parquet"}, "repetitions": 1}
+    config = {"start": "2026-11-01", "end": "2026-11-01", "b": {"lake_compresion": "zstd"}, "repetitions": 1}
     result = pipeline.defs.resolve_job_def("pipeline_config_experiment").execute_in_process(
         instance=pipeline.instance, raise_on_error=False,
         run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},

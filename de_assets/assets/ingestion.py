@@ -132,13 +132,13 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
         reports: dict[date, ingest.IngestReport] = {}
         with warehouse.connect() as con:
             privacy.install_macros(con, settings.key(context.log))
-            if config.reingest:  # in a dry run the Parquet files of the stored warehouse stay untouched
-                ingest.forget_partition(con, source, start, end, delete_files=not warehouse.dry_run)
+            if config.reingest:
+                ingest.forget_partition(con, source, start, end)
             earlier = ingest.earlier_files(con, settings.landing_root, source, end)
             for day in days_between(start, end):
                 reports[day] = ingest.ingest_day(
                     con, settings.landing_root, source, day, context.run.run_id, ingest.IngestReport(source),
-                    raw_format=settings.raw_format_for(day), raw_dir=warehouse.raw_dir, earlier=earlier,
+                    earlier=earlier,
                 )
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]

@@ -238,8 +238,8 @@ class ConfigExperimentConfig(dg.Config):
 
     start: str
     end: str
-    a: dict[str, str] = {"raw_format": "json"}
-    b: dict[str, str] = {"raw_format": "parquet"}
+    a: dict[str, str] = {"lake_compression": "zstd"}
+    b: dict[str, str] = {"lake_compression": "snappy"}
     repetitions: int = 3
     experiment_id: str = ""
 
@@ -251,8 +251,8 @@ class ConfigExperimentConfig(dg.Config):
     owners=OWNERS,
     tags={"layer": "pipeline_health", "pii": "none"},
     code_version="1",
-    description="A/B test of two pipeline configurations (feature flags such as raw_format json vs "
-    "parquet, dedupe_strategy): the landed days [start, end] run through `daily_pipeline` once per "
+    description="A/B test of two pipeline configurations (feature flags such as lake_compression zstd "
+    "vs snappy, dedupe_strategy): the landed days [start, end] run through `daily_pipeline` once per "
     "arm and repetition, each into its own isolated warehouse, alternating arms. Records wall time, "
     "stage latency, rows/s, bytes stored and quarantine rate per run, checks that both arms serve "
     "identical tables, and writes a readout (medians, min-max spread, winner only when the ranges "

@@ -33,7 +33,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pandera.pandas as pa
 
-from de_assets.lib import contracts, rawstore
+from de_assets.lib import contracts
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -313,10 +313,10 @@ def clean_range(
     params = {"start": start, "end": end}
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _cur AS SELECT row_number() OVER () AS row_id, * "
-        f"FROM {rawstore.relation(con, spec.raw, start, end)} WHERE arrival_date BETWEEN $start AND $end",
+        f"FROM {spec.raw.name} WHERE arrival_date BETWEEN $start AND $end",
         params,
     )
-    earlier = rawstore.relation(con, spec.raw, None, start - timedelta(days=1))
+    earlier = spec.raw.name
     con.execute(f"CREATE OR REPLACE TEMP TABLE _dup AS {_duplicates_sql(spec.key, earlier, dedupe_strategy)}",
                 {"start": start})
     con.execute("CREATE OR REPLACE TEMP TABLE _conflict (row_id BIGINT, conflicting_fields VARCHAR)")
@@ -426,9 +426,9 @@ def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]
     """Arrival days after `end`, already cleaned, that serve a row whose key was delivered in
     [start, end]: built before these days were ingested (runs of different days ran in another
     order, or at once), they served a re-delivery as the original. Oldest first."""
-    later = rawstore.relation(con, spec.raw, end + timedelta(days=1), None)
+    later = spec.raw.name
     rows = con.execute(
-        f"""WITH keys AS (SELECT DISTINCT {spec.key} FROM {rawstore.relation(con, spec.raw, start, end)}
+        f"""WITH keys AS (SELECT DISTINCT {spec.key} FROM {spec.raw.name}
                           WHERE arrival_date BETWEEN $start AND $end AND {spec.key} IS NOT NULL AND parse_error IS NULL),
                  served AS (SELECT arrival_date, source_file, line_no FROM {spec.clean.name} WHERE arrival_date > $end
                             UNION ALL
@@ -497,7 +497,6 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
     if not days:
         return {"days_checked": 0, "files_checked": 0, "balanced": True}
     window = "list_contains($days, arrival_date)"
-    start, end = min(days), max(days)
 
     def per_file(label: str, relation: str, count: str = "count(*)", where: str = "TRUE", file: str = "source_file"):
         return (f"SELECT '{label}' AS k, arrival_date, {file} AS source_file, {count} AS n FROM {relation} "
@@ -507,7 +506,7 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
         per_file("landed", "raw.source_files", "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
         per_file("redelivered", "raw.source_files", "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
         per_file("forgotten", "raw.forgotten_rows", "sum(rows)", "source = $source"),
-        per_file("raw", rawstore.relation(con, spec.raw, start, end)),
+        per_file("raw", spec.raw.name),
         per_file("clean", spec.clean.name),
         per_file("quarantined", spec.quarantine.name),
         per_file("held_back", spec.quarantine.name, where="status = 'held_back'"),

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 
-from de_assets.lib import rawstore
 from de_assets.lib.flags import parse_flags
 from de_assets.lib.tables import ALL_TABLES, PARTITION_KPIS
 
@@ -58,12 +57,12 @@ def fingerprint(con) -> dict[str, tuple]:
     """
     out = {}
     for table in ALL_TABLES:
-        if table.schema == "pipeline_health" or table.name == "raw.parquet_batches":
+        if table.schema == "pipeline_health":
             continue
         hashed = ", ".join(f'round("{c.name}", 6)' if c.type == "DOUBLE" else f'"{c.name}"'
                            for c in table.columns if c.name not in ("ingested_at", "run_id"))
         [(rows, digest)] = con.execute(
-            f"SELECT count(*), coalesce(sum(hash({hashed})::HUGEINT), 0) FROM {rawstore.relation(con, table)}"
+            f"SELECT count(*), coalesce(sum(hash({hashed})::HUGEINT), 0) FROM {table.name}"
         ).fetchall()
         out[table.name] = (rows, int(digest))
     return out
@@ -71,7 +70,7 @@ def fingerprint(con) -> dict[str, tuple]:
 
 def measure(database: Path, wall: float) -> tuple[dict[str, float], dict[str, tuple]]:
     """What an arm's finished warehouse says: stage seconds and rows from its own
-    `pipeline_health.partition_kpis`, bytes stored (DuckDB file + raw Parquet), fingerprints."""
+    `pipeline_health.partition_kpis`, bytes stored (DuckDB file + the lake's files), fingerprints."""
     with duckdb.connect(str(database), read_only=True) as con:
         [(ingest, clean, marts, rows_in, quarantined)] = con.execute(
             f"""SELECT sum(seconds) FILTER (WHERE asset LIKE 'raw/%'),
@@ -82,7 +81,7 @@ def measure(database: Path, wall: float) -> tuple[dict[str, float], dict[str, tu
                 FROM {PARTITION_KPIS.name}"""
         ).fetchall()
         prints = fingerprint(con)
-    stored = database.stat().st_size + _dir_bytes(Path(f"{database}.raw"))
+    stored = database.stat().st_size + _dir_bytes(database.parent / "lake")
     return {
         "wall_seconds": wall,
         "ingest_seconds": ingest or 0.0,
@@ -209,5 +208,5 @@ def default_workdir(database: str, experiment_id: str) -> Path:
 
 
 def experiment_id(flags_a: dict, flags_b: dict) -> str:
-    """The default id of an experiment: both arms' flags, e.g. `raw_format=json-vs-raw_format=parquet`."""
+    """The default id of an experiment: both arms' flags, e.g. `lake_compression=zstd-vs-lake_compression=snappy`."""
     return "-vs-".join(",".join(f"{k}={v}" for k, v in sorted(f.items())) or "defaults" for f in (flags_a, flags_b))

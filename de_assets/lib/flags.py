@@ -12,20 +12,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from de_assets.lib.clean import DEDUPE_STRATEGIES
-from de_assets.lib.rawstore import FORMATS as RAW_FORMATS
+from de_assets.lib.served import LAKE_CODECS
 
 
 @dataclass(frozen=True)
 class FeatureFlags:
-    raw_format: str = "json"  # where raw rows are stored: lib/rawstore.py
-    raw_format_rollout: float = 1.0  # share of arrival days raw_format applies to (rawstore.applies)
+    lake_compression: str = "zstd"  # Parquet codec of the lake's data files: lib/served.py
     dedupe_strategy: str = "window"  # how later deliveries are found: lib/clean.py
 
     def __post_init__(self) -> None:
-        if self.raw_format not in RAW_FORMATS:
-            raise ValueError(f"raw_format must be one of {RAW_FORMATS}, got {self.raw_format!r}")
-        if not 0.0 <= self.raw_format_rollout <= 1.0:
-            raise ValueError(f"raw_format_rollout must be a share in [0, 1], got {self.raw_format_rollout!r}")
+        if self.lake_compression not in LAKE_CODECS:
+            raise ValueError(f"lake_compression must be one of {LAKE_CODECS}, got {self.lake_compression!r}")
         if self.dedupe_strategy not in DEDUPE_STRATEGIES:
             raise ValueError(f"dedupe_strategy must be one of {DEDUPE_STRATEGIES}, got {self.dedupe_strategy!r}")
 
@@ -62,7 +59,7 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"flag {pair!r}: expected name=value, e.g. raw_format=parquet")
+            raise ValueError(f"flag {pair!r}: expected name=value, e.g. lake_compression=snappy")
         out[name] = value
     parse_flags(out)
     return out

@@ -11,7 +11,6 @@ The recorded requests are also the suppression list: `drop_suppressed` removes t
 listed pseudonym from each batch `ingest.ingest_day` writes (new files, `reingest: true`, replays),
 so a forgotten user never comes back from the landing files.
 
-Raw rows stored as Parquet (raw_format=parquet) are removed by rewriting the affected batch files.
 `raw.forgotten_rows` counts removed raw rows per arrival day, file and request so `rows_reconcile`
 still balances; suppressed rows are counted there the same way.
 """
@@ -23,16 +22,13 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
-from de_assets.lib import rawstore
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     DUPLICATES_EVENTS,
     FORGET_AUDIT,
     FORGET_REQUESTS,
     FORGOTTEN_ROWS,
-    PARQUET_BATCHES,
     QUARANTINE_EVENTS,
     RAW_EVENTS,
 )
@@ -80,29 +76,6 @@ def record_request(con, pseudonym: str, requested_by: str, fingerprint: str, now
     return request_id
 
 
-def _rewrite_parquet(
-    con, match: str, params: dict, start: date | None = None, end: date | None = None
-) -> dict[str, int]:
-    """Rewrite every raw Parquet batch (of arrival days [start, end]) holding rows that `match`
-    without them; rows removed per file."""
-    removed = {}
-    for path in rawstore.parquet_files(con, RAW_EVENTS, start, end):
-        file = "'" + path.replace("'", "''") + "'"
-        [(hits,)] = con.execute(f"SELECT count(*) FROM read_parquet({file}) WHERE {match}", params).fetchall()
-        if not hits:
-            continue
-        tmp = Path(path).with_suffix(".rewrite.parquet")
-        target = "'" + str(tmp).replace("'", "''") + "'"
-        # coalesce: a row whose other id is NULL makes the match NULL, and NOT NULL would drop it too
-        con.execute(f"COPY (SELECT * FROM read_parquet({file}) WHERE NOT coalesce({match}, false)) TO {target} "
-                    "(FORMAT parquet, COMPRESSION zstd)", params)
-        tmp.replace(path)
-        con.execute(f"UPDATE {PARQUET_BATCHES.name} SET rows = rows - ?, bytes = ? WHERE path = ?",
-                    [hits, Path(path).stat().st_size, path])
-        removed[path] = hits
-    return removed
-
-
 def _count_forgotten(con, source: str, arrival: date, source_file: str, rows: int, request_id: str) -> None:
     """Rows of one landed file removed on behalf of one request. A file is immutable, so the number
     is a fact about (file, request): a re-ingest that drops them again replaces it, never adds."""
@@ -114,7 +87,7 @@ def _count_forgotten(con, source: str, arrival: date, source_file: str, rows: in
 
 def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     """Remove the rows of every suppressed subject from the raw batch just written (arrival day
-    `day`, ingest time `ingested_at`; DuckDB table or Parquet batch) and count them in
+    `day`, ingest time `ingested_at`) and count them in
     `raw.forgotten_rows` per file. Called inside the ingest transaction; rows dropped.
 
     The batch's files were just read whole, so earlier `raw.forgotten_rows` entries of those files
@@ -123,7 +96,7 @@ def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     if source != "events":  # request logs carry no user
         return 0
     params = {"day": day, "at": ingested_at}
-    batch_rows = f"{rawstore.relation(con, RAW_EVENTS, day, day)} WHERE arrival_date = $day AND ingested_at = $at"
+    batch_rows = f"{RAW_EVENTS.name} WHERE arrival_date = $day AND ingested_at = $at"
     [(stale,)] = con.execute(f"SELECT count(*) FROM {FORGOTTEN_ROWS.name} WHERE source = ? AND arrival_date = ?",
                              [source, day]).fetchall()
     if stale:
@@ -148,7 +121,6 @@ def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     if not per_file:
         return 0
     con.execute(f"DELETE FROM {RAW_EVENTS.name} WHERE {match}", params)
-    _rewrite_parquet(con, match, params, day, day)
     for source_file, request_id, rows in per_file:
         _count_forgotten(con, source, day, source_file, rows, request_id)
     return sum(rows for _, _, rows in per_file)
@@ -189,7 +161,7 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     affected = [d for (d,) in con.execute(
         f"SELECT DISTINCT event_date FROM {CLEAN_EVENTS.name} WHERE user_key = $p OR {USER_MATCH} ORDER BY 1", params
     ).fetchall()]
-    raw = rawstore.relation(con, RAW_EVENTS)
+    raw = RAW_EVENTS.name
     con.execute(f"CREATE OR REPLACE TEMP TABLE _forget_ids AS SELECT DISTINCT message_id FROM {raw} "
                 f"WHERE {USER_MATCH} AND message_id IS NOT NULL", params)
     per_day = con.execute(
@@ -204,8 +176,7 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
         counts[QUARANTINE_EVENTS.name] = _delete(
             con, QUARANTINE_EVENTS.name,
             "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p", params)
-        counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params) + sum(
-            _rewrite_parquet(con, USER_MATCH, params).values())
+        counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params)
         deleted = sum(counts.values())
         status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
         if status != "no_match":
@@ -244,7 +215,7 @@ def remaining(con, pseudonym: str) -> dict[str, int]:
     """Rows of the user still anywhere (every table with a user column or a raw row); all 0 after forget."""
     params = {"p": pseudonym}
     checks = {
-        RAW_EVENTS.name: (rawstore.relation(con, RAW_EVENTS), USER_MATCH),
+        RAW_EVENTS.name: (RAW_EVENTS.name, USER_MATCH),
         CLEAN_EVENTS.name: (CLEAN_EVENTS.name, f"user_key = $p OR {USER_MATCH}"),
         QUARANTINE_EVENTS.name: (QUARANTINE_EVENTS.name, "raw_row::VARCHAR LIKE '%' || $p || '%'"),
     }

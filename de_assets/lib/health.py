@@ -12,8 +12,7 @@ use the end of their arrival day instead.
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from de_assets.lib import rawstore
-from de_assets.lib.tables import PARTITION_KPIS, RAW_EVENTS, RAW_REQUESTS, SLO_STATUS, Table
+from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
 _EVENT_TIME = {
@@ -44,7 +43,7 @@ def rows_per_day(con, table: Table, start: date, end: date) -> dict[date, DayCou
     else:
         column = table.partition_column
         sql = (f"SELECT d::DATE, count(t.{column}) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
-               f"LEFT JOIN {rawstore.relation(con, table, start, end)} t ON t.{column} = d::DATE GROUP BY 1")
+               f"LEFT JOIN {table.name} t ON t.{column} = d::DATE GROUP BY 1")
     return {day: DayCounts(n, n) for day, n in con.execute(sql, {"start": start, "end": end}).fetchall()}
 
 
@@ -123,11 +122,8 @@ def source_rows_per_day(con, table: Table, start: date, end: date) -> dict[date,
         pairs = _ANY_EVENTS
     counts = {d: 0 for d in (start + timedelta(days=i) for i in range((end - start).days + 1))}
     for name, column in pairs:
-        relation = name
-        if name.startswith("raw."):  # raw rows may live in Parquet (raw_format flag)
-            relation = rawstore.relation(con, RAW_EVENTS if name == "raw.events" else RAW_REQUESTS, start, end)
         for day, n in con.execute(
-            f"SELECT {column}, count(*) FROM {relation} WHERE {column} BETWEEN $start AND $end GROUP BY 1",
+            f"SELECT {column}, count(*) FROM {name} WHERE {column} BETWEEN $start AND $end GROUP BY 1",
             {"start": start, "end": end},
         ).fetchall():
             counts[day] += n

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 import duckdb
 import pandas as pd
 
-from de_assets.lib import forget, landing, rawstore, salvage
+from de_assets.lib import forget, landing, salvage
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
@@ -130,11 +130,10 @@ class IngestReport:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
-def forget_partition(con, source: str, start: date, end: date, delete_files: bool = True) -> None:
-    """Delete raw rows (both stores) and file registrations for an arrival-day range (explicit re-ingest only)."""
+def forget_partition(con, source: str, start: date, end: date) -> None:
+    """Delete raw rows and file registrations for an arrival-day range (explicit re-ingest only)."""
     table, _ = SOURCES[source]
     con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN ? AND ?", [start, end])
-    rawstore.forget(con, table, start, end, delete_files=delete_files)
     con.execute(
         f"DELETE FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
         [source, start, end],
@@ -157,7 +156,7 @@ class _Registration:
 
 def ingest_day(
     con, root, source: str, day: date, run_id: str, report: IngestReport,
-    raw_format: str = "json", raw_dir: str | None = None, earlier: landing.EarlierFiles | None = None,
+    earlier: landing.EarlierFiles | None = None,
 ) -> IngestReport:
     """Ingest every file that landed for ``source`` on ``day`` and is not registered yet.
 
@@ -167,16 +166,13 @@ def ingest_day(
     are kept and the rest land as raw rows with a `parse_error` (quarantined downstream). Every
     file is registered in `raw.source_files` with a status (ingested, partial, rejected,
     redelivered, refused) and a reason, in the same transaction as its rows. Reading happens
-    before the transaction, so a reader error never aborts it. ``raw_format`` chooses the store of
-    the rows (`lib/rawstore.py`): the DuckDB table, or one Parquet file per batch under ``raw_dir``.
+    before the transaction, so a reader error never aborts it.
 
     A byte-identical copy of a file landed earlier (an earlier day, or earlier in name order the
     same day) is a re-delivery: registered, its rows counted, not ingested. The original is decided
     from the landing area (``earlier``, see `landing.EarlierFiles`), so days may be ingested in any
     order or at once with the same result.
     """
-    if raw_format not in rawstore.FORMATS:
-        raise ValueError(f"raw_format must be one of {rawstore.FORMATS}, got {raw_format!r}")
     earlier = earlier or earlier_files(con, root, source, day)
     to_read, others = _classify(con, root, source, day, report, earlier)
     if not to_read and not others:
@@ -202,7 +198,7 @@ def ingest_day(
     if count_only:
         con.execute("DELETE FROM _lines WHERE list_contains(?, source_file)", [[reg.path for reg in count_only]])
 
-    writer = _Writer(con, source, day, run_id, raw_format, raw_dir)
+    writer = _Writer(con, source, day, run_id)
     try:
         writer.commit("TRUE", new + others)
     except duckdb.Error:
@@ -391,8 +387,6 @@ class _Writer:
     source: str
     day: date
     run_id: str
-    raw_format: str
-    raw_dir: str | None
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
     commits: int = 0
 
@@ -411,13 +405,7 @@ class _Writer:
         try:
             if rows_where is not None:
                 projected = select_sql.replace("{records}", f"SELECT * FROM _lines WHERE {rows_where}")
-                if self.raw_format == "json":
-                    con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
-                else:
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE _batch AS {projected}", params)
-                    rawstore.write_parquet_batch(con, table, "_batch", self.day, self.raw_dir,
-                                                 f"{ingested_at:%Y%m%dT%H%M%S%f}")
-                    con.execute("DROP TABLE _batch")
+                con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
                 forget.drop_suppressed(con, self.source, self.day, ingested_at)  # forgotten users stay out
             for reg in registrations:
                 con.execute(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from de_assets.lib import rawstore
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -54,7 +53,7 @@ class Policy:
         return {layer: today - timedelta(days=n) for layer, n in days.items() if n is not None}
 
 
-def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str, now, delete_files: bool = True) -> list[dict]:
+def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str, now) -> list[dict]:
     """Delete every partition older than its layer's window, except protected days; log and return
     one row per table: what was deleted and what was kept for a running backfill."""
     report = []
@@ -66,14 +65,10 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
                 column = table.partition_column
                 guard = f"AND {column} NOT IN ({', '.join('?' * len(kept))})" if kept else ""
                 [(rows,)] = con.execute(
-                    f"SELECT count(*) FROM {rawstore.relation(con, table, None, cutoff - timedelta(days=1))} "
+                    f"SELECT count(*) FROM {table.name} "
                     f"WHERE {column} < ? {guard}", [cutoff, *kept],
                 ).fetchall()
                 con.execute(f"DELETE FROM {table.name} WHERE {column} < ? {guard}", [cutoff, *kept])
-                if layer == "raw":
-                    for day in _parquet_days(con, table, cutoff):
-                        if day not in protected:
-                            rawstore.forget(con, table, day, day, delete_files=delete_files)
                 held = [d for d in kept if d < cutoff]
                 row = dict(run_id=run_id, run_at=now, layer=layer, table_name=table.name, cutoff=cutoff,
                            rows_deleted=rows, days_kept_for_runs=", ".join(map(str, held)))
@@ -85,11 +80,3 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
         con.execute("ROLLBACK")
         raise
     return report
-
-
-def _parquet_days(con, table: Table, cutoff: date) -> list[date]:
-    rows = con.execute(
-        "SELECT DISTINCT arrival_date FROM raw.parquet_batches WHERE table_name = ? AND arrival_date < ?",
-        [table.name, cutoff],
-    ).fetchall()
-    return [d for (d,) in rows]

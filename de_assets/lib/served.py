@@ -31,6 +31,7 @@ from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
 
 DEFAULT_DATABASE = "data/warehouse.duckdb"
+LAKE_CODECS = ("zstd", "snappy", "gzip", "uncompressed")  # Parquet codecs of the lake's data files
 _ARROW = {
     "VARCHAR": pa.string(), "JSON": pa.string(), "DATE": pa.date32(), "BIGINT": pa.int64(),
     "INTEGER": pa.int32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us"),
@@ -81,9 +82,14 @@ def lake_table(catalog, table: Table):
 
 
 def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date | None = None,
-            end: date | None = None, days: list[date] | None = None) -> int | None:
+            end: date | None = None, days: list[date] | None = None, compression: str = "zstd") -> int | None:
     """Publish the warehouse's rows of ``table`` for the partitions of [start, end] (or exactly
-    ``days``; all rows of an unpartitioned table) to the lake in one commit; returns the snapshot id."""
+    ``days``; all rows of an unpartitioned table) to the lake in one commit; returns the snapshot id.
+    ``compression`` is the Parquet codec of the files DuckDB writes (`LAKE_CODECS`; the feature flag
+    `lake_compression`); files pyiceberg writes (object storage, unpartitioned tables) use the
+    table's `write.parquet.compression-codec` (zstd)."""
+    if compression not in LAKE_CODECS:
+        raise ValueError(f"lake compression must be one of {LAKE_CODECS}, got {compression!r}")
     target = lake_table(catalog, table)
     column = partition_column(table)
     if column is None:
@@ -96,7 +102,7 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
             folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
             folder.parent.mkdir(parents=True, exist_ok=True)
             target_dir = "'" + str(folder).replace("'", "''") + "'"
-            con.execute(f"COPY ({rows}) TO {target_dir} (FORMAT parquet, COMPRESSION zstd, "
+            con.execute(f"COPY ({rows}) TO {target_dir} (FORMAT parquet, COMPRESSION {compression}, "
                         f"PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)",
                         {"v": values})
             files = sorted(str(f) for f in folder.rglob("*.parquet"))

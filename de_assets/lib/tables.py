@@ -99,18 +99,6 @@ RAW_EVENTS = _t(
     ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
 )
 
-# Registry of raw rows stored as Parquet files (feature flag raw_format=parquet): one row per ingest batch.
-PARQUET_BATCHES = _t(
-    "raw.parquet_batches",
-    "arrival_date",
-    ("table_name", "VARCHAR", "Raw table the rows belong to, e.g. raw.events"),
-    ("arrival_date", "DATE", "Arrival day of the batch"),
-    ("path", "VARCHAR", "Absolute path of the Parquet file"),
-    ("rows", "BIGINT", "Rows in the file"),
-    ("bytes", "BIGINT", "File size in bytes"),
-    key=("path",),
-)
-
 # Raw rows removed by forget-user requests (erased, or dropped at ingest by the suppression list), per landed file and
 # request, so the accounting identity still holds.
 FORGOTTEN_ROWS = _t(
@@ -492,7 +480,6 @@ ALERTS = _t(
 
 ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
-    PARQUET_BATCHES,
     FORGOTTEN_ROWS,
     HTTP_SOURCE_STATE,
     HTTP_DEAD_LETTERS,
