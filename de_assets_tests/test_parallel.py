@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 from de_assets import lake, sensors
 from de_assets.lib.config_experiment import fingerprint
@@ -66,6 +67,7 @@ def _tables(folder: Path) -> dict:
         return fingerprint(con)
 
 
+@pytest.mark.slow  # ~3 minutes on 2 cores
 def test_four_runs_at_once_with_readers_equal_one_sequential_run(tmp_path):
     landing = tmp_path / "landing"
     generate(landing, date(2026, 11, 1), len(DAYS), 1500, seed=11)
@@ -182,6 +184,7 @@ def _lake_matches_warehouse(folder: Path, whole: bool) -> None:
                 assert _rows(reader, table, where) == _rows(con, table, where), (table.name, day)
 
 
+@pytest.mark.slow  # ~1.5 minutes on 2 cores
 def test_a_run_killed_mid_commit_leaves_no_partial_partition_and_a_rerun_repairs_it(tmp_path):
     landing = tmp_path / "landing"
     generate(landing, date(2026, 11, 1), 3, 1500, seed=5)
