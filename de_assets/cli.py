@@ -24,8 +24,10 @@ import logging
 import os
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
+
+from de_assets.lib.days import days_between, range_label, short_label, utc_now, utc_today
 
 DEFAULT_HOME = Path("data/dagster_home")
 DOTENV = Path(".env")
@@ -81,7 +83,7 @@ def _prepare_instance() -> None:
 
 
 def _yesterday() -> date:
-    return datetime.now(timezone.utc).date() - timedelta(days=1)
+    return utc_today() - timedelta(days=1)
 
 
 def _date(text: str) -> date:
@@ -129,14 +131,13 @@ def _spans(days: list[date]) -> str:
             runs[-1].append(day)
         else:
             runs.append([day])
-    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs)
+    return ", ".join(short_label(r[0], r[-1]) for r in runs)
 
 
 def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
     """Arrival days of [start, end] with no landed file of a known format (any source) and none
     ingested before (files may be deleted from the landing area once ingested)."""
     from de_assets.lib import landing
-    from de_assets.partitions import days_between
     from de_assets.sensors import LANDING_SOURCES
 
     days = days_between(start, end)
@@ -381,7 +382,7 @@ def cmd_forget_user(args) -> bool:
     except dg.Failure as error:
         print(f"forget-user: {error.description}", file=sys.stderr)
         return False
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     warehouse = Warehouse(database=os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb"), run_mode=RunMode())
     with warehouse.connect() as con:
         request_id = forget.record_request(con, pseudonymize(key, args.user_id), args.requested_by,
@@ -407,7 +408,7 @@ def cmd_forget_user(args) -> bool:
                   "pipeline_health.forget_audit); later ingests drop the user")
         if done["refresh_start"] is None:
             return True
-        span = f"{done['refresh_start']}..{done['refresh_end']}"
+        span = range_label(done['refresh_start'], done['refresh_end'])
         refresh = defs.resolve_job_def("refresh_marts").execute_in_process(
             instance=instance, tags={**partition_range_tags(done["refresh_start"], done["refresh_end"]), **process_tags()},
             raise_on_error=False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +22,7 @@ import duckdb
 
 from de_assets.lib import forget
 from de_assets.lib.config_experiment import ArmResult, measure
+from de_assets.lib.days import utc_now
 from de_assets.lib.tables import ensure_tables
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import build_resources
@@ -47,7 +48,7 @@ class PipelineRunner:
             workdir.mkdir(parents=True, exist_ok=True)
             with duckdb.connect(str(database)) as con:
                 ensure_tables(con)
-                forget.seed_suppression(con, suppressed, datetime.now(timezone.utc).replace(tzinfo=None))
+                forget.seed_suppression(con, suppressed, utc_now())
         defs = self.build_defs(build_resources(str(database), **{**settings, **flags, "reports_root": reports}))
         started = time.perf_counter()
         with dg.DagsterInstance.ephemeral() as instance:

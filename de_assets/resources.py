@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -36,6 +36,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from de_assets.lib import alerts, contracts, rawstore, served
+from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.tables import ensure_tables
 
@@ -279,7 +280,7 @@ class Alerting(dg.ConfigurableResource):
         """Send the alerts about the data of a day (KPI anomalies, SLO breaches), except those of
         history being backfilled (`alerts.backfill_reason`); returns metadata that says how many
         were raised and held back, and why."""
-        now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+        now = now or utc_now()
         backfill_run = BACKFILL_TAG in run_tags
         held, send = [], []
         for day, alert in items:

@@ -6,8 +6,9 @@ import dagster as dg
 
 from de_assets import checks
 from de_assets.lib import clean, health, marts
+from de_assets.lib.days import days_between, range_label, short_label
 from de_assets.metadata import definition_metadata
-from de_assets.partitions import daily, days_between, partition_dates
+from de_assets.partitions import daily, partition_dates
 from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
@@ -38,7 +39,7 @@ def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key,
     if not days:
         return {"days": [], "event_days": []}
     before = clean.event_days(con, spec, days)
-    label = f"{start}" if start == end else f"{start}..{end}"
+    label = short_label(start, end)
     reports = {}
     for day in days:
         started = time.perf_counter()
@@ -204,7 +205,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         late = {
             "late_event_days": ", ".join(str(d) for d in late_days) or "none",
             "repaired_days": ", ".join(str(d) for d in repaired["days"]) or "none",
-            "marts_to_refresh": ", ".join(f"{a}..{b}" for a, b in refresh),
+            "marts_to_refresh": ", ".join(range_label(a, b) for a, b in refresh),
         }
         yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)

@@ -34,6 +34,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from de_assets.lib import contracts, rawstore
+from de_assets.lib.days import short_label
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -377,23 +379,18 @@ def clean_range(
         rows_quarantined=counts.get("quarantined", 0),
         rows_duplicate=counts.get("duplicate", 0),
         reasons=reasons,
-        gated_days=[_label(start, end)] if gated else [],
+        gated_days=[short_label(start, end)] if gated else [],
         rows_held_back=counts.get("held_back", 0),
         rows_duplicate_conflicting=sum(conflicting.values()),
         conflicting_fields=conflicting,
     )
 
 
-def _label(start: date, end: date) -> str:
-    return str(start) if start == end else f"{start}..{end}"
-
-
 def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
     """Replace the range's quarantine and duplicate rows, and its clean rows unless the range is
     held back (`gated`), in one transaction."""
     key = spec.key
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table in (spec.quarantine, spec.duplicates) if gated else (spec.clean, spec.quarantine, spec.duplicates):
             con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN $start AND $end", params)
         con.execute(
@@ -416,10 +413,6 @@ def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
                 f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
                 f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
             )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:

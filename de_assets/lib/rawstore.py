@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from de_assets.lib.tables import PARQUET_BATCHES, Table
+from de_assets.lib.sql import literal
 
 FORMATS = ("json", "parquet")
 
@@ -34,10 +35,6 @@ def applies(flag: str, day: date, fraction: float) -> bool:
         return False
     bucket = int(hashlib.sha256(f"{flag}:{day.isoformat()}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return bucket < fraction
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def parquet_files(con, table: Table, start: date | None = None, end: date | None = None) -> list[str]:
@@ -59,7 +56,7 @@ def relation(con, table: Table, start: date | None = None, end: date | None = No
     if not files:
         return table.name
     columns = ", ".join(f'"{c}"' for c in table.column_names)
-    file_list = "[" + ", ".join(_literal(f) for f in files) + "]"
+    file_list = "[" + ", ".join(literal(f) for f in files) + "]"
     return (f"(SELECT {columns} FROM {table.name} UNION ALL "
             f"SELECT {columns} FROM read_parquet({file_list}))")
 
@@ -69,7 +66,7 @@ def write_parquet_batch(con, table: Table, staged: str, day: date, raw_dir: str,
     target = Path(raw_dir) / table.name.split(".")[1] / day.isoformat() / f"{batch}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
     columns = ", ".join(f'"{c}"' for c in table.column_names)
-    con.execute(f"COPY (SELECT {columns} FROM {staged}) TO {_literal(str(target))} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY (SELECT {columns} FROM {staged}) TO {literal(target)} (FORMAT parquet, COMPRESSION zstd)")
     [(rows,)] = con.execute(f"SELECT count(*) FROM {staged}").fetchall()
     con.execute(
         f"INSERT INTO {PARQUET_BATCHES.name} VALUES (?, ?, ?, ?, ?)",

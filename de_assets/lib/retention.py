@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from de_assets.lib import rawstore
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -59,8 +60,7 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
     one row per table: what was deleted and what was kept for a running backfill."""
     report = []
     kept = sorted(protected)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for layer, cutoff in policy.cutoffs(today).items():
             for table in LAYERS[layer]:
                 column = table.partition_column
@@ -80,10 +80,6 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
                 con.execute(f"INSERT INTO {RETENTION_LOG.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                             list(row.values()))
                 report.append(row)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return report
 
 
