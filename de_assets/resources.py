@@ -35,9 +35,10 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, rawstore, served
+from de_assets.lib import alerts, contracts, paths, rawstore, served
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
+from de_assets.lib.sql import literal
 from de_assets.lib.tables import ensure_tables
 
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill launched from the UI
@@ -61,7 +62,8 @@ class RunMode(dg.ConfigurableResource):
 
 
 class Warehouse(DuckDBResource):
-    """The DuckDB warehouse. `connect()` yields a UTC connection with every table created.
+    """The DuckDB warehouse. `connect()` yields a UTC connection with every table created
+    (`get_connection()`, DuckDBResource's name for it, is the same connection).
 
     `memory_limit` caps DuckDB's buffer pool (it spills to `<database>.tmp/` beyond it); DuckDB's
     own default is 80% of RAM, which makes a run's footprint depend on the machine, not the data.
@@ -122,10 +124,15 @@ class Warehouse(DuckDBResource):
             con.execute("SET TimeZone = 'UTC'")
             ensure_tables(con)
             if self._scratch is not None and Path(self.database).exists():
-                con.execute(f"ATTACH '{self.database}' AS stored (READ_ONLY)")
+                con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con
         finally:
             con.close()
+
+    def get_connection(self):
+        """The same connection as `connect()`. DuckDBResource's own would open the stored file
+        read-write, bypassing the dry-run copy, the memory limit, UTC and the tables."""
+        return self.connect()
 
     def lake_catalog(self):
         """The lake's catalog (opened once), or None when nothing is published: a dry run, or an
@@ -191,7 +198,7 @@ def _connect_with_retry(database: str, config: dict, wait_s: float):
 class PipelineSettings(dg.ConfigurableResource):
     """Where files land, how user ids are pseudonymized, which funnels are served."""
 
-    landing_root: str = "data/landing"
+    landing_root: str = paths.LANDING
     environment: str = "dev"
     pseudonym_key: str | None = None
     funnels: dict[str, list[str]] = DEFAULT_FUNNELS
@@ -201,7 +208,7 @@ class PipelineSettings(dg.ConfigurableResource):
     # The default only rejects the Unix epoch day, where zeroed clocks land: decades of history load.
     earliest_event_time: str = contracts.DEFAULT_EARLIEST_EVENT_TIME
     events_api_url: str | None = None  # JSON events API pulled by landing/events_api (R2)
-    reports_root: str = "data/reports"  # where reports/insights writes its HTML pages
+    reports_root: str = paths.REPORTS  # where reports/insights writes its HTML pages
     # Feature flags (pipeline configuration experiments, R7); results are identical either way.
     raw_format: str = "json"
     raw_format_rollout: float = 1.0
@@ -314,7 +321,7 @@ def build_resources(
     run_mode = RunMode.configure_at_launch()
     warehouse = Warehouse(
         run_mode=run_mode,
-        **_given(database=database or _env("DE_ASSETS_DUCKDB") or "data/warehouse.duckdb",
+        **_given(database=database or _env("DE_ASSETS_DUCKDB") or paths.DATABASE,
                  memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT"),
                  catalog_uri=_env("DE_ASSETS_CATALOG_URI"), lake_uri=_env("DE_ASSETS_LAKE")),
     )

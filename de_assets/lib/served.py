@@ -31,7 +31,6 @@ from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.sql import literal
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
 
-DEFAULT_DATABASE = "data/warehouse.duckdb"
 _ARROW = {
     "VARCHAR": pa.string(), "JSON": pa.string(), "DATE": pa.date32(), "BIGINT": pa.int64(),
     "INTEGER": pa.int32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us"),
