@@ -193,7 +193,7 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
     """From clean/* materializations: run key -> (first, last) event day whose marts must be re-served.
 
     A cleaning of arrival days [start, end] records in `marts_to_refresh` the days outside its
-    range whose marts it may have made stale (`clean.marts_to_refresh`): late events of earlier
+    range whose marts it may have made stale (`reconcile.marts_to_refresh`): late events of earlier
     days, and the trailing windows after the range (built before only when runs of later days ran
     first or at once, or when a past range is re-run). A forget-user request records
     `refresh_range` itself. Dry-run materializations are ignored.
