@@ -83,13 +83,13 @@ def failure_alerts(results: list[dg.AssetCheckEvaluation], run_id: str) -> list[
     for (asset_key, name), evaluations in failed.items():
         days = sorted(str(e.partition) for e in evaluations)
         first = min(evaluations, key=lambda e: str(e.partition))
-        asset = asset_key.to_user_string()
+        asset, span = asset_key.to_user_string(), short_label(days[0], days[-1])
         alerts.append(Alert(
             severity="error",
             kind="check_failed",
             asset=asset,
-            partition=short_label(days[0], days[-1]),
-            message=f"blocking check {name} failed on {asset} {short_label(days[0], days[-1])}"
+            partition=span,
+            message=f"blocking check {name} failed on {asset} {span}"
             + (f" ({len(days)} days: {', '.join(days)}; figures of {first.partition})" if len(days) > 1 else "")
             + ": " + ", ".join(f"{k}={v.value}" for k, v in first.metadata.items()),
             run_id=run_id,
