@@ -19,10 +19,11 @@ from datetime import date
 import dagster as dg
 
 from de_assets.lib.alerts import Alert
+from de_assets.lib.days import days_between, short_label
 from de_assets.lib.drift import WARNINGS
 from de_assets.lib.quality import RULES
 from de_assets.lib.tables import Table
-from de_assets.partitions import daily, days_between
+from de_assets.partitions import daily
 
 
 def _doc(rule) -> str:
@@ -71,10 +72,6 @@ def check_results(con, asset_key: dg.AssetKey, table: Table, start: date, end: d
     return results
 
 
-def _span(days: list[str]) -> str:
-    return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
-
-
 def failure_alerts(results: list[dg.AssetCheckEvaluation], run_id: str) -> list[Alert]:
     """An alert per failed blocking (ERROR) check and run, naming the days it failed on; its
     partition is the first..last failed day (one day: that day)."""
@@ -86,13 +83,13 @@ def failure_alerts(results: list[dg.AssetCheckEvaluation], run_id: str) -> list[
     for (asset_key, name), evaluations in failed.items():
         days = sorted(str(e.partition) for e in evaluations)
         first = min(evaluations, key=lambda e: str(e.partition))
-        asset = asset_key.to_user_string()
+        asset, span = asset_key.to_user_string(), short_label(days[0], days[-1])
         alerts.append(Alert(
             severity="error",
             kind="check_failed",
             asset=asset,
-            partition=_span(days),
-            message=f"blocking check {name} failed on {asset} {_span(days)}"
+            partition=span,
+            message=f"blocking check {name} failed on {asset} {span}"
             + (f" ({len(days)} days: {', '.join(days)}; figures of {first.partition})" if len(days) > 1 else "")
             + ": " + ", ".join(f"{k}={v.value}" for k, v in first.metadata.items()),
             run_id=run_id,

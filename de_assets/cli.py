@@ -24,10 +24,12 @@ import logging
 import os
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
-DEFAULT_HOME = Path("data/dagster_home")
+from de_assets.lib import paths
+from de_assets.lib.days import days_between, range_label, short_label, utc_now, utc_today
+
 DOTENV = Path(".env")
 MIN_REPETITIONS = 3  # de_assets/lib/config_experiment.py names no winner with fewer
 
@@ -65,7 +67,7 @@ def _cover_in_dotenv(first: date, path: Path = DOTENV) -> None:
         os.environ["DE_ASSETS_START_DATE"] = first.isoformat()
         print(f"partitions start on {first} (DE_ASSETS_START_DATE in {path}; the first generated day)")
     if "DAGSTER_HOME" not in in_file and not os.environ.get("DAGSTER_HOME"):
-        home = DEFAULT_HOME.resolve()
+        home = paths.DAGSTER_HOME.resolve()
         set_key(path, "DAGSTER_HOME", str(home), quote_mode="never")
         print(f"DAGSTER_HOME={home} written to {path}: `dagster dev` started here shows the CLI's runs")
 
@@ -75,13 +77,13 @@ def _prepare_instance() -> None:
     several commands start together; runs of killed processes are marked failed first."""
     from de_assets.instance import prepare
 
-    _, failed = prepare(DEFAULT_HOME)
+    _, failed = prepare(paths.DAGSTER_HOME)
     for run_id in failed:
         print(f"run {run_id} was still marked running but its process is gone: marked as failed")
 
 
 def _yesterday() -> date:
-    return datetime.now(timezone.utc).date() - timedelta(days=1)
+    return utc_today() - timedelta(days=1)
 
 
 def _date(text: str) -> date:
@@ -129,14 +131,13 @@ def _spans(days: list[date]) -> str:
             runs[-1].append(day)
         else:
             runs.append([day])
-    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs)
+    return ", ".join(short_label(r[0], r[-1]) for r in runs)
 
 
 def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
     """Arrival days of [start, end] with no landed file of a known format (any source) and none
     ingested before (files may be deleted from the landing area once ingested)."""
     from de_assets.lib import landing
-    from de_assets.partitions import days_between
     from de_assets.sensors import LANDING_SOURCES
 
     days = days_between(start, end)
@@ -145,7 +146,7 @@ def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
             f.format for source in LANDING_SOURCES for f in landing.list_files(landing_root, source, d))]
     else:
         empty = days
-    database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
+    database = paths.database()
     if empty and Path(database).is_file():
         import duckdb
 
@@ -246,8 +247,8 @@ def cmd_run(args) -> bool:
     from de_assets.definitions import build_defs
     from de_assets.instance import process_tags
     from de_assets.partitions import partition_range_tags
+    from de_assets.resources import build_resources
 
-    os.environ["DE_ASSETS_LANDING"] = str(args.landing)  # the run reads what was generated
     empty = _days_without_data(str(args.landing), args.start, args.end)
     if len(empty) == (args.end - args.start).days + 1:
         print(f"no data landed for {args.start}..{args.end}: no file under {args.landing}/<source>/<day>/ "
@@ -262,7 +263,7 @@ def cmd_run(args) -> bool:
     # A dry run is not recorded in the Dagster instance either: it must not look like a materialization.
     with (dg.DagsterInstance.ephemeral() if dry_run else dg.DagsterInstance.get()) as instance:
         result = _execute(
-            build_defs(), "daily_pipeline", instance,
+            build_defs(build_resources(landing_root=str(args.landing))), "daily_pipeline", instance,
             tags={**partition_range_tags(str(args.start), str(args.end)), **process_tags()},
             run_config={"resources": {"run_mode": {"config": {"dry_run": dry_run}}}},
             verbose=getattr(args, "verbose", False),
@@ -310,11 +311,11 @@ def _print_summary(result) -> None:
     for check in {(c.asset_key, c.check_name): c for c in result.get_asset_check_evaluations()}.values():
         status = "passed" if check.passed else ("WARNING" if check.severity == dg.AssetCheckSeverity.WARN else "FAILED")
         print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
-    database = os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb")
+    database = paths.database()
     print(f"\nwarehouse: {database}")
     print("query:     de-assets sql \"FROM marts.daily_engagement ORDER BY event_date\"   (the served tables; "
           "never waits for a run)")
-    reports = Path(os.getenv("DE_ASSETS_REPORTS", "data/reports")) / "latest.html"
+    reports = Path(paths.reports()) / "latest.html"
     if reports.exists():
         print(f"report:    {reports}  (open in a browser; works offline)")
     home = os.environ["DAGSTER_HOME"]
@@ -339,16 +340,17 @@ def cmd_experiment(args) -> bool:
 
     from de_assets.definitions import build_defs
     from de_assets.instance import process_tags
+    from de_assets.resources import build_resources
 
     config = {"start": str(args.start), "end": str(args.end), "a": _flags(args.a), "b": _flags(args.b),
               "repetitions": args.reps}  # bad flags stop here, before any state is touched
-    os.environ["DE_ASSETS_LANDING"] = str(args.landing)
     _prepare_instance()
     if args.reps < MIN_REPETITIONS:
         print(f"{args.reps} repetition(s) per arm: the experiment measures and checks that both arms serve "
               f"identical tables, but names no winner (that takes at least {MIN_REPETITIONS}: --reps {MIN_REPETITIONS})")
     with dg.DagsterInstance.get() as instance:
-        result = _execute(build_defs(), "pipeline_config_experiment", instance,
+        defs = build_defs(build_resources(landing_root=str(args.landing)))
+        result = _execute(defs, "pipeline_config_experiment", instance,
                           run_config={"ops": {"pipeline_health__config_experiments": {"config": config}}},
                           tags=process_tags())
     for event in result.get_asset_materialization_events():
@@ -381,8 +383,8 @@ def cmd_forget_user(args) -> bool:
     except dg.Failure as error:
         print(f"forget-user: {error.description}", file=sys.stderr)
         return False
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    warehouse = Warehouse(database=os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb"), run_mode=RunMode())
+    now = utc_now()
+    warehouse = Warehouse(database=paths.database(), run_mode=RunMode())
     with warehouse.connect() as con:
         request_id = forget.record_request(con, pseudonymize(key, args.user_id), args.requested_by,
                                            forget.key_fingerprint(key), now)
@@ -407,7 +409,7 @@ def cmd_forget_user(args) -> bool:
                   "pipeline_health.forget_audit); later ingests drop the user")
         if done["refresh_start"] is None:
             return True
-        span = f"{done['refresh_start']}..{done['refresh_end']}"
+        span = range_label(done['refresh_start'], done['refresh_end'])
         refresh = defs.resolve_job_def("refresh_marts").execute_in_process(
             instance=instance, tags={**partition_range_tags(done["refresh_start"], done["refresh_end"]), **process_tags()},
             raise_on_error=False,
@@ -452,21 +454,20 @@ def cmd_demo(args) -> bool:
 
 def cmd_status(args) -> bool:
     """Read-only: no home is created, no run is started, the warehouse is opened read-only."""
-    home = os.getenv("DAGSTER_HOME") or str(DEFAULT_HOME)
+    home = os.getenv("DAGSTER_HOME") or str(paths.DAGSTER_HOME)
     if not (Path(home) / "dagster.yaml").is_file():
         where = "DAGSTER_HOME" if os.getenv("DAGSTER_HOME") else "the default instance"
         print(f"no Dagster instance at {home} ({where}): nothing has run yet; `de-assets demo` creates it "
               "and runs the pipeline on sample data", file=sys.stderr)
         return False
-    os.environ["DAGSTER_HOME"] = str(Path(home).resolve())
+    home = str(Path(home).resolve())
     import dagster as dg
 
     from de_assets import status
     from de_assets.definitions import build_defs
 
-    with dg.DagsterInstance.get() as instance:
-        print(status.render(instance, build_defs(), os.getenv("DE_ASSETS_DUCKDB", "data/warehouse.duckdb"),
-                            os.environ["DAGSTER_HOME"]))
+    with dg.DagsterInstance.from_config(home) as instance:
+        print(status.render(instance, build_defs(), paths.database(), home))
     return True
 
 
@@ -495,7 +496,7 @@ def _version() -> str:
 
 
 def _landing_option(p) -> None:
-    p.add_argument("--landing", default=os.getenv("DE_ASSETS_LANDING", "data/landing"), metavar="DIR",
+    p.add_argument("--landing", default=paths.landing(), metavar="DIR",
                    help="landing root: <DIR>/<source>/<YYYY-MM-DD>/<file>; $DE_ASSETS_LANDING sets the default")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +22,7 @@ import duckdb
 
 from de_assets.lib import forget
 from de_assets.lib.config_experiment import ArmResult, measure
+from de_assets.lib.days import utc_now
 from de_assets.lib.tables import ensure_tables
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import build_resources
@@ -47,7 +48,7 @@ class PipelineRunner:
         if suppressed:
             with duckdb.connect(str(database)) as con:
                 ensure_tables(con)
-                forget.seed_suppression(con, suppressed, datetime.now(timezone.utc).replace(tzinfo=None))
+                forget.seed_suppression(con, suppressed, utc_now())
         # the arm's own lake too, whatever DE_ASSETS_CATALOG_URI / DE_ASSETS_LAKE say: an arm never publishes
         # to the served lake
         sandboxed = {"reports_root": reports, "catalog_uri": f"sqlite:///{sandbox.resolve() / 'catalog.db'}",

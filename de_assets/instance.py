@@ -24,9 +24,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from de_assets.lib import processes
+from de_assets.lib import paths, processes
 
-DEFAULT_HOME = Path("data/dagster_home")
+DEFAULT_HOME = paths.DAGSTER_HOME
 PID_TAG = "de_assets/pid"
 HOST_TAG = "de_assets/host"
 LOCK_NAME = ".de_assets_instance.lock"

@@ -22,12 +22,12 @@ from datetime import date, datetime
 
 import duckdb
 
-from de_assets.lib import served
+from de_assets.lib import paths, served
 
 
 def catalog():
     """The lake's catalog, configured like the pipeline's (environment variables above)."""
-    return served.open_lake(os.getenv("DE_ASSETS_DUCKDB", served.DEFAULT_DATABASE),
+    return served.open_lake(paths.database(),
                             os.getenv("DE_ASSETS_CATALOG_URI"), os.getenv("DE_ASSETS_LAKE"), create=False)
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from de_assets.instance import on_outside_dev
 from de_assets.lib import forget, retention, served
+from de_assets.lib.days import range_label, utc_now, utc_today
 from de_assets.lib.tables import CLEAN_EVENTS, DUPLICATES_EVENTS, QUARANTINE_EVENTS
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
@@ -51,10 +52,10 @@ class RetentionConfig(dg.Config):
        "marts forever), never a day a queued or running run needs; logs every deletion in "
        "pipeline_health.retention_log and reports it.")
 def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, warehouse: Warehouse):
-    today = date.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc).date()
+    today = date.fromisoformat(config.as_of) if config.as_of else utc_today()
     policy = retention.Policy(config.raw_days, config.clean_days, config.marts_days)
     protected = days_needed_by_runs(context.instance, context.run_id)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     with warehouse.connect() as con:
         report = retention.enforce(con, policy, today, protected, context.run_id, now)
     lake_files = _retain_in_lake(warehouse, report, protected, now - timedelta(days=config.snapshot_days))
@@ -123,7 +124,7 @@ class ForgetUserConfig(dg.Config):
        "row per table without the id, keep the user on the suppression list of every later ingest, and return "
        "the marts day range to re-serve. Fails when the request matches no row.")
 def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse):
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     with warehouse.connect() as con:
         try:
             erasure = forget.execute_request(con, config.request_id, context.run_id, now, config.no_match_ok)
@@ -139,7 +140,7 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
         for day in erasure.arrivals:  # these clean/clean_events partitions changed
             meta = {"forget_request": config.request_id, "rows_deleted": deleted}
             if not config.caller_refreshes_marts:  # the late_data_refresh sensor re-serves the marts
-                meta["refresh_range"] = f"{refresh[0]}..{refresh[1]}"
+                meta["refresh_range"] = range_label(*refresh)
             context.log_event(dg.AssetMaterialization(asset_key=["clean", "clean_events"], partition=str(day), metadata=meta))
     result = {"request_id": config.request_id, "status": erasure.status, "rows_deleted": deleted,
               "refresh_start": refresh[0] if refresh else None, "refresh_end": refresh[1] if refresh else None}

@@ -7,6 +7,7 @@ from datetime import date
 
 import dagster as dg
 
+from de_assets.lib.days import range_label
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import Table
 
@@ -79,7 +80,7 @@ def run_metadata(con, table: Table, start: date, end: date) -> dict:
         **(_dry_run_diff(con, table, _where(table), start, end, rows) if rows is not None else {}),
         "dagster/column_schema": column_schema(table),
         "dagster/table_name": f"warehouse.{table.name}",
-        "partition_range": f"{start}..{end}",
+        "partition_range": range_label(start, end),
     }
 
 

@@ -22,10 +22,6 @@ def partition_dates(context: dg.AssetExecutionContext) -> tuple[date, date]:
     return window.start.date(), (window.end - timedelta(days=1)).date()
 
 
-def days_between(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 def partition_range_tags(start: str, end: str) -> dict[str, str]:
     """Run tags that make one run cover the partition range [start, end] (single-run backfill)."""
     return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}

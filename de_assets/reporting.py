@@ -20,14 +20,10 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from de_assets import checks
 from de_assets.lib import health
+from de_assets.lib.days import days_between
 from de_assets.lib.tables import Table
 from de_assets.metadata import day_metadata, run_metadata
-from de_assets.partitions import days_between
 from de_assets.resources import Alerting, Warehouse
-
-
-def partition_label(start: date, end: date) -> str:
-    return str(start) if start == end else f"{start}..{end}"
 
 
 def add_day_metadata(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, per_day: dict[date, dict]) -> None:

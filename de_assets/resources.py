@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -33,8 +33,10 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, served
+from de_assets.lib import alerts, contracts, paths, served
+from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
+from de_assets.lib.sql import literal
 from de_assets.lib.tables import ensure_tables
 
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill launched from the UI
@@ -58,7 +60,8 @@ class RunMode(dg.ConfigurableResource):
 
 
 class Warehouse(DuckDBResource):
-    """The DuckDB warehouse. `connect()` yields a UTC connection with every table created.
+    """The DuckDB warehouse. `connect()` yields a UTC connection with every table created
+    (`get_connection()`, DuckDBResource's name for it, is the same connection).
 
     `memory_limit` caps DuckDB's buffer pool (it spills to `<database>.tmp/` beyond it); DuckDB's
     own default is 80% of RAM, which makes a run's footprint depend on the machine, not the data.
@@ -115,10 +118,15 @@ class Warehouse(DuckDBResource):
             con.execute("SET TimeZone = 'UTC'")
             ensure_tables(con)
             if self._scratch is not None and Path(self.database).exists():
-                con.execute(f"ATTACH '{self.database}' AS stored (READ_ONLY)")
+                con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con
         finally:
             con.close()
+
+    def get_connection(self):
+        """The same connection as `connect()`. DuckDBResource's own would open the stored file
+        read-write, bypassing the dry-run copy, the memory limit, UTC and the tables."""
+        return self.connect()
 
     def lake_catalog(self):
         """The lake's catalog (opened once), or None when nothing is published: a dry run, or an
@@ -184,7 +192,7 @@ def _connect_with_retry(database: str, config: dict, wait_s: float):
 class PipelineSettings(dg.ConfigurableResource):
     """Where files land, how user ids are pseudonymized, which funnels are served."""
 
-    landing_root: str = "data/landing"
+    landing_root: str = paths.LANDING
     environment: str = "dev"
     pseudonym_key: str | None = None
     funnels: dict[str, list[str]] = DEFAULT_FUNNELS
@@ -194,7 +202,7 @@ class PipelineSettings(dg.ConfigurableResource):
     # The default only rejects the Unix epoch day, where zeroed clocks land: decades of history load.
     earliest_event_time: str = contracts.DEFAULT_EARLIEST_EVENT_TIME
     events_api_url: str | None = None  # JSON events API pulled by landing/events_api (R2)
-    reports_root: str = "data/reports"  # where reports/insights writes its HTML pages
+    reports_root: str = paths.REPORTS  # where reports/insights writes its HTML pages
     # Feature flags (pipeline configuration experiments, R7); results are identical either way.
     dedupe_strategy: str = "window"
     # A KPI is flagged as anomalous (and alerted) only when the count it stands on (events, orders,
@@ -263,7 +271,7 @@ class Alerting(dg.ConfigurableResource):
         """Send the alerts about the data of a day (KPI anomalies, SLO breaches), except those of
         history being backfilled (`alerts.backfill_reason`); returns metadata that says how many
         were raised and held back, and why."""
-        now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+        now = now or utc_now()
         backfill_run = BACKFILL_TAG in run_tags
         held, send = [], []
         for day, alert in items:
@@ -298,7 +306,7 @@ def build_resources(
     run_mode = RunMode.configure_at_launch()
     warehouse = Warehouse(
         run_mode=run_mode,
-        **_given(database=database or _env("DE_ASSETS_DUCKDB") or "data/warehouse.duckdb",
+        **_given(database=database or _env("DE_ASSETS_DUCKDB") or paths.DATABASE,
                  memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT"),
                  catalog_uri=settings.pop("catalog_uri", None) or _env("DE_ASSETS_CATALOG_URI"),
                  lake_uri=settings.pop("lake_uri", None) or _env("DE_ASSETS_LAKE"),

@@ -12,6 +12,7 @@ from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
 from de_assets.lib.alerts import Alert
+from de_assets.lib.days import parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
@@ -21,7 +22,7 @@ def _partition_of(run: dg.DagsterRun) -> str:
     if "dagster/partition" in tags:
         return tags["dagster/partition"]
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    return f"{start}..{end}" if start else ""
+    return range_label(start, end) if start else ""
 
 
 def _is_dry_run(run: dg.DagsterRun) -> bool:
@@ -192,7 +193,7 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
     """From clean/* materializations: run key -> (first, last) event day whose marts must be re-served.
 
     A cleaning of arrival days [start, end] records in `marts_to_refresh` the days outside its
-    range whose marts it may have made stale (`clean.marts_to_refresh`): late events of earlier
+    range whose marts it may have made stale (`reconcile.marts_to_refresh`): late events of earlier
     days, and the trailing windows after the range (built before only when runs of later days ran
     first or at once, or when a past range is re-run). A forget-user request records
     `refresh_range` itself. Dry-run materializations are ignored.
@@ -204,12 +205,12 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
         if meta.get("dry_run") and meta["dry_run"].value:
             continue
         if "refresh_range" in meta:  # recorded by forget-user: the exact days to re-serve
-            first, last = meta["refresh_range"].value.split("..")
+            first, last = parse_range(meta["refresh_range"].value)
             ranges[key] = (first, last)
             continue
         refresh = meta.get("marts_to_refresh")
         for i, text in enumerate(refresh.value.split(", ") if refresh is not None and refresh.value else []):
-            first, last = text.split("..")
+            first, last = parse_range(text)
             ranges[f"{key}:{i}"] = (first, last)
     return ranges
 
@@ -281,7 +282,7 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     for first, last in arrivals.contiguous_ranges(date.fromisoformat(d) for d in stale):
         days = [d for d in stale if first.isoformat() <= d <= last.isoformat()]
         newest = max(need[d] for d in days)
-        requests.append(dg.RunRequest(run_key=f"late:{first}..{last}:{newest}",
+        requests.append(dg.RunRequest(run_key=f"late:{range_label(first, last)}:{newest}",
                                       tags=partition_range_tags(str(first), str(last))))
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 

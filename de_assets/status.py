@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from de_assets.lib import status as warehouse_status
+from de_assets.lib.days import short_label, utc_now
 
 LATEST_RUNS = 5
 MESSAGE_WIDTH = 140  # alert messages name asset, partition and figures; the rest is in pipeline_health.alerts
@@ -50,7 +51,7 @@ def _partition_label(run: dg.DagsterRun) -> str:
     tags = run.tags
     if "dagster/asset_partition_range_start" in tags:
         start, end = tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
-        return start if start == end else f"{start}..{end}"
+        return short_label(start, end)
     return tags.get("dagster/partition", "")
 
 
@@ -74,7 +75,7 @@ def latest_runs(instance: dg.DagsterInstance, limit: int = LATEST_RUNS) -> list[
 
 def render(instance: dg.DagsterInstance, defs: dg.Definitions, database: str, home: str,
            now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or utc_now()
     lines = [f"de_assets status  (Dagster instance {home}, warehouse {database})", "",
              "Newest materialized partition per asset group:"]
     for g in groups(instance, defs):

@@ -191,14 +191,14 @@ def test_accounting_names_the_file_that_does_not_balance(pipeline):
     clean; c.parquet 1 clean. One clean row of b.csv goes missing: only b.csv is unbalanced."""
     from datetime import date
 
-    from de_assets.lib import clean
+    from de_assets.lib import clean, reconcile
 
     assert pipeline.run("2026-11-02").success
     day = [date(2026, 11, 2)]
     with duckdb.connect(str(pipeline.db)) as con:
-        assert clean.accounting(con, clean.EVENTS, "events", day)["files_checked"] == 3
+        assert reconcile.accounting(con, clean.EVENTS, "events", day)["files_checked"] == 3
         con.execute("DELETE FROM clean.events WHERE message_id = 'm26'")
-        books = clean.accounting(con, clean.EVENTS, "events", day)
+        books = reconcile.accounting(con, clean.EVENTS, "events", day)
     assert not books["balanced"] and books["files_unbalanced"] == 1
     assert (books["rows_landed"], books["rows_clean"], books["rows_quarantined"], books["rows_duplicate"]) == (
         21, 13, 6, 1)

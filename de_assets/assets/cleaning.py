@@ -5,9 +5,10 @@ import time
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import clean, health, marts
+from de_assets.lib import clean, health, marts, reconcile
+from de_assets.lib.days import days_between, range_label, short_label
 from de_assets.metadata import definition_metadata
-from de_assets.partitions import daily, days_between, partition_dates
+from de_assets.partitions import daily, partition_dates
 from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
@@ -31,14 +32,14 @@ def _reasons_table(report: clean.CleanReport) -> dg.MetadataValue:
 
 def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end, clean_day) -> dict:
     """Rebuild the later arrival days that served a re-delivery of a key first delivered in
-    [start, end] (`clean.stale_later_days`: they were built before these days were ingested), so
+    [start, end] (`reconcile.stale_later_days`: they were built before these days were ingested), so
     the tables equal a sequential build whatever order runs of different days ran in. Each rebuilt
     day is published and recorded as a materialization of its partition, saying why."""
-    days = clean.stale_later_days(con, spec, start, end)
+    days = reconcile.stale_later_days(con, spec, start, end)
     if not days:
         return {"days": [], "event_days": []}
-    before = clean.event_days(con, spec, days)
-    label = f"{start}" if start == end else f"{start}..{end}"
+    before = reconcile.event_days(con, spec, days)
+    label = short_label(start, end)
     reports = {}
     for day in days:
         started = time.perf_counter()
@@ -57,7 +58,7 @@ def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key,
             ))
     context.log.info(f"rebuilt {len(days)} later arrival day(s) that served re-deliveries of keys first "
                      f"delivered in {label}: {', '.join(map(str, days))}")
-    return {"days": days, "event_days": sorted(set(before) | set(clean.event_days(con, spec, days)))}
+    return {"days": days, "event_days": sorted(set(before) | set(reconcile.event_days(con, spec, days)))}
 
 
 def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.AssetsDefinition:
@@ -149,7 +150,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             report = clean.CleanReport.total(daily_reports.values())
             extra = []
             for day, r in daily_reports.items():  # every check is evaluated per day
-                books = clean.accounting(con, spec, source, [day])
+                books = reconcile.accounting(con, spec, source, [day])
                 extra += [
                     checks.evaluation(clean_key, "quarantine_rate_within_threshold", day, not r.gated_days, {
                         "quarantine_rate": round(r.quarantine_rate, 4),
@@ -180,7 +181,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             if "lake_snapshot_id" in clean_meta:  # duplicates are served with the clean rows they were told from
                 warehouse.publish(con, spec.duplicates, start, end)
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
-            late_days = clean.late_event_days(con, spec, start, end)
+            late_days = reconcile.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
                 context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
                 per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
@@ -199,12 +200,12 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 f"delivery (same {spec.key}, different content); see {spec.duplicates.name}.conflicting_fields."
             )
         # of the run, read by the late_data_refresh sensor: the marts these days' cleaning made stale
-        refresh = clean.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
+        refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
                                          marts.TRAILING_WINDOW_DAYS)
         late = {
             "late_event_days": ", ".join(str(d) for d in late_days) or "none",
             "repaired_days": ", ".join(str(d) for d in repaired["days"]) or "none",
-            "marts_to_refresh": ", ".join(f"{a}..{b}" for a, b in refresh),
+            "marts_to_refresh": ", ".join(range_label(a, b) for a, b in refresh),
         }
         yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)

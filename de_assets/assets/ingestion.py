@@ -1,16 +1,17 @@
 """Group `ingestion`: landed files -> the immutable, pseudonymized raw layer."""
 
 import time
-from datetime import date, datetime, timezone
+from datetime import date
 
 import dagster as dg
 
 from de_assets import checks
 from de_assets.lib import http_source, ingest, privacy
 from de_assets.lib.alerts import Alert
+from de_assets.lib.days import days_between, utc_today
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
-from de_assets.partitions import daily, days_between, partition_dates
+from de_assets.partitions import daily, partition_dates
 from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
@@ -73,7 +74,7 @@ def events_api(
 ) -> dg.MaterializeResult:
     if not settings.events_api_url:
         raise dg.Failure("DE_ASSETS_EVENTS_API_URL is not set: there is no events API to pull from.")
-    day = date.fromisoformat(config.arrival_day) if config.arrival_day else datetime.now(timezone.utc).date()
+    day = date.fromisoformat(config.arrival_day) if config.arrival_day else utc_today()
     policy = http_source.HttpPolicy(
         connect_timeout_s=config.connect_timeout_s, read_timeout_s=config.read_timeout_s, retries=config.retries,
         backoff_s=config.backoff_s, page_size=config.page_size,

@@ -1,7 +1,7 @@
 """Group `pipeline_health`: the pipeline's own KPIs per partition, and its SLOs with error budgets."""
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date
 
 import dagster as dg
 
@@ -9,11 +9,12 @@ from de_assets import checks
 from de_assets.config_experiment import PipelineRunner
 from de_assets.lib import config_experiment, forget, health
 from de_assets.lib.alerts import Alert
+from de_assets.lib.days import days_between, short_label, utc_now
 from de_assets.lib.flags import FLAG_NAMES, parse_flags
 from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import day_metadata, definition_metadata, run_metadata
-from de_assets.partitions import daily, days_between, partition_dates
-from de_assets.reporting import add_day_metadata, check_events, partition_label
+from de_assets.partitions import daily, partition_dates
+from de_assets.reporting import add_day_metadata, check_events
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
@@ -177,7 +178,7 @@ def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: 
     for day, figures in per_day.items():
         figures["status"] = dg.MetadataValue.md(_status_table([r for r in evaluated if r["partition"] == day]))
     add_day_metadata(context, SLO_KEY, per_day)
-    context.log.info(f"SLOs {partition_label(start, end)}: {len(breaches)} breach(es)")
+    context.log.info(f"SLOs {short_label(start, end)}: {len(breaches)} breach(es)")
     yield dg.MaterializeResult(metadata=metadata)
     yield from check_events(context, results)
 
@@ -281,7 +282,7 @@ def config_experiments(
     summaries = config_experiment.summarize(results)
     identical, differing = config_experiment.identical_tables(results)
     text = config_experiment.readout(flags_a, flags_b, summaries, identical, differing, config.repetitions, start, end)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = utc_now()
     rows = [
         (experiment_id, now, r.arm, json.dumps(flags_a if r.arm == "A" else flags_b, sort_keys=True), r.repetition,
          metric, value, identical)

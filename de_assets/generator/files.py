@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from de_assets.generator.records import Records
-from de_assets.generator.render import LINES_COPY_OPTS, sql_literal
+from de_assets.generator.render import LINES_COPY_OPTS
+from de_assets.lib.sql import literal
 from de_assets.generator.window import Window
 
 COPY_OPTIONS = {
@@ -72,7 +73,7 @@ class FileWriter:
         target = path.with_name(f".{path.name}.plain.tmp") if mode == "lines_gz" else tmp
         self.con.register("src", df)
         try:
-            self.con.execute(f"COPY ({query}) TO {sql_literal(str(target))} {COPY_OPTIONS[mode]}")
+            self.con.execute(f"COPY ({query}) TO {literal(target)} {COPY_OPTIONS[mode]}")
         finally:
             self.con.unregister("src")
         return self.executor.submit(_finish_file, target, tmp, path, mode == "lines_gz")

@@ -9,6 +9,7 @@ import json
 import duckdb
 
 from de_assets.generator.config import ExperimentSpec
+from de_assets.lib.sql import literal as sql_literal
 from de_assets.generator.vocabulary import (
     APP_CTX,
     BAD_LATENCY,
@@ -70,11 +71,6 @@ IP_SQL = (
     "(((ip >> 24) & 255)::VARCHAR || '.' || ((ip >> 16) & 255)::VARCHAR || '.' || "
     "((ip >> 8) & 255)::VARCHAR || '.' || (ip & 255)::VARCHAR)"
 )
-
-
-def sql_literal(s: str) -> str:
-    """SQL string literal."""
-    return "'" + s.replace("'", "''") + "'"
 
 
 def json_sql_literal(s: str) -> str:

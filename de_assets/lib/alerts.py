@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from http.client import HTTPException
 
+from de_assets.lib.days import utc_now
 from de_assets.lib.retry import backoff_delay
 
 SEVERITIES = ("critical", "error", "warning")
@@ -121,10 +122,6 @@ def backfill_reason(day: date, now: datetime, after_days: float, backfill_run: b
     return None
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def record(
     con, alerts, webhook_url: str | None = None, timeout: float = 5.0, retries: int = 3,
     log=None, now=None, sleep=time.sleep,
@@ -137,7 +134,7 @@ def record(
     last_seen = ``now`` and occurrences + 1, with an info log line. Returns the new alerts.
     """
     log = log or DEFAULT_LOGGER
-    now = now or _utc_now()
+    now = now or utc_now()
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc).replace(tzinfo=None)
     new = []

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
 import pandera.pandas as pa
 
 from de_assets.lib import contracts
+from de_assets.lib.clean_sql import EVENTS_TYPED, REQUESTS_TYPED
+from de_assets.lib.days import short_label
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -45,52 +48,6 @@ from de_assets.lib.tables import (
     RAW_REQUESTS,
     Table,
 )
-
-_TS = "try_cast({0} AS TIMESTAMPTZ)::TIMESTAMP"
-
-EVENTS_TYPED = f"""
-    SELECT *,
-        CASE WHEN sent_ts IS NOT NULL AND received_ts IS NOT NULL AND ts IS NOT NULL
-             THEN received_ts - (sent_ts - ts) ELSE ts END AS event_ts,
-        date_diff('millisecond', received_ts, sent_ts) / 1000.0 AS clock_skew_seconds,
-        try_cast(revenue_text AS DOUBLE) AS revenue
-    FROM (
-        SELECT row_id, arrival_date, source_file, line_no,
-            message_id,
-            lower(trim(type)) AS type,
-            nullif(trim(event), '') AS event,
-            coalesce(user_id, anonymous_id) AS user_key, user_id, anonymous_id,
-            {_TS.format("timestamp")} AS ts,
-            {_TS.format("sent_at")} AS sent_ts,
-            {_TS.format("received_at")} AS received_ts,
-            timestamp IS NOT NULL AS timestamp_sent,
-            json_type(properties) AS properties_type,
-            coalesce(properties->>'$.revenue', properties->>'$.total') AS revenue_text,
-            revenue_text IS NOT NULL AS revenue_sent,
-            properties->>'$.experiment_id' AS experiment_id,
-            properties->>'$.variant_id' AS variant_id,
-            properties, context
-        FROM _cur
-        WHERE parse_error IS NULL AND row_id NOT IN (SELECT row_id FROM _dup)
-    )
-"""
-
-_EPOCH = "try_cast(trim(timestamp) AS DOUBLE)"
-REQUESTS_TYPED = f"""
-    SELECT row_id, arrival_date, source_file, line_no, record_id,
-        CASE WHEN regexp_full_match(trim(timestamp), '\\d+(\\.\\d+)?')
-             THEN to_timestamp(CASE WHEN {_EPOCH} > 1e11 THEN {_EPOCH} / 1000 ELSE {_EPOCH} END)::TIMESTAMP
-             ELSE {_TS.format("timestamp")} END AS request_ts,
-        lower(trim(service)) AS service,
-        trim(endpoint) AS endpoint,
-        trim(host) AS host,
-        try_cast(trim(status) AS DOUBLE) AS status,
-        try_cast(trim(latency_ms) AS DOUBLE) AS latency_ms,
-        try_cast(trim(cpu_pct) AS DOUBLE) AS cpu_pct,
-        try_cast(trim(memory_mb) AS DOUBLE) AS memory_mb
-    FROM _cur
-    WHERE parse_error IS NULL AND row_id NOT IN (SELECT row_id FROM _dup)
-"""
 
 
 @dataclass(frozen=True)
@@ -377,23 +334,18 @@ def clean_range(
         rows_quarantined=counts.get("quarantined", 0),
         rows_duplicate=counts.get("duplicate", 0),
         reasons=reasons,
-        gated_days=[_label(start, end)] if gated else [],
+        gated_days=[short_label(start, end)] if gated else [],
         rows_held_back=counts.get("held_back", 0),
         rows_duplicate_conflicting=sum(conflicting.values()),
         conflicting_fields=conflicting,
     )
 
 
-def _label(start: date, end: date) -> str:
-    return str(start) if start == end else f"{start}..{end}"
-
-
 def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
     """Replace the range's quarantine and duplicate rows, and its clean rows unless the range is
     held back (`gated`), in one transaction."""
     key = spec.key
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table in (spec.quarantine, spec.duplicates) if gated else (spec.clean, spec.quarantine, spec.duplicates):
             con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN $start AND $end", params)
         con.execute(
@@ -416,135 +368,3 @@ def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
                 f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
                 f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
             )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-
-
-def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
-    """Arrival days after `end`, already cleaned, that serve a row whose key was delivered in
-    [start, end]: built before these days were ingested (runs of different days ran in another
-    order, or at once), they served a re-delivery as the original. Oldest first."""
-    later = spec.raw.name
-    rows = con.execute(
-        f"""WITH keys AS (SELECT DISTINCT {spec.key} FROM {spec.raw.name}
-                          WHERE arrival_date BETWEEN $start AND $end AND {spec.key} IS NOT NULL AND parse_error IS NULL),
-                 served AS (SELECT arrival_date, source_file, line_no FROM {spec.clean.name} WHERE arrival_date > $end
-                            UNION ALL
-                            SELECT arrival_date, source_file, line_no FROM {spec.quarantine.name}
-                            WHERE arrival_date > $end AND status = 'held_back')
-            SELECT DISTINCT r.arrival_date FROM {later} r JOIN served s USING (arrival_date, source_file, line_no)
-            WHERE r.arrival_date > $end AND r.parse_error IS NULL AND r.{spec.key} IN (SELECT {spec.key} FROM keys)
-            ORDER BY 1""",
-        {"start": start, "end": end},
-    ).fetchall()
-    return [d for (d,) in rows]
-
-
-def event_days(con, spec: CleanSpec, days: list[date]) -> list[date]:
-    """Event days of the clean rows of these arrival days."""
-    if not days:
-        return []
-    rows = con.execute(f"SELECT DISTINCT event_date FROM {spec.clean.name} WHERE list_contains(?, arrival_date) "
-                       "ORDER BY 1", [days]).fetchall()
-    return [d for (d,) in rows]
-
-
-def marts_to_refresh(start: date, end: date, late_days: list[date], repaired_days: list[date],
-                     repaired_event_days: list[date], window_days: int) -> list[tuple[date, date]]:
-    """The event days, outside the run's own range [start, end] (its marts are built after cleaning),
-    whose marts a cleaning of arrival days [start, end] may have made stale, as (first, last) ranges:
-
-    * from the earliest late event day (or event day of a repaired row) through the range's end: the
-      days before the range, and the range's own days, whose comparisons with earlier days read them;
-    * after it: the trailing windows that read the range or a repaired day, up to
-      max(end, last repaired day) + window_days - 1. They were only built before if runs of later
-      days ran first or at once, or the range is re-run in the past; the sensor re-serves only the
-      days whose marts were served before this cleaning.
-    """
-    ranges = []
-    first = min([*late_days, *repaired_event_days, start])
-    if first < start:
-        ranges.append((first, end))
-    ranges.append((end + timedelta(days=1), max([end, *repaired_days]) + timedelta(days=window_days - 1)))
-    return ranges
-
-
-def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
-    """Event days before `start` that rows arriving in [start, end] count toward (late data)."""
-    rows = con.execute(
-        f"SELECT DISTINCT event_date FROM {spec.clean.name} WHERE arrival_date BETWEEN ? AND ? "
-        "AND event_date < ? ORDER BY 1",
-        [start, end, start],
-    ).fetchall()
-    return [d for (d,) in rows]
-
-
-UNBALANCED_FILES_SHOWN = 20
-
-
-def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
-    """Count, independently from the clean step's own figures, where every landed row of the
-    arrival days went, per landed file (held-back days included: their rows are in the quarantine
-    table as rejected or held back, or still served from before).
-
-    The identity that must hold for every file: rows landed = clean + quarantined + duplicates,
-    where the duplicates of a re-delivered (byte-identical) file are all its rows; and the raw rows
-    of a file = its clean + quarantined + duplicate-table rows. Rows erased by forget-user requests
-    left the books on purpose and are subtracted from the landed count.
-    """
-    if not days:
-        return {"days_checked": 0, "files_checked": 0, "balanced": True}
-    window = "list_contains($days, arrival_date)"
-
-    def per_file(label: str, relation: str, count: str = "count(*)", where: str = "TRUE", file: str = "source_file"):
-        return (f"SELECT '{label}' AS k, arrival_date, {file} AS source_file, {count} AS n FROM {relation} "
-                f"WHERE {window} AND {where} GROUP BY ALL")
-
-    parts = [
-        per_file("landed", "raw.source_files", "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
-        per_file("redelivered", "raw.source_files", "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
-        per_file("forgotten", "raw.forgotten_rows", "sum(rows)", "source = $source"),
-        per_file("raw", spec.raw.name),
-        per_file("clean", spec.clean.name),
-        per_file("quarantined", spec.quarantine.name),
-        per_file("held_back", spec.quarantine.name, where="status = 'held_back'"),
-        per_file("duplicate_rows", spec.duplicates.name),
-    ]
-    kinds = ("landed", "redelivered", "forgotten", "raw", "clean", "quarantined", "held_back", "duplicate_rows")
-    pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in kinds)
-    files = con.execute(
-        f"SELECT arrival_date, source_file, {pivot} FROM ({' UNION ALL '.join(parts)}) "
-        "GROUP BY ALL ORDER BY arrival_date, source_file",
-        {"days": days, "source": source},
-    ).df()
-    files["landed_net"] = files["landed"] + files["redelivered"] - files["forgotten"]
-    files["duplicate"] = files["duplicate_rows"] + files["redelivered"]
-    files["balanced"] = (files["landed_net"] == files["clean"] + files["quarantined"] + files["duplicate"]) & (
-        files["raw"] == files["clean"] + files["quarantined"] + files["duplicate_rows"]
-    )
-    unbalanced = files[~files["balanced"]]
-    total = {k: int(files[k].sum()) for k in (*kinds, "duplicate", "landed_net")}
-    books = {
-        "days_checked": len(days),
-        "files_checked": len(files),
-        "files_unbalanced": len(unbalanced),
-        "rows_landed": total["landed_net"],
-        "rows_raw": total["raw"],
-        "rows_clean": total["clean"],
-        "rows_quarantined": total["quarantined"],
-        "rows_held_back": total["held_back"],
-        "rows_duplicate": total["duplicate"],
-        "rows_in_redelivered_files": total["redelivered"],
-        "rows_forgotten": total["forgotten"],
-        "balanced": unbalanced.empty,
-    }
-    if not unbalanced.empty:  # which files, with their counts (file paths and numbers only, never rows)
-        shown = unbalanced.head(UNBALANCED_FILES_SHOWN)
-        header = "| day | file | landed | clean | quarantined | duplicate | raw |\n|---|---|---|---|---|---|---|\n"
-        books["unbalanced_files"] = header + "\n".join(
-            f"| {r.arrival_date:%Y-%m-%d} | {r.source_file} | {r.landed_net} | {r.clean} | {r.quarantined} | "
-            f"{r.duplicate} | {r.raw} |" for r in shown.itertuples()
-        )
-    return books

@@ -26,6 +26,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from de_assets.lib import ab_stats
+from de_assets.lib.days import days_between
+from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import EXPERIMENT_RESULTS
 
 DEFAULT_METRICS = {"purchase": "Order Completed", "add_to_cart": "Product Added"}
@@ -50,17 +52,13 @@ class Plan:
         return [*self.metrics, REVENUE_METRIC]
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _metric_columns(plan: Plan) -> str:
     cols = []
     for name, event in {**plan.metrics}.items():
-        ev = _literal(event)
+        ev = literal(event)
         cols.append(f"coalesce(bool_or(a.post AND a.event = {ev}), false)::INTEGER AS y_{name}")
         cols.append(f"coalesce(bool_or(a.pre AND a.event = {ev}), false)::INTEGER AS x_{name}")
-    rev = _literal(REVENUE_EVENT)
+    rev = literal(REVENUE_EVENT)
     cols.append(f"coalesce(sum(a.revenue) FILTER (WHERE a.post AND a.event = {rev}), 0) AS y_{REVENUE_METRIC}")
     cols.append(f"coalesce(sum(a.revenue) FILTER (WHERE a.pre AND a.event = {rev}), 0) AS x_{REVENUE_METRIC}")
     return ",\n               ".join(cols)
@@ -68,7 +66,7 @@ def _metric_columns(plan: Plan) -> str:
 
 def build_users(con, as_of: date, plan: Plan) -> None:
     """Temp table `_exp_users`: one row per experiment x exposed user, with y_/x_ per metric."""
-    events = ", ".join(_literal(e) for e in {*plan.metrics.values(), REVENUE_EVENT})
+    events = ", ".join(literal(e) for e in {*plan.metrics.values(), REVENUE_EVENT})
     window = f"INTERVAL {int(plan.window_days)} DAY"
     con.execute(
         f"""
@@ -195,25 +193,16 @@ def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, thet
 
 def write(con, start: date, end: date, plan: Plan) -> list[dict]:
     """Replace the readouts as of each day in [start, end]; return the rows written."""
-    rows = [r for day in _days(start, end) for r in compute(con, day, plan)]
+    rows = [r for day in days_between(start, end) for r in compute(con, day, plan)]
     columns = EXPERIMENT_RESULTS.column_names
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"DELETE FROM {EXPERIMENT_RESULTS.name} WHERE as_of_date BETWEEN ? AND ?", [start, end])
         if rows:
             con.executemany(
                 f"INSERT INTO {EXPERIMENT_RESULTS.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 [[r[c] for c in columns] for r in rows],
             )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return rows
-
-
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def healthy(rows: list[dict], plan: Plan) -> tuple[bool, list[str]]:

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     DUPLICATES_EVENTS,
@@ -168,31 +169,27 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
         f"SELECT arrival_date, source_file, count(*) FROM {raw} WHERE {USER_MATCH} GROUP BY ALL", params
     ).fetchall()
     counts: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
     try:
-        counts[DUPLICATES_EVENTS.name] = _delete(
-            con, DUPLICATES_EVENTS.name, "dedupe_key IN (SELECT message_id FROM _forget_ids)", {})
-        counts[CLEAN_EVENTS.name] = _delete(con, CLEAN_EVENTS.name, f"user_key = $p OR {USER_MATCH}", params)
-        counts[QUARANTINE_EVENTS.name] = _delete(
-            con, QUARANTINE_EVENTS.name,
-            "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p", params)
-        counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params)
-        deleted = sum(counts.values())
-        status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
-        if status != "no_match":
-            for arrival, source_file, rows in per_day:
-                _count_forgotten(con, "events", arrival, source_file, rows, request_id)
-            for table, rows in counts.items():
-                con.execute(f"INSERT INTO {FORGET_AUDIT.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            [request_id, now, requested_by, subject_hash(pseudonym), table, rows,
-                             min(affected) if affected else None, max(affected) if affected else None])
-        con.execute(
-            f"UPDATE {FORGET_REQUESTS.name} SET status = ?, run_id = ?, completed_at = ?, rows_deleted = ? "
-            "WHERE request_id = ?", [status, run_id, now, deleted, request_id])
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            counts[DUPLICATES_EVENTS.name] = _delete(
+                con, DUPLICATES_EVENTS.name, "dedupe_key IN (SELECT message_id FROM _forget_ids)", {})
+            counts[CLEAN_EVENTS.name] = _delete(con, CLEAN_EVENTS.name, f"user_key = $p OR {USER_MATCH}", params)
+            counts[QUARANTINE_EVENTS.name] = _delete(
+                con, QUARANTINE_EVENTS.name,
+                "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p", params)
+            counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params)
+            deleted = sum(counts.values())
+            status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
+            if status != "no_match":
+                for arrival, source_file, rows in per_day:
+                    _count_forgotten(con, "events", arrival, source_file, rows, request_id)
+                for table, rows in counts.items():
+                    con.execute(f"INSERT INTO {FORGET_AUDIT.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [request_id, now, requested_by, subject_hash(pseudonym), table, rows,
+                                 min(affected) if affected else None, max(affected) if affected else None])
+            con.execute(
+                f"UPDATE {FORGET_REQUESTS.name} SET status = ?, run_id = ?, completed_at = ?, rows_deleted = ? "
+                "WHERE request_id = ?", [status, run_id, now, deleted, request_id])
     finally:
         con.execute("DROP TABLE IF EXISTS _forget_ids")
     if status == "no_match":

@@ -10,8 +10,10 @@ use the end of their arrival day instead.
 """
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
+from de_assets.lib.days import days_between, utc_now
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
@@ -29,10 +31,6 @@ class DayCounts:
     rows_out: int
     rows_quarantined: int = 0
     rows_duplicate: int = 0
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def rows_per_day(con, table: Table, start: date, end: date) -> dict[date, DayCounts]:
@@ -67,7 +65,7 @@ def record_kpis(
     """Replace this run's KPI rows for the asset's days; return each day's figures as numeric
     metadata for the UI plots: its share of the step's seconds, the step's rows/s and
     its freshness (left out when the day has no event to measure it by)."""
-    now = _now()
+    now = utc_now()
     counts = counts if counts is not None else rows_per_day(con, table, start, end)
     fresh = freshness_seconds(con, table, start, end, now)
     total_in = sum(c.rows_in for c in counts.values())
@@ -120,7 +118,7 @@ def source_rows_per_day(con, table: Table, start: date, end: date) -> dict[date,
         pairs = (_ANY_EVENTS[0],)
     else:
         pairs = _ANY_EVENTS
-    counts = {d: 0 for d in (start + timedelta(days=i) for i in range((end - start).days + 1))}
+    counts = dict.fromkeys(days_between(start, end), 0)
     for name, column in pairs:
         for day, n in con.execute(
             f"SELECT {column}, count(*) FROM {name} WHERE {column} BETWEEN $start AND $end GROUP BY 1",
@@ -219,7 +217,7 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
     partition first loaded long after its day is not judged; missing partitions are the
     stale-partition sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
     """
-    now = _now()
+    now = utc_now()
     budget = SLO_WINDOW_DAYS * (1 - targets.objective)
     measured = measure(con, day, targets)
     rows = []
@@ -242,13 +240,8 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
                    breached_days_28d=breached, error_budget_days=budget,
                    budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now)
         rows.append(row)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
         con.executemany(f"INSERT INTO {SLO_STATUS.name} ({', '.join(rows[0])}) VALUES ({', '.join('?' * len(rows[0]))})",
                         [list(r.values()) for r in rows])
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return rows

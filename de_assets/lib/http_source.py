@@ -29,9 +29,10 @@ import json
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
+from de_assets.lib.days import utc_now
 from de_assets.lib.retry import backoff_delay
 from de_assets.lib.tables import HTTP_DEAD_LETTERS, HTTP_SOURCE_STATE
 
@@ -153,7 +154,7 @@ def pull(
 ) -> PullReport:
     """Fetch pages from the saved cursor on, land each good page as a file, save the cursor after
     each page (so a crash resumes at the first page not landed)."""
-    now = now or (lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+    now = now or utc_now
     report = PullReport()
     breaker = Breaker(con, source, policy, now)
     if breaker.is_open():

@@ -16,12 +16,14 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import duckdb
 import pandas as pd
 
 from de_assets.lib import forget, landing, salvage
+from de_assets.lib.days import utc_now
+from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
@@ -205,7 +207,7 @@ def ingest_day(
         # A record that reads but cannot be projected (an engine edge case): isolate the file that
         # holds it, commit the others, and keep the bad file's records as unprocessable.
         for reg in new:
-            where = f"source_file = {_literal(reg.path)}"
+            where = f"source_file = {literal(reg.path)}"
             try:
                 writer.commit(where, [reg])
             except duckdb.Error as error:
@@ -279,7 +281,7 @@ _STAGE = "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGI
 
 
 def _file_sql(con, landed: landing.LandedFile, parallel: bool = True) -> str:
-    return (f"SELECT {_literal(landed.relative)} AS source_file, line_no, line, NULL::VARCHAR AS read_error "
+    return (f"SELECT {literal(landed.relative)} AS source_file, line_no, line, NULL::VARCHAR AS read_error "
             f"FROM ({landing.records_sql(con, landed, parallel)})")
 
 
@@ -387,7 +389,7 @@ class _Writer:
     source: str
     day: date
     run_id: str
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
+    started_at: datetime = field(default_factory=utc_now)
     commits: int = 0
 
     def commit(self, rows_where: str | None, registrations: list[_Registration]) -> None:
@@ -401,8 +403,7 @@ class _Writer:
         ingested_at = self.started_at + timedelta(microseconds=self.commits)
         self.commits += 1
         params = {"arrival_date": self.day, "ingested_at": ingested_at}
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             if rows_where is not None:
                 projected = select_sql.replace("{records}", f"SELECT * FROM _lines WHERE {rows_where}")
                 con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
@@ -415,14 +416,6 @@ class _Writer:
                     [self.source, self.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
                      reg.reason, reg.duplicate_of, ingested_at, self.run_id],
                 )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _registered(con, source: str, day: date) -> dict[str, str | None]:

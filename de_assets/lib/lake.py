@@ -43,6 +43,8 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from de_assets.lib.sql import ident, literal
+
 COMMIT_ID = "de-assets.commit-id"
 PARTITIONS = "de-assets.partitions"
 # Copy-on-write everywhere: pyiceberg writes no delete files, and other engines (Spark, Trino) writing
@@ -286,31 +288,23 @@ def _key(uri: str) -> str:
     return parsed.netloc + parsed.path
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def register_view(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int | None = None,
                   name: str | None = None) -> int | None:
     """Create (or replace) the DuckDB view ``schema.table`` over a snapshot of ``table`` (current if
     ``snapshot_id`` is None). The view reads the snapshot's files, so later commits do not change it.
     Returns the snapshot id served (None for a table without snapshots)."""
     schema_name, view_name = (name or ".".join(table.name()[-2:])).rsplit(".", 1)
-    target = f"{_ident(schema_name)}.{_ident(view_name)}"
+    target = f"{ident(schema_name)}.{ident(view_name)}"
     snapshot_id = snapshot_id if snapshot_id is not None else getattr(table.current_snapshot(), "snapshot_id", None)
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema_name)}")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema_name)}")
     files = snapshot_files(table, snapshot_id)
     if files:
-        paths = ", ".join(_lit(p) for p in files)
+        paths = ", ".join(literal(p) for p in files)
         source = f"read_parquet([{paths}], union_by_name = true, hive_partitioning = false)"
         con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {source}")
     else:  # no data file: an empty view with the table's columns and types
         empty = con.from_arrow(table.schema().as_arrow().empty_table())
-        columns = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in zip(empty.columns, empty.types))
+        columns = ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in zip(empty.columns, empty.types))
         con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT {columns} WHERE false")
     return snapshot_id
 

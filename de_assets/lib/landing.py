@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from de_assets.lib.sql import ident, literal
+
 FORMATS = {
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
@@ -186,19 +188,11 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _lines_sql(path: Path) -> str:
     # One VARCHAR column per physical line: no delimiter, no quoting; blank lines are skipped.
     return f"""
         SELECT row_number() OVER () AS line_no, line
-        FROM read_csv({_quote(path)}, columns = {{'line': 'VARCHAR'}}, header = false,
+        FROM read_csv({literal(path)}, columns = {{'line': 'VARCHAR'}}, header = false,
                       delim = '\\x1f', quote = '', escape = '', auto_detect = false,
                       strict_mode = false, null_padding = true, max_line_size = 16777216)
     """
@@ -208,7 +202,7 @@ def _json_array_sql(path: Path) -> str:
     # A valid array yields one record per element; anything else yields the text as one bad line.
     is_array = "CASE WHEN json_valid(content) THEN json_type(content::JSON) = 'ARRAY' ELSE false END"
     return f"""
-        WITH doc AS (SELECT content, {is_array} AS is_array FROM read_text({_quote(path)})),
+        WITH doc AS (SELECT content, {is_array} AS is_array FROM read_text({literal(path)})),
         elements AS (SELECT unnest(json_extract(content::JSON, '$[*]'))::VARCHAR AS line FROM doc WHERE is_array)
         SELECT row_number() OVER () AS line_no, line FROM elements
         UNION ALL
@@ -217,7 +211,7 @@ def _json_array_sql(path: Path) -> str:
 
 
 def _json_value_sql(column: str, column_type: str) -> str:
-    col = _ident(column)
+    col = ident(column)
     if column in JSON_COLUMNS and column_type == "VARCHAR":
         # JSON text in a column: keep it as an object when it parses, as text otherwise.
         return f"coalesce(try(json({col})), to_json({col}))"
@@ -260,11 +254,11 @@ def flattened_row_to_json_sql(columns: dict[str, str]) -> str:
 def _table_sql(con, path: Path, fmt: str, parallel: bool = True) -> str:
     if fmt == "csv":
         scan = (
-            f"read_csv({_quote(path)}, header = true, all_varchar = true, quote = '\"', escape = '\"', "
+            f"read_csv({literal(path)}, header = true, all_varchar = true, quote = '\"', escape = '\"', "
             f"strict_mode = false, null_padding = true, parallel = {str(parallel).lower()})"
         )
     else:
-        scan = f"read_parquet({_quote(path)})"
+        scan = f"read_parquet({literal(path)})"
     described = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     columns = {row[0]: row[1] for row in described}
     return f"SELECT row_number() OVER () AS line_no, {flattened_row_to_json_sql(columns)}::VARCHAR AS line FROM {scan}"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from de_assets.anomaly import detect, episodes
 from de_assets.lib.health import HEALTH_SERIES_SQL
+from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
     KPI_ANOMALIES,
@@ -85,10 +86,6 @@ LEFT JOIN daily s USING (event_date)
 """
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def funnel_sql(funnels: dict[str, list[str]]) -> str:
     """Users who did steps 1..k in order on the day (earliest match of each step after the previous).
 
@@ -98,7 +95,7 @@ def funnel_sql(funnels: dict[str, list[str]]) -> str:
     """
     parts = []
     for funnel, steps in funnels.items():
-        names = ", ".join(_sql_str(s) for s in steps)
+        names = ", ".join(literal(s) for s in steps)
         ctes = [
             f"""ev AS (
                 SELECT event_date, user_key, event_ts, CASE WHEN type = 'page' THEN 'Page' ELSE event END AS step
@@ -106,20 +103,20 @@ def funnel_sql(funnels: dict[str, list[str]]) -> str:
                 WHERE event_date BETWEEN $start AND $end
                   AND (CASE WHEN type = 'page' THEN 'Page' WHEN type = 'track' THEN event END) IN ({names})
             )""",
-            f"s1 AS (SELECT event_date, user_key, min(event_ts) AS t FROM ev WHERE step = {_sql_str(steps[0])} GROUP BY ALL)",
+            f"s1 AS (SELECT event_date, user_key, min(event_ts) AS t FROM ev WHERE step = {literal(steps[0])} GROUP BY ALL)",
         ]
         for k in range(2, len(steps) + 1):
             ctes.append(
                 f"""s{k} AS (
                 SELECT e.event_date, e.user_key, min(e.event_ts) AS t
                 FROM ev e JOIN s{k - 1} p ON e.event_date = p.event_date AND e.user_key = p.user_key AND e.event_ts >= p.t
-                WHERE e.step = {_sql_str(steps[k - 1])} GROUP BY ALL)"""
+                WHERE e.step = {literal(steps[k - 1])} GROUP BY ALL)"""
             )
         counts = " UNION ALL ".join(
             f"SELECT event_date, {k} AS step_order, count(*) AS users FROM s{k} GROUP BY 1"
             for k in range(1, len(steps) + 1)
         )
-        step_rows = ", ".join(f"({k}, {_sql_str(s)})" for k, s in enumerate(steps, start=1))
+        step_rows = ", ".join(f"({k}, {literal(s)})" for k, s in enumerate(steps, start=1))
         ctes.append(f"counts AS ({counts})")
         ctes.append(f"grid AS (SELECT * FROM ({_DAYS}) CROSS JOIN (VALUES {step_rows}) AS s(step_order, step))")
         parts.append(
@@ -128,7 +125,7 @@ def funnel_sql(funnels: dict[str, list[str]]) -> str:
                 SELECT g.event_date, g.step_order, g.step, coalesce(c.users, 0) AS users
                 FROM grid g LEFT JOIN counts c USING (event_date, step_order)
             )
-            SELECT event_date, {_sql_str(funnel)} AS funnel, step_order, step, users,
+            SELECT event_date, {literal(funnel)} AS funnel, step_order, step, users,
                    CASE WHEN step_order = 1 THEN CASE WHEN users > 0 THEN 1.0 END
                         ELSE users / nullif(lag(users) OVER w, 0) END AS conversion_from_previous,
                    users / nullif(first_value(users) OVER w, 0) AS conversion_from_start
@@ -247,16 +244,11 @@ def replace_range(con, table: Table, select_sql: str, start: date, end: date) ->
     Returns the number of rows written.
     """
     lo, hi = (week_start(start), week_start(end)) if table.partition_column == "activity_week" else (start, end)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"DELETE FROM {table.name} WHERE {table.partition_column} BETWEEN ? AND ?", [lo, hi])
         written = con.execute(
             f"INSERT INTO {table.name} BY NAME {select_sql}", {"start": start, "end": end}
         ).fetchone()[0]
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return written
 
 

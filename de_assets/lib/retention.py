@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -58,8 +59,7 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
     one row per table: what was deleted and what was kept for a running backfill."""
     report = []
     kept = sorted(protected)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for layer, cutoff in policy.cutoffs(today).items():
             for table in LAYERS[layer]:
                 column = table.partition_column
@@ -75,8 +75,4 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
                 con.execute(f"INSERT INTO {RETENTION_LOG.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                             list(row.values()))
                 report.append(row)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return report

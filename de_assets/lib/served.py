@@ -28,9 +28,9 @@ from pyiceberg.expressions import And, LessThan, NotIn
 
 from de_assets.lib import lake
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
+from de_assets.lib.sql import literal
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
 
-DEFAULT_DATABASE = "data/warehouse.duckdb"
 LAKE_CODECS = ("zstd", "snappy", "gzip", "uncompressed")  # Parquet codecs of the lake's data files
 _ARROW = {
     "VARCHAR": pa.string(), "JSON": pa.string(), "DATE": pa.date32(), "BIGINT": pa.int64(),
@@ -101,7 +101,7 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
         if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
             folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
             folder.parent.mkdir(parents=True, exist_ok=True)
-            target_dir = "'" + str(folder).replace("'", "''") + "'"
+            target_dir = literal(folder)
             con.execute(f"COPY ({rows}) TO {target_dir} (FORMAT parquet, COMPRESSION {compression}, "
                         f"PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)",
                         {"v": values})

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from de_assets.lib.days import days_between
+
 
 @dataclass(frozen=True)
 class Column:
@@ -40,7 +42,7 @@ class Table:
             step = 7
         else:
             step = 1
-        return [start + timedelta(days=i) for i in range(0, (end - start).days + 1, step)]
+        return days_between(start, end)[::step]
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)

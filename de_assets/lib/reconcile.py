@@ -1,0 +1,146 @@
+"""After a cleaning of arrival days [start, end]: its books, and what else its rows touch.
+
+* `accounting`: where every landed row of the days went, per landed file (landed = clean +
+  quarantined + duplicates), counted independently of the clean step's own figures.
+* `late_event_days`: event days before the range that its rows count toward (late data).
+* `stale_later_days` / `event_days`: later arrival days, already cleaned, that served a re-delivery
+  as the original (they were built before these days were ingested); the cleaning asset rebuilds them.
+* `marts_to_refresh`: the event-day ranges whose marts the cleaning may have made stale (read by
+  the `late_data_refresh` sensor).
+
+The cleaning itself (`clean_range`) is in `de_assets/lib/clean.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from de_assets.lib.clean import CleanSpec
+
+
+def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
+    """Arrival days after `end`, already cleaned, that serve a row whose key was delivered in
+    [start, end]: built before these days were ingested (runs of different days ran in another
+    order, or at once), they served a re-delivery as the original. Oldest first."""
+    later = spec.raw.name
+    rows = con.execute(
+        f"""WITH keys AS (SELECT DISTINCT {spec.key} FROM {spec.raw.name}
+                          WHERE arrival_date BETWEEN $start AND $end AND {spec.key} IS NOT NULL AND parse_error IS NULL),
+                 served AS (SELECT arrival_date, source_file, line_no FROM {spec.clean.name} WHERE arrival_date > $end
+                            UNION ALL
+                            SELECT arrival_date, source_file, line_no FROM {spec.quarantine.name}
+                            WHERE arrival_date > $end AND status = 'held_back')
+            SELECT DISTINCT r.arrival_date FROM {later} r JOIN served s USING (arrival_date, source_file, line_no)
+            WHERE r.arrival_date > $end AND r.parse_error IS NULL AND r.{spec.key} IN (SELECT {spec.key} FROM keys)
+            ORDER BY 1""",
+        {"start": start, "end": end},
+    ).fetchall()
+    return [d for (d,) in rows]
+
+
+def event_days(con, spec: CleanSpec, days: list[date]) -> list[date]:
+    """Event days of the clean rows of these arrival days."""
+    if not days:
+        return []
+    rows = con.execute(f"SELECT DISTINCT event_date FROM {spec.clean.name} WHERE list_contains(?, arrival_date) "
+                       "ORDER BY 1", [days]).fetchall()
+    return [d for (d,) in rows]
+
+
+def marts_to_refresh(start: date, end: date, late_days: list[date], repaired_days: list[date],
+                     repaired_event_days: list[date], window_days: int) -> list[tuple[date, date]]:
+    """The event days, outside the run's own range [start, end] (its marts are built after cleaning),
+    whose marts a cleaning of arrival days [start, end] may have made stale, as (first, last) ranges:
+
+    * from the earliest late event day (or event day of a repaired row) through the range's end: the
+      days before the range, and the range's own days, whose comparisons with earlier days read them;
+    * after it: the trailing windows that read the range or a repaired day, up to
+      max(end, last repaired day) + window_days - 1. They were only built before if runs of later
+      days ran first or at once, or the range is re-run in the past; the sensor re-serves only the
+      days whose marts were served before this cleaning.
+    """
+    ranges = []
+    first = min([*late_days, *repaired_event_days, start])
+    if first < start:
+        ranges.append((first, end))
+    ranges.append((end + timedelta(days=1), max([end, *repaired_days]) + timedelta(days=window_days - 1)))
+    return ranges
+
+
+def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
+    """Event days before `start` that rows arriving in [start, end] count toward (late data)."""
+    rows = con.execute(
+        f"SELECT DISTINCT event_date FROM {spec.clean.name} WHERE arrival_date BETWEEN ? AND ? "
+        "AND event_date < ? ORDER BY 1",
+        [start, end, start],
+    ).fetchall()
+    return [d for (d,) in rows]
+
+
+UNBALANCED_FILES_SHOWN = 20
+
+
+def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
+    """Count, independently from the clean step's own figures, where every landed row of the
+    arrival days went, per landed file (held-back days included: their rows are in the quarantine
+    table as rejected or held back, or still served from before).
+
+    The identity that must hold for every file: rows landed = clean + quarantined + duplicates,
+    where the duplicates of a re-delivered (byte-identical) file are all its rows; and the raw rows
+    of a file = its clean + quarantined + duplicate-table rows. Rows erased by forget-user requests
+    left the books on purpose and are subtracted from the landed count.
+    """
+    if not days:
+        return {"days_checked": 0, "files_checked": 0, "balanced": True}
+    window = "list_contains($days, arrival_date)"
+
+    def per_file(label: str, relation: str, count: str = "count(*)", where: str = "TRUE", file: str = "source_file"):
+        return (f"SELECT '{label}' AS k, arrival_date, {file} AS source_file, {count} AS n FROM {relation} "
+                f"WHERE {window} AND {where} GROUP BY ALL")
+
+    parts = [
+        per_file("landed", "raw.source_files", "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
+        per_file("redelivered", "raw.source_files", "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
+        per_file("forgotten", "raw.forgotten_rows", "sum(rows)", "source = $source"),
+        per_file("raw", spec.raw.name),
+        per_file("clean", spec.clean.name),
+        per_file("quarantined", spec.quarantine.name),
+        per_file("held_back", spec.quarantine.name, where="status = 'held_back'"),
+        per_file("duplicate_rows", spec.duplicates.name),
+    ]
+    kinds = ("landed", "redelivered", "forgotten", "raw", "clean", "quarantined", "held_back", "duplicate_rows")
+    pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in kinds)
+    files = con.execute(
+        f"SELECT arrival_date, source_file, {pivot} FROM ({' UNION ALL '.join(parts)}) "
+        "GROUP BY ALL ORDER BY arrival_date, source_file",
+        {"days": days, "source": source},
+    ).df()
+    files["landed_net"] = files["landed"] + files["redelivered"] - files["forgotten"]
+    files["duplicate"] = files["duplicate_rows"] + files["redelivered"]
+    files["balanced"] = (files["landed_net"] == files["clean"] + files["quarantined"] + files["duplicate"]) & (
+        files["raw"] == files["clean"] + files["quarantined"] + files["duplicate_rows"]
+    )
+    unbalanced = files[~files["balanced"]]
+    total = {k: int(files[k].sum()) for k in (*kinds, "duplicate", "landed_net")}
+    books = {
+        "days_checked": len(days),
+        "files_checked": len(files),
+        "files_unbalanced": len(unbalanced),
+        "rows_landed": total["landed_net"],
+        "rows_raw": total["raw"],
+        "rows_clean": total["clean"],
+        "rows_quarantined": total["quarantined"],
+        "rows_held_back": total["held_back"],
+        "rows_duplicate": total["duplicate"],
+        "rows_in_redelivered_files": total["redelivered"],
+        "rows_forgotten": total["forgotten"],
+        "balanced": unbalanced.empty,
+    }
+    if not unbalanced.empty:  # which files, with their counts (file paths and numbers only, never rows)
+        shown = unbalanced.head(UNBALANCED_FILES_SHOWN)
+        header = "| day | file | landed | clean | quarantined | duplicate | raw |\n|---|---|---|---|---|---|---|\n"
+        books["unbalanced_files"] = header + "\n".join(
+            f"| {r.arrival_date:%Y-%m-%d} | {r.source_file} | {r.landed_net} | {r.clean} | {r.quarantined} | "
+            f"{r.duplicate} | {r.raw} |" for r in shown.itertuples()
+        )
+    return books
