@@ -284,6 +284,8 @@ _SUMMED = ("dagster/row_count", "rows_quarantined", "rows_duplicate", "rows_dupl
 def _print_summary(result) -> None:
     import dagster as dg
 
+    from de_assets.metadata import DRY_RUN
+
     # A range run records one materialization per partition, each with that day's figures: add them up.
     rows: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
@@ -303,7 +305,7 @@ def _print_summary(result) -> None:
                 line += f" ({meta['rows_duplicate_conflicting']:,} conflicting)"
             if meta.get("rows_held_back"):  # their day was held back by the gate: in quarantine, not served
                 line += f", {meta['rows_held_back']:,} held back (in quarantine)"
-        if meta.get("dry_run"):
+        if meta.get(DRY_RUN):
             line += f"  | stored {meta['stored_rows']:,}, diff {meta['row_diff']:+,}"
             if "rows_added_or_changed" in meta:
                 line += f" ({meta['rows_added_or_changed']:,} new/changed, {meta['rows_removed_or_changed']:,} replaced)"

@@ -9,6 +9,7 @@ from de_assets.instance import on_outside_dev
 from de_assets.lib import forget, retention, served
 from de_assets.lib.days import range_label, utc_now, utc_today
 from de_assets.lib.tables import CLEAN_EVENTS, DUPLICATES_EVENTS, QUARANTINE_EVENTS
+from de_assets.metadata import REFRESH_RANGE
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
 
@@ -140,7 +141,7 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
         for day in erasure.arrivals:  # these clean/clean_events partitions changed
             meta = {"forget_request": config.request_id, "rows_deleted": deleted}
             if not config.caller_refreshes_marts:  # the late_data_refresh sensor re-serves the marts
-                meta["refresh_range"] = range_label(*refresh)
+                meta[REFRESH_RANGE] = range_label(*refresh)
             context.log_event(dg.AssetMaterialization(asset_key=["clean", "clean_events"], partition=str(day), metadata=meta))
     result = {"request_id": config.request_id, "status": erasure.status, "rows_deleted": deleted,
               "refresh_start": refresh[0] if refresh else None, "refresh_end": refresh[1] if refresh else None}

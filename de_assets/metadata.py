@@ -13,6 +13,16 @@ from de_assets.lib.tables import Table
 
 PREVIEW_ROWS = 10
 
+# Metadata keys that one part of the code location writes and another reads (sensors, the CLI).
+DRY_RUN = "dry_run"  # on every materialization of a dry run
+PARTITION_RANGE = "partition_range"  # the run's arrival-day range, `start..end`
+LAKE_SNAPSHOT_ID = "lake_snapshot_id"  # the lake commit that published the range
+LATE_EVENT_DAYS = "late_event_days"  # clean/*: event days before the range that it saw rows of
+REPAIRED_DAYS = "repaired_days"  # clean/*: later arrival days it rebuilt
+REPAIRED_AFTER = "repaired_after"  # clean/* of a rebuilt day: the range whose cleaning rebuilt it
+MARTS_TO_REFRESH = "marts_to_refresh"  # clean/*: event-day ranges whose marts it made stale (a..b, c..d)
+REFRESH_RANGE = "refresh_range"  # forget-user: the event days whose marts must be re-served
+
 
 def column_schema(table: Table) -> dg.TableSchema:
     return dg.TableSchema(
@@ -50,7 +60,7 @@ def _dry_run_diff(con, table: Table, where: str, start: date, end: date, rows: i
         [schema, name],
     ).fetchall()[0][0]
     stored = con.execute(f"SELECT count(*) FROM stored.{table.name} WHERE {where}", [start, end]).fetchall()[0][0] if exists else 0
-    diff = {"dry_run": True, "stored_rows": stored, "would_write_rows": rows, "row_diff": rows - stored}
+    diff = {DRY_RUN: True, "stored_rows": stored, "would_write_rows": rows, "row_diff": rows - stored}
     if exists and table.schema == "marts":  # small tables: also count the rows whose values would change
         [(new, gone)] = con.execute(
             f"""SELECT (SELECT count(*) FROM (SELECT * FROM {table.name} WHERE {where}
@@ -64,9 +74,7 @@ def _dry_run_diff(con, table: Table, where: str, start: date, end: date, rows: i
 
 
 def _where(table: Table) -> str:
-    if table.partition_column == "activity_week":
-        return "activity_week BETWEEN date_trunc('week', ?::DATE) AND date_trunc('week', ?::DATE)"
-    return f"{table.partition_column} BETWEEN ? AND ?"
+    return table.range_predicate("?", "?")
 
 
 def run_metadata(con, table: Table, start: date, end: date) -> dict:
@@ -80,7 +88,7 @@ def run_metadata(con, table: Table, start: date, end: date) -> dict:
         **(_dry_run_diff(con, table, _where(table), start, end, rows) if rows is not None else {}),
         "dagster/column_schema": column_schema(table),
         "dagster/table_name": f"warehouse.{table.name}",
-        "partition_range": range_label(start, end),
+        PARTITION_RANGE: range_label(start, end),
     }
 
 

@@ -22,7 +22,7 @@ from de_assets import checks
 from de_assets.lib import health
 from de_assets.lib.days import days_between
 from de_assets.lib.tables import Table
-from de_assets.metadata import day_metadata, run_metadata
+from de_assets.metadata import LAKE_SNAPSHOT_ID, day_metadata, run_metadata
 from de_assets.resources import Alerting, Warehouse
 
 
@@ -65,7 +65,7 @@ def finish(
     if publish_to is not None and not failed:
         snapshot = publish_to.publish(con, table, start, end)
         if snapshot is not None:
-            metadata["lake_snapshot_id"] = str(snapshot)
+            metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
     return metadata, results
 
 

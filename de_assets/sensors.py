@@ -11,6 +11,7 @@ from de_assets.freshness import DEADLINE_HOUR_UTC, SERVED
 from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
+from de_assets.metadata import DRY_RUN, MARTS_TO_REFRESH, REFRESH_RANGE
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
@@ -202,13 +203,13 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
     for record in records:
         meta = record.asset_materialization.metadata
         key = f"late:{record.run_id}:{record.asset_key.to_user_string()}"
-        if meta.get("dry_run") and meta["dry_run"].value:
+        if meta.get(DRY_RUN) and meta[DRY_RUN].value:
             continue
-        if "refresh_range" in meta:  # recorded by forget-user: the exact days to re-serve
-            first, last = parse_range(meta["refresh_range"].value)
+        if REFRESH_RANGE in meta:  # recorded by forget-user: the exact days to re-serve
+            first, last = parse_range(meta[REFRESH_RANGE].value)
             ranges[key] = (first, last)
             continue
-        refresh = meta.get("marts_to_refresh")
+        refresh = meta.get(MARTS_TO_REFRESH)
         for i, text in enumerate(refresh.value.split(", ") if refresh is not None and refresh.value else []):
             first, last = parse_range(text)
             ranges[f"{key}:{i}"] = (first, last)

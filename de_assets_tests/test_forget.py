@@ -197,7 +197,7 @@ def test_suppressed_rows_are_dropped_at_ingest_and_counted_once_per_file(con, go
     # a stale entry: rows of a.ndjson erased by an older request (e.g. under a rotated key)
     con.execute("INSERT INTO raw.forgotten_rows VALUES ('events', ?, 'events/2026-11-02/a.ndjson', 9, 'old')", [day])
     for _ in range(2):  # an ingest, then a re-ingest of the same day
-        ingest.forget_partition(con, "events", day, day)
+        ingest.clear_partition(con, "events", day, day)
         report = ingest.ingest_day(con, golden_landing, "events", day, "run", ingest.IngestReport("events"))
         assert report.rows_ingested == 21  # rows read from the files, as registered
         assert con.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 17
@@ -208,7 +208,7 @@ def test_suppressed_rows_are_dropped_at_ingest_and_counted_once_per_file(con, go
             ("events/2026-11-02/a.ndjson", 3), ("events/2026-11-02/c.parquet", 1)]
     # a request that matched nothing by mistake suppresses nothing
     con.execute("UPDATE pipeline_health.forget_requests SET status = 'no_match'")
-    ingest.forget_partition(con, "events", day, day)
+    ingest.clear_partition(con, "events", day, day)
     ingest.ingest_day(con, golden_landing, "events", day, "run", ingest.IngestReport("events"))
     assert con.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 21
     assert con.execute("SELECT count(*) FROM raw.forgotten_rows").fetchone()[0] == 0  # books: 21 landed, 21 raw

@@ -90,3 +90,27 @@ def test_kpi_anomaly_episode_is_one_alert():
     alerts = [a for _, a in raised]
     one_by_one = {a.dedupe_key for i in (60, 61, 62) for _, a in anomaly_alerts(con, days[i], days[i], "run-2")}
     assert one_by_one == {alerts[0].dedupe_key}
+
+
+
+def test_a_table_knows_which_rows_a_day_range_covers(con):
+    """Hand-checked: 2026-11-04 is a Wednesday, its week starts Monday 2026-11-02; 2026-11-10 is in
+    the week of 2026-11-09. A daily table covers exactly the days."""
+    from datetime import date
+
+    from de_assets.lib.tables import DAILY_ENGAGEMENT, RETENTION_COHORTS
+
+    start, end = date(2026, 11, 4), date(2026, 11, 10)
+    assert RETENTION_COHORTS.weekly and not DAILY_ENGAGEMENT.weekly
+    assert RETENTION_COHORTS.partition_values(start, end) == [date(2026, 11, 2), date(2026, 11, 9)]
+    wednesday = "DATE '2026-11-04'"
+    assert con.execute(f"SELECT {RETENTION_COHORTS.partition_of_day(wednesday)}::DATE").fetchone()[0] == date(2026, 11, 2)
+    mondays = "SELECT unnest([DATE '2026-10-26', DATE '2026-11-02', DATE '2026-11-09', DATE '2026-11-16']) AS w"
+    weekly = con.execute(f"SELECT list(w ORDER BY 1) FROM ({mondays}) "
+                         f"WHERE {RETENTION_COHORTS.range_predicate('?', '?').replace('activity_week', 'w')}",
+                         [start, end]).fetchone()[0]
+    assert weekly == [date(2026, 11, 2), date(2026, 11, 9)]  # the weeks holding 11-04 and 11-10
+    days = "SELECT unnest([DATE '2026-11-03', DATE '2026-11-04', DATE '2026-11-10', DATE '2026-11-11']) AS event_date"
+    daily = con.execute(f"SELECT list(event_date ORDER BY 1) FROM ({days}) "
+                        f"WHERE {DAILY_ENGAGEMENT.range_predicate('?', '?')}", [start, end]).fetchone()[0]
+    assert daily == [date(2026, 11, 4), date(2026, 11, 10)]

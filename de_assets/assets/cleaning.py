@@ -7,7 +7,14 @@ import dagster as dg
 from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile
 from de_assets.lib.days import days_between, range_label, short_label
-from de_assets.metadata import definition_metadata
+from de_assets.metadata import (
+    LAKE_SNAPSHOT_ID,
+    LATE_EVENT_DAYS,
+    MARTS_TO_REFRESH,
+    REPAIRED_AFTER,
+    REPAIRED_DAYS,
+    definition_metadata,
+)
 from de_assets.partitions import daily, partition_dates
 from de_assets.reporting import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
@@ -54,7 +61,7 @@ def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key,
             context.log_event(dg.AssetMaterialization(
                 asset_key=key, partition=str(day),
                 description=f"Rebuilt: arrival days {label}, cleaned after it, first delivered some of its keys.",
-                metadata={"dagster/row_count": rows, "repaired_after": label, "rows_duplicate": r.rows_duplicate},
+                metadata={"dagster/row_count": rows, REPAIRED_AFTER: label, "rows_duplicate": r.rows_duplicate},
             ))
     context.log.info(f"rebuilt {len(days)} later arrival day(s) that served re-deliveries of keys first "
                      f"delivered in {label}: {', '.join(map(str, days))}")
@@ -178,7 +185,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 extra_results=tuple(extra), per_day={day: r.as_metadata() for day, r in daily_reports.items()},
                 publish_to=warehouse,
             )
-            if "lake_snapshot_id" in clean_meta:  # duplicates are served with the clean rows they were told from
+            if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
                 warehouse.publish(con, spec.duplicates, start, end)
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
             late_days = reconcile.late_event_days(con, spec, start, end)
@@ -203,9 +210,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
                                          marts.TRAILING_WINDOW_DAYS)
         late = {
-            "late_event_days": ", ".join(str(d) for d in late_days) or "none",
-            "repaired_days": ", ".join(str(d) for d in repaired["days"]) or "none",
-            "marts_to_refresh": ", ".join(range_label(a, b) for a, b in refresh),
+            LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
+            REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
+            MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh),
         }
         yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
         yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)

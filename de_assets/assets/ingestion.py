@@ -134,7 +134,7 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
         with warehouse.connect() as con:
             privacy.install_macros(con, settings.key(context.log))
             if config.reingest:
-                ingest.forget_partition(con, source, start, end)
+                ingest.clear_partition(con, source, start, end)
             earlier = ingest.earlier_files(con, settings.landing_root, source, end)
             for day in days_between(start, end):
                 reports[day] = ingest.ingest_day(

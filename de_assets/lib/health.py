@@ -35,13 +35,9 @@ class DayCounts:
 
 def rows_per_day(con, table: Table, start: date, end: date) -> dict[date, DayCounts]:
     """Rows of [start, end] per partition day (retention cells count toward each day of their week)."""
-    if table.partition_column == "activity_week":
-        sql = (f"SELECT d::DATE, count(t.activity_week) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
-               f"LEFT JOIN {table.name} t ON t.activity_week = date_trunc('week', d) GROUP BY 1")
-    else:
-        column = table.partition_column
-        sql = (f"SELECT d::DATE, count(t.{column}) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
-               f"LEFT JOIN {table.name} t ON t.{column} = d::DATE GROUP BY 1")
+    column = table.partition_column
+    sql = (f"SELECT d::DATE, count(t.{column}) FROM range($start::DATE, $end::DATE + 1, INTERVAL 1 DAY) r(d) "
+           f"LEFT JOIN {table.name} t ON t.{column} = {table.partition_of_day('d')} GROUP BY 1")
     return {day: DayCounts(n, n) for day, n in con.execute(sql, {"start": start, "end": end}).fetchall()}
 
 

@@ -132,7 +132,7 @@ class IngestReport:
         return {k: v for k, v in vars(self).items() if isinstance(v, int)}
 
 
-def forget_partition(con, source: str, start: date, end: date) -> None:
+def clear_partition(con, source: str, start: date, end: date) -> None:
     """Delete raw rows and file registrations for an arrival-day range (explicit re-ingest only)."""
     table, _ = SOURCES[source]
     con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN ? AND ?", [start, end])

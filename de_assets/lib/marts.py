@@ -8,7 +8,7 @@ outputs, so a partition's result depends only on data. Definitions: docs/contrac
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -233,19 +233,14 @@ WHERE c.event_date BETWEEN $start AND $end
 """
 
 
-def week_start(day: date) -> date:
-    return day - timedelta(days=day.weekday())
-
-
 def replace_range(con, table: Table, select_sql: str, start: date, end: date) -> int:
     """Delete the table's rows for [start, end] and insert the query's rows, in one transaction.
 
-    Retention is keyed by activity week: a day range rewrites the weeks that contain it.
+    A weekly table (retention, keyed by activity week) has the weeks that contain the range rewritten.
     Returns the number of rows written.
     """
-    lo, hi = (week_start(start), week_start(end)) if table.partition_column == "activity_week" else (start, end)
     with transaction(con):
-        con.execute(f"DELETE FROM {table.name} WHERE {table.partition_column} BETWEEN ? AND ?", [lo, hi])
+        con.execute(f"DELETE FROM {table.name} WHERE {table.range_predicate('?', '?')}", [start, end])
         written = con.execute(
             f"INSERT INTO {table.name} BY NAME {select_sql}", {"start": start, "end": end}
         ).fetchone()[0]

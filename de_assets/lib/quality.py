@@ -17,9 +17,7 @@ PSEUDONYM_RE = r"[0-9a-f]{32}"
 
 
 def _window(table: Table) -> str:
-    if table.partition_column == "activity_week":
-        return "activity_week BETWEEN date_trunc('week', $start::DATE) AND date_trunc('week', $end::DATE)"
-    return f"{table.partition_column} BETWEEN $start AND $end"
+    return table.range_predicate("$start", "$end")
 
 
 def _one(con, sql: str, start: date, end: date):

@@ -34,15 +34,32 @@ class Table:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def weekly(self) -> bool:
+        """Partitioned by week (`activity_week`, a Monday): a day's run rewrites the week holding it."""
+        return self.partition_column == "activity_week"
+
     def partition_values(self, start: date, end: date) -> list[date]:
-        """The partition values a run over the days [start, end] writes: those days, or for a table
-        partitioned by `activity_week` the Monday of every week they touch."""
-        if self.partition_column == "activity_week":
+        """The partition values a run over the days [start, end] writes: those days, or for a weekly
+        table the Monday of every week they touch."""
+        if self.weekly:
             start, end = start - timedelta(days=start.weekday()), end - timedelta(days=end.weekday())
             step = 7
         else:
             step = 1
         return days_between(start, end)[::step]
+
+    def range_predicate(self, start: str = "$start", end: str = "$end") -> str:
+        """SQL: the rows of the partitions a run over the days [start, end] writes (SQL expressions
+        or parameters, e.g. `$start` or `?`)."""
+        if self.weekly:
+            return (f"{self.partition_column} BETWEEN date_trunc('week', {start}::DATE) "
+                    f"AND date_trunc('week', {end}::DATE)")
+        return f"{self.partition_column} BETWEEN {start} AND {end}"
+
+    def partition_of_day(self, day: str) -> str:
+        """SQL: the partition value the day `day` (a SQL expression) belongs to."""
+        return f"date_trunc('week', {day})" if self.weekly else f"{day}::DATE"
 
     def ddl(self) -> str:
         cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
