@@ -38,26 +38,29 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "de_assets.cli", *args]
 
 
-def _refresh_until_settled(folder: Path, landing: Path) -> int:
+def _settle(instance, defs) -> int:
     """What the daemon does: tick late_data_refresh and run what it requests, until it requests nothing."""
+    cursor, runs = None, 0
+    for _ in range(5):
+        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+            result = sensors.late_data_refresh(context)
+        requests = getattr(result, "run_requests", None) or []
+        cursor = getattr(result, "cursor", None) or cursor
+        if not requests:
+            return runs
+        for request in requests:
+            assert defs.resolve_job_def("refresh_marts").execute_in_process(instance=instance, tags=request.tags).success
+            runs += 1
+    raise AssertionError("late_data_refresh kept requesting runs")
+
+
+def _refresh_until_settled(folder: Path, landing: Path) -> int:
+    """`_settle` on the instance and warehouse the CLI runs used."""
     os.environ["DAGSTER_HOME"] = str(folder / "home")
     try:
-        instance = dg.DagsterInstance.get()
         defs = build_defs(build_resources(str(folder / "warehouse.duckdb"), str(landing),
                                           reports_root=str(folder / "reports")))
-        cursor, runs = None, 0
-        for _ in range(5):
-            with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
-                result = sensors.late_data_refresh(context)
-            requests = getattr(result, "run_requests", None) or []
-            cursor = getattr(result, "cursor", None) or cursor
-            if not requests:
-                return runs
-            for request in requests:
-                refresh = defs.resolve_job_def("refresh_marts").execute_in_process(instance=instance, tags=request.tags)
-                assert refresh.success
-                runs += 1
-        raise AssertionError("late_data_refresh kept requesting runs")
+        return _settle(dg.DagsterInstance.get(), defs)
     finally:
         del os.environ["DAGSTER_HOME"]
 
@@ -149,17 +152,7 @@ def test_days_run_latest_first_equal_one_sequential_run(tmp_path):
     assert rebuilt  # cleaning earlier days rebuilt later ones (their partitions are recorded as materialized)
     with duckdb.connect(str(reversed_runs.db), read_only=True) as con:
         assert con.execute("SELECT count(*) - count(DISTINCT message_id) FROM clean.events").fetchone()[0] == 0
-    instance, cursor = reversed_runs.instance, None
-    for _ in range(5):
-        with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
-            tick = sensors.late_data_refresh(context)
-        requests = getattr(tick, "run_requests", None) or []
-        cursor = getattr(tick, "cursor", None) or cursor
-        if not requests:
-            break
-        for request in requests:
-            assert reversed_runs.defs.resolve_job_def("refresh_marts").execute_in_process(
-                instance=instance, tags=request.tags).success
+    _settle(reversed_runs.instance, reversed_runs.defs)
     with duckdb.connect(str(reversed_runs.db), read_only=True) as a, \
             duckdb.connect(str(sequential.db), read_only=True) as b:
         assert fingerprint(a) == fingerprint(b)

@@ -95,26 +95,21 @@ def _betacf(a, b, x, eps=_CF_EPS):
         d = fpmin
     d = 1 / d
     h = d
+    def lentz_step(aa, c, d):  # one term of the fraction: the updated (c, d) and their product
+        d = 1 + aa * d
+        if abs(d) < fpmin:
+            d = fpmin
+        c = 1 + aa / c
+        if abs(c) < fpmin:
+            c = fpmin
+        d = 1 / d
+        return c, d, d * c
+
     for m in range(1, _CF_MAXIT + 1):
         m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1 + aa * d
-        if abs(d) < fpmin:
-            d = fpmin
-        c = 1 + aa / c
-        if abs(c) < fpmin:
-            c = fpmin
-        d = 1 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1 + aa * d
-        if abs(d) < fpmin:
-            d = fpmin
-        c = 1 + aa / c
-        if abs(c) < fpmin:
-            c = fpmin
-        d = 1 / d
-        delta = d * c
+        c, d, even = lentz_step(m * (b - m) * x / ((qam + m2) * (a + m2)), c, d)
+        h *= even
+        c, d, delta = lentz_step(-(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)), c, d)
         h *= delta
         if abs(delta - 1) < eps:
             return h
