@@ -13,7 +13,7 @@ from de_assets.lib.days import days_between
 from de_assets.lib.tables import EXPERIMENT_RESULTS, FUNNEL_DAILY, KPI_ANOMALIES, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
-from de_assets.reporting import check_events, finish
+from de_assets.bookkeeping import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:analytics"]

@@ -16,7 +16,7 @@ from de_assets.metadata import (
     definition_metadata,
 )
 from de_assets.partitions import daily, partition_dates
-from de_assets.reporting import check_events, finish
+from de_assets.bookkeeping import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]

@@ -14,7 +14,7 @@ from de_assets.lib.flags import FLAG_NAMES, parse_flags
 from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import day_metadata, definition_metadata, run_metadata
 from de_assets.partitions import daily, partition_dates
-from de_assets.reporting import add_day_metadata, check_events
+from de_assets.bookkeeping import add_day_metadata, check_events
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
