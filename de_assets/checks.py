@@ -10,7 +10,7 @@ once per day: a range run records one evaluation per partition, each with its ow
 figures, so the UI shows the partition of every evaluation and a bad day is not hidden in (nor
 blamed on) the rest of its range. Dagster fills the partition of an `AssetCheckResult` only for
 single-partition runs, so the steps yield `AssetCheckEvaluation`s with the partition set
-(`reporting.check_events`).
+(`bookkeeping.check_events`).
 """
 
 import warnings
