@@ -3,24 +3,14 @@
 import dagster as dg
 
 from de_assets import freshness, maintenance, schedules, sensors
-from de_assets.assets import analytics, cleaning, ingestion, pipeline_health
+from de_assets.assets import layers, pipeline_health
 from de_assets.config_experiment import PipelineRunner
 from de_assets.jobs import daily_pipeline, pipeline_config_experiment, pull_events_api, refresh_marts
 from de_assets.resources import build_resources
 
 ASSETS = dg.map_asset_specs(
     freshness.with_policy,
-    [
-        ingestion.landing_events,
-        ingestion.landing_requests,
-        ingestion.events_api,
-        ingestion.raw_events,
-        ingestion.raw_requests,
-        cleaning.clean_events,
-        cleaning.clean_requests,
-        *analytics.ALL,
-        *pipeline_health.ALL,
-    ],
+    [*layers.DATA_ASSETS, *pipeline_health.ALL],
 )
 
 

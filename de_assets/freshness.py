@@ -12,15 +12,12 @@ from datetime import timedelta
 
 import dagster as dg
 
-from de_assets.assets import analytics, cleaning
+from de_assets.assets.layers import SERVED, SERVED_GROUPS
 from de_assets.instance import on_outside_dev
 
-SERVED_GROUPS = ("cleaning", "analytics")
 POLICY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30))
 DEADLINE_HOUR_UTC = 6
 DEADLINE_CRON = f"0 {DEADLINE_HOUR_UTC} * * *"
-
-SERVED: list[dg.AssetKey] = [key for a in (cleaning.clean_events, cleaning.clean_requests, *analytics.ALL) for key in a.keys]
 
 
 def with_policy(spec: dg.AssetSpec) -> dg.AssetSpec:

@@ -6,8 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
-from de_assets.assets import analytics
-from de_assets.freshness import DEADLINE_HOUR_UTC, SERVED
+from de_assets.assets.layers import CLEANED, MARTS, SERVED
+from de_assets.freshness import DEADLINE_HOUR_UTC
 from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
@@ -184,10 +184,6 @@ def _still_landed(root: str, relatives: set[str]) -> list[landing.LandedFile]:
         source, day, _ = relative.split("/", 2)
         found += [f for f in landing.list_files(root, source, date.fromisoformat(day)) if f.relative == relative]
     return found
-
-
-CLEANED = [dg.AssetKey(["clean", "clean_events"]), dg.AssetKey(["clean", "clean_requests"])]
-MARTS = [key for asset in analytics.ALL for key in asset.keys]
 
 
 def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:

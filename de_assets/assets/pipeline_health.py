@@ -6,6 +6,7 @@ from datetime import date
 import dagster as dg
 
 from de_assets import checks
+from de_assets.assets.layers import MEASURED
 from de_assets.config_experiment import PipelineRunner
 from de_assets.lib import config_experiment, forget, health
 from de_assets.lib.alerts import Alert
@@ -18,15 +19,6 @@ from de_assets.bookkeeping import add_day_metadata, check_events
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
-PIPELINE_ASSETS = [
-    dg.AssetKey(k.split("/"))
-    for k in (
-        "raw/raw_events", "raw/raw_requests", "clean/clean_events", "quarantine/quarantine_events", "clean/clean_requests",
-        "quarantine/quarantine_requests", "marts/daily_engagement", "marts/funnel_daily", "marts/retention_cohorts",
-        "marts/revenue_daily", "marts/service_latency", "marts/kpi_changes", "marts/kpi_anomalies",
-        "marts/experiment_results",
-    )
-]
 COMMON = dict(
     pool=WAREHOUSE_POOL,
     group_name="pipeline_health",
@@ -63,7 +55,7 @@ def _day_summary(con, run_id: str, day) -> dict:
 
 @dg.asset(
     key=["pipeline_health", "partition_kpis"],
-    deps=PIPELINE_ASSETS,
+    deps=MEASURED,
     description="The pipeline's own KPIs, one row per partition x asset x run: rows in/out/quarantined/"
     "duplicate, seconds, rows/s and data freshness (newest event -> available). Every step appends "
     "its rows as it finishes, so failed and partial runs are recorded too; this asset publishes each "
@@ -87,7 +79,7 @@ def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse):
     materialized = {
         e.dagster_event.asset_key.to_user_string()
         for e in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-        if e.dagster_event.asset_key in PIPELINE_ASSETS
+        if e.dagster_event.asset_key in MEASURED
     }
     with warehouse.connect() as con:
         reported = con.execute(
