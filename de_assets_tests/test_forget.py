@@ -128,6 +128,7 @@ def test_forget_user_cli_leaves_no_trace_in_dagster_suppresses_reingest_and_serv
             assert secret not in data, (path, secret)
 
     # (c) re-ingesting both days (landing files unchanged, carol still in them) does not bring her back
+    monkeypatch.setenv("DE_ASSETS_LANDING", str(golden_landing))  # the code location's landing (the CLI took --landing)
     defs = build_defs()
     with dg.DagsterInstance.from_config(str(home)) as instance:
         rerun = defs.resolve_job_def("daily_pipeline").execute_in_process(
