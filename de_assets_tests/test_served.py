@@ -36,7 +36,15 @@ def test_the_lake_serves_exactly_the_warehouse_tables(pipeline):
                 continue  # written by other jobs (experiments, retention): published there
             assert rows(reader, table) == rows(warehouse, table), table.name
     assert reader.execute("SELECT list(dau ORDER BY event_date) FROM marts.daily_engagement").fetchone()[0] == [3, 4, 3]
-    # any engine that reads Iceberg: pyiceberg alone, no DuckDB
+    # any engine that reads Iceberg: pyiceberg alone, no DuckDB, reads every served table whole
+    with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
+        for table in served.PUBLISHED:
+            if table.name.startswith("pipeline_health.") and table.name not in (
+                    "pipeline_health.partition_kpis", "pipeline_health.slo_status", "pipeline_health.alerts"):
+                continue
+            scanned = catalog.load_table(table.name).scan().to_arrow()
+            assert scanned.num_rows == warehouse.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0], table.name
+            assert scanned.column_names == [c.name for c in table.columns], table.name
     arrow = catalog.load_table("marts.daily_engagement").scan().to_arrow().sort_by("event_date")
     assert arrow.column("dau").to_pylist() == [3, 4, 3]
     assert len(catalog.load_table(CLEAN_EVENTS.name).scan().to_arrow()) == 24
