@@ -137,12 +137,13 @@ class Warehouse(DuckDBResource):
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
         return self._catalog
 
-    def publish(self, con, table, start=None, end=None) -> int | None:
-        """Publish the partitions of [start, end] of a served table to the lake (`lib/served.py`)."""
+    def publish(self, con, table, start=None, end=None, days=None) -> int | None:
+        """Publish the partitions of [start, end] (or exactly `days`) of a served table to the lake in
+        one commit (`lib/served.py`)."""
         catalog = self.lake_catalog()
         if catalog is None or table not in served.PUBLISHED:
             return None
-        return served.publish(con, catalog, table, start, end, compression=self.lake_compression)
+        return served.publish(con, catalog, table, start, end, days=days, compression=self.lake_compression)
 
     @contextmanager
     def read_only(self, wait_s: float = 5.0):

@@ -13,7 +13,7 @@ from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
 from de_assets.metadata import DRY_RUN, MARTS_TO_REFRESH, REFRESH_RANGE
 from de_assets.lib.alerts import Alert
-from de_assets.lib.days import parse_range, range_label
+from de_assets.lib.days import days_between, parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
@@ -227,10 +227,7 @@ def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
             ranges[first_last] = max(ranges.get(first_last, 0), record.storage_id)
     need: dict[str, int] = {}
     for (first, last), storage_id in ranges.items():
-        days, day = [], date.fromisoformat(first)
-        while day <= date.fromisoformat(last):
-            days.append(day.isoformat())
-            day += timedelta(days=1)
+        days = [d.isoformat() for d in days_between(date.fromisoformat(first), date.fromisoformat(last))]
         latest: dict[str, int] = {}  # per day: the oldest of its marts' latest materializations
         for key in MARTS:
             found = instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION,

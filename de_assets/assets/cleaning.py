@@ -54,9 +54,9 @@ def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key,
         health.record_kpis(con, clean_key.to_user_string(), context.run.run_id, spec.clean, day, day,
                            time.perf_counter() - started,
                            {day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)})
+    for table in (spec.clean, spec.duplicates, spec.quarantine):  # one lake commit per table
+        warehouse.publish(con, table, days=days)
     for day, r in reports.items():
-        for table in (spec.clean, spec.duplicates, spec.quarantine):
-            warehouse.publish(con, table, day, day)
         for key, rows in ((clean_key, r.rows_clean), (quarantine_key, r.rows_quarantined + r.rows_held_back)):
             context.log_event(dg.AssetMaterialization(
                 asset_key=key, partition=str(day),

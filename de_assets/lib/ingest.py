@@ -255,8 +255,7 @@ def _classify(con, root, source: str, day: date, report: IngestReport, earlier: 
         else:
             reg = _Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
                                 duplicate_of=original.relative, rows=None, landed=landed)
-            if _is_registered(con, source, original.relative):
-                reg.rows = _registered_rows(con, source, original.relative)
+            reg.rows = _registered_rows(con, source, original.relative)  # None: read it to count its rows
             others.append(reg)
     return to_read, others
 
@@ -330,10 +329,7 @@ def earlier_files(con, root, source: str, until: date) -> landing.EarlierFiles:
     return landing.EarlierFiles(root, source, until, known=known)
 
 
-def _is_registered(con, source: str, path: str) -> bool:
-    return con.execute(f"SELECT count(*) FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?",
-                       [source, path]).fetchone()[0] > 0
-
-
-def _registered_rows(con, source: str, path: str) -> int:
-    return con.execute(f"SELECT rows FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, path]).fetchone()[0]
+def _registered_rows(con, source: str, path: str) -> int | None:
+    """Rows of a registered file; None when it is not registered."""
+    row = con.execute(f"SELECT rows FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, path]).fetchone()
+    return row[0] if row else None

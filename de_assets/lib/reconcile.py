@@ -22,7 +22,6 @@ def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]
     """Arrival days after `end`, already cleaned, that serve a row whose key was delivered in
     [start, end]: built before these days were ingested (runs of different days ran in another
     order, or at once), they served a re-delivery as the original. Oldest first."""
-    later = spec.raw.name
     rows = con.execute(
         f"""WITH keys AS (SELECT DISTINCT {spec.key} FROM {spec.raw.name}
                           WHERE arrival_date BETWEEN $start AND $end AND {spec.key} IS NOT NULL AND parse_error IS NULL),
@@ -30,7 +29,7 @@ def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]
                             UNION ALL
                             SELECT arrival_date, source_file, line_no FROM {spec.quarantine.name}
                             WHERE arrival_date > $end AND status = 'held_back')
-            SELECT DISTINCT r.arrival_date FROM {later} r JOIN served s USING (arrival_date, source_file, line_no)
+            SELECT DISTINCT r.arrival_date FROM {spec.raw.name} r JOIN served s USING (arrival_date, source_file, line_no)
             WHERE r.arrival_date > $end AND r.parse_error IS NULL AND r.{spec.key} IN (SELECT {spec.key} FROM keys)
             ORDER BY 1""",
         {"start": start, "end": end},
