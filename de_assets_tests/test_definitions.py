@@ -82,3 +82,56 @@ def test_sensors_and_the_job_exclude_the_freshness_checks():
     job_checks = defs.resolve_job_def("daily_pipeline").asset_layer.asset_graph.asset_check_keys
     assert len(job_checks) > 30
     assert not any(k.name == "freshness_check" for k in job_checks)  # evaluated by their sensor only
+
+
+# Every asset's checks, (name, blocking), in the order declared; derived by hand from the string-keyed
+# rule registries this replaced (quality.RULES: blocking, drift.WARNINGS: warnings, keyed by table)
+# plus each asset's own checks, before the rules moved onto the tables (`Table.checks` / `.warnings`).
+# `freshness_check` (non-blocking) is added to every served asset by freshness.py.
+B, W = True, False
+EXPECTED_CHECKS = {
+    "raw/raw_events": [("volume_vs_trailing_weeks", W), ("source_schema_change", W)],
+    "raw/raw_requests": [("volume_vs_trailing_weeks", W), ("source_schema_change", W)],
+    "clean/clean_events": [("unique_key", B), ("keys_not_null", B), ("no_raw_pii", B), ("type_distribution_drift", W),
+                           ("event_distribution_drift", W), ("quarantine_rate_within_threshold", B),
+                           ("rows_reconcile", B), ("conflicting_duplicates", W), ("freshness_check", W)],
+    "quarantine/quarantine_events": [("unique_key", B), ("no_raw_pii", B), ("freshness_check", W)],
+    "clean/clean_requests": [("unique_key", B), ("keys_not_null", B), ("service_distribution_drift", W),
+                             ("status_class_distribution_drift", W), ("quarantine_rate_within_threshold", B),
+                             ("rows_reconcile", B), ("conflicting_duplicates", W), ("freshness_check", W)],
+    "quarantine/quarantine_requests": [("unique_key", B), ("no_raw_pii", B), ("freshness_check", W)],
+    "marts/daily_engagement": [("unique_key", B), ("keys_not_null", B), ("stickiness_in_unit_interval", B),
+                               ("freshness_check", W)],
+    "marts/funnel_daily": [("unique_key", B), ("keys_not_null", B), ("funnel_monotonic", B),
+                           ("conversion_from_start_in_unit_interval", B), ("freshness_check", W)],
+    "marts/retention_cohorts": [("unique_key", B), ("keys_not_null", B), ("retention_rate_in_unit_interval", B),
+                                ("freshness_check", W)],
+    "marts/revenue_daily": [("unique_key", B), ("keys_not_null", B), ("freshness_check", W)],
+    "marts/service_latency": [("unique_key", B), ("keys_not_null", B), ("error_rate_in_unit_interval", B),
+                              ("freshness_check", W)],
+    "marts/kpi_changes": [("unique_key", B), ("keys_not_null", B), ("freshness_check", W)],
+    "marts/kpi_anomalies": [("unique_key", B), ("keys_not_null", B), ("freshness_check", W)],
+    "marts/experiment_results": [("unique_key", B), ("keys_not_null", B), ("p_value_in_unit_interval", B),
+                                 ("srm_p_value_in_unit_interval", B), ("freshness_check", W)],
+    "reports/insights": [("freshness_check", W)],
+    "pipeline_health/partition_kpis": [("every_step_reported", W)],
+    "pipeline_health/slo_status": [("slo_freshness_hours", W), ("slo_completeness", W), ("slo_quarantine_rate", W),
+                                   ("slo_duplicate_rate", W)],
+}
+
+
+def test_check_names_and_blocking_per_asset_are_unchanged():
+    """The UI, the docs, alert dedupe keys and the recorded check history name checks by
+    (asset, check name): moving where the rules are declared must not rename, add or drop one."""
+    graph = defs.resolve_asset_graph()
+    actual: dict[str, set] = {}
+    for key in graph.asset_check_keys:
+        actual.setdefault(key.asset_key.to_user_string(), set()).add((key.name, graph.get_check_spec(key).blocking))
+    assert actual == {asset: set(checks) for asset, checks in EXPECTED_CHECKS.items()}
+    # ... and each asset declares its own checks in the same order (the order they are evaluated and alerted in)
+    declared: dict[str, list] = {}
+    for asset in defs.assets:
+        for spec in getattr(asset, "check_specs", ()):
+            declared.setdefault(spec.asset_key.to_user_string(), []).append((spec.name, spec.blocking))
+    assert declared == {asset: [c for c in checks if c[0] != "freshness_check"]
+                        for asset, checks in EXPECTED_CHECKS.items() if asset != "reports/insights"}
