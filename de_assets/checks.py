@@ -1,4 +1,5 @@
-"""Asset checks: the rules of `lib/quality.py` (blocking) and `lib/drift.py` (warnings) as Dagster checks.
+"""Asset checks: each table's rules (`Table.checks`, blocking, from `lib/quality.py`; `Table.warnings`,
+from `lib/drift.py`; declared with the table in `lib/tables/`) as Dagster checks.
 
 The rules run inside the step that writes a table, on exactly the partitions it wrote (plus a
 bounded trailing baseline for the warnings), so a check never loads every partition. A failing
@@ -20,8 +21,6 @@ import dagster as dg
 
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, short_label
-from de_assets.lib.drift import WARNINGS
-from de_assets.lib.quality import RULES
 from de_assets.lib.tables import Table
 from de_assets.partitions import daily
 
@@ -38,13 +37,13 @@ def spec(name: str, asset, *, blocking: bool, description: str) -> dg.AssetCheck
 
 
 def check_specs(asset_key: dg.AssetKey, table: Table) -> list[dg.AssetCheckSpec]:
-    """One blocking check spec per quality rule of the table and one warning spec per drift rule."""
+    """One blocking check spec per rule in `table.checks` and one warning spec per rule in `table.warnings`."""
     return [
         spec(rule.__name__, asset_key, blocking=True, description=_doc(rule))
-        for rule in RULES.get(table.name, [])
+        for rule in table.checks
     ] + [
         spec(rule.__name__, asset_key, blocking=False, description=f"Warning. {_doc(rule)}")
-        for rule in WARNINGS.get(table.name, [])
+        for rule in table.warnings
     ]
 
 
@@ -64,8 +63,8 @@ def evaluation(
 def check_results(con, asset_key: dg.AssetKey, table: Table, start: date, end: date) -> list[dg.AssetCheckEvaluation]:
     """Evaluate the table's rules and warnings on every day of [start, end], one evaluation per day."""
     results = []
-    for rules, blocking in ((RULES, True), (WARNINGS, False)):
-        for rule in rules.get(table.name, []):
+    for rules, blocking in ((table.checks, True), (table.warnings, False)):
+        for rule in rules:
             for day in days_between(start, end):
                 passed, metadata = rule(con, table, day, day)
                 results.append(evaluation(asset_key, rule.__name__, day, passed, metadata, blocking=blocking))

@@ -7,8 +7,10 @@ PSI, computed here independently with math.log) can be checked by hand.
 import math
 from datetime import date, timedelta
 
+import pytest
+
 from de_assets.lib import drift
-from de_assets.lib.tables import CLEAN_EVENTS, CLEAN_REQUESTS, RAW_EVENTS, RAW_REQUESTS
+from de_assets.lib.tables import ALL_TABLES, CLEAN_EVENTS, CLEAN_REQUESTS, RAW_EVENTS, RAW_REQUESTS
 
 START = date(2026, 11, 2)  # a Monday
 DAY = timedelta(days=1)
@@ -101,6 +103,15 @@ def test_volume_reads_only_its_source_and_8_weeks(con):
         add_files(con, "events", START - timedelta(weeks=8) - back * DAY, 90_000)
     add_files(con, "requests", START, 1)
     assert drift.volume_vs_trailing_weeks(con, RAW_EVENTS, START, START) == before
+
+
+def test_volume_counts_the_raw_tables_own_landing_source(con):
+    add_files(con, "events", START, 1000)
+    add_files(con, "requests", START, 7)
+    assert drift.volume_vs_trailing_weeks(con, RAW_REQUESTS, START, START)[1]["rows"] == 7
+    assert drift.volume_vs_trailing_weeks(con, RAW_EVENTS, START, START)[1]["rows"] == 1000
+    with pytest.raises(ValueError, match=r"clean\.events is not a raw table"):
+        drift.volume_vs_trailing_weeks(con, CLEAN_EVENTS, START, START)
 
 
 # ------------------------------------------------------------------------------------- schema
@@ -271,7 +282,7 @@ def test_drift_reads_only_the_week_before(con):
 
 
 def test_status_class_drift_on_requests(con):
-    check = drift.WARNINGS["clean.requests"][1]
+    check = CLEAN_REQUESTS.warnings[1]
     for status, n in ((200, 95), (404, 5)):
         con.execute("INSERT INTO clean.requests (arrival_date, record_id, service, status) "
                     "SELECT ?, uuid()::VARCHAR, 'api', ? FROM range(?)", [START - DAY, status, n])
@@ -286,7 +297,7 @@ def test_status_class_drift_on_requests(con):
 
 
 def test_registry_names_are_unique_and_documented():
-    for table, rules in drift.WARNINGS.items():
-        names = [r.__name__ for r in rules]
-        assert len(set(names)) == len(names), table
-        assert all((r.__doc__ or "").strip() for r in rules), table
+    for table in ALL_TABLES:
+        names = [r.__name__ for r in (*table.checks, *table.warnings)]
+        assert len(set(names)) == len(names), table.name
+        assert all((r.__doc__ or "").strip() for r in (*table.checks, *table.warnings)), table.name

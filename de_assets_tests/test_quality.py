@@ -84,8 +84,8 @@ def test_failing_blocking_check_stops_downstream_assets(pipeline, monkeypatch):
         return False, {"why": "test"}
 
     always_fails.__name__ = "unique_key"  # stands in for the engagement table's unique_key rule
-    rules = quality.RULES["marts.daily_engagement"]
-    monkeypatch.setitem(quality.RULES, "marts.daily_engagement", [always_fails] + rules[1:])
+    # Table is frozen: swap its rules through the instance dict (monkeypatch puts them back)
+    monkeypatch.setitem(DAILY_ENGAGEMENT.__dict__, "checks", (always_fails, *DAILY_ENGAGEMENT.checks[1:]))
     result = pipeline.run("2026-11-01", raise_on_error=False)
     assert not result.success
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]

@@ -6,7 +6,8 @@ nothing here proves the data wrong; it only says that a partition looks differen
 past, which may be a real change in the business as well as a broken sender.
 
 Same shape as `quality.py`: ``rule(con, table, start, end) -> (passed, metadata)`` with ``__name__``
-the check name and ``__doc__`` its description. Metadata values are plain scalars (int, float, str,
+the check name and ``__doc__`` its description; a table lists the warnings it runs where it is
+declared (`Table.warnings`, in `lib/tables/`). Metadata values are plain scalars (int, float, str,
 bool; lists are comma-separated strings, missing numbers are -1) so they can become Dagster metadata.
 
 What each rule measures:
@@ -32,18 +33,18 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from de_assets.anomaly import detect
-from de_assets.lib.tables import Table
+
+if TYPE_CHECKING:  # the tables declare their rules from here: a runtime import would be a cycle
+    from de_assets.lib.tables import Table
 
 VOLUME_HISTORY = timedelta(weeks=8)  # trailing window fed to detect() before the range
 BASELINE_DAYS = 7  # schema / distribution baseline: the arrival days just before the range
 SHARE_FLOOR = 1e-4  # a share of 0 would make ln(p / q) infinite
-
-# Landing source of each raw table in raw.source_files.
-SOURCE_OF = {"raw.events": "events", "raw.requests": "requests"}
 
 # Columns that are not fields sent by the source: lineage, ingestion bookkeeping, the fingerprint
 # computed at ingestion, and `extra`, whose top-level keys are the fields (reported as "extra.<key>").
@@ -57,6 +58,14 @@ def _rows(con, sql: str, params: dict) -> list[tuple]:
 
 
 # --------------------------------------------------------------------------------------- volume
+
+def _landing_source(table: Table) -> str:
+    """The landing source a raw table is ingested from (`raw.source_files.source`): raw.events -> events."""
+    schema, _, source = table.name.partition(".")
+    if schema != "raw":
+        raise ValueError(f"volume_vs_trailing_weeks: {table.name} is not a raw table (raw.<landing source>)")
+    return source
+
 
 def volume_vs_trailing_weeks(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """Rows landed per arrival day are in line with the same weekday of the trailing 8 weeks (robust,
@@ -84,7 +93,7 @@ def volume_vs_trailing_weeks(con, table: Table, start: date, end: date) -> tuple
         FROM calendar LEFT JOIN landed USING (arrival_date)
         ORDER BY calendar.arrival_date
         """,
-        {"source": SOURCE_OF[table.name], "history_start": history_start, "start": start, "end": end},
+        {"source": _landing_source(table), "history_start": history_start, "start": start, "end": end},
     )
     frame = pd.DataFrame(series, columns=["ts", "value"])
     frame["ts"] = pd.to_datetime(frame["ts"])
@@ -243,11 +252,3 @@ def distribution_drift(expression: str, label: str, top: int = 20, threshold: fl
     )
     return check
 
-
-# Warning rules per table, evaluated on the partition range just written (non-blocking checks).
-WARNINGS = {
-    "raw.events": [volume_vs_trailing_weeks, source_schema_change],
-    "raw.requests": [volume_vs_trailing_weeks, source_schema_change],
-    "clean.events": [distribution_drift("type", "type"), distribution_drift("event", "event")],
-    "clean.requests": [distribution_drift("service", "service"), distribution_drift("status // 100", "status_class")],
-}

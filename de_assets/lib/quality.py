@@ -1,15 +1,19 @@
 """Data-quality rules on the served tables, as plain SQL functions over a partition range.
 
 Each rule returns ``(passed, metadata)``; the assets report them as Dagster asset checks (blocking:
-a failure stops every downstream asset), and tests call them directly on hand-made tables.
+a failure stops every downstream asset), and tests call them directly on hand-made tables. Which
+rules a table runs is declared with the table (`Table.checks`, in `lib/tables/`).
 """
 
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from de_assets.lib.privacy import EMAIL_RE, IPV6_RE, IPV6_SHORT_RE
-from de_assets.lib.tables import Table
+
+if TYPE_CHECKING:  # the tables declare their rules from here: a runtime import would be a cycle
+    from de_assets.lib.tables import Table
 
 # A full IPv4 address that was not truncated (last octet other than 0).
 UNTRUNCATED_IPV4_RE = r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.(?:[1-9]\d{0,2}|0\d+)\b"
@@ -88,22 +92,4 @@ def no_raw_pii(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
         (plain_ids,) = _one(con, f"SELECT count(*) FROM {table.name} WHERE {_window(table)} AND ({cond})", start, end)
     return emails + ips + plain_ids == 0, {"rows_with_email": emails, "rows_with_full_ip": ips,
                                            "rows_with_unhashed_user_id": plain_ids}
-
-
-# Blocking rules per served table, evaluated on the partition range just written.
-RULES = {
-    "marts.daily_engagement": [unique_key, keys_not_null, rate_in_unit_interval("stickiness")],
-    "marts.funnel_daily": [unique_key, keys_not_null, funnel_monotonic, rate_in_unit_interval("conversion_from_start")],
-    "marts.retention_cohorts": [unique_key, keys_not_null, rate_in_unit_interval("retention_rate")],
-    "marts.revenue_daily": [unique_key, keys_not_null],
-    "marts.service_latency": [unique_key, keys_not_null, rate_in_unit_interval("error_rate")],
-    "marts.kpi_changes": [unique_key, keys_not_null],
-    "marts.kpi_anomalies": [unique_key, keys_not_null],
-    "marts.experiment_results": [unique_key, keys_not_null, rate_in_unit_interval("p_value"),
-                                 rate_in_unit_interval("srm_p_value")],
-    "clean.events": [unique_key, keys_not_null, no_raw_pii],
-    "clean.requests": [unique_key, keys_not_null],
-    "quarantine.events": [unique_key, no_raw_pii],
-    "quarantine.requests": [unique_key, no_raw_pii],
-}
 

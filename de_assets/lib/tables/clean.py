@@ -1,5 +1,7 @@
 """Clean layer: typed, deduplicated rows, their quarantine (rows the contract rejected) and the re-deliveries."""
 
+from de_assets.lib.drift import distribution_drift
+from de_assets.lib.quality import keys_not_null, no_raw_pii, unique_key
 from de_assets.lib.tables.model import _LINEAGE, _t
 
 # Typed, deduplicated, pseudonymized Segment events; one row per messageId.
@@ -24,6 +26,8 @@ CLEAN_EVENTS = _t(
     ("context", "JSON", "context object (scrubbed)"),
     *_LINEAGE,
     key=("message_id",),
+    checks=(unique_key, keys_not_null, no_raw_pii),
+    warnings=(distribution_drift("type", "type"), distribution_drift("event", "event")),
 )
 
 # Typed, deduplicated request log samples.
@@ -42,6 +46,8 @@ CLEAN_REQUESTS = _t(
     ("memory_mb", "DOUBLE", "Memory in MB, if reported"),
     *_LINEAGE,
     key=("record_id",),
+    checks=(unique_key, keys_not_null),
+    warnings=(distribution_drift("service", "service"), distribution_drift("status // 100", "status_class")),
 )
 
 _QUARANTINE_COLS = (
@@ -58,11 +64,13 @@ _QUARANTINE_COLS = (
 QUARANTINE_EVENTS = _t(
     "quarantine.events", "arrival_date", *_QUARANTINE_COLS,
     key=("arrival_date", "source_file", "line_no"),
+    checks=(unique_key, no_raw_pii),
 )
 # Request rows rejected by the contract, with the reason.
 QUARANTINE_REQUESTS = _t(
     "quarantine.requests", "arrival_date", *_QUARANTINE_COLS,
     key=("arrival_date", "source_file", "line_no"),
+    checks=(unique_key, no_raw_pii),
 )
 
 _DUPLICATE_COLS = (

@@ -1,5 +1,6 @@
 """Marts: the served daily analytics tables."""
 
+from de_assets.lib.quality import funnel_monotonic, keys_not_null, rate_in_unit_interval, unique_key
 from de_assets.lib.tables.model import _t
 
 # Daily active users, trailing 7/30-day actives, stickiness, new vs returning, sessions, events.
@@ -16,6 +17,7 @@ DAILY_ENGAGEMENT = _t(
     ("sessions", "BIGINT", "Sessions starting on the day (a session: a user's events with gaps <= 30 min)"),
     ("events", "BIGINT", "Clean, deduplicated events on the day"),
     key=("event_date",),
+    checks=(unique_key, keys_not_null, rate_in_unit_interval("stickiness")),
 )
 
 # Per day and funnel step: users who did steps 1..k in order that day, and conversion.
@@ -30,6 +32,7 @@ FUNNEL_DAILY = _t(
     ("conversion_from_previous", "DOUBLE", "users / users at step k-1 (1.0 at step 1; NULL when the base is 0)"),
     ("conversion_from_start", "DOUBLE", "users / users at step 1 (NULL when the base is 0)"),
     key=("event_date", "funnel", "step_order"),
+    checks=(unique_key, keys_not_null, funnel_monotonic, rate_in_unit_interval("conversion_from_start")),
 )
 
 # Weekly signup cohorts (week of first event) x weeks since: retained users and rate.
@@ -43,6 +46,7 @@ RETENTION_COHORTS = _t(
     ("retention_rate", "DOUBLE", "retained_users / cohort_size"),
     ("activity_week", "DATE", "cohort_week + 7k days: the week a daily partition rewrites"),
     key=("cohort_week", "weeks_since"),
+    checks=(unique_key, keys_not_null, rate_in_unit_interval("retention_rate")),
 )
 
 # Orders, revenue, paying users, ARPU and ARPPU per day.
@@ -56,6 +60,7 @@ REVENUE_DAILY = _t(
     ("arpu", "DOUBLE", "revenue / dau (NULL when dau = 0)"),
     ("arppu", "DOUBLE", "revenue / paying_users (NULL when paying_users = 0)"),
     key=("event_date",),
+    checks=(unique_key, keys_not_null),
 )
 
 # Requests, errors (status >= 500), error rate and continuous p50/p90/p99 latency per service per day.
@@ -71,6 +76,7 @@ SERVICE_LATENCY = _t(
     ("p90_ms", "DOUBLE", "90th percentile latency (quantile_cont)"),
     ("p99_ms", "DOUBLE", "99th percentile latency (quantile_cont)"),
     key=("event_date", "service"),
+    checks=(unique_key, keys_not_null, rate_in_unit_interval("error_rate")),
 )
 
 # Every headline KPI per day with relative change vs the previous day, week, month and year.
@@ -85,6 +91,7 @@ KPI_CHANGES = _t(
     ("mom", "DOUBLE", "value / value(d - 1 month) - 1"),
     ("yoy", "DOUBLE", "value / value(d - 1 year) - 1"),
     key=("event_date", "kpi"),
+    checks=(unique_key, keys_not_null),
 )
 
 # Every headline KPI per day with the value the detector expected, a robust score and a flag.
@@ -103,6 +110,7 @@ KPI_ANOMALIES = _t(
     ("status", "VARCHAR", "anomaly, normal, low_volume (volume below the minimum: never flagged), no_history "
      "(too little history to score), no_spread (history without any variation: no score) or no_value"),
     key=("event_date", "kpi"),
+    checks=(unique_key, keys_not_null),
 )
 
 # A/B readouts as of each day: per experiment x variant x metric, exposed users, conversions, rate, lift vs control
@@ -131,4 +139,5 @@ EXPERIMENT_RESULTS = _t(
     ("window_days", "INTEGER", "Attribution window after the first exposure"),
     ("cuped", "BOOLEAN", "Whether CUPED variance reduction (pre-exposure covariate) was applied"),
     key=("as_of_date", "experiment_id", "variant_id", "metric"),
+    checks=(unique_key, keys_not_null, rate_in_unit_interval("p_value"), rate_in_unit_interval("srm_p_value")),
 )

@@ -1,10 +1,12 @@
-"""A warehouse table as data: `Column`, `Table` (name, columns, partition column, grain) and the
-helpers the per-layer modules build their tables with."""
+"""A warehouse table as data: `Column`, `Table` (name, columns, partition column, grain, the rules
+its asset checks run) and the helpers the per-layer modules build their tables with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 from de_assets.lib.days import days_between
 
@@ -16,12 +18,22 @@ class Column:
     description: str
 
 
+# A data-quality rule: `rule(con, table, start, end) -> (passed, metadata)` over the partitions of the
+# days [start, end]; its `__name__` is the check's name and its `__doc__` the check's description.
+Rule = Callable[[Any, "Table", date, date], tuple[bool, dict]]
+
+
 @dataclass(frozen=True)
 class Table:
     name: str  # schema-qualified, e.g. "clean.events"
     columns: tuple[Column, ...]
     partition_column: str | None = None
     key: tuple[str, ...] = ()  # the grain: columns that identify a row
+    # Blocking rules (`lib/quality.py`): a failure fails the step that wrote the table and skips
+    # everything downstream. Warning rules (`lib/drift.py`): a failure is shown, nothing else.
+    # Both become asset checks of the table's asset (`de_assets/checks.py`), in this order.
+    checks: tuple[Rule, ...] = field(default=(), compare=False, repr=False)
+    warnings: tuple[Rule, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def schema(self) -> str:
@@ -63,8 +75,10 @@ class Table:
         return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n)"
 
 
-def _t(name: str, partition_column: str | None, *cols: tuple[str, str, str], key=()) -> Table:
-    return Table(name, tuple(Column(*c) for c in cols), partition_column, tuple(key))
+def _t(
+    name: str, partition_column: str | None, *cols: tuple[str, str, str], key=(), checks=(), warnings=()
+) -> Table:
+    return Table(name, tuple(Column(*c) for c in cols), partition_column, tuple(key), tuple(checks), tuple(warnings))
 
 
 _LINEAGE = (

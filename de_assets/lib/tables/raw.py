@@ -1,6 +1,7 @@
 """Raw layer: the landed rows as received (pseudonymized, scrubbed), the file register and the state of the
 HTTP API sources."""
 
+from de_assets.lib.drift import source_schema_change, volume_vs_trailing_weeks
 from de_assets.lib.tables.model import _LINEAGE, _t
 
 # One row per landed file: checksum, row count, format and whether it was a re-delivery.
@@ -43,6 +44,7 @@ RAW_EVENTS = _t(
     ("extra", "JSON", "Every other top-level field (integrations, channel, traits without PII, ...)"),
     ("parse_error", "VARCHAR", "Why the row could not be parsed (e.g. malformed_json), else NULL"),
     ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
+    warnings=(volume_vs_trailing_weeks, source_schema_change),
 )
 
 # Raw rows removed by forget-user requests (erased, or dropped at ingest by the suppression list), per landed file and
@@ -100,4 +102,5 @@ RAW_REQUESTS = _t(
     ("memory_mb", "VARCHAR", "Memory in MB as sent"),
     ("parse_error", "VARCHAR", "Why the row could not be parsed, else NULL"),
     ("raw_text", "VARCHAR", "The unparseable line, scrubbed, when parse_error is set"),
+    warnings=(volume_vs_trailing_weeks, source_schema_change),
 )
