@@ -10,7 +10,17 @@ from de_assets import checks
 from de_assets.lib import experiment_readout, marts, report
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between
-from de_assets.lib.tables import EXPERIMENT_RESULTS, FUNNEL_DAILY, KPI_ANOMALIES, Table
+from de_assets.lib.tables import (
+    DAILY_ENGAGEMENT,
+    EXPERIMENT_RESULTS,
+    FUNNEL_DAILY,
+    KPI_ANOMALIES,
+    KPI_CHANGES,
+    RETENTION_COHORTS,
+    REVENUE_DAILY,
+    SERVICE_LATENCY,
+    Table,
+)
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import check_events, finish
@@ -19,14 +29,6 @@ from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Ware
 OWNERS = ["team:analytics"]
 CLEAN_EVENTS = dg.AssetKey(["clean", "clean_events"])
 CLEAN_REQUESTS = dg.AssetKey(["clean", "clean_requests"])
-
-
-def _sql_writer(name: str):
-    def write(con, start, end, settings: PipelineSettings) -> None:
-        table, sql = marts.MARTS[name]
-        marts.replace_range(con, table, sql, start, end)
-
-    return write
 
 
 def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
@@ -59,16 +61,22 @@ def anomaly_alerts(con, start, end, run_id: str) -> list[tuple[date, Alert]]:
 
 
 def _mart(
-    name: str, deps: list, description: str, table: Table | None = None, write=None, kinds=("duckdb", "sql"),
+    table: Table, deps: list, description: str, *, sql: str | None = None, write=None, kinds=("duckdb", "sql"),
     alerts=None,
 ) -> dg.AssetsDefinition:
-    """A served mart: partitioned by event day, single-run backfills, rows of [start, end] replaced.
+    """The served mart `table` (asset key `marts/<table>`): partitioned by event day, single-run
+    backfills, rows of [start, end] replaced by the rows of `sql` (a query over `$start`, `$end`), or
+    written by `write(con, start, end, settings)`. Its checks are the table's rules (`table.checks`).
     `alerts(con, start, end, run_id)`, when given, lists the alerts the written rows raise."""
-    table = table or marts.MARTS[name][0]
-    write = write or _sql_writer(name)
+    if (sql is None) == (write is None):
+        raise ValueError(f"_mart({table.name}): give exactly one of sql= and write=")
+    if write is None:
+        def write(con, start, end, settings: PipelineSettings) -> None:
+            marts.replace_range(con, table, sql, start, end)
+    key = dg.AssetKey(table.name.split("."))  # marts.daily_engagement -> marts/daily_engagement
 
     @dg.asset(
-        key=["marts", name],
+        key=key,
         pool=WAREHOUSE_POOL,
         deps=deps,
         group_name="analytics",
@@ -80,7 +88,7 @@ def _mart(
         tags={"layer": "marts", "pii": "none"},
         code_version="1",
         metadata=definition_metadata(table),
-        check_specs=checks.check_specs(dg.AssetKey(["marts", name]), table),
+        check_specs=checks.check_specs(key, table),
     )
     def _asset(
         context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings, alerting: Alerting
@@ -106,50 +114,53 @@ TRAILING_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-(marts.TRAILING_WI
 WEEK_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-7, allow_nonexistent_upstream_partitions=True)
 
 daily_engagement = _mart(
-    "daily_engagement",
+    DAILY_ENGAGEMENT,
     [dg.AssetDep(CLEAN_EVENTS, partition_mapping=TRAILING_WINDOW)],
     "DAU, WAU (7 days), MAU (30 days), stickiness (DAU/MAU), new vs returning users, sessions "
     "(30-minute inactivity) and events per UTC event day. Trailing windows are read from "
     "`clean.events`, so re-running a day after late data arrives picks it up.",
+    sql=marts.DAILY_ENGAGEMENT_SQL,
 )
 funnel_daily = _mart(
-    "funnel_daily",
+    FUNNEL_DAILY,
     [CLEAN_EVENTS],
     "Funnel conversion per day and step (default Product Viewed -> Product Added -> Checkout "
     "Started -> Order Completed; configurable): a user counts at step k when they did steps 1..k "
     "in order that day.",
-    table=FUNNEL_DAILY,
     write=_write_funnels,
 )
 retention_cohorts = _mart(
-    "retention_cohorts",
+    RETENTION_COHORTS,
     [CLEAN_EVENTS],
     "Weekly cohorts (ISO week of a user's first event) x weeks since: cohort size, retained users, "
     "retention rate. A daily partition rewrites the cells of its activity week.",
+    sql=marts.RETENTION_SQL,
 )
 revenue_daily = _mart(
-    "revenue_daily",
+    REVENUE_DAILY,
     [CLEAN_EVENTS],
     "Orders (Order Completed events), revenue (properties.revenue, else total), paying users, "
     "ARPU (revenue / DAU) and ARPPU (revenue / paying users) per day.",
+    sql=marts.REVENUE_DAILY_SQL,
 )
 service_latency = _mart(
-    "service_latency",
+    SERVICE_LATENCY,
     [CLEAN_REQUESTS],
     "Requests, errors (status >= 500), error rate and continuous p50/p90/p99 latency per service "
     "per day, from the request logs.",
+    sql=marts.SERVICE_LATENCY_SQL,
 )
 kpi_changes = _mart(
-    "kpi_changes",
-    [dg.AssetDep(dg.AssetKey(["marts", n]), partition_mapping=WEEK_BEFORE)
-     for n in ("daily_engagement", "revenue_daily", "service_latency")],
+    KPI_CHANGES,
+    [dg.AssetDep(mart, partition_mapping=WEEK_BEFORE) for mart in (daily_engagement, revenue_daily, service_latency)],
     "Every headline KPI per day in long form with relative change vs the day before (dod), 7 days "
     "before (wow), a month before (mom) and a year before (yoy); NULL where there is no base.",
+    sql=marts.KPI_CHANGES_SQL,
 )
 
 kpi_anomalies = _mart(
-    "kpi_anomalies",
-    [dg.AssetKey(["marts", "kpi_changes"])],
+    KPI_ANOMALIES,
+    [kpi_changes],
     "Every headline KPI per day, and the pipeline's own health series (`pipeline.rows_in`, "
     "`pipeline.quarantine_rate`, `pipeline.duplicate_rate` per arrival day), scored against its own "
     "history by `de_assets.anomaly.detect`: weekly "
@@ -159,7 +170,6 @@ kpi_anomalies = _mart(
     "DE_ASSETS_ANOMALY_MIN_VOLUME); `status` says why a row is not one (no_history, no_spread, "
     "low_volume, normal). Consecutive flagged days are one episode (`episode_start`), alerted once, "
     "and not paged while backfilling history (docs/quality.md).",
-    table=KPI_ANOMALIES,
     write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end, settings.anomaly_min_volume),
     kinds=("duckdb", "pandas"),
     alerts=anomaly_alerts,
@@ -245,10 +255,8 @@ REPORT_SECTIONS = dg.TableSchema(columns=[
 
 @dg.asset(
     key=["reports", "insights"],
-    deps=[dg.AssetKey(["marts", n]) for n in ("daily_engagement", "funnel_daily", "retention_cohorts",
-                                               "revenue_daily", "service_latency", "kpi_changes", "kpi_anomalies",
-                                               "experiment_results")]
-    + [dg.AssetKey(["pipeline_health", "slo_status"])],
+    deps=[daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes,
+          kpi_anomalies, experiment_results, dg.AssetKey(["pipeline_health", "slo_status"])],
     group_name="analytics",
     description="The insights report: one HTML page per day under `data/reports/` (`insights-<day>.html`, "
     "and `latest.html`) with interactive plotly charts (values on hover), loading the one `plotly.min.js` "

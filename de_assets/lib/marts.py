@@ -4,6 +4,11 @@ Every query takes ``$start`` and ``$end`` (DATE, inclusive) and yields exactly t
 days, so one pass computes one partition or a whole backfill range. Trailing windows (WAU, MAU,
 first-seen, sessions crossing midnight, retention) read clean data, never other partitions'
 outputs, so a partition's result depends only on data. Definitions: docs/contracts.md.
+
+Each mart's asset in `assets/analytics.py` names its table (`lib/tables/marts.py`: columns, key,
+checks) and its query here, e.g. `_mart(DAILY_ENGAGEMENT, ..., sql=marts.DAILY_ENGAGEMENT_SQL)`;
+funnel_daily's query depends on the configured funnels (`funnel_sql`), kpi_anomalies is computed
+in pandas (`kpi_anomalies`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,6 @@ from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
     KPI_ANOMALIES,
-    KPI_CHANGES,
-    RETENTION_COHORTS,
     REVENUE_DAILY,
     SERVICE_LATENCY,
     Table,
@@ -195,9 +198,9 @@ FROM (
 )
 """
 
-HEADLINE_KPIS = {
-    "marts.daily_engagement": ["dau", "wau", "mau", "stickiness", "new_users", "returning_users", "sessions", "events"],
-    "marts.revenue_daily": ["orders", "revenue", "paying_users", "arpu", "arppu"],
+HEADLINE_KPIS: dict[Table, list[str]] = {
+    DAILY_ENGAGEMENT: ["dau", "wau", "mau", "stickiness", "new_users", "returning_users", "sessions", "events"],
+    REVENUE_DAILY: ["orders", "revenue", "paying_users", "arpu", "arppu"],
 }
 
 
@@ -206,12 +209,12 @@ def _kpi_long_sql() -> str:
     for table, kpis in HEADLINE_KPIS.items():
         casts = ", ".join(f"{k}::DOUBLE AS {k}" for k in kpis)
         parts.append(
-            f"SELECT event_date, kpi, value FROM (SELECT event_date, {casts} FROM {table}) "
+            f"SELECT event_date, kpi, value FROM (SELECT event_date, {casts} FROM {table.name}) "
             f"UNPIVOT INCLUDE NULLS (value FOR kpi IN ({', '.join(kpis)}))"
         )
     parts.append(
         "SELECT event_date, kpi, value FROM (SELECT event_date, sum(requests)::DOUBLE AS requests, "
-        "sum(errors) / sum(requests) AS error_rate FROM marts.service_latency GROUP BY 1) "
+        f"sum(errors) / sum(requests) AS error_rate FROM {SERVICE_LATENCY.name} GROUP BY 1) "
         "UNPIVOT INCLUDE NULLS (value FOR kpi IN (requests, error_rate))"
     )
     return "\nUNION ALL\n".join(parts)
@@ -341,12 +344,3 @@ def kpi_anomalies(con, start: date, end: date, min_volume: float = 100.0) -> int
     finally:
         con.unregister("_kpi_anomalies_df")
 
-
-# The marts whose SQL is fixed. funnel_daily's SQL depends on the configured funnels: `funnel_sql(funnels)`.
-MARTS: dict[str, tuple[Table, str]] = {
-    "daily_engagement": (DAILY_ENGAGEMENT, DAILY_ENGAGEMENT_SQL),
-    "retention_cohorts": (RETENTION_COHORTS, RETENTION_SQL),
-    "revenue_daily": (REVENUE_DAILY, REVENUE_DAILY_SQL),
-    "service_latency": (SERVICE_LATENCY, SERVICE_LATENCY_SQL),
-    "kpi_changes": (KPI_CHANGES, KPI_CHANGES_SQL),
-}
