@@ -1,5 +1,6 @@
 import dagster as dg
 
+from de_assets.assets import analytics, cleaning, ingestion, layers, pipeline_health
 from de_assets.definitions import defs
 
 GROUPS = {"ingestion", "cleaning", "analytics", "pipeline_health"}
@@ -46,6 +47,20 @@ def test_asset_keys_match_their_tables():
     assert tables["raw/raw_events"] == "warehouse.raw.events"
     assert tables["quarantine/quarantine_requests"] == "warehouse.quarantine.requests"
     assert tables["marts/daily_engagement"] == "warehouse.marts.daily_engagement"
+
+
+def _keys(assets) -> set[dg.AssetKey]:
+    return {key for a in assets for key in (a.keys if isinstance(a, dg.AssetsDefinition) else [a.key])}
+
+
+def test_each_asset_modules_all_lists_every_asset_it_declares():
+    """`layers.DATA_ASSETS` joins the modules' `ALL` lists: an asset left out of its module's list
+    would silently be missing from the code location."""
+    for module in (ingestion, cleaning, analytics, pipeline_health):
+        declared = dg.load_assets_from_modules([module], include_specs=True)
+        assert _keys(module.ALL) == _keys(declared), module.__name__
+    assert _keys(layers.DATA_ASSETS) == _keys([*ingestion.ALL, *cleaning.ALL, *analytics.ALL])
+    assert len(_keys(layers.DATA_ASSETS)) == 18  # landing 3, raw 2, clean + quarantine 4, marts 8, report 1
 
 
 def test_every_node_label_in_the_asset_graph_is_distinct():

@@ -301,6 +301,7 @@ def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: 
     })
 
 
+# This module's assets, in declaration order (assets/layers.py joins the modules' lists).
 ALL: list[dg.AssetsDefinition] = [
     daily_engagement, funnel_daily, retention_cohorts, revenue_daily, service_latency, kpi_changes, kpi_anomalies,
     experiment_results,

@@ -240,3 +240,6 @@ clean_requests = _clean_asset(
     "ISO-8601 or epoch (s/ms) timestamps to UTC; status and latency typed; exact re-deliveries "
     "(same fingerprint) counted in `clean.requests_duplicates`.",
 )
+
+# This module's assets, in declaration order (assets/layers.py joins the modules' lists).
+ALL: list[dg.AssetsDefinition] = [clean_events, clean_requests]

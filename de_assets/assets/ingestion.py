@@ -171,3 +171,6 @@ raw_requests = _raw_asset(
     "Request-log samples as landed, one row per record, partitioned by arrival day, with a "
     "fingerprint per sample for dedupe. Files registered in `raw.source_files`. Append-only.",
 )
+
+# This module's assets, in declaration order (assets/layers.py joins the modules' lists).
+ALL: list[dg.AssetsDefinition | dg.AssetSpec] = [landing_events, landing_requests, events_api, raw_events, raw_requests]

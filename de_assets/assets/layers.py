@@ -1,7 +1,8 @@
 """The asset lists the rest of the code location needs, derived in this one place from the asset
 definitions themselves (each spec's group and `layer` tag), never kept by hand.
 
-* `DATA_ASSETS`: the data pipeline's assets, landing to reports (`definitions.py` adds pipeline_health).
+* `DATA_ASSETS`: the data pipeline's assets, landing to reports: each asset module's `ALL` (declared at
+  its end, beside its assets; a test checks none is left out). `definitions.py` adds pipeline_health.
 * `SERVED`: groups `cleaning` and `analytics`, the assets with a freshness policy and checks (`freshness.py`)
   and stale-partition alerts (`sensors.py`).
 * `CLEANED`: layer `clean`, whose materializations the late-data sensor reads.
@@ -15,16 +16,7 @@ import dagster as dg
 
 from de_assets.assets import analytics, cleaning, ingestion
 
-DATA_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
-    ingestion.landing_events,
-    ingestion.landing_requests,
-    ingestion.events_api,
-    ingestion.raw_events,
-    ingestion.raw_requests,
-    cleaning.clean_events,
-    cleaning.clean_requests,
-    *analytics.ALL,
-]
+DATA_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [*ingestion.ALL, *cleaning.ALL, *analytics.ALL]
 
 SERVED_GROUPS = ("cleaning", "analytics")
 
