@@ -1,7 +1,8 @@
-"""Every warehouse table in one place: name, columns, types, column docs, partition column.
+"""Every warehouse table in one place: name, columns, types, column docs, partition column, key, and
+the rules its asset checks run (`checks`: blocking, from `lib/quality.py`; `warnings`: from `lib/drift.py`).
 
-The DDL that creates the tables and the `dagster/column_schema` metadata shown in the UI are both
-derived from these definitions, so a column is documented exactly once. One module per layer
+The DDL that creates the tables, the `dagster/column_schema` metadata shown in the UI and the asset
+checks are all derived from these definitions, so a column or a rule is declared exactly once. One module per layer
 (`raw`, `clean`, `marts`, `health`) over the `Table`/`Column` model (`model`); every name is importable
 from here.
 """
