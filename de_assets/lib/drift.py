@@ -35,10 +35,6 @@ import math
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from de_assets.anomaly import detect
-
 if TYPE_CHECKING:  # the tables declare their rules from here: a runtime import would be a cycle
     from de_assets.lib.tables import Table
 
@@ -71,6 +67,12 @@ def volume_vs_trailing_weeks(con, table: Table, start: date, end: date) -> tuple
     """Rows landed per arrival day are in line with the same weekday of the trailing 8 weeks (robust,
     seasonality-aware anomaly detection on the ingested file row counts of raw.source_files; a day
     without files counts 0). A day with too little history to be scored is not flagged."""
+    # Imported here, not at the top: every table declares its rules from this module, and most
+    # processes that import the tables (CLI commands, status) never score a volume nor need pandas.
+    import pandas as pd
+
+    from de_assets.anomaly import detect
+
     history_start = start - VOLUME_HISTORY
     # Dense calendar of days: a day without any ingested file counts 0. It starts at the first day
     # with files in the window, so the days before the source existed are not taken as zeros.
