@@ -36,7 +36,7 @@ import pandera.pandas as pa
 from de_assets.lib import contracts
 from de_assets.lib.clean_sql import EVENTS_TYPED, REQUESTS_TYPED
 from de_assets.lib.days import short_label
-from de_assets.lib.sql import ident, transaction
+from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
@@ -57,14 +57,11 @@ class CleanSpec:
     quarantine: Table
     duplicates: Table
     key: str  # dedupe key column in the raw table
-    typed_sql: str  # over `_cur` minus `_dup`; must yield row_id + every contract and clean column but `carried`
+    typed_sql: str  # over `_cur` minus `_dup`; must yield row_id + every contract and clean column
     contract: Callable[[pd.Timestamp | None], type[pa.DataFrameModel]]  # earliest event time -> contract
     clean_select: str  # projection of `_typed` onto the clean table's columns
     event_time: str  # typed event-time column of `_typed` (for the late-data lookback)
     content_columns: tuple[str, ...]  # raw fields two deliveries of one key must share to be the same record
-    # raw columns the clean table takes unchanged: joined from `_cur` when writing, never copied into
-    # `_typed` (the events' JSON payloads are most of a row's bytes)
-    carried: tuple[str, ...] = ()
 
 
 EVENTS = CleanSpec(
@@ -82,7 +79,6 @@ EVENTS = CleanSpec(
     # (transport fields: a CSV export of an event carries no `integrations`/`channel`/`version`)
     content_columns=("type", "event", "user_id", "anonymous_id", "timestamp", "original_timestamp",
                      "properties", "context"),
-    carried=("properties", "context"),
 )
 
 REQUESTS = CleanSpec(
@@ -378,9 +374,7 @@ def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
             f"FROM _cur c JOIN _fate f USING (row_id) LEFT JOIN _conflict x USING (row_id) WHERE f.fate = 'duplicate'"
         )
         if not gated:
-            carried = "".join(f", c.{ident(column)}" for column in spec.carried)
-            source = "_typed t JOIN _cur c USING (row_id)" if spec.carried else "_typed t"
             con.execute(
-                f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT t.* EXCLUDE (row_id)"
-                f"{carried} FROM {source} WHERE t.row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
+                f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
+                f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
             )

@@ -2,8 +2,7 @@
 in `_dup` (the later deliveries), typed and normalized, one query per source.
 
 `de_assets/lib/clean.py` runs them (`CleanSpec.typed_sql`) into `_typed`, which the pandera
-contracts then validate. Raw columns the clean table takes as they are (`CleanSpec.carried`, the
-events' JSON payloads) are not copied through `_typed`: the write joins them from `_cur`. Timestamps are cast through TIMESTAMPTZ (the connection is UTC) to naive
+contracts then validate. Timestamps are cast through TIMESTAMPTZ (the connection is UTC) to naive
 TIMESTAMP.
 """
 
@@ -29,7 +28,8 @@ EVENTS_TYPED = f"""
             coalesce(properties->>'$.revenue', properties->>'$.total') AS revenue_text,
             revenue_text IS NOT NULL AS revenue_sent,
             properties->>'$.experiment_id' AS experiment_id,
-            properties->>'$.variant_id' AS variant_id
+            properties->>'$.variant_id' AS variant_id,
+            properties, context
         FROM _cur
         WHERE parse_error IS NULL AND row_id NOT IN (SELECT row_id FROM _dup)
     )
