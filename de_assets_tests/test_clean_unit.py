@@ -113,3 +113,55 @@ def test_marts_to_refresh_covers_late_days_and_the_trailing_windows_after_the_ra
     assert ranges == [(date(2026, 11, 5), date(2026, 11, 11)), (date(2026, 11, 12), date(2026, 12, 11))]
     plain = reconcile.marts_to_refresh(date(2026, 11, 10), date(2026, 11, 10), [], [], [], window_days=30)
     assert plain == [(date(2026, 11, 11), date(2026, 12, 9))]
+
+
+def test_rows_proven_valid_in_sql_get_the_same_fate_as_when_pandera_judges_every_row(warehouse, tmp_path, monkeypatch):
+    """The bad-input corpus plus one line per contract failure: cleaned with the SQL proof (no pandera
+    sample, so only unproven rows reach pandas) and with pandera judging every row, the clean,
+    quarantine and duplicate tables are identical, reasons included."""
+    from de_assets.lib import contracts
+    from de_assets_tests import bad_inputs
+
+    (tmp_path / "outside").mkdir()
+    bad_inputs.build(tmp_path / "landing", tmp_path / "outside")
+    day = date.fromisoformat(bad_inputs.DAY)
+    ts = f"{bad_inputs.DAY}T10:00:00Z"
+    land(tmp_path / "landing", bad_inputs.DAY, "z-contract.ndjson", [
+        segment_event("z1", "u1", ts),
+        segment_event("z2", "u1", ts, typ="bogus"),
+        segment_event("z3", "u1", ts, event=None),
+        segment_event("z4", "u1", ts, properties={"revenue": "abc"}),
+        segment_event("z5", "u1", ts, properties={"revenue": -5}),
+        segment_event("z6", "u1", "nope"),
+        segment_event("z7", "u1", "2026-11-05T10:00:00Z"),
+        segment_event("z8", "u1", "1970-01-01T00:00:05Z"),
+        segment_event("z9", "u1", ts, properties=[1, 2]),
+        segment_event("z10", None, ts),
+        segment_event("", "u1", ts),
+        segment_event("z12", "u1", ts, properties={"revenue": "NaN"}),
+        segment_event("z13", "u1", ts, properties={"total": "Infinity"}),
+    ])
+    ingest.ingest_day(warehouse, tmp_path / "landing", "events", day, "run", ingest.IngestReport("events"))
+    judged = []
+    real = contracts.failing_rows
+    monkeypatch.setattr(contracts, "failing_rows", lambda model, frame: judged.append(len(frame)) or real(model, frame))
+
+    def fates():
+        report = _clean(warehouse, day)
+        return report, {t: warehouse.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                        for t in ("clean.events", "quarantine.events", "clean.events_duplicates")}
+
+    monkeypatch.setattr(clean, "VALIDATION_SAMPLE_ROWS", 0)
+    with_proof, proven_tables = fates()
+    rows_judged_with_proof = sum(judged)
+    monkeypatch.setattr(contracts, "sql_proof", lambda model: None)
+    judged.clear()
+    pandera_only, pandera_tables = fates()
+    assert proven_tables == pandera_tables
+    assert with_proof == pandera_only
+    # the proof spared pandas every clean row but z13 (an infinite revenue: valid, left to pandera),
+    # and the contract failed in many ways
+    assert sum(judged) - rows_judged_with_proof == with_proof.rows_clean - 1 >= 400
+    assert {"track_has_event_name", "revenue_is_numeric", "not_in_future", "event_ts:implausibly_old",
+            "user_key:not_nullable", "properties_type:isin(['OBJECT'])", "revenue:greater_than_or_equal_to(0)",
+            "message_id:str_length(1, 256)", "event_ts:not_nullable; timestamp_parses"} <= set(with_proof.reasons)
