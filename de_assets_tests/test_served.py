@@ -158,3 +158,26 @@ def test_readers_never_wait_for_a_run_that_writes(tmp_path):
     assert during >= 1  # at least one read answered while the run was writing
     assert set(answers) <= {"days\n1", "days\n2", "days\n3", "days\n4"}  # committed states only
     assert cli_read.returncode == 0 and cli_read.stdout.strip() == "days\n4"
+
+
+def test_publishing_a_day_larger_than_the_memory_limit_streams_to_the_lake(tmp_path):
+    """A partitioned COPY buffers up to `partitioned_write_flush_threshold` rows per thread before
+    writing (DuckDB's default: 524,288): a day of 1M events (~800 bytes each) ran out of memory under
+    the default 600MB limit. Scaled down: 600,000 rows of ~900 bytes under a 300MB limit."""
+    from de_assets.lib import lake as lake_core
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("SET memory_limit = '300MB'; SET preserve_insertion_order = false; SET threads = 2")
+    con.execute("CREATE SCHEMA clean")
+    columns = ", ".join(
+        f"repeat(md5(i::VARCHAR), 28) AS {c.name}" if c.name == "properties"
+        else f"NULL::{'VARCHAR' if c.type == 'JSON' else c.type} AS {c.name}"
+        for c in CLEAN_EVENTS.columns if c.name not in ("arrival_date", "message_id")
+    )
+    con.execute(f"CREATE TABLE clean.events AS SELECT DATE '2026-11-01' AS arrival_date, "
+                f"md5(i::VARCHAR) AS message_id, {columns} FROM range(600000) t(i)")
+    catalog = lake_core.open_catalog(data_dir=tmp_path)
+    day = datetime(2026, 11, 1).date()
+    served.publish(con, catalog, CLEAN_EVENTS, day, day)
+    read = served.connect(catalog)
+    assert read.execute("SELECT count(*), count(DISTINCT message_id) FROM clean.events").fetchone() == (600000, 600000)
