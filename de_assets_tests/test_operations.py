@@ -212,15 +212,19 @@ def test_90_day_backfill_finishes_and_running_it_twice_changes_nothing(tmp_path)
     from datetime import date
 
     from de_assets.generator import generate
-    from de_assets_tests.conftest import Pipeline
+    from de_assets_tests.conftest import Pipeline, explain
     from de_assets_tests.test_pipeline import snapshot
 
     generate(tmp_path / "landing", date(2026, 8, 1), 90, 200, seed=11, requests_per_day=50)
     p = Pipeline(tmp_path, tmp_path / "landing", max_quarantine_rate=0.2)
-    assert p.run("2026-08-01", "2026-10-29").success
+    # raise_on_error=False: a failed step is reported with its whole error chain and the figures of
+    # any failed blocking check (Dagster's own exception names the check only)
+    result = p.run("2026-08-01", "2026-10-29", raise_on_error=False)
+    assert result.success, explain(result)
     first = snapshot(p)
     assert len(p.query("SELECT DISTINCT event_date FROM marts.daily_engagement")) == 90
-    assert p.run("2026-08-01", "2026-10-29").success
+    result = p.run("2026-08-01", "2026-10-29", raise_on_error=False)
+    assert result.success, explain(result)
     assert snapshot(p) == first
 
 
