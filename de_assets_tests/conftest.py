@@ -39,10 +39,12 @@ def explain(result) -> str:
         lines.append(f"step {event.step_key} failed:")
         error, innermost = event.event_specific_data.error, None
         while error is not None:
-            lines.append(f"  {error.cls_name}: {error.message.strip()}")
+            lines.append(f"  {error.message.strip()}")
             innermost, error = error, error.cause
         if innermost is not None and innermost.stack:
             lines.append("  " + "".join(innermost.stack).rstrip().replace("\n", "\n  "))
+    if not lines:  # the run failed outside any step (e.g. a resource or the run itself)
+        lines += [f"run failed: {e.message}" for e in result.all_events if e.is_run_failure]
     for e in result.get_asset_check_evaluations():
         if not e.passed and e.blocking:
             figures = ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in e.metadata.items())

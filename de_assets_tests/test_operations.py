@@ -228,6 +228,20 @@ def test_90_day_backfill_finishes_and_running_it_twice_changes_nothing(tmp_path)
     assert snapshot(p) == first
 
 
+def test_explain_gives_the_failed_step_and_the_figures_of_the_failed_blocking_check(tmp_path, golden_landing):
+    """What the 90-day test prints when a run fails: Dagster's own error names the check only."""
+    from de_assets_tests.conftest import Pipeline, explain
+
+    # golden fixture, README: 1 of 4 events landed on 11-01 is bad, above a 20% gate
+    result = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2).run("2026-11-01", raise_on_error=False)
+    assert not result.success
+    text = explain(result)
+    assert "step clean_events failed:" in text
+    assert "1 blocking asset check failed with ERROR severity" in text
+    assert ("blocking check quarantine_rate_within_threshold failed on clean/clean_events 2026-11-01: "
+            "quarantine_rate=0.25, max_quarantine_rate=0.2, held_back=True, rows_held_back=3") in text
+
+
 def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(pipeline):
     from de_assets.partitions import partition_range_tags
 
