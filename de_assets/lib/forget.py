@@ -38,7 +38,7 @@ USER_MATCH = "(user_id = $p OR anonymous_id = $p)"
 # The suppression list: every recorded request except those that matched nothing by mistake.
 SUPPRESSED = f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE status <> 'no_match'"
 SUPPRESSED_MATCH = f"(user_id IN ({SUPPRESSED}) OR anonymous_id IN ({SUPPRESSED}))"
-_LINEAGE = "arrival_date, source_file, line_no"  # identifies a raw row, and its clean/quarantine/duplicate row
+_ROW_LINEAGE = "arrival_date, source_file, line_no"  # identifies a raw row, and its clean/quarantine/duplicate row
 _LINEAGE_TABLE = "_forget_rows"
 
 
@@ -168,7 +168,7 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     # The subject's raw rows by lineage: a duplicates row is the clean step's verdict on exactly one
     # raw row (same day, file and line). Not by message id: another user's re-delivery of the same id
     # is a duplicate too, and deleting it would leave that user's raw row without a fate.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {_LINEAGE_TABLE} AS SELECT {_LINEAGE} FROM {raw} WHERE {USER_MATCH}",
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_LINEAGE_TABLE} AS SELECT {_ROW_LINEAGE} FROM {raw} WHERE {USER_MATCH}",
                 params)
     per_day = con.execute(
         f"SELECT arrival_date, source_file, count(*) FROM {raw} WHERE {USER_MATCH} GROUP BY ALL", params
@@ -177,7 +177,7 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     try:
         with transaction(con):
             counts[DUPLICATES_EVENTS.name] = _delete(
-                con, DUPLICATES_EVENTS.name, f"({_LINEAGE}) IN (SELECT {_LINEAGE} FROM {_LINEAGE_TABLE})", {})
+                con, DUPLICATES_EVENTS.name, f"({_ROW_LINEAGE}) IN (SELECT {_ROW_LINEAGE} FROM {_LINEAGE_TABLE})", {})
             counts[CLEAN_EVENTS.name] = _delete(con, CLEAN_EVENTS.name, f"user_key = $p OR {USER_MATCH}", params)
             counts[QUARANTINE_EVENTS.name] = _delete(
                 con, QUARANTINE_EVENTS.name,
