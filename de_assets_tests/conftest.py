@@ -27,6 +27,32 @@ TEST_KEY = "test-pseudonym-key"
 GOLDEN_MAX_QUARANTINE_RATE = 0.5
 
 
+def explain(result) -> str:
+    """Why a run failed, in full: each failed step's error chain (class, message and the innermost
+    traceback) and each failed blocking check with its partition and figures. Dagster's own
+    exception for a failed blocking check names the check only, and `raise_on_error` surfaces one
+    step's exception: assert `result.success, explain(result)` on a run made with `raise_on_error=False`."""
+    lines = []
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        lines.append(f"step {event.step_key} failed:")
+        error, innermost = event.event_specific_data.error, None
+        while error is not None:
+            lines.append(f"  {error.message.strip()}")
+            innermost, error = error, error.cause
+        if innermost is not None and innermost.stack:
+            lines.append("  " + "".join(innermost.stack).rstrip().replace("\n", "\n  "))
+    if not lines:  # the run failed outside any step (e.g. a resource or the run itself)
+        lines += [f"run failed: {e.message}" for e in result.all_events if e.is_run_failure]
+    for e in result.get_asset_check_evaluations():
+        if not e.passed and e.blocking:
+            figures = ", ".join(f"{k}={getattr(v, 'value', v)}" for k, v in e.metadata.items())
+            lines.append(f"blocking check {e.check_name} failed on {e.asset_key.to_user_string()} "
+                         f"{e.partition}: {figures}")
+    return "\n".join(lines) or "no step failed and no blocking check failed"
+
+
 class Pipeline:
     """A pipeline on a temporary warehouse + landing folder, run through Dagster in process."""
 

@@ -212,16 +212,34 @@ def test_90_day_backfill_finishes_and_running_it_twice_changes_nothing(tmp_path)
     from datetime import date
 
     from de_assets.generator import generate
-    from de_assets_tests.conftest import Pipeline
+    from de_assets_tests.conftest import Pipeline, explain
     from de_assets_tests.test_pipeline import snapshot
 
     generate(tmp_path / "landing", date(2026, 8, 1), 90, 200, seed=11, requests_per_day=50)
     p = Pipeline(tmp_path, tmp_path / "landing", max_quarantine_rate=0.2)
-    assert p.run("2026-08-01", "2026-10-29").success
+    # raise_on_error=False: a failed step is reported with its whole error chain and the figures of
+    # any failed blocking check (Dagster's own exception names the check only)
+    result = p.run("2026-08-01", "2026-10-29", raise_on_error=False)
+    assert result.success, explain(result)
     first = snapshot(p)
     assert len(p.query("SELECT DISTINCT event_date FROM marts.daily_engagement")) == 90
-    assert p.run("2026-08-01", "2026-10-29").success
+    result = p.run("2026-08-01", "2026-10-29", raise_on_error=False)
+    assert result.success, explain(result)
     assert snapshot(p) == first
+
+
+def test_explain_gives_the_failed_step_and_the_figures_of_the_failed_blocking_check(tmp_path, golden_landing):
+    """What the 90-day test prints when a run fails: Dagster's own error names the check only."""
+    from de_assets_tests.conftest import Pipeline, explain
+
+    # golden fixture, README: 1 of 4 events landed on 11-01 is bad, above a 20% gate
+    result = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2).run("2026-11-01", raise_on_error=False)
+    assert not result.success
+    text = explain(result)
+    assert "step clean_events failed:" in text
+    assert "1 blocking asset check failed with ERROR severity" in text
+    assert ("blocking check quarantine_rate_within_threshold failed on clean/clean_events 2026-11-01: "
+            "quarantine_rate=0.25, max_quarantine_rate=0.2, held_back=True, rows_held_back=3") in text
 
 
 def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(pipeline):

@@ -38,6 +38,8 @@ USER_MATCH = "(user_id = $p OR anonymous_id = $p)"
 # The suppression list: every recorded request except those that matched nothing by mistake.
 SUPPRESSED = f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE status <> 'no_match'"
 SUPPRESSED_MATCH = f"(user_id IN ({SUPPRESSED}) OR anonymous_id IN ({SUPPRESSED}))"
+_ROW_LINEAGE = "arrival_date, source_file, line_no"  # identifies a raw row, and its clean/quarantine/duplicate row
+_LINEAGE_TABLE = "_forget_rows"
 
 
 class RequestError(ValueError):
@@ -163,8 +165,11 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
         f"SELECT DISTINCT event_date FROM {CLEAN_EVENTS.name} WHERE user_key = $p OR {USER_MATCH} ORDER BY 1", params
     ).fetchall()]
     raw = RAW_EVENTS.name
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _forget_ids AS SELECT DISTINCT message_id FROM {raw} "
-                f"WHERE {USER_MATCH} AND message_id IS NOT NULL", params)
+    # The subject's raw rows by lineage: a duplicates row is the clean step's verdict on exactly one
+    # raw row (same day, file and line). Not by message id: another user's re-delivery of the same id
+    # is a duplicate too, and deleting it would leave that user's raw row without a fate.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_LINEAGE_TABLE} AS SELECT {_ROW_LINEAGE} FROM {raw} WHERE {USER_MATCH}",
+                params)
     per_day = con.execute(
         f"SELECT arrival_date, source_file, count(*) FROM {raw} WHERE {USER_MATCH} GROUP BY ALL", params
     ).fetchall()
@@ -172,7 +177,7 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     try:
         with transaction(con):
             counts[DUPLICATES_EVENTS.name] = _delete(
-                con, DUPLICATES_EVENTS.name, "dedupe_key IN (SELECT message_id FROM _forget_ids)", {})
+                con, DUPLICATES_EVENTS.name, f"({_ROW_LINEAGE}) IN (SELECT {_ROW_LINEAGE} FROM {_LINEAGE_TABLE})", {})
             counts[CLEAN_EVENTS.name] = _delete(con, CLEAN_EVENTS.name, f"user_key = $p OR {USER_MATCH}", params)
             counts[QUARANTINE_EVENTS.name] = _delete(
                 con, QUARANTINE_EVENTS.name,
@@ -191,7 +196,7 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
                 f"UPDATE {FORGET_REQUESTS.name} SET status = ?, run_id = ?, completed_at = ?, rows_deleted = ? "
                 "WHERE request_id = ?", [status, run_id, now, deleted, request_id])
     finally:
-        con.execute("DROP TABLE IF EXISTS _forget_ids")
+        con.execute(f"DROP TABLE IF EXISTS {_LINEAGE_TABLE}")
     if status == "no_match":
         raise RequestError(
             f"forget request {request_id}: the user id matches no row in raw, clean, duplicates or quarantine "
