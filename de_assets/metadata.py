@@ -100,8 +100,8 @@ def day_metadata(con, table: Table, day: date) -> dict:
 def days_metadata(con, table: Table, start: date, end: date) -> dict[date, dict]:
     """Per day of [start, end], the rows of its partition (a weekly table: its week's): their count
     and a preview of the first PREVIEW_ROWS rows. One query for the counts of every partition and one
-    for every preview (row_number() per partition, same order as a single day's preview), whatever
-    the number of days."""
+    for every preview (row_number() per partition, ordered by the first three preview columns, the
+    others breaking ties), whatever the number of days."""
     where = _where(table)
     source = table.name
     p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
@@ -112,7 +112,10 @@ def days_metadata(con, table: Table, start: date, end: date) -> dict[date, dict]
     # cannot reach them (the preview shows every other plain column)
     preview_cols = [c.name for c in table.columns if c.type != "JSON" and c.name not in PSEUDONYM_COLUMNS]
     cols = ", ".join(preview_cols)
-    order = ", ".join(preview_cols[:3])
+    # ordered by the first three columns, as a single day's preview always was; the other columns
+    # only break ties, so rows equal on the first three (experiment_results: one per metric) come
+    # in the same order every run instead of whichever order the sort left them in
+    order = ", ".join(preview_cols)
     previews: dict[date, list[tuple]] = {}
     for partition, *row in con.execute(
         f"""SELECT _partition, {cols} FROM (

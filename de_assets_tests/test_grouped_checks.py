@@ -16,8 +16,8 @@ from de_assets.checks import check_results
 from de_assets.lib.days import days_between
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import (
-    ALL_TABLES, CLEAN_EVENTS, CLEAN_REQUESTS, DAILY_ENGAGEMENT, FUNNEL_DAILY, QUARANTINE_EVENTS, RAW_EVENTS,
-    RAW_REQUESTS, RETENTION_COHORTS,
+    ALL_TABLES, CLEAN_EVENTS, CLEAN_REQUESTS, DAILY_ENGAGEMENT, EXPERIMENT_RESULTS, FUNNEL_DAILY, QUARANTINE_EVENTS,
+    RAW_EVENTS, RAW_REQUESTS, RETENTION_COHORTS,
 )
 from de_assets.metadata import PREVIEW_ROWS, _markdown, day_metadata, days_metadata
 
@@ -213,7 +213,8 @@ def test_check_results_uses_the_grouped_form(varied, monkeypatch):
 
 
 def old_day_metadata(con, table, day):
-    """The per-day metadata as computed before the grouped form: two queries per day."""
+    """The per-day metadata as computed before the grouped form: two queries per day. (Its order is
+    total on the varied data, whose rows never tie on the first three preview columns.)"""
     where = table.range_predicate("?", "?")
     rows = con.execute(f"SELECT count(*) FROM {table.name} WHERE {where}", [day, day]).fetchone()[0]
     preview_cols = [c.name for c in table.columns if c.type != "JSON" and c.name not in PSEUDONYM_COLUMNS]
@@ -237,3 +238,14 @@ def test_grouped_day_metadata_is_the_per_day_metadata(varied, table):
     assert grouped[d(1)]["dagster/row_count"] == {CLEAN_EVENTS: 20, CLEAN_REQUESTS: 12, RAW_EVENTS: 5,
                                                   QUARANTINE_EVENTS: 1, DAILY_ENGAGEMENT: 1, FUNNEL_DAILY: 6,
                                                   RETENTION_COHORTS: 2}[table]
+
+
+def test_preview_rows_equal_on_the_first_three_columns_come_in_a_fixed_order(con):
+    """experiment_results has one row per metric under the same (as_of_date, experiment_id, variant_id):
+    the other preview columns break the tie, so the preview does not depend on the order rows were written."""
+    for metric in ("revenue_per_user", "purchase", "add_to_cart"):
+        con.execute("INSERT INTO marts.experiment_results (as_of_date, experiment_id, variant_id, metric, users) "
+                    "VALUES (?, 'e', 'control', ?, 9)", [START, metric])
+    preview = days_metadata(con, EXPERIMENT_RESULTS, START, START)[START]["preview"].value
+    metrics = [line.split(" | ")[3] for line in preview.splitlines()[2:]]
+    assert metrics == ["add_to_cart", "purchase", "revenue_per_user"]
