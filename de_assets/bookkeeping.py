@@ -22,7 +22,7 @@ from de_assets import checks
 from de_assets.lib import health
 from de_assets.lib.days import days_between
 from de_assets.lib.tables import Table
-from de_assets.metadata import LAKE_SNAPSHOT_ID, day_metadata, run_metadata
+from de_assets.metadata import LAKE_SNAPSHOT_ID, days_metadata, run_metadata
 from de_assets.resources import Alerting, Warehouse
 
 
@@ -53,8 +53,9 @@ def finish(
     seconds = time.perf_counter() - started
     kpis = health.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts)
     landed = health.source_rows_per_day(con, table, start, end)
+    rows = days_metadata(con, table, start, end)
     add_day_metadata(context, asset_key, {
-        day: {**day_metadata(con, table, day), **kpis.get(day, {}), "no_data": landed[day] == 0,
+        day: {**rows[day], **kpis.get(day, {}), "no_data": landed[day] == 0,
               **(per_day or {}).get(day, {})}
         for day in days_between(start, end)
     })

@@ -7,7 +7,8 @@ blocking check fails the run, skips everything downstream and raises an alert; a
 is shown on the asset and changes nothing else.
 
 Every check is partitioned like its asset (`AssetCheckSpec(partitions_def=daily)`) and evaluated
-once per day: a range run records one evaluation per partition, each with its own result and
+per day: a range run records one evaluation per partition (computed by one grouped query per rule
+over the range, `rule.by_day`), each with its own result and
 figures, so the UI shows the partition of every evaluation and a bad day is not hidden in (nor
 blamed on) the rest of its range. Dagster fills the partition of an `AssetCheckResult` only for
 single-partition runs, so the steps yield `AssetCheckEvaluation`s with the partition set
@@ -61,12 +62,17 @@ def evaluation(
 
 
 def check_results(con, asset_key: dg.AssetKey, table: Table, start: date, end: date) -> list[dg.AssetCheckEvaluation]:
-    """Evaluate the table's rules and warnings on every day of [start, end], one evaluation per day."""
+    """Evaluate the table's rules and warnings on every day of [start, end], one evaluation per day.
+    A rule with a grouped form (`rule.by_day`) is evaluated once over the range, giving each day what
+    `rule(con, table, day, day)` gives; any other rule is called once per day."""
     results = []
+    days = days_between(start, end)
     for rules, blocking in ((table.checks, True), (table.warnings, False)):
         for rule in rules:
-            for day in days_between(start, end):
-                passed, metadata = rule(con, table, day, day)
+            by_day = getattr(rule, "by_day", None)
+            outcomes = by_day(con, table, start, end) if by_day else {day: rule(con, table, day, day) for day in days}
+            for day in days:
+                passed, metadata = outcomes[day]
                 results.append(evaluation(asset_key, rule.__name__, day, passed, metadata, blocking=blocking))
     return results
 

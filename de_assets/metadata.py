@@ -7,7 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from de_assets.lib.days import range_label
+from de_assets.lib.days import days_between, range_label
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.tables import Table
 
@@ -94,15 +94,43 @@ def run_metadata(con, table: Table, start: date, end: date) -> dict:
 
 def day_metadata(con, table: Table, day: date) -> dict:
     """The rows of one partition: their count and a preview."""
+    return days_metadata(con, table, day, day)[day]
+
+
+def days_metadata(con, table: Table, start: date, end: date) -> dict[date, dict]:
+    """Per day of [start, end], the rows of its partition (a weekly table: its week's): their count
+    and a preview of the first PREVIEW_ROWS rows. One query for the counts of every partition and one
+    for every preview (row_number() per partition, ordered by the first three preview columns, the
+    others breaking ties), whatever the number of days."""
     where = _where(table)
     source = table.name
-    rows = con.execute(f"SELECT count(*) FROM {source} WHERE {where}", [day, day]).fetchone()[0]
+    p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
+    counts = dict(con.execute(
+        f"SELECT {p}, count(*) FROM {source} WHERE {where} GROUP BY {p}", [start, end]
+    ).fetchall())
     # pseudonyms are personal data: they stay out of Dagster's event storage, where forget-user
     # cannot reach them (the preview shows every other plain column)
     preview_cols = [c.name for c in table.columns if c.type != "JSON" and c.name not in PSEUDONYM_COLUMNS]
-    order = ", ".join(preview_cols[:3])
-    preview = con.execute(
-        f"SELECT {', '.join(preview_cols)} FROM {source} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",
-        [day, day],
-    ).fetchall()
-    return {"dagster/row_count": rows, "preview": dg.MetadataValue.md(_markdown(preview_cols, preview))}
+    cols = ", ".join(preview_cols)
+    # ordered by the first three columns, as a single day's preview always was; the other columns
+    # only break ties, so rows equal on the first three (experiment_results: one per metric) come
+    # in the same order every run instead of whichever order the sort left them in
+    order = ", ".join(preview_cols)
+    previews: dict[date, list[tuple]] = {}
+    for partition, *row in con.execute(
+        f"""SELECT _partition, {cols} FROM (
+                SELECT {cols}, {p} AS _partition, row_number() OVER (PARTITION BY {p} ORDER BY {order}) AS _n
+                FROM {source} WHERE {where})
+            WHERE _n <= {PREVIEW_ROWS}
+            ORDER BY _partition, _n""",
+        [start, end],
+    ).fetchall():
+        previews.setdefault(partition, []).append(tuple(row))
+    out = {}
+    for day in days_between(start, end):
+        partition = table.partition_value(day)
+        out[day] = {
+            "dagster/row_count": counts.get(partition, 0),
+            "preview": dg.MetadataValue.md(_markdown(preview_cols, previews.get(partition, []))),
+        }
+    return out

@@ -13,7 +13,7 @@ from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, short_label, utc_now
 from de_assets.lib.flags import FLAG_NAMES, parse_flags
 from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
-from de_assets.metadata import day_metadata, definition_metadata, run_metadata
+from de_assets.metadata import days_metadata, definition_metadata, run_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import add_day_metadata, check_events
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
@@ -90,12 +90,13 @@ def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse):
         reported = dict(reported)
         results = []
         per_day = {}
+        rows = days_metadata(con, PARTITION_KPIS, start, end)
         for day in days_between(start, end):
             missing = sorted(materialized - set(reported.get(day, [])))
             results.append(checks.evaluation(key, "every_step_reported", day, not missing, {
                 "assets_in_run": len(materialized), "missing": ", ".join(missing) or "none"}, blocking=False,
                 severity=dg.AssetCheckSeverity.ERROR))
-            per_day[day] = {**day_metadata(con, PARTITION_KPIS, day), **_day_summary(con, run_id, day)}
+            per_day[day] = {**rows[day], **_day_summary(con, run_id, day)}
         add_day_metadata(context, key, per_day)
         metadata = run_metadata(con, PARTITION_KPIS, start, end)
         warehouse.publish(con, PARTITION_KPIS)  # the pipeline's log, served whole (small)
@@ -153,7 +154,7 @@ def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: 
         breaches = [r for r in evaluated if r["status"] == "breached"]
         paging = alerting.page(con, [(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],
                                context.run.tags, log=context.log)
-        per_day = {day: day_metadata(con, SLO_STATUS, day) for day in days_between(start, end)}
+        per_day = days_metadata(con, SLO_STATUS, start, end)
         metadata = {**run_metadata(con, SLO_STATUS, start, end), **paging}
         warehouse.publish(con, SLO_STATUS)
         warehouse.publish(con, ALERTS)  # alerts of the whole run (sensors' too), as of its end

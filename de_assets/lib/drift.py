@@ -22,6 +22,14 @@ What each rule measures:
   expression (event type, service, status class...) compared with the previous week: catches a
   shift in the mix, e.g. one platform's events vanishing or 5xx responses surging.
 
+Grouped form. Each rule also has ``rule.by_day(con, table, start, end) -> {day: (passed, metadata)}``,
+what ``rule(con, table, day, day)`` gives for every day of the range (each day against ITS baseline),
+from one query over the range and its baseline: the per-day figures (rows landed, fields present,
+category counts) are read once, grouped by arrival day, and each day's window is assembled in
+Python. The volume rule still scores each day with its own call of the detector, on exactly the
+series the per-day query builds (the detector's warm-up and scale depend on where that series
+starts, so one call over the whole range would not give the same scores).
+
 Why the windows. Every rule is partition-scoped: it reads the range being checked plus a short,
 bounded baseline just before it (8 weeks of per-day file counts for volume, 7 arrival days of rows
 for schema and distribution), never the whole table. So the cost of a check does not grow with the
@@ -53,6 +61,18 @@ def _rows(con, sql: str, params: dict) -> list[tuple]:
     return con.execute(sql, params).fetchall()
 
 
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _with_by_day(by_day):
+    """Attach the grouped form `by_day` to a rule."""
+    def attach(rule):
+        rule.by_day = by_day
+        return rule
+    return attach
+
+
 # --------------------------------------------------------------------------------------- volume
 
 def _landing_source(table: Table) -> str:
@@ -63,16 +83,37 @@ def _landing_source(table: Table) -> str:
     return source
 
 
+def _volume_by_day(con, table: Table, start: date, end: date) -> dict[date, tuple[bool, dict]]:
+    """Rows landed per arrival day read once for the range and its history; each day is then scored
+    on the series `volume_vs_trailing_weeks(con, table, day, day)` builds: the days from the first
+    day with files in [day - 8 weeks, day] (or the day itself) to the day, a day without files 0."""
+    landed = dict(_rows(
+        con,
+        """
+        SELECT arrival_date, sum(rows) AS rows
+        FROM raw.source_files
+        WHERE source = $source AND status = 'ingested' AND arrival_date BETWEEN $history_start AND $end
+        GROUP BY arrival_date
+        """,
+        {"source": _landing_source(table), "history_start": start - VOLUME_HISTORY, "end": end},
+    ))
+    out = {}
+    for day in _days(start, end):
+        in_window = [d for d in landed if day - VOLUME_HISTORY <= d <= day]
+        first = min(in_window, default=day)
+        series = [(d, landed.get(d) if landed.get(d) is not None else 0) for d in _days(min(first, day), day)]
+        out[day] = _volume_result(series, day)
+    return out
+
+
+@_with_by_day(_volume_by_day)
 def volume_vs_trailing_weeks(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """Rows landed per arrival day are in line with the same weekday of the trailing 8 weeks (robust,
     seasonality-aware anomaly detection on the ingested file row counts of raw.source_files; a day
     without files counts 0). A day with too little history to be scored is not flagged."""
-    # Imported here, not at the top: every table declares its rules from this module, and most
-    # processes that import the tables (CLI commands, status) never score a volume nor need pandas.
-    import pandas as pd
-
-    from de_assets.anomaly import detect
-
+    # pandas and the detector are imported in `_volume_result`, not at the top: every table declares
+    # its rules from this module, and most processes that import the tables (CLI commands, status)
+    # never score a volume nor need pandas.
     history_start = start - VOLUME_HISTORY
     # Dense calendar of days: a day without any ingested file counts 0. It starts at the first day
     # with files in the window, so the days before the source existed are not taken as zeros.
@@ -97,6 +138,15 @@ def volume_vs_trailing_weeks(con, table: Table, start: date, end: date) -> tuple
         """,
         {"source": _landing_source(table), "history_start": history_start, "start": start, "end": end},
     )
+    return _volume_result(series, start)
+
+
+def _volume_result(series: list[tuple], start: date) -> tuple[bool, dict]:
+    """Score the dense (arrival day, rows) series and report the days from `start` on."""
+    import pandas as pd
+
+    from de_assets.anomaly import detect
+
     frame = pd.DataFrame(series, columns=["ts", "value"])
     frame["ts"] = pd.to_datetime(frame["ts"])
     frame["value"] = frame["value"].astype(float)
@@ -124,6 +174,62 @@ def _source_columns(table: Table) -> list[str]:
     return [c for c in table.column_names if c not in NOT_SOURCE_FIELDS]
 
 
+def _schema_result(current: set[str], baseline: set[str], days_current: int, days_baseline: int) -> tuple[bool, dict]:
+    added, removed = sorted(current - baseline), sorted(baseline - current)
+    metadata = {
+        "fields_added": ",".join(added),
+        "fields_removed": ",".join(removed),
+        "baseline_days": days_baseline,
+        "fields": len(current),
+        "note": "",
+    }
+    if days_baseline == 0:
+        metadata.update(fields_added="", fields_removed="", note="no baseline")
+        return True, metadata
+    if days_current == 0:  # an empty range is the volume rule's business, not a schema change
+        metadata.update(fields_added="", fields_removed="", note="no rows in range")
+        return True, metadata
+    return not added and not removed, metadata
+
+
+def _schema_by_day(con, table: Table, start: date, end: date) -> dict[date, tuple[bool, dict]]:
+    """The fields present per arrival day, read once for the range and the week before it; each
+    day compared with the union of the 7 days before it."""
+    params = {"baseline_start": start - timedelta(days=BASELINE_DAYS), "end": end}
+    columns = _source_columns(table)
+    non_null = ", ".join(f'count("{c}") > 0' for c in columns)
+    fields: dict[date, set[str]] = {}  # one entry per arrival day with rows
+    for arrival_date, *present in _rows(
+        con,
+        f"""
+        SELECT arrival_date, {non_null}
+        FROM {table.name}
+        WHERE arrival_date BETWEEN $baseline_start AND $end
+        GROUP BY arrival_date
+        """,
+        params,
+    ):
+        fields[arrival_date] = {c for c, p in zip(columns, present) if p}
+    if "extra" in table.column_names:
+        for arrival_date, key in _rows(
+            con,
+            f"""
+            SELECT DISTINCT arrival_date, unnest(json_keys(extra)) AS key
+            FROM {table.name}
+            WHERE arrival_date BETWEEN $baseline_start AND $end AND extra IS NOT NULL
+            """,
+            params,
+        ):
+            fields[arrival_date].add(f"extra.{key}")
+    out = {}
+    for day in _days(start, end):
+        before = [d for d in _days(day - timedelta(days=BASELINE_DAYS), day - timedelta(days=1)) if d in fields]
+        baseline = set().union(*(fields[d] for d in before))
+        out[day] = _schema_result(fields.get(day, set()), baseline, int(day in fields), len(before))
+    return out
+
+
+@_with_by_day(_schema_by_day)
 def source_schema_change(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """The source fields carrying a value in the range (typed columns, and the top-level keys of
     `extra` for events) are the same as in the 7 arrival days before it: no field added or dropped."""
@@ -159,23 +265,7 @@ def source_schema_change(con, table: Table, start: date, end: date) -> tuple[boo
         )
         for in_range, key in keys:
             fields[in_range].add(f"extra.{key}")
-
-    current, baseline = fields[True], fields[False]
-    added, removed = sorted(current - baseline), sorted(baseline - current)
-    metadata = {
-        "fields_added": ",".join(added),
-        "fields_removed": ",".join(removed),
-        "baseline_days": days[False],
-        "fields": len(current),
-        "note": "",
-    }
-    if days[False] == 0:
-        metadata.update(fields_added="", fields_removed="", note="no baseline")
-        return True, metadata
-    if days[True] == 0:  # an empty range is the volume rule's business, not a schema change
-        metadata.update(fields_added="", fields_removed="", note="no rows in range")
-        return True, metadata
-    return not added and not removed, metadata
+    return _schema_result(fields[True], fields[False], days[True], days[False])
 
 
 # --------------------------------------------------------------------------------- distribution
@@ -202,21 +292,7 @@ def distribution_drift(expression: str, label: str, top: int = 20, threshold: fl
     """A rule comparing the category mix of the SQL ``expression`` in the range with the 7 arrival
     days before it (Population Stability Index; warns above ``threshold``)."""
 
-    def check(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
-        counts = _rows(
-            con,
-            f"""
-            SELECT arrival_date >= $start AS in_range,
-                   coalesce(({expression})::VARCHAR, '(null)') AS category,
-                   count(*) AS n
-            FROM {table.name}
-            WHERE arrival_date BETWEEN $baseline_start AND $end
-            GROUP BY in_range, category
-            """,
-            {"baseline_start": start - timedelta(days=BASELINE_DAYS), "start": start, "end": end},
-        )
-        baseline = {c: n for in_range, c, n in counts if not in_range}
-        current = {c: n for in_range, c, n in counts if in_range}
+    def result(current: dict[str, int], baseline: dict[str, int]) -> tuple[bool, dict]:
         # The baseline's `top` most frequent categories keep their name (ties: alphabetical); every
         # other category, including any new in the range, is "(other)". "(null)" is always its own.
         ranked = sorted((c for c in baseline if c != "(null)"), key=lambda c: (-baseline[c], c))
@@ -247,6 +323,50 @@ def distribution_drift(expression: str, label: str, top: int = 20, threshold: fl
         metadata.update(psi=round(value, 4), biggest_mover=mover)
         return value <= threshold, metadata
 
+    def check(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
+        counts = _rows(
+            con,
+            f"""
+            SELECT arrival_date >= $start AS in_range,
+                   coalesce(({expression})::VARCHAR, '(null)') AS category,
+                   count(*) AS n
+            FROM {table.name}
+            WHERE arrival_date BETWEEN $baseline_start AND $end
+            GROUP BY in_range, category
+            """,
+            {"baseline_start": start - timedelta(days=BASELINE_DAYS), "start": start, "end": end},
+        )
+        baseline = {c: n for in_range, c, n in counts if not in_range}
+        current = {c: n for in_range, c, n in counts if in_range}
+        return result(current, baseline)
+
+    def by_day(con, table: Table, start: date, end: date) -> dict[date, tuple[bool, dict]]:
+        """Category counts per arrival day read once for the range and the week before it; each day
+        compared with the sum of the 7 days before it."""
+        per_day: dict[date, dict[str, int]] = {}
+        for arrival_date, category, n in _rows(
+            con,
+            f"""
+            SELECT arrival_date,
+                   coalesce(({expression})::VARCHAR, '(null)') AS category,
+                   count(*) AS n
+            FROM {table.name}
+            WHERE arrival_date BETWEEN $baseline_start AND $end
+            GROUP BY arrival_date, category
+            """,
+            {"baseline_start": start - timedelta(days=BASELINE_DAYS), "end": end},
+        ):
+            per_day.setdefault(arrival_date, {})[category] = n
+        out = {}
+        for day in _days(start, end):
+            baseline: dict[str, int] = {}
+            for d in _days(day - timedelta(days=BASELINE_DAYS), day - timedelta(days=1)):
+                for c, n in per_day.get(d, {}).items():
+                    baseline[c] = baseline.get(c, 0) + n
+            out[day] = result(dict(per_day.get(day, {})), baseline)
+        return out
+
+    check.by_day = by_day
     check.__name__ = f"{label}_distribution_drift"
     check.__doc__ = (
         f"The mix of `{expression}` in the range is close to the 7 arrival days before it: Population "

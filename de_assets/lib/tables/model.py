@@ -20,6 +20,9 @@ class Column:
 
 # A data-quality rule: `rule(con, table, start, end) -> (passed, metadata)` over the partitions of the
 # days [start, end]; its `__name__` is the check's name and its `__doc__` the check's description.
+# A rule may also carry a grouped form, `rule.by_day(con, table, start, end) -> {day: (passed, metadata)}`:
+# for every day of [start, end] exactly what `rule(con, table, day, day)` gives, computed in one pass
+# over the range (`de_assets/checks.py` uses it when present; `lib/quality.py`, `lib/drift.py`).
 Rule = Callable[[Any, "Table", date, date], tuple[bool, dict]]
 
 
@@ -65,6 +68,11 @@ class Table:
             return (f"{self.partition_column} BETWEEN date_trunc('week', {start}::DATE) "
                     f"AND date_trunc('week', {end}::DATE)")
         return f"{self.partition_column} BETWEEN {start} AND {end}"
+
+    def partition_value(self, day: date) -> date:
+        """The partition value the day `day` belongs to: the day, or for a weekly table its Monday
+        (what `partition_of_day` computes in SQL)."""
+        return day - timedelta(days=day.weekday()) if self.weekly else day
 
     def partition_of_day(self, day: str) -> str:
         """SQL: the partition value the day `day` (a SQL expression) belongs to."""
