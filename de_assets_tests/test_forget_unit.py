@@ -52,15 +52,6 @@ DUPLICATES = [4, 5]
 QUARANTINED = [6, 8]
 
 
-@pytest.fixture
-def con():
-    c = duckdb.connect()
-    c.execute("SET TimeZone = 'UTC'")
-    ensure_tables(c)
-    yield c
-    c.close()
-
-
 def _raw(con, rows, ingested_at=INGESTED):
     for arrival, file, line, message_id, user_id, anonymous_id in rows:
         con.execute("INSERT INTO raw.events BY NAME SELECT ? AS arrival_date, ? AS source_file, ? AS line_no, "
