@@ -97,11 +97,17 @@ def day_metadata(con, table: Table, day: date) -> dict:
     return days_metadata(con, table, day, day)[day]
 
 
-def days_metadata(con, table: Table, start: date, end: date) -> dict[date, dict]:
+GROUPED_PREVIEW_MAX_ROWS = 200_000
+
+
+def days_metadata(con, table: Table, start: date, end: date,
+                  grouped_preview_max_rows: int = GROUPED_PREVIEW_MAX_ROWS) -> dict[date, dict]:
     """Per day of [start, end], the rows of its partition (a weekly table: its week's): their count
-    and a preview of the first PREVIEW_ROWS rows. One query for the counts of every partition and one
-    for every preview (row_number() per partition, ordered by the first three preview columns, the
-    others breaking ties), whatever the number of days."""
+    and a preview of the first PREVIEW_ROWS rows. One query for the counts of every partition; the
+    previews (ordered by the first three preview columns, the others breaking ties) in one query
+    over every partition (row_number() per partition) while the range holds at most
+    GROUPED_PREVIEW_MAX_ROWS rows, else one top-N query per partition: numbering every row of a
+    big day sorts all of it, a LIMIT keeps only the first rows. Same previews either way."""
     where = _where(table)
     source = table.name
     p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
@@ -117,15 +123,21 @@ def days_metadata(con, table: Table, start: date, end: date) -> dict[date, dict]
     # in the same order every run instead of whichever order the sort left them in
     order = ", ".join(preview_cols)
     previews: dict[date, list[tuple]] = {}
-    for partition, *row in con.execute(
-        f"""SELECT _partition, {cols} FROM (
-                SELECT {cols}, {p} AS _partition, row_number() OVER (PARTITION BY {p} ORDER BY {order}) AS _n
-                FROM {source} WHERE {where})
-            WHERE _n <= {PREVIEW_ROWS}
-            ORDER BY _partition, _n""",
-        [start, end],
-    ).fetchall():
-        previews.setdefault(partition, []).append(tuple(row))
+    if sum(counts.values()) <= grouped_preview_max_rows:
+        for partition, *row in con.execute(
+            f"""SELECT _partition, {cols} FROM (
+                    SELECT {cols}, {p} AS _partition, row_number() OVER (PARTITION BY {p} ORDER BY {order}) AS _n
+                    FROM {source} WHERE {where})
+                WHERE _n <= {PREVIEW_ROWS}
+                ORDER BY _partition, _n""",
+            [start, end],
+        ).fetchall():
+            previews.setdefault(partition, []).append(tuple(row))
+    else:
+        for partition in sorted(counts):
+            previews[partition] = [tuple(row) for row in con.execute(
+                f"SELECT {cols} FROM {source} WHERE {p} = ? ORDER BY {order} LIMIT {PREVIEW_ROWS}", [partition]
+            ).fetchall()]
     out = {}
     for day in days_between(start, end):
         partition = table.partition_value(day)

@@ -228,8 +228,9 @@ def old_day_metadata(con, table, day):
 
 @pytest.mark.parametrize("table", [CLEAN_EVENTS, CLEAN_REQUESTS, RAW_EVENTS, QUARANTINE_EVENTS, DAILY_ENGAGEMENT,
                                    FUNNEL_DAILY, RETENTION_COHORTS], ids=lambda t: t.name)
-def test_grouped_day_metadata_is_the_per_day_metadata(varied, table):
-    grouped = days_metadata(varied, table, START, END)
+@pytest.mark.parametrize("max_grouped", [10**9, 0], ids=["one_preview_query", "top_n_per_partition"])
+def test_grouped_day_metadata_is_the_per_day_metadata(varied, table, max_grouped):
+    grouped = days_metadata(varied, table, START, END, grouped_preview_max_rows=max_grouped)
     assert list(grouped) == DAYS
     for day in DAYS:
         assert grouped[day] == old_day_metadata(varied, table, day), (table.name, day)

@@ -82,3 +82,29 @@ def test_no_raw_pii_sees_compressed_ipv6(con):
     passed, meta = no_raw_pii(con, QUARANTINE_EVENTS, __import__("datetime").date(2026, 11, 1),
                               __import__("datetime").date(2026, 11, 1))
     assert not passed and meta["rows_with_full_ip"] == 1
+
+
+@pytest.mark.parametrize("text, emails, ips", [
+    ("write to jane.doe@example.com", 1, 0),
+    ("from 203.0.113.77", 0, 1),
+    ("from 2001:0db8:85a3:0000:0000:8a2e:0370:7334", 0, 1),
+    ("from 2001:db8::1", 0, 1),           # only the `::` pattern sees this one
+    ("from ::ffff:198.51.100.9", 0, 1),   # IPv4-mapped: the IPv4 pattern
+    ("from 203.0.113.0 and 2001:db8:85a3::/48 at 12:30:45", 0, 0),  # truncated forms, a time
+])
+def test_no_raw_pii_counts_each_form_once_in_both_forms_of_the_rule(con, text, emails, ips):
+    """The rule's guarded regexes (`quality._PII_COUNTS`) see every form, per range and per day."""
+    from datetime import date
+
+    from de_assets.lib.quality import no_raw_pii
+    from de_assets.lib.tables import QUARANTINE_EVENTS, ensure_tables
+
+    ensure_tables(con)
+    day = date(2026, 11, 1)
+    con.execute("INSERT INTO quarantine.events (arrival_date, source_file, line_no, reason, raw_row) "
+                "VALUES (?, 'f', 1, 'r', ?), (?, 'f', 2, 'r', '{\"note\": \"nothing here\"}')",
+                [day, f'{{"note": "{text}"}}', day])
+    passed, meta = no_raw_pii(con, QUARANTINE_EVENTS, day, day)
+    assert (meta["rows_with_email"], meta["rows_with_full_ip"]) == (emails, ips)
+    assert passed == (emails + ips == 0)
+    assert no_raw_pii.by_day(con, QUARANTINE_EVENTS, day, day) == {day: (passed, meta)}

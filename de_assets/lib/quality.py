@@ -157,14 +157,21 @@ def _no_raw_pii_result(emails: int, ips: int, plain_ids: int) -> tuple[bool, dic
                                            "rows_with_unhashed_user_id": plain_ids}
 
 
+# Rows of text `t` with an e-mail address, and with an untruncated IP address. Each regex costs about
+# a second per million rows, so a cheap necessary condition guards the ones that have one (an e-mail
+# has an `@`, a compressed IPv6 address a `::`; CASE evaluates the regex only where it holds) and the
+# IPv4 and full IPv6 patterns are one alternation (one scan instead of two).
+_PII_COUNTS = f"""count(*) FILTER (WHERE CASE WHEN contains(t, '@') THEN regexp_matches(t, '{EMAIL_RE}') ELSE false END),
+    count(*) FILTER (WHERE regexp_matches(t, '({UNTRUNCATED_IPV4_RE})|({IPV6_RE})')
+                        OR CASE WHEN contains(t, '::') THEN regexp_matches(t, '{IPV6_SHORT_RE}') ELSE false END)"""
+
+
 def _no_raw_pii_by_day(con, table: Table, start: date, end: date) -> dict[date, tuple[bool, dict]]:
     p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
     plain = _plain_id_condition(table)
     figures = _grouped(
         con, table,
-        f"""count(*) FILTER (WHERE regexp_matches(t, '{EMAIL_RE}')),
-            count(*) FILTER (WHERE regexp_matches(t, '{UNTRUNCATED_IPV4_RE}')
-                                OR regexp_matches(t, '{IPV6_RE}') OR regexp_matches(t, '{IPV6_SHORT_RE}')),
+        f"""{_PII_COUNTS},
             count(*) FILTER (WHERE plain_id)""",
         start, end, (0, 0, 0),
         source=f"""(SELECT {p}, {_text_blob(table)} AS t, {plain or 'false'} AS plain_id
@@ -180,9 +187,7 @@ def no_raw_pii(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     blob = _text_blob(table)
     emails, ips = _one(
         con,
-        f"""SELECT count(*) FILTER (WHERE regexp_matches(t, '{EMAIL_RE}')),
-                   count(*) FILTER (WHERE regexp_matches(t, '{UNTRUNCATED_IPV4_RE}')
-                                       OR regexp_matches(t, '{IPV6_RE}') OR regexp_matches(t, '{IPV6_SHORT_RE}'))
+        f"""SELECT {_PII_COUNTS}
             FROM (SELECT {blob} AS t FROM {table.name} WHERE {_window(table)})""",
         start, end,
     )
