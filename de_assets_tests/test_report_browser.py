@@ -73,7 +73,12 @@ def test_the_report_renders_offline_with_values_on_the_marks(pages, tmp_path):
     # retention of cohort 10-26 in its first week, written on the heatmap cell (not only on the colour bar)
     assert re.findall(r'class="heatmap-label"><text[^>]*>([^<]*)</text>', opened.dom) == ["100%"]
     assert 'id="no-plotly" style="display: block' not in opened.dom
-    assert opened.console == [] and opened.requests == []
+    # plotly.js logs this warning when its auto-margin pass (axes that grow to fit their labels) has
+    # not settled after 10 redraws; it then keeps the last layout. In headless Chromium it shows up
+    # now and then, depending on timing (seen once in a CI run; not reproduced locally). Any other
+    # console line (an error, a failed load) still fails the test.
+    problems = [line for line in opened.console if '"WARN: Too many auto-margin redraws."' not in line]
+    assert problems == [] and opened.requests == []
 
 
 def test_without_the_script_beside_it_the_page_says_so(pages, tmp_path):
