@@ -9,6 +9,7 @@ import dagster as dg
 
 from de_assets.lib.days import days_between, range_label
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
+from de_assets.lib.sql import ident
 from de_assets.lib.tables import Table
 
 PREVIEW_ROWS = 10
@@ -110,7 +111,7 @@ def days_metadata(con, table: Table, start: date, end: date,
     big day sorts all of it, a LIMIT keeps only the first rows. Same previews either way."""
     where = _where(table)
     source = table.name
-    p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
+    p = ident(table.partition_column)  # e.g. pipeline_health.partition_kpis.partition: a keyword
     counts = dict(con.execute(
         f"SELECT {p}, count(*) FROM {source} WHERE {where} GROUP BY {p}", [start, end]
     ).fetchall())

@@ -43,6 +43,9 @@ import math
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
+from de_assets.lib.days import days_between
+from de_assets.lib.quality import with_by_day
+
 if TYPE_CHECKING:  # the tables declare their rules from here: a runtime import would be a cycle
     from de_assets.lib.tables import Table
 
@@ -59,18 +62,6 @@ NOT_SOURCE_FIELDS = {
 
 def _rows(con, sql: str, params: dict) -> list[tuple]:
     return con.execute(sql, params).fetchall()
-
-
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
-def _with_by_day(by_day):
-    """Attach the grouped form `by_day` to a rule."""
-    def attach(rule):
-        rule.by_day = by_day
-        return rule
-    return attach
 
 
 # --------------------------------------------------------------------------------------- volume
@@ -98,15 +89,15 @@ def _volume_by_day(con, table: Table, start: date, end: date) -> dict[date, tupl
         {"source": _landing_source(table), "history_start": start - VOLUME_HISTORY, "end": end},
     ))
     out = {}
-    for day in _days(start, end):
+    for day in days_between(start, end):
         in_window = [d for d in landed if day - VOLUME_HISTORY <= d <= day]
         first = min(in_window, default=day)
-        series = [(d, landed.get(d) if landed.get(d) is not None else 0) for d in _days(min(first, day), day)]
+        series = [(d, landed.get(d) or 0) for d in days_between(min(first, day), day)]
         out[day] = _volume_result(series, day)
     return out
 
 
-@_with_by_day(_volume_by_day)
+@with_by_day(_volume_by_day)
 def volume_vs_trailing_weeks(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """Rows landed per arrival day are in line with the same weekday of the trailing 8 weeks (robust,
     seasonality-aware anomaly detection on the ingested file row counts of raw.source_files; a day
@@ -222,14 +213,14 @@ def _schema_by_day(con, table: Table, start: date, end: date) -> dict[date, tupl
         ):
             fields[arrival_date].add(f"extra.{key}")
     out = {}
-    for day in _days(start, end):
-        before = [d for d in _days(day - timedelta(days=BASELINE_DAYS), day - timedelta(days=1)) if d in fields]
+    for day in days_between(start, end):
+        before = [d for d in days_between(day - timedelta(days=BASELINE_DAYS), day - timedelta(days=1)) if d in fields]
         baseline = set().union(*(fields[d] for d in before))
         out[day] = _schema_result(fields.get(day, set()), baseline, int(day in fields), len(before))
     return out
 
 
-@_with_by_day(_schema_by_day)
+@with_by_day(_schema_by_day)
 def source_schema_change(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """The source fields carrying a value in the range (typed columns, and the top-level keys of
     `extra` for events) are the same as in the 7 arrival days before it: no field added or dropped."""
@@ -358,9 +349,9 @@ def distribution_drift(expression: str, label: str, top: int = 20, threshold: fl
         ):
             per_day.setdefault(arrival_date, {})[category] = n
         out = {}
-        for day in _days(start, end):
+        for day in days_between(start, end):
             baseline: dict[str, int] = {}
-            for d in _days(day - timedelta(days=BASELINE_DAYS), day - timedelta(days=1)):
+            for d in days_between(day - timedelta(days=BASELINE_DAYS), day - timedelta(days=1)):
                 for c, n in per_day.get(d, {}).items():
                     baseline[c] = baseline.get(c, 0) + n
             out[day] = result(dict(per_day.get(day, {})), baseline)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from de_assets.lib.days import days_between
 from de_assets.lib.privacy import EMAIL_RE, IPV6_RE, IPV6_SHORT_RE
+from de_assets.lib.sql import ident
 
 if TYPE_CHECKING:  # the tables declare their rules from here: a runtime import would be a cycle
     from de_assets.lib.tables import Table
@@ -46,12 +47,12 @@ def _grouped(con, table: Table, aggregates: str, start: date, end: date, empty: 
              source: str | None = None) -> dict[date, tuple]:
     """`aggregates` per partition of the range (over `source`, a subquery exposing the partition
     column, or the table itself)."""
-    p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
+    p = ident(table.partition_column)
     sql = f"SELECT {p}, {aggregates} FROM {source or table.name} WHERE {_window(table)} GROUP BY {p}"
     return _per_day(con, table, sql, start, end, empty)
 
 
-def _with_by_day(by_day):
+def with_by_day(by_day):
     """Attach the grouped form `by_day` to a rule."""
     def attach(rule):
         rule.by_day = by_day
@@ -69,7 +70,7 @@ def _unique_key_by_day(con, table: Table, start: date, end: date) -> dict[date, 
     return {day: _unique_key_result(table, *f) for day, f in figures.items()}
 
 
-@_with_by_day(_unique_key_by_day)
+@with_by_day(_unique_key_by_day)
 def unique_key(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """The table's grain (its key columns) identifies every row of the range exactly once."""
     key = ", ".join(table.key)
@@ -90,7 +91,7 @@ def _keys_not_null_by_day(con, table: Table, start: date, end: date) -> dict[dat
     return {day: (bad == 0, {"rows_with_null_key": bad}) for day, (bad,) in figures.items()}
 
 
-@_with_by_day(_keys_not_null_by_day)
+@with_by_day(_keys_not_null_by_day)
 def keys_not_null(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """No key column is NULL."""
     (bad,) = _one(con, f"SELECT {_null_keys(table)} FROM {table.name} WHERE {_window(table)}", start, end)
@@ -98,7 +99,7 @@ def keys_not_null(con, table: Table, start: date, end: date) -> tuple[bool, dict
 
 
 def _funnel_monotonic_by_day(con, table: Table, start: date, end: date) -> dict[date, tuple[bool, dict]]:
-    p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
+    p = ident(table.partition_column)
     # the window is also cut by partition, as the per-day query (which reads one partition) sees it
     figures = _grouped(
         con, table, "count(*) FILTER (WHERE grew)", start, end, (0,),
@@ -108,7 +109,7 @@ def _funnel_monotonic_by_day(con, table: Table, start: date, end: date) -> dict[
     return {day: (bad == 0, {"steps_above_previous": bad}) for day, (bad,) in figures.items()}
 
 
-@_with_by_day(_funnel_monotonic_by_day)
+@with_by_day(_funnel_monotonic_by_day)
 def funnel_monotonic(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """Users at step k never exceed users at step k-1 (same day, same funnel)."""
     (bad,) = _one(
@@ -167,7 +168,7 @@ _PII_COUNTS = f"""count(*) FILTER (WHERE CASE WHEN contains(t, '@') THEN regexp_
 
 
 def _no_raw_pii_by_day(con, table: Table, start: date, end: date) -> dict[date, tuple[bool, dict]]:
-    p = f'"{table.partition_column}"'  # quoted: e.g. pipeline_health.partition_kpis.partition
+    p = ident(table.partition_column)
     plain = _plain_id_condition(table)
     figures = _grouped(
         con, table,
@@ -180,7 +181,7 @@ def _no_raw_pii_by_day(con, table: Table, start: date, end: date) -> dict[date, 
     return {day: _no_raw_pii_result(*f) for day, f in figures.items()}
 
 
-@_with_by_day(_no_raw_pii_by_day)
+@with_by_day(_no_raw_pii_by_day)
 def no_raw_pii(con, table: Table, start: date, end: date) -> tuple[bool, dict]:
     """No e-mail address or untruncated IPv4/IPv6 address (any written form) in any text/JSON column,
     and user ids are pseudonyms."""
