@@ -165,3 +165,72 @@ def test_rows_proven_valid_in_sql_get_the_same_fate_as_when_pandera_judges_every
     assert {"track_has_event_name", "revenue_is_numeric", "not_in_future", "event_ts:implausibly_old",
             "user_key:not_nullable", "properties_type:isin(['OBJECT'])", "revenue:greater_than_or_equal_to(0)",
             "message_id:str_length(1, 256)", "event_ts:not_nullable; timestamp_parses"} <= set(with_proof.reasons)
+
+
+
+def _four_days(root):
+    """11-01: m1, m2. 11-02: m1 again (same content: a duplicate), m3, and two lines failing the
+    contract (2 of 4 rows: 50%). 11-03: m2 again from another user (a conflicting duplicate), m4.
+    11-04: nothing landed."""
+    land(root, "2026-11-01", "a.ndjson", [segment_event("m1", "u1", "2026-11-01T10:00:00Z"),
+                                          segment_event("m2", "u1", "2026-11-01T11:00:00Z")])
+    land(root, "2026-11-02", "b.ndjson", [segment_event("m1", "u1", "2026-11-01T10:00:00Z"),
+                                          segment_event("m3", "u2", "2026-11-02T09:00:00Z"),
+                                          segment_event("m5", "u2", "2026-11-02T09:00:00Z", typ="bogus"),
+                                          '{"messageId": "m6", "type":'])
+    land(root, "2026-11-03", "c.ndjson", [segment_event("m2", "u9", "2026-11-01T11:00:00Z"),
+                                          segment_event("m4", "u1", "2026-11-03T08:00:00Z")])
+
+
+def _tables(con) -> dict[str, list]:
+    # every column but the ingestion time (each warehouse ingested the files at its own moment)
+    return {t: con.execute(f"SELECT * {x} FROM {t} ORDER BY ALL").fetchall() for t, x in (
+        ("clean.events", ""), ("clean.events_duplicates", ""), ("quarantine.events", "EXCLUDE (ingested_at)"))}
+
+
+@pytest.mark.parametrize("batch_rows", [1, 4, 6, 1_000])
+def test_a_range_cleaned_in_batches_gives_the_rows_and_reports_of_a_day_by_day_build(tmp_path, batch_rows):
+    """batch_rows 1: every day alone; 4: 11-01 alone (2 rows), 11-02 (4) alone, 11-03..04 together;
+    6: 11-01..02 together; 1000: all four days in one batch. The gate (40%) holds back 11-02 only."""
+    _four_days(tmp_path)
+    D4 = date(2026, 11, 4)
+    cons = []
+    for _ in range(2):
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        tables.ensure_tables(con)
+        privacy.install_macros(con, "k")
+        _ingest(con, tmp_path, D1, D2, D3)
+        cons.append(con)
+    by_day, batched = cons
+    expected = {d: _clean(by_day, d, max_quarantine_rate=0.4) for d in (D1, D2, D3, D4)}
+    reports = clean.clean_days(batched, clean.EVENTS, D1, D4, max_quarantine_rate=0.4, batch_rows=batch_rows)
+    assert reports == expected
+    assert _tables(batched) == _tables(by_day)
+    # counted by hand from the lines above
+    assert {d: (r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate, r.rows_held_back, r.gated_days)
+            for d, r in reports.items()} == {
+        D1: (2, 2, 0, 0, 0, []),
+        D2: (4, 0, 2, 1, 1, ["2026-11-02"]),  # 2 of 4 fail: 50% > 40%; m3 held back, m1 a duplicate
+        D3: (2, 1, 0, 1, 0, []),
+        D4: (0, 0, 0, 0, 0, []),
+    }
+    assert reports[D3].conflicting_fields == {"user_id": 1}
+    fates = _fates(batched)
+    assert fates["clean"] == [("m1", "2026-11-01"), ("m2", "2026-11-01"), ("m4", "2026-11-03")]
+    assert fates["duplicates"] == [("m1", "2026-11-02", False), ("m2", "2026-11-03", True)]
+    assert [(line, r.split(":")[0], status) for line, r, status in fates["quarantine"]] == [
+        (2, "held_back", "held_back"), (3, "type", "rejected"), (4, "malformed_json", "rejected")]
+    assert clean._batches([D1, D2, D3, D4], {D1: 2, D2: 4, D3: 2}, batch_rows) == {
+        1: [(D1, D1), (D2, D2), (D3, D3), (D4, D4)],
+        4: [(D1, D1), (D2, D2), (D3, D4)],
+        6: [(D1, D2), (D3, D4)],
+        1_000: [(D1, D4)],
+    }[batch_rows]
+    # the books of each day, from one query, equal each day's own, and balance (11-02: 4 landed = 0 clean
+    # + 3 quarantined (2 rejected, 1 held back) + 1 duplicate)
+    days = [D1, D2, D3, D4]
+    books = reconcile.accounting_by_day(batched, clean.EVENTS, "events", days)
+    assert books == {d: reconcile.accounting(batched, clean.EVENTS, "events", [d]) for d in days}
+    assert [(b["rows_landed"], b["rows_clean"], b["rows_quarantined"], b["rows_duplicate"], b["balanced"])
+            for b in books.values()] == [(2, 2, 0, 0, True), (4, 0, 3, 1, True), (2, 1, 0, 1, True), (0, 0, 0, 0, True)]

@@ -6,7 +6,7 @@ import dagster as dg
 
 from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile
-from de_assets.lib.days import days_between, range_label, short_label
+from de_assets.lib.days import range_label, short_label
 from de_assets.metadata import (
     LAKE_SNAPSHOT_ID,
     LATE_EVENT_DAYS,
@@ -143,21 +143,19 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         limit = settings.max_quarantine_rate
         earliest = settings.earliest_event_ts()
         with warehouse.connect() as con:
-            # one arrival day at a time: memory stays that of one day however long the backfill
-            daily_reports = {
-                day: clean.clean_range(
-                    con, spec, day, day, limit, settings.dedupe_strategy, settings.late_lookback_days, earliest
-                )
-                for day in days_between(start, end)
-            }
+            # in batches of whole days (lib/clean.py): memory stays bounded however long the backfill
+            daily_reports = clean.clean_days(
+                con, spec, start, end, limit, settings.dedupe_strategy, settings.late_lookback_days, earliest
+            )
             repaired = _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end,
                                           lambda day: clean.clean_range(
                                               con, spec, day, day, limit, settings.dedupe_strategy,
                                               settings.late_lookback_days, earliest))
             report = clean.CleanReport.total(daily_reports.values())
+            books_by_day = reconcile.accounting_by_day(con, spec, source, list(daily_reports))
             extra = []
             for day, r in daily_reports.items():  # every check is evaluated per day
-                books = reconcile.accounting(con, spec, source, [day])
+                books = books_by_day[day]
                 extra += [
                     checks.evaluation(clean_key, "quarantine_rate_within_threshold", day, not r.gated_days, {
                         "quarantine_rate": round(r.quarantine_rate, 4),

@@ -35,7 +35,7 @@ import pandera.pandas as pa
 
 from de_assets.lib import contracts
 from de_assets.lib.clean_sql import EVENTS_TYPED, REQUESTS_TYPED
-from de_assets.lib.days import short_label
+from de_assets.lib.days import days_between, short_label
 from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
@@ -256,18 +256,37 @@ def _conflicts_sql(spec: CleanSpec, earlier: str) -> str:
 HELD_BACK_REASON = "held_back:quarantine_rate"
 
 
+BATCH_ROWS = 1_000_000  # raw rows cleaned at once: a range is cleaned in batches of whole days up to this
+
+
 def clean_range(
     con, spec: CleanSpec, start: date, end: date, max_quarantine_rate: float | None = None,
     dedupe_strategy: str = "window", late_lookback_days: int | None = None,
     earliest_event_time: pd.Timestamp | str | None = None,
 ) -> CleanReport:
-    """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end].
+    """`clean_days` over [start, end], summed into one report."""
+    return CleanReport.total(clean_days(con, spec, start, end, max_quarantine_rate, dedupe_strategy,
+                                        late_lookback_days, earliest_event_time).values())
 
-    Quality gate: when more than `max_quarantine_rate` of the range's rows fail the contract, the
-    range's clean rows are not replaced: the previously served rows stay (the report lists the
-    range in `gated_days`), so a broken delivery never replaces good data. The evidence is written
-    all the same: rejected rows, the held-back rows (passed the contract, not served; reason
-    `held_back:quarantine_rate`) and duplicates.
+
+def clean_days(
+    con, spec: CleanSpec, start: date, end: date, max_quarantine_rate: float | None = None,
+    dedupe_strategy: str = "window", late_lookback_days: int | None = None,
+    earliest_event_time: pd.Timestamp | str | None = None, batch_rows: int = BATCH_ROWS,
+) -> dict[date, CleanReport]:
+    """Rebuild the clean/quarantine/duplicate rows of arrival days [start, end]; one report per day.
+
+    The days are cleaned in batches of consecutive whole days holding at most `batch_rows` raw rows
+    (a bigger day is a batch on its own), so a long sparse range costs a few set-based passes, not
+    one per day, and memory stays bounded by the batch however long the range. Every decision is
+    the one a day-by-day build makes: the first delivery of a key is decided over all of raw, in
+    (arrival day, receivedAt, file, line) order, and the gate below is judged per day.
+
+    Quality gate, per arrival day: when more than `max_quarantine_rate` of a day's rows fail the
+    contract, the day's clean rows are not replaced: the previously served rows stay (the day's
+    report lists it in `gated_days`), so a broken delivery never replaces good data. The evidence
+    is written all the same: rejected rows, the held-back rows (passed the contract, not served;
+    reason `held_back:quarantine_rate`) and duplicates.
 
     Late data: a valid row whose event happened more than `late_lookback_days` before its arrival
     day is quarantined as `too_late` (its day's marts are closed); later ones are clean and counted
@@ -277,6 +296,36 @@ def clean_range(
     `contracts.DEFAULT_EARLIEST_EVENT_TIME`) fails `<time column>:implausibly_old`.
     """
     contract = spec.contract(contracts.parse_earliest(earliest_event_time))
+    sizes = dict(con.execute(
+        f"SELECT arrival_date, count(*) FROM {spec.raw.name} WHERE arrival_date BETWEEN $start AND $end GROUP BY 1",
+        {"start": start, "end": end},
+    ).fetchall())
+    reports = {}
+    for first, last in _batches(days_between(start, end), sizes, batch_rows):
+        reports |= _clean_batch(con, spec, contract, first, last, max_quarantine_rate, dedupe_strategy,
+                                late_lookback_days)
+    return reports
+
+
+def _batches(days: list[date], sizes: dict[date, int], batch_rows: int) -> list[tuple[date, date]]:
+    """Consecutive days grouped into (first, last) ranges of at most `batch_rows` rows (at least one day)."""
+    out: list[tuple[date, date]] = []
+    rows = 0
+    for day in days:
+        n = sizes.get(day, 0)
+        if out and rows + n <= batch_rows:
+            out[-1] = (out[-1][0], day)
+            rows += n
+        else:
+            out.append((day, day))
+            rows = n
+    return out
+
+
+def _clean_batch(
+    con, spec: CleanSpec, contract: type[pa.DataFrameModel], start: date, end: date,
+    max_quarantine_rate: float | None, dedupe_strategy: str, late_lookback_days: int | None,
+) -> dict[date, CleanReport]:
     params = {"start": start, "end": end}
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _cur AS SELECT row_number() OVER () AS row_id, * "
@@ -306,58 +355,73 @@ def clean_range(
     # parsed rows, and `_typed` excludes `_dup`).
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _fate AS
-           SELECT c.row_id,
+           SELECT c.row_id, c.arrival_date,
                   CASE WHEN c.parse_error IS NOT NULL OR f.row_id IS NOT NULL THEN 'quarantined'
                        WHEN d.row_id IS NOT NULL THEN 'duplicate' ELSE 'clean' END AS fate,
                   coalesce(c.parse_error, f.reason) AS reason
            FROM _cur c LEFT JOIN _fail f USING (row_id) LEFT JOIN _dup d USING (row_id)"""
     )
-    rows_in, quarantined = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE fate = 'quarantined') FROM _fate"
-    ).fetchone()
-    gated = max_quarantine_rate is not None and rows_in > 0 and quarantined / rows_in > max_quarantine_rate
+    gated = []
+    if max_quarantine_rate is not None:
+        gated = [day for day, rows_in, quarantined in con.execute(
+            "SELECT arrival_date, count(*), count(*) FILTER (WHERE fate = 'quarantined') FROM _fate GROUP BY 1"
+        ).fetchall() if quarantined / rows_in > max_quarantine_rate]
     if gated:
-        # the day's served clean rows stay served, and stay counted as clean; every other row that
-        # passed the contract is held back (written to the quarantine table, not served)
+        # a held-back day's served clean rows stay served, and stay counted as clean; every other row
+        # of it that passed the contract is held back (written to the quarantine table, not served)
+        held = {"gated": gated}
         con.execute(
             f"""UPDATE _fate SET fate = 'kept' WHERE row_id IN (
                     SELECT c.row_id FROM _cur c JOIN {spec.clean.name} t
                     ON t.arrival_date = c.arrival_date AND t.source_file = c.source_file AND t.line_no = c.line_no
-                    WHERE t.arrival_date BETWEEN $start AND $end)""",
-            params,
+                    WHERE list_contains($gated::DATE[], t.arrival_date))""",
+            held,
         )
-        con.execute(f"UPDATE _fate SET fate = 'held_back', reason = '{HELD_BACK_REASON}' WHERE fate = 'clean'")
-    counts = dict(con.execute("SELECT fate, count(*) FROM _fate GROUP BY 1").fetchall())
-    reasons = dict(con.execute(
-        "SELECT reason, count(*) FROM _fate WHERE fate = 'quarantined' GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).fetchall())
-    conflicting = dict(con.execute(
-        "SELECT x.conflicting_fields, count(*) FROM _fate JOIN _conflict x USING (row_id) "
-        "WHERE fate = 'duplicate' AND x.conflicting_fields IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
-    ).fetchall())
+        con.execute(f"UPDATE _fate SET fate = 'held_back', reason = '{HELD_BACK_REASON}' "
+                    "WHERE fate = 'clean' AND list_contains($gated::DATE[], arrival_date)", held)
+    counts = {}
+    for day, fate, n in con.execute("SELECT arrival_date, fate, count(*) FROM _fate GROUP BY 1, 2").fetchall():
+        counts.setdefault(day, {})[fate] = n
+    reasons = {}
+    for day, reason, n in con.execute(
+        "SELECT arrival_date, reason, count(*) FROM _fate WHERE fate = 'quarantined' GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"
+    ).fetchall():
+        reasons.setdefault(day, {})[reason] = n
+    conflicting = {}
+    for day, fields, n in con.execute(
+        "SELECT arrival_date, x.conflicting_fields, count(*) FROM _fate JOIN _conflict x USING (row_id) "
+        "WHERE fate = 'duplicate' AND x.conflicting_fields IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"
+    ).fetchall():
+        conflicting.setdefault(day, {})[fields] = n
     _write(con, spec, params, gated)
     for temp in ("_cur", "_dup", "_conflict", "_typed", "_fail", "_fate"):
         con.execute(f"DROP TABLE IF EXISTS {temp}")
-    return CleanReport(
-        rows_in=rows_in,
-        rows_clean=counts.get("clean", 0) + counts.get("kept", 0),
-        rows_quarantined=counts.get("quarantined", 0),
-        rows_duplicate=counts.get("duplicate", 0),
-        reasons=reasons,
-        gated_days=[short_label(start, end)] if gated else [],
-        rows_held_back=counts.get("held_back", 0),
-        rows_duplicate_conflicting=sum(conflicting.values()),
-        conflicting_fields=conflicting,
-    )
+    reports = {}
+    for day in days_between(start, end):
+        c = counts.get(day, {})
+        reports[day] = CleanReport(
+            rows_in=sum(c.values()),
+            rows_clean=c.get("clean", 0) + c.get("kept", 0),
+            rows_quarantined=c.get("quarantined", 0),
+            rows_duplicate=c.get("duplicate", 0),
+            reasons=reasons.get(day, {}),
+            gated_days=[short_label(day, day)] if day in gated else [],
+            rows_held_back=c.get("held_back", 0),
+            rows_duplicate_conflicting=sum(conflicting.get(day, {}).values()),
+            conflicting_fields=conflicting.get(day, {}),
+        )
+    return reports
 
 
-def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
-    """Replace the range's quarantine and duplicate rows, and its clean rows unless the range is
-    held back (`gated`), in one transaction."""
+def _write(con, spec: CleanSpec, params: dict, gated: list[date]) -> None:
+    """Replace the range's quarantine and duplicate rows, and the clean rows of its days that are
+    not held back (`gated`), in one transaction."""
     key = spec.key
     with transaction(con):
-        for table in (spec.quarantine, spec.duplicates) if gated else (spec.clean, spec.quarantine, spec.duplicates):
+        for table in (spec.quarantine, spec.duplicates):
             con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN $start AND $end", params)
+        con.execute(f"DELETE FROM {spec.clean.name} WHERE arrival_date BETWEEN $start AND $end "
+                    "AND NOT list_contains($gated::DATE[], arrival_date)", {**params, "gated": gated})
         con.execute(
             f"""
             INSERT INTO {spec.quarantine.name} BY NAME
@@ -373,8 +437,7 @@ def _write(con, spec: CleanSpec, params: dict, gated: bool) -> None:
             f"c.{key} AS dedupe_key, x.conflicting_fields IS NOT NULL AS conflict, x.conflicting_fields "
             f"FROM _cur c JOIN _fate f USING (row_id) LEFT JOIN _conflict x USING (row_id) WHERE f.fate = 'duplicate'"
         )
-        if not gated:
-            con.execute(
-                f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
-                f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
-            )
+        con.execute(  # a held-back day has no row of fate 'clean': its served rows stay as they are
+            f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
+            f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
+        )

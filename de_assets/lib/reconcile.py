@@ -79,6 +79,9 @@ def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
 UNBALANCED_FILES_SHOWN = 20
 
 
+_KINDS = ("landed", "redelivered", "forgotten", "raw", "clean", "quarantined", "held_back", "duplicate_rows")
+
+
 def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
     """Count, independently from the clean step's own figures, where every landed row of the
     arrival days went, per landed file (held-back days included: their rows are in the quarantine
@@ -91,6 +94,21 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
     """
     if not days:
         return {"days_checked": 0, "files_checked": 0, "balanced": True}
+    return _books(_files(con, spec, source, days), len(days))
+
+
+def accounting_by_day(con, spec: CleanSpec, source: str, days: list[date]) -> dict[date, dict]:
+    """`accounting` of each day on its own (one query for all of them)."""
+    if not days:
+        return {}
+    files = _files(con, spec, source, days)
+    by_day = {day: rows for day, rows in files.groupby(files["arrival_date"].dt.date)} if len(files) else {}
+    return {day: _books(by_day.get(day, files.iloc[0:0]), 1) for day in days}
+
+
+def _files(con, spec: CleanSpec, source: str, days: list[date]):
+    """Per landed file of the days: rows landed, re-delivered, forgotten, in raw, clean, quarantined,
+    held back and in the duplicates table, and whether its books balance."""
     window = "list_contains($days, arrival_date)"
 
     def per_file(label: str, relation: str, count: str = "count(*)", where: str = "TRUE", file: str = "source_file"):
@@ -107,8 +125,7 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
         per_file("held_back", spec.quarantine.name, where="status = 'held_back'"),
         per_file("duplicate_rows", spec.duplicates.name),
     ]
-    kinds = ("landed", "redelivered", "forgotten", "raw", "clean", "quarantined", "held_back", "duplicate_rows")
-    pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in kinds)
+    pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in _KINDS)
     files = con.execute(
         f"SELECT arrival_date, source_file, {pivot} FROM ({' UNION ALL '.join(parts)}) "
         "GROUP BY ALL ORDER BY arrival_date, source_file",
@@ -119,10 +136,14 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date]) -> dict:
     files["balanced"] = (files["landed_net"] == files["clean"] + files["quarantined"] + files["duplicate"]) & (
         files["raw"] == files["clean"] + files["quarantined"] + files["duplicate_rows"]
     )
+    return files
+
+
+def _books(files, days_checked: int) -> dict:
     unbalanced = files[~files["balanced"]]
-    total = {k: int(files[k].sum()) for k in (*kinds, "duplicate", "landed_net")}
+    total = {k: int(files[k].sum()) for k in (*_KINDS, "duplicate", "landed_net")}
     books = {
-        "days_checked": len(days),
+        "days_checked": days_checked,
         "files_checked": len(files),
         "files_unbalanced": len(unbalanced),
         "rows_landed": total["landed_net"],
