@@ -255,7 +255,7 @@ def test_drop_suppressed_removes_listed_subjects_from_the_new_batch_only_and_cou
     for day, file, rows in ((D1, NEW, 9), (D1, OLD, 5), (D2, NEW3, 7)):
         con.execute("INSERT INTO raw.forgotten_rows VALUES ('events', ?, ?, ?, 'old-request')", [day, file, rows])
 
-    assert forget.drop_suppressed(con, "events", D1, BATCH) == 4
+    assert forget.drop_suppressed(con, "events", [D1], BATCH) == 4
     assert _lineage(con, "raw.events") == [(D1, NEW, 2), (D1, NEW, 5), (D1, OLD, 1), (D2, NEW3, 1)]
     assert con.execute("SELECT arrival_date, source_file, rows, request_id FROM raw.forgotten_rows "
                        "ORDER BY ALL").fetchall() == [
@@ -267,7 +267,7 @@ def test_drop_suppressed_without_a_suppressing_request_keeps_every_row_but_clear
     forget.seed_suppression(con, [("r3", Q, "fp", "no_match")], NOW)
     _raw(con, [(D1, NEW, 1, "m1", Q, None), (D1, NEW, 2, "m2", P, None)], ingested_at=BATCH)
     con.execute("INSERT INTO raw.forgotten_rows VALUES ('events', ?, ?, 3, 'old-request')", [D1, NEW])
-    assert forget.drop_suppressed(con, "events", D1, BATCH) == 0
+    assert forget.drop_suppressed(con, "events", [D1], BATCH) == 0
     assert con.execute("SELECT count(*) FROM raw.events").fetchone() == (2,)
     assert con.execute("SELECT count(*) FROM raw.forgotten_rows").fetchone() == (0,)
 
@@ -275,7 +275,7 @@ def test_drop_suppressed_without_a_suppressing_request_keeps_every_row_but_clear
 def test_drop_suppressed_leaves_request_logs_alone(con):
     _suppressing(con)
     _raw(con, [(D1, NEW, 1, "m1", P, None)], ingested_at=BATCH)
-    assert forget.drop_suppressed(con, "requests", D1, BATCH) == 0
+    assert forget.drop_suppressed(con, "requests", [D1], BATCH) == 0
     assert con.execute("SELECT count(*) FROM raw.events").fetchone() == (1,)
 
 
@@ -292,7 +292,7 @@ def test_the_suppression_list_copies_into_another_warehouse(con):
     # and suppresses there: a batch of P and X rows loses both
     _raw(other, [(D1, NEW, 1, "m1", P, None), (D1, NEW, 2, "m2", X, None), (D1, NEW, 3, "m3", Q, None)],
          ingested_at=BATCH)
-    assert forget.drop_suppressed(other, "events", D1, BATCH) == 2
+    assert forget.drop_suppressed(other, "events", [D1], BATCH) == 2
     assert other.execute("SELECT user_id FROM raw.events").fetchall() == [(Q,)]
     other.close()
 

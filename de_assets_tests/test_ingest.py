@@ -122,3 +122,40 @@ def test_which_copy_is_the_original_does_not_depend_on_the_order_days_are_ingest
     ]
     assert con.execute("SELECT source_file, count(*) FROM raw.events GROUP BY 1 ORDER BY 1").fetchall() == [
         (a, 3), ("events/2026-11-03/d.ndjson", 1)]
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 10**9])
+def test_a_range_ingested_in_one_batch_equals_day_by_day(tmp_path, batch_bytes):
+    """Three days read and committed together (batch_bytes 10**9) or one by one (1): the same raw
+    rows, registry and per-day reports. 11-01: a (2 rows) and p (1 good line, 1 line that is not JSON:
+    the file reads, the line lands with a parse error);
+    11-02: b, a byte-identical re-delivery of a, and an unsupported file; 11-03: nothing; 11-04: d."""
+    a_lines = '{"messageId":"m1","userId":"u1"}\n{"messageId":"m2","userId":"u2"}\n'
+    for day, name, text in [(1, "a.ndjson", a_lines), (1, "p.ndjson", '{"messageId":"m5"}\n{"messageId": "m6", "ty\n'),
+                            (2, "b.ndjson", a_lines), (2, "notes.txt", "hello"), (4, "d.ndjson", '{"messageId":"m4"}\n')]:
+        folder = tmp_path / "events" / f"2026-11-0{day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    days = [date(2026, 11, d) for d in (1, 2, 3, 4)]
+    by_day, batched = _warehouse(), _warehouse()
+    expected = {d: ingest.ingest_day(by_day, tmp_path, "events", d, "run", ingest.IngestReport("events")) for d in days}
+    reports = ingest.ingest_days(batched, tmp_path, "events", days[0], days[-1], "run", batch_bytes=batch_bytes)
+    assert reports == expected
+    rows = "SELECT * EXCLUDE (ingested_at) FROM raw.events ORDER BY ALL"
+    assert batched.execute(rows).fetchall() == by_day.execute(rows).fetchall()
+    assert _registry(batched) == _registry(by_day) == [  # by hand
+        ("2026-11-01", "events/2026-11-01/a.ndjson", "ingested", 2, None),
+        ("2026-11-01", "events/2026-11-01/p.ndjson", "ingested", 2, None),
+        ("2026-11-02", "events/2026-11-02/b.ndjson", "redelivered", 2, "events/2026-11-01/a.ndjson"),
+        ("2026-11-02", "events/2026-11-02/notes.txt", "refused", 0, None),
+        ("2026-11-04", "events/2026-11-04/d.ndjson", "ingested", 1, None),
+    ]
+    assert batched.execute("SELECT arrival_date::VARCHAR, source_file, count(*), count(parse_error) FROM raw.events "
+                           "GROUP BY ALL ORDER BY ALL").fetchall() == [
+        ("2026-11-01", "events/2026-11-01/a.ndjson", 2, 0), ("2026-11-01", "events/2026-11-01/p.ndjson", 2, 1),
+        ("2026-11-04", "events/2026-11-04/d.ndjson", 1, 0)]
+    assert [(r.files_ingested, r.files_partial, r.files_redelivered, r.files_refused, r.rows_ingested)
+            for r in reports.values()] == [(2, 0, 0, 0, 4), (0, 0, 1, 1, 0), (0, 0, 0, 0, 0), (1, 0, 0, 0, 1)]
+    # one commit per batch: every row of a batch has the same ingestion time
+    [(times,)] = batched.execute("SELECT count(DISTINCT ingested_at) FROM raw.events").fetchall()
+    assert times == (1 if batch_bytes > 1 else 2)

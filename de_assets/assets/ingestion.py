@@ -8,7 +8,7 @@ import dagster as dg
 from de_assets import checks
 from de_assets.lib import http_source, ingest, privacy
 from de_assets.lib.alerts import Alert
-from de_assets.lib.days import days_between, utc_today
+from de_assets.lib.days import utc_today
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
@@ -130,17 +130,11 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
     ):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        reports: dict[date, ingest.IngestReport] = {}
         with warehouse.connect() as con:
             privacy.install_macros(con, settings.key(context.log))
             if config.reingest:
                 ingest.clear_partition(con, source, start, end)
-            earlier = ingest.earlier_files(con, settings.landing_root, source, end)
-            for day in days_between(start, end):
-                reports[day] = ingest.ingest_day(
-                    con, settings.landing_root, source, day, context.run.run_id, ingest.IngestReport(source),
-                    earlier=earlier,
-                )
+            reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]
             alerting.send(con, [bad_file_alert(context, path, status, reason) for path, status, reason in problems],

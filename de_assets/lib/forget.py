@@ -8,7 +8,7 @@ request id. The audit keeps a SHA-256 of the pseudonym (to answer "was this user
 the id and the key) and row counts per table, never the id.
 
 The recorded requests are also the suppression list: `drop_suppressed` removes the rows of every
-listed pseudonym from each batch `ingest.ingest_day` writes (new files, `reingest: true`, replays),
+listed pseudonym from each batch `ingest.ingest_days` writes (new files, `reingest: true`, replays),
 so a forgotten user never comes back from the landing files.
 
 `raw.forgotten_rows` counts removed raw rows per arrival day, file and request so `rows_reconcile`
@@ -88,32 +88,33 @@ def _count_forgotten(con, source: str, arrival: date, source_file: str, rows: in
                 [source, arrival, source_file, rows, request_id])
 
 
-def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
-    """Remove the rows of every suppressed subject from the raw batch just written (arrival day
-    `day`, ingest time `ingested_at`) and count them in
-    `raw.forgotten_rows` per file. Called inside the ingest transaction; rows dropped.
+def drop_suppressed(con, source: str, days: list[date], ingested_at) -> int:
+    """Remove the rows of every suppressed subject from the raw batch just written (arrival days
+    `days`, ingest time `ingested_at`) and count them in `raw.forgotten_rows` per file. Called
+    inside the ingest transaction; rows dropped.
 
     The batch's files were just read whole, so earlier `raw.forgotten_rows` entries of those files
     (erasures of rows that a re-ingest has replaced, possibly under an older key) no longer describe
     anything and are replaced by what is dropped now."""
     if source != "events":  # request logs carry no user
         return 0
-    params = {"day": day, "at": ingested_at}
-    batch_rows = f"{RAW_EVENTS.name} WHERE arrival_date = $day AND ingested_at = $at"
-    [(stale,)] = con.execute(f"SELECT count(*) FROM {FORGOTTEN_ROWS.name} WHERE source = ? AND arrival_date = ?",
-                             [source, day]).fetchall()
+    params = {"days": days, "at": ingested_at}
+    batch_rows = f"{RAW_EVENTS.name} WHERE list_contains($days::DATE[], arrival_date) AND ingested_at = $at"
+    [(stale,)] = con.execute(f"SELECT count(*) FROM {FORGOTTEN_ROWS.name} WHERE source = 'events' "
+                             "AND list_contains($days::DATE[], arrival_date)", {"days": days}).fetchall()
     if stale:
-        con.execute(f"DELETE FROM {FORGOTTEN_ROWS.name} WHERE source = 'events' AND arrival_date = $day "
-                    f"AND source_file IN (SELECT DISTINCT source_file FROM {batch_rows})", params)
+        con.execute(f"DELETE FROM {FORGOTTEN_ROWS.name} WHERE source = 'events' "
+                    f"AND (arrival_date, source_file) IN (SELECT DISTINCT arrival_date, source_file FROM {batch_rows})",
+                    params)
     [(listed,)] = con.execute(f"SELECT count(*) FROM ({SUPPRESSED})").fetchall()
     if not listed:
         return 0
-    match = f"arrival_date = $day AND ingested_at = $at AND {SUPPRESSED_MATCH}"
+    match = f"list_contains($days::DATE[], arrival_date) AND ingested_at = $at AND {SUPPRESSED_MATCH}"
     # Each row is attributed to one request (the smallest id) even if both of its ids are listed.
     per_file = con.execute(
-        f"""SELECT source_file, request_id, count(*) FROM (
-                SELECT h.source_file, h.line_no, min(s.request_id) AS request_id
-                FROM (SELECT source_file, line_no, user_id, anonymous_id FROM {batch_rows}
+        f"""SELECT arrival_date, source_file, request_id, count(*) FROM (
+                SELECT h.arrival_date, h.source_file, h.line_no, min(s.request_id) AS request_id
+                FROM (SELECT arrival_date, source_file, line_no, user_id, anonymous_id FROM {batch_rows}
                       AND {SUPPRESSED_MATCH}) h
                 JOIN {FORGET_REQUESTS.name} s ON s.status <> 'no_match'
                      AND (s.pseudonym = h.user_id OR s.pseudonym = h.anonymous_id)
@@ -124,9 +125,9 @@ def drop_suppressed(con, source: str, day: date, ingested_at) -> int:
     if not per_file:
         return 0
     con.execute(f"DELETE FROM {RAW_EVENTS.name} WHERE {match}", params)
-    for source_file, request_id, rows in per_file:
-        _count_forgotten(con, source, day, source_file, rows, request_id)
-    return sum(rows for _, _, rows in per_file)
+    for arrival, source_file, request_id, rows in per_file:
+        _count_forgotten(con, source, arrival, source_file, rows, request_id)
+    return sum(rows for *_, rows in per_file)
 
 
 def suppression_list(con) -> list[tuple]:

@@ -10,7 +10,8 @@ Rules:
   `parse_error` (quarantined downstream); the file is registered as `partial` or `rejected`.
 * Only regular files inside the landing root are read (`landing.scan_day`); anything else is
   registered as `refused` with the reason.
-* A day's new files are ingested in one transaction together with their registry rows.
+* New files are ingested in one transaction together with their registry rows: a range run
+  reads the new files of several days at once (`ingest_days`, batches of up to `BATCH_BYTES`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import date, datetime, timedelta
 import duckdb
 
 from de_assets.lib import forget, landing, salvage, staging
-from de_assets.lib.days import utc_now
+from de_assets.lib.days import days_between, utc_now
 from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
@@ -45,7 +46,8 @@ _UNPARSED_TEXT = f"scrub(regexp_replace(line, '{_ID_FIELDS_RE}', '\\1\"[redacted
 # Expensive intermediates are computed in their own SELECT level and CASE is applied on top: DuckDB
 # re-evaluates repeated (macro) sub-expressions inside CASE branches, which cost 3-4x here.
 _PARSED = """
-    SELECT source_file, line_no, line, read_error, ok, CASE WHEN ok THEN from_json(line, '{shape}') END AS r
+    SELECT arrival_date, source_file, line_no, line, read_error, ok,
+           CASE WHEN ok THEN from_json(line, '{shape}') END AS r
     FROM (SELECT *, coalesce(read_error IS NULL AND json_valid(line) AND regexp_matches(line, '^\\s*\\{{'), false)
                     AS ok
           FROM ({{records}}))
@@ -70,7 +72,7 @@ RAW_EVENTS_SELECT = f"""
         FROM with_ip
     )
     SELECT
-        $arrival_date::DATE AS arrival_date, source_file, line_no,
+        arrival_date, source_file, line_no,
         $ingested_at::TIMESTAMP AS ingested_at,
         r.messageId AS message_id,
         r.type AS type,
@@ -94,7 +96,7 @@ _REQUEST_SHAPE = "{" + ", ".join(f'"{f}": "VARCHAR"' for f in _REQUEST_FIELDS) +
 
 RAW_REQUESTS_SELECT = f"""
     SELECT
-        $arrival_date::DATE AS arrival_date, source_file, line_no,
+        arrival_date, source_file, line_no,
         $ingested_at::TIMESTAMP AS ingested_at,
         CASE WHEN ok THEN md5(concat_ws('|', r.timestamp, r.service, r.host, r.endpoint,
             r.status, r.latency_ms)) END AS record_id,
@@ -153,43 +155,82 @@ class _Registration:
     rows: int | None = 0  # None: a re-delivery whose original is not registered yet (counted on reading)
     unreadable: int = 0
     landed: landing.LandedFile | None = None
+    day: date | None = None  # arrival day
+
+
+BATCH_BYTES = 128 * 2**20  # landed bytes read in one scan and committed at once by a range run
 
 
 def ingest_day(
     con, root, source: str, day: date, run_id: str, report: IngestReport,
     earlier: landing.EarlierFiles | None = None,
 ) -> IngestReport:
-    """Ingest every file that landed for ``source`` on ``day`` and is not registered yet.
+    """`ingest_days` of one day, counted into ``report``."""
+    ingest_days(con, root, source, day, day, run_id, earlier, reports={day: report})
+    return report
 
-    A bad file costs only itself. All new files are read in one DuckDB scan when they can be
-    (DuckDB parallelizes across them); when that scan fails, each file is read on its own, and a
-    file DuckDB refuses whole is read record by record (`lib/salvage.py`), so its readable records
-    are kept and the rest land as raw rows with a `parse_error` (quarantined downstream). Every
-    file is registered in `raw.source_files` with a status (ingested, partial, rejected,
-    redelivered, refused) and a reason, in the same transaction as its rows. Reading happens
-    before the transaction, so a reader error never aborts it.
+
+def ingest_days(
+    con, root, source: str, start: date, end: date, run_id: str,
+    earlier: landing.EarlierFiles | None = None, batch_bytes: int = BATCH_BYTES,
+    reports: dict[date, IngestReport] | None = None,
+) -> dict[date, IngestReport]:
+    """Ingest every file that landed for ``source`` on the days [start, end] and is not registered
+    yet; one report per day.
+
+    The new files of consecutive days are read and committed together, in batches of up to
+    ``batch_bytes`` landed bytes (a bigger day is a batch of its own): a long sparse range costs a
+    few scans and transactions, not one per day.
+
+    A bad file costs only itself. All new files of a batch are read in one DuckDB scan when they
+    can be (DuckDB parallelizes across them); when that scan fails, each file is read on its own,
+    and a file DuckDB refuses whole is read record by record (`lib/salvage.py`), so its readable
+    records are kept and the rest land as raw rows with a `parse_error` (quarantined downstream).
+    Every file is registered in `raw.source_files` with a status (ingested, partial, rejected,
+    redelivered, refused) and a reason, in the same transaction as its rows. Reading happens before
+    the transaction, so a reader error never aborts it.
 
     A byte-identical copy of a file landed earlier (an earlier day, or earlier in name order the
     same day) is a re-delivery: registered, its rows counted, not ingested. The original is decided
     from the landing area (``earlier``, see `landing.EarlierFiles`), so days may be ingested in any
     order or at once with the same result.
     """
-    earlier = earlier or earlier_files(con, root, source, day)
-    to_read, others = _classify(con, root, source, day, report, earlier)
-    if not to_read and not others:
-        return report
+    earlier = earlier or earlier_files(con, root, source, end)
+    reports = reports if reports is not None else {}
+    registered = _registered(con, source, start, end)
+    batch: list[tuple[date, list, list]] = []
+    batch_size = 0
+    for day in days_between(start, end):
+        report = reports.setdefault(day, IngestReport(source))
+        to_read, others = _classify(con, root, source, day, report, earlier, registered.get(day, {}))
+        size = sum(f.bytes for f, _ in to_read)
+        if batch and batch_size + size > batch_bytes:
+            _ingest_batch(con, source, run_id, batch, reports)
+            batch, batch_size = [], 0
+        if to_read or others:
+            batch.append((day, to_read, others))
+            batch_size += size
+    if batch:
+        _ingest_batch(con, source, run_id, batch, reports)
+    return reports
+
+
+def _ingest_batch(con, source: str, run_id: str, batch: list[tuple[date, list, list]],
+                  reports: dict[date, IngestReport]) -> None:
+    """Read and commit the new files of a batch of days ``[(day, to_read, others)]`` (`_classify`)."""
+    to_read = [(day, f, checksum) for day, files, _ in batch for f, checksum in files]
+    others = [reg for _, _, regs in batch for reg in regs]
     # a re-delivery of a file not ingested yet (its day runs later, or at once) is read to count its rows
     count_only = [reg for reg in others if reg.status == "redelivered" and reg.rows is None]
-    to_stage = [f for f, _ in to_read] + [reg.landed for reg in count_only]
-    read_failures = staging.stage(con, to_stage)
+    read_failures = staging.stage(con, [f for _, f, _ in to_read] + [reg.landed for reg in count_only])
     outcomes = staging.outcomes(con)
     new = []
-    for f, checksum in to_read:
+    for day, f, checksum in to_read:
         status, reason, rows, unreadable = outcomes.get(f.relative, ("ingested", None, 0, 0))
         if reason and f.relative in read_failures:
             reason += f" ({read_failures[f.relative]})"
         new.append(_Registration(f.relative, f.format, checksum, f.bytes, status, reason, rows=rows,
-                                 unreadable=unreadable))
+                                 unreadable=unreadable, day=day))
     rows_of = {r.path: r.rows for r in new}
     for reg in others:
         if reg.rows is None:
@@ -198,8 +239,12 @@ def ingest_day(
             reg.rows = rows_of.get(reg.duplicate_of) or _registered_rows(con, source, reg.duplicate_of)
     if count_only:
         con.execute("DELETE FROM _lines WHERE list_contains(?, source_file)", [[reg.path for reg in count_only]])
+    # the arrival day of every staged file: one batch may hold several days
+    con.execute("CREATE OR REPLACE TEMP TABLE _file_days (source_file VARCHAR, arrival_date DATE)")
+    if new:
+        con.executemany("INSERT INTO _file_days VALUES (?, ?)", [[reg.path, reg.day] for reg in new])
 
-    writer = _Writer(con, source, day, run_id)
+    writer = _Writer(con, source, run_id)
     try:
         writer.commit("TRUE", new + others)
     except duckdb.Error:
@@ -216,25 +261,27 @@ def ingest_day(
                 writer.commit(where, [reg])
         writer.commit(None, others)
     con.execute("DROP TABLE IF EXISTS _lines")
+    con.execute("DROP TABLE IF EXISTS _file_days")
     for reg in new + others:
-        _count(report, reg)
-    return report
+        _count(reports[reg.day], reg)
 
 
-def _classify(con, root, source: str, day: date, report: IngestReport, earlier: landing.EarlierFiles):
+def _classify(con, root, source: str, day: date, report: IngestReport, earlier: landing.EarlierFiles,
+              registered: dict[str, str | None]):
     """The day's files that are new: ``(to_read [(file, sha256)], others [registrations])``, where
-    others are re-deliveries and refused entries (registered without reading)."""
+    others are re-deliveries and refused entries (registered without reading); ``registered``: the
+    day's registered paths with their checksum."""
     listing = landing.scan_day(root, source, day)
     report.files_skipped += listing.skipped
-    registered = _registered(con, source, day)
     to_read: list[tuple[landing.LandedFile, str]] = []
-    others = [_Registration(relative, landing.file_format(relative), None, None, "refused", reason)
+    others = [_Registration(relative, landing.file_format(relative), None, None, "refused", reason, day=day)
               for relative, reason in listing.refused if relative not in registered]
     first_path_of: dict[str, str] = {}
     for landed in listing.files:  # name order
         if landed.format is None:
             if landed.relative not in registered:
-                others.append(_Registration(landed.relative, None, None, landed.bytes, "refused", "unsupported_format"))
+                others.append(_Registration(landed.relative, None, None, landed.bytes, "refused", "unsupported_format",
+                                            day=day))
             continue
         checksum = landing.sha256_of(landed.path)
         if landed.relative in registered:
@@ -246,7 +293,7 @@ def _classify(con, root, source: str, day: date, report: IngestReport, earlier: 
             continue
         if checksum in first_path_of:  # earlier the same day
             others.append(_Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
-                                        duplicate_of=first_path_of[checksum]))
+                                        duplicate_of=first_path_of[checksum], day=day))
             continue
         first_path_of[checksum] = landed.relative
         original = earlier.first_with(checksum, landed.bytes, day)
@@ -254,7 +301,7 @@ def _classify(con, root, source: str, day: date, report: IngestReport, earlier: 
             to_read.append((landed, checksum))
         else:
             reg = _Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
-                                duplicate_of=original.relative, rows=None, landed=landed)
+                                duplicate_of=original.relative, rows=None, landed=landed, day=day)
             reg.rows = _registered_rows(con, source, original.relative)  # None: read it to count its rows
             others.append(reg)
     return to_read, others
@@ -277,11 +324,10 @@ def _count(report: IngestReport, reg: _Registration) -> None:
 
 @dataclass
 class _Writer:
-    """Commits staged rows of one arrival day with their file registrations."""
+    """Commits staged rows (of one or more arrival days) with their file registrations."""
 
     con: object
     source: str
-    day: date
     run_id: str
     started_at: datetime = field(default_factory=utc_now)
     commits: int = 0
@@ -296,32 +342,37 @@ class _Writer:
         table, select_sql = SOURCES[self.source]
         ingested_at = self.started_at + timedelta(microseconds=self.commits)
         self.commits += 1
-        params = {"arrival_date": self.day, "ingested_at": ingested_at}
         with transaction(con):
             if rows_where is not None:
-                projected = select_sql.replace("{records}", f"SELECT * FROM _lines WHERE {rows_where}")
-                con.execute(f"INSERT INTO {table.name} BY NAME {projected}", params)
-                forget.drop_suppressed(con, self.source, self.day, ingested_at)  # forgotten users stay out
-            for reg in registrations:
-                con.execute(
+                records = f"SELECT * FROM _lines JOIN _file_days USING (source_file) WHERE {rows_where}"
+                con.execute(f"INSERT INTO {table.name} BY NAME {select_sql.replace('{records}', records)}",
+                            {"ingested_at": ingested_at})
+                days = sorted({reg.day for reg in registrations})
+                forget.drop_suppressed(con, self.source, days, ingested_at)  # forgotten users stay out
+            if registrations:
+                con.executemany(
                     f"INSERT INTO {SOURCE_FILES.name} BY NAME SELECT ? AS source, ? AS arrival_date, ? AS path, "
                     "? AS format, ? AS sha256, ? AS bytes, ? AS rows, ? AS status, ? AS reason, ? AS duplicate_of, "
                     "? AS ingested_at, ? AS run_id",
-                    [self.source, self.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
-                     reg.reason, reg.duplicate_of, ingested_at, self.run_id],
+                    [[self.source, reg.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
+                      reg.reason, reg.duplicate_of, ingested_at, self.run_id] for reg in registrations],
                 )
 
 
-def _registered(con, source: str, day: date) -> dict[str, str | None]:
-    """Paths already registered for the day, with their checksum."""
-    return dict(con.execute(
-        f"SELECT path, sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date = ?", [source, day]
-    ).fetchall())
+def _registered(con, source: str, start: date, end: date) -> dict[date, dict[str, str | None]]:
+    """Per day of [start, end]: the paths already registered, with their checksum."""
+    out: dict[date, dict[str, str | None]] = {}
+    for day, path, sha256 in con.execute(
+        f"SELECT arrival_date, path, sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
+        [source, start, end],
+    ).fetchall():
+        out.setdefault(day, {})[path] = sha256
+    return out
 
 
 def earlier_files(con, root, source: str, until: date) -> landing.EarlierFiles:
     """The files landed before ``until`` (originals of re-deliveries), with the checksums the registry
-    already knows (not hashed again). One per ingestion step: ``ingest_day`` of any day <= ``until``."""
+    already knows (not hashed again). One per ingestion step: ``ingest_days`` of any days <= ``until``."""
     known = dict(con.execute(
         f"SELECT path, sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date < ? AND sha256 IS NOT NULL",
         [source, until],
