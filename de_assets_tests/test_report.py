@@ -179,3 +179,54 @@ def test_a_dry_run_writes_no_page_and_names_each_partitions_page(pipeline, tmp_p
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["reports", "insights"]]
     assert {e.partition: e.materialization.metadata["would_write"].value.rsplit("/", 1)[-1] for e in events} == {
         "2026-11-01": "insights-2026-11-01.html", "2026-11-02": "insights-2026-11-02.html"}
+
+
+def test_a_range_of_pages_reads_each_table_once_and_cuts_it_per_day(con):
+    """`build_pages` (the asset's path: one query per table for the range) gives every day the rows
+    its own query would: the same data and page as `build_page` of the day, windows cut at the day."""
+    _as_of_warehouse(con)
+    d = lambda n: date(2026, 11, n)  # noqa: E731
+    kpis = [  # partition, asset, run, rows_in, rows_quarantined, rows/s, recorded (hour of 11-20)
+        *[(d(n), "clean/clean_events", "r1", 100, n, 100.0 * n, 1) for n in range(1, 11)],
+        (d(5), "clean/clean_events", "r0", 100, 50, 9999.0, 0),  # superseded by the later run r1
+        (d(4), "marts/x", "r1", 10, 0, 50.0, 1),
+        (d(6), "raw/raw_events", "r1", 0, 0, 1.0, 1),  # no rows in: not a throughput figure
+    ]
+    con.executemany("INSERT INTO pipeline_health.partition_kpis (partition, asset, run_id, rows_in, rows_quarantined, "
+                    "rows_per_second, recorded_at) VALUES (?, ?, ?, ?, ?, ?, TIMESTAMP '2026-11-20' + to_hours(?))",
+                    kpis)
+    con.executemany("INSERT INTO pipeline_health.slo_status (partition, slo, target, comparison, actual, status, "
+                    "breached_days_28d, budget_burn) VALUES (?, 'quarantine_rate', ?, '<=', 0.01, 'met', 0, 0)",
+                    [[d(5), 0.05], [d(6), 0.07]])
+    con.executemany("INSERT INTO marts.funnel_daily (event_date, funnel, step_order, step, users) "
+                    "VALUES (?, 'f', ?, ?, ?)", [[d(5), 1, "View", 9], [d(5), 2, "Buy", 3], [d(6), 1, "View", 4]])
+    con.execute("INSERT INTO marts.service_latency (event_date, service, requests, error_rate, p50_ms, p90_ms, p99_ms) "
+                "VALUES ('2026-11-05', 'api', 10, 0, 1, 2, 3)")
+    con.executemany("INSERT INTO marts.kpi_changes (event_date, kpi, value, dod) VALUES (?, 'dau', ?, ?)",
+                    [[d(5), 15, 0.1], [d(6), 16, 0.2]])
+
+    ranged = report.load_range(con, d(2), d(8), days=3)
+    assert [r.day for r in ranged] == [d(n) for n in range(2, 9)]
+    for data in ranged:
+        assert data == report.load(con, data.day, 3), data.day
+    by_day = {r.day: r for r in ranged}
+    # medians over each page's own 3-day window, newest run per partition; the window of 11-02 starts 10-31
+    assert by_day[d(2)].throughput == [{"asset": "clean/clean_events", "rows_per_second": 150.0, "partitions": 2}]
+    assert by_day[d(5)].throughput == [{"asset": "clean/clean_events", "rows_per_second": 400.0, "partitions": 3},
+                                       {"asset": "marts/x", "rows_per_second": 50.0, "partitions": 1}]
+    assert by_day[d(7)].throughput == [{"asset": "clean/clean_events", "rows_per_second": 600.0, "partitions": 3}]
+    assert [r["partition"] for r in by_day[d(5)].health] == [d(3), d(4), d(5)]
+    assert by_day[d(5)].health[-1]["quarantine_rate"] == 0.05  # run r1's 5 of 100, not r0's 50
+    assert [r["event_date"] for r in by_day[d(5)].engagement] == [d(3), d(4), d(5)]
+    assert [r["event_date"] for r in by_day[d(6)].anomalies] == [d(5)]
+    assert [(r["step"], r["users"]) for r in by_day[d(5)].funnel] == [("View", 9), ("Buy", 3)]
+    assert [(r["step"], r["users"]) for r in by_day[d(6)].funnel] == [("View", 4)]
+    assert [r["service"] for r in by_day[d(5)].latency] == ["api"] and by_day[d(6)].latency == []
+    assert [by_day[d(n)].slo_targets for n in (5, 6)] == [{"quarantine_rate": 0.05}, {"quarantine_rate": 0.07}]
+    assert [r["value"] for r in by_day[d(6)].kpis] == [16] and by_day[d(7)].kpis == []
+    assert [r["cohort_week"] for r in by_day[d(7)].retention] == [date(2026, 10, 26)]  # week 11-02.. in progress
+    assert len(by_day[d(8)].retention) == 3  # complete on its Sunday: cohort 10-26 weeks 0-1, 11-02 week 0
+
+    pages = report.build_pages(con, d(2), d(8), days=3)
+    assert [p.html for p in pages] == [report.build_page(con, p.day, 3).html for p in pages]
+    assert report.build_pages(con, d(8), d(2)) == []

@@ -276,7 +276,7 @@ def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: 
     start, end = partition_dates(context)
     folder = Path(settings.reports_root)
     with warehouse.connect() as con:
-        pages = [report.build_page(con, day) for day in days_between(start, end)]
+        pages = report.build_pages(con, start, end)
     if warehouse.dry_run:  # a dry run writes nothing anywhere
         for page in pages:
             context.add_asset_metadata({"would_write": str(folder / f"insights-{page.day}.html")},

@@ -2,7 +2,8 @@
 
 `data` reads the warehouse as of the day, `charts` turns it into plotly figures, `tables` and
 `page` assemble the HTML; `write_plotly_js` puts the one copy of plotly.js beside the pages.
-No Dagster here: the asset `reports/insights` calls `build` per day and writes the files.
+No Dagster here: the asset `reports/insights` calls `build_pages` for its range of days (one
+read of each table for the whole range) and writes the files.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import date
 
 from de_assets.lib.report import charts as _charts
 from de_assets.lib.report.charts import Chart
-from de_assets.lib.report.data import ReportData, load
+from de_assets.lib.report.data import ReportData, load, load_range
 from de_assets.lib.report.page import PLOTLY_JS, chart_count, render, write_plotly_js
 
 
@@ -27,10 +28,18 @@ class Page:
         return chart_count(self.charts)
 
 
-def build_page(con, day: date, days: int = 90) -> Page:
-    data = load(con, day, days)
+def _page(data: ReportData) -> Page:
     charts = _charts.all_charts(data)
-    return Page(day, render(data, charts), charts)
+    return Page(data.day, render(data, charts), charts)
+
+
+def build_page(con, day: date, days: int = 90) -> Page:
+    return _page(load(con, day, days))
+
+
+def build_pages(con, first: date, last: date, days: int = 90) -> list[Page]:
+    """The pages of every day from `first` to `last`; each the same as `build_page` of its day."""
+    return [_page(data) for data in load_range(con, first, last, days)]
 
 
 def build(con, day: date, days: int = 90) -> str:
@@ -38,4 +47,5 @@ def build(con, day: date, days: int = 90) -> str:
     return build_page(con, day, days).html
 
 
-__all__ = ["PLOTLY_JS", "Chart", "Page", "ReportData", "build", "build_page", "load", "write_plotly_js"]
+__all__ = ["PLOTLY_JS", "Chart", "Page", "ReportData", "build", "build_page", "build_pages", "load", "load_range",
+           "write_plotly_js"]
