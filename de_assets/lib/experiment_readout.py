@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from de_assets.lib import ab_stats
 from de_assets.lib.days import days_between
-from de_assets.lib.sql import literal, transaction
+from de_assets.lib.sql import insert_rows, literal, transaction
 from de_assets.lib.tables import EXPERIMENT_RESULTS
 
 DEFAULT_METRICS = {"purchase": "Order Completed", "add_to_cart": "Product Added"}
@@ -198,10 +198,7 @@ def write(con, start: date, end: date, plan: Plan) -> list[dict]:
     with transaction(con):
         con.execute(f"DELETE FROM {EXPERIMENT_RESULTS.name} WHERE as_of_date BETWEEN ? AND ?", [start, end])
         if rows:
-            con.executemany(
-                f"INSERT INTO {EXPERIMENT_RESULTS.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                [[r[c] for c in columns] for r in rows],
-            )
+            insert_rows(con, EXPERIMENT_RESULTS.name, columns, [[r[c] for c in columns] for r in rows])
     return rows
 
 

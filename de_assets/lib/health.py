@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from de_assets.lib.days import days_between, utc_now
-from de_assets.lib.sql import transaction
+from de_assets.lib.sql import insert_rows, transaction
 from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
@@ -77,7 +77,7 @@ def record_kpis(
     con.execute(f"DELETE FROM {PARTITION_KPIS.name} WHERE asset = ? AND run_id = ? AND partition BETWEEN ? AND ?",
                 [asset, run_id, start, end])
     if rows:
-        con.executemany(f"INSERT INTO {PARTITION_KPIS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        insert_rows(con, PARTITION_KPIS.name, PARTITION_KPIS.column_names, rows)
     return {
         r[0]: {
             "seconds": round(r[7], 3),
@@ -238,6 +238,5 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
         rows.append(row)
     with transaction(con):
         con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
-        con.executemany(f"INSERT INTO {SLO_STATUS.name} ({', '.join(rows[0])}) VALUES ({', '.join('?' * len(rows[0]))})",
-                        [list(r.values()) for r in rows])
+        insert_rows(con, SLO_STATUS.name, list(rows[0]), [list(r.values()) for r in rows])
     return rows

@@ -23,7 +23,7 @@ import duckdb
 
 from de_assets.lib import forget, landing, salvage, staging
 from de_assets.lib.days import days_between, utc_now
-from de_assets.lib.sql import literal, transaction
+from de_assets.lib.sql import insert_rows, literal, transaction
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 
 _EVENT_FIELDS = ("messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
@@ -242,7 +242,7 @@ def _ingest_batch(con, source: str, run_id: str, batch: list[tuple[date, list, l
     # the arrival day of every staged file: one batch may hold several days
     con.execute("CREATE OR REPLACE TEMP TABLE _file_days (source_file VARCHAR, arrival_date DATE)")
     if new:
-        con.executemany("INSERT INTO _file_days VALUES (?, ?)", [[reg.path, reg.day] for reg in new])
+        insert_rows(con, "_file_days", ["source_file", "arrival_date"], [[reg.path, reg.day] for reg in new])
 
     writer = _Writer(con, source, run_id)
     try:
@@ -349,14 +349,13 @@ class _Writer:
                             {"ingested_at": ingested_at})
                 days = sorted({reg.day for reg in registrations})
                 forget.drop_suppressed(con, self.source, days, ingested_at)  # forgotten users stay out
-            if registrations:
-                con.executemany(
-                    f"INSERT INTO {SOURCE_FILES.name} BY NAME SELECT ? AS source, ? AS arrival_date, ? AS path, "
-                    "? AS format, ? AS sha256, ? AS bytes, ? AS rows, ? AS status, ? AS reason, ? AS duplicate_of, "
-                    "? AS ingested_at, ? AS run_id",
-                    [[self.source, reg.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
-                      reg.reason, reg.duplicate_of, ingested_at, self.run_id] for reg in registrations],
-                )
+            insert_rows(
+                con, SOURCE_FILES.name,
+                ["source", "arrival_date", "path", "format", "sha256", "bytes", "rows", "status", "reason",
+                 "duplicate_of", "ingested_at", "run_id"],
+                [[self.source, reg.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
+                  reg.reason, reg.duplicate_of, ingested_at, self.run_id] for reg in registrations],
+            )
 
 
 def _registered(con, source: str, start: date, end: date) -> dict[date, dict[str, str | None]]:

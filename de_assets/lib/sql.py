@@ -30,3 +30,13 @@ def transaction(con):
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def insert_rows(con, table: str, columns: list[str], rows: list) -> None:
+    """INSERT many rows (sequences in `columns` order) in one statement: each column is bound as one
+    list and unnested (DuckDB's executemany runs the statement once per row, ~1 ms each)."""
+    if not rows:
+        return
+    names = ", ".join(ident(c) for c in columns)
+    lists = ", ".join(f"unnest(${i + 1})" for i in range(len(columns)))
+    con.execute(f"INSERT INTO {table} ({names}) SELECT {lists}", [list(col) for col in zip(*rows)])
