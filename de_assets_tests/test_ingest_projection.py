@@ -156,7 +156,7 @@ PARAMS = {"arrival_date": date(2025, 3, 3), "ingested_at": datetime(2025, 3, 3, 
 
 
 def _project(con, select_sql):
-    sql = select_sql.replace("{records}", "SELECT * FROM _lines")
+    sql = select_sql.replace("{records}", "SELECT *, $arrival_date::DATE AS arrival_date FROM _lines")
     cur = con.execute(f"SELECT * FROM ({sql}) ORDER BY line_no", PARAMS)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
