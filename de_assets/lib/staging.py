@@ -14,6 +14,9 @@ import pandas as pd
 from de_assets.lib import landing, salvage
 from de_assets.lib.sql import literal
 
+# Files read by one statement: DuckDB plans a UNION ALL of n scans in time that grows faster than n
+# (2,265 small files: 21 s in one statement, under a second in statements of 64).
+SCAN_FILES = 64
 _STAGE = "CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, line VARCHAR, read_error VARCHAR)"
 
 
@@ -32,7 +35,9 @@ def stage(con, files: list[landing.LandedFile]) -> dict[str, str]:
     con.execute("SET preserve_insertion_order = true")
     try:
         try:
-            con.execute("CREATE OR REPLACE TEMP TABLE _lines AS " + "\nUNION ALL\n".join(_file_sql(con, f) for f in files))
+            for i in range(0, len(files), SCAN_FILES):
+                con.execute("INSERT INTO _lines " + "\nUNION ALL\n".join(
+                    _file_sql(con, f) for f in files[i:i + SCAN_FILES]))
             return {}
         except duckdb.Error:
             con.execute(_STAGE)  # some file cannot be read in one scan: read them one by one
