@@ -698,6 +698,9 @@ def goals(cfg: Config, results: dict) -> list[list[str]]:
     big = results["sizes"].get(str(5 * GOAL_SIZE))
     big_pipe = impl_stats(big, "pipeline") if big else None
     if pipe and big_pipe:
+        scale = big_pipe["wall_med"] / pipe["wall_med"]
+        rows.append(["time growth 1M -> 5M linear or better (<= 5x)",
+                     f"{scale:.2f}x ({pipe['wall_med']:.1f} -> {big_pipe['wall_med']:.1f} s)", verdict(scale <= 5)])
         growth = big_pipe["rss_med"] / pipe["rss_med"]
         rows.append(["peak RSS growth 1M -> 5M no worse than linear (<= 5x)",
                      f"{growth:.2f}x ({pipe['rss_med']:,.0f} -> {big_pipe['rss_med']:,.0f} MiB)", verdict(growth <= 5)])
