@@ -207,3 +207,36 @@ def test_a_run_killed_mid_commit_leaves_no_partial_partition_and_a_rerun_repairs
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     assert _tables(tmp_path / "killed") == _tables(tmp_path / "reference")
     _lake_matches_warehouse(tmp_path / "killed", whole=True)
+
+
+
+def test_cleaning_and_marts_record_their_materialization_while_they_hold_the_warehouse(pipeline, monkeypatch):
+    """The late_data_refresh sensor orders a mart against a cleaning by their events' storage ids.
+    That is the order their data was written in only if each step records its materialization
+    before it lets go of the warehouse (another run's step may write as soon as it does): when a
+    clean or mart step closes its warehouse connection, its materialization is already stored."""
+    from de_assets.assets.layers import CLEANED, MARTS
+    from de_assets.resources import Warehouse
+
+    watched = {*CLEANED, *MARTS}
+    seen_at_close: dict[dg.AssetKey, bool] = {}
+    real_connect = Warehouse.connect
+
+    def connect(self):
+        cm = real_connect(self)
+
+        class Recording:
+            def __enter__(self):
+                return cm.__enter__()
+
+            def __exit__(self, *exc):
+                for key in watched & set(dg.AssetExecutionContext.get().assets_def.keys):
+                    seen_at_close[key] = bool(pipeline.instance.fetch_materializations(
+                        dg.AssetRecordsFilter(asset_key=key), limit=1).records)
+                return cm.__exit__(*exc)
+
+        return Recording()
+
+    monkeypatch.setattr(Warehouse, "connect", connect)
+    assert pipeline.run("2026-11-01").success
+    assert seen_at_close == {key: True for key in watched}

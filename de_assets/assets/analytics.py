@@ -102,7 +102,7 @@ def _mart(
             if alerts is not None:
                 metadata.update(alerting.page(con, alerts(con, start, end, context.run.run_id), context.run.tags,
                                               log=context.log))
-        yield dg.MaterializeResult(metadata=metadata)
+            yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
         yield from check_events(context, results)
 
     return _asset
@@ -232,7 +232,7 @@ def experiment_results(
             per_day[day] = figures
         metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started,
                                    per_day=per_day, publish_to=warehouse)
-    yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
     yield from check_events(context, results)
 
 
@@ -272,12 +272,15 @@ REPORT_SECTIONS = dg.TableSchema(columns=[
     code_version="2",
     metadata={"dagster/column_schema": REPORT_SECTIONS},
 )
-def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings) -> dg.MaterializeResult:
+def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
     start, end = partition_dates(context)
-    folder = Path(settings.reports_root)
-    with warehouse.connect() as con:
+    with warehouse.connect() as con:  # held until the materialization is recorded (see cleaning.py)
         pages = report.build_pages(con, start, end)
-    if warehouse.dry_run:  # a dry run writes nothing anywhere
+        yield _write_pages(context, warehouse.dry_run, Path(settings.reports_root), pages)
+
+
+def _write_pages(context: dg.AssetExecutionContext, dry_run: bool, folder: Path, pages) -> dg.MaterializeResult:
+    if dry_run:  # a dry run writes nothing anywhere
         for page in pages:
             context.add_asset_metadata({"would_write": str(folder / f"insights-{page.day}.html")},
                                        partition_key=str(page.day))

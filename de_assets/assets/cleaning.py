@@ -192,6 +192,19 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
                 publish_to=warehouse,
             )
+            # of the run, read by the late_data_refresh sensor: the marts these days' cleaning made stale
+            refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
+                                             marts.TRAILING_WINDOW_DAYS)
+            late = {
+                LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
+                REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
+                MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh),
+            }
+            # Recorded while this step still holds the warehouse, like every served asset's materialization:
+            # the event log's order is then the order the data was written in, which is what the
+            # late_data_refresh sensor compares (a mart recorded before this cleaning read the data before it).
+            yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
+            yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)
         if report.gated_days:
             context.log.error(
                 f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days are "
@@ -204,16 +217,6 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 f"{source}: {report.rows_duplicate_conflicting:,} duplicate rows conflict with their original "
                 f"delivery (same {spec.key}, different content); see {spec.duplicates.name}.conflicting_fields."
             )
-        # of the run, read by the late_data_refresh sensor: the marts these days' cleaning made stale
-        refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
-                                         marts.TRAILING_WINDOW_DAYS)
-        late = {
-            LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
-            REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
-            MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh),
-        }
-        yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
-        yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)
         yield from check_events(context, clean_results + quarantine_results)
 
     return _asset
