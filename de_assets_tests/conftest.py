@@ -95,6 +95,18 @@ def stop_process_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def memory_warehouse(key: str = "k"):
+    """An in-memory UTC warehouse with every table and the privacy macros (keyed `key`): what the
+    ingest and clean functions of `lib/` need, without Dagster."""
+    from de_assets.lib import privacy
+
+    c = duckdb.connect()
+    c.execute("SET TimeZone = 'UTC'")
+    ensure_tables(c)
+    privacy.install_macros(c, key)
+    return c
+
+
 @pytest.fixture
 def con():
     """An in-memory warehouse with every table, for unit tests of the SQL core."""

@@ -7,21 +7,17 @@ lines written here.
 
 from datetime import date
 
-import duckdb
 import pytest
 
-from de_assets.lib import clean, ingest, privacy, reconcile, tables
-from de_assets_tests.conftest import land, segment_event
+from de_assets.lib import clean, ingest, reconcile
+from de_assets_tests.conftest import land, memory_warehouse, segment_event
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 
 
 @pytest.fixture
 def warehouse():
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    tables.ensure_tables(con)
-    privacy.install_macros(con, "k")
+    con = memory_warehouse()
     yield con
     con.close()
 
@@ -194,15 +190,9 @@ def test_a_range_cleaned_in_batches_gives_the_rows_and_reports_of_a_day_by_day_b
     6: 11-01..02 together; 1000: all four days in one batch. The gate (40%) holds back 11-02 only."""
     _four_days(tmp_path)
     D4 = date(2026, 11, 4)
-    cons = []
-    for _ in range(2):
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        tables.ensure_tables(con)
-        privacy.install_macros(con, "k")
+    by_day, batched = memory_warehouse(), memory_warehouse()
+    for con in (by_day, batched):
         _ingest(con, tmp_path, D1, D2, D3)
-        cons.append(con)
-    by_day, batched = cons
     expected = {d: _clean(by_day, d, max_quarantine_rate=0.4) for d in (D1, D2, D3, D4)}
     reports = clean.clean_days(batched, clean.EVENTS, D1, D4, max_quarantine_rate=0.4, batch_rows=batch_rows)
     assert reports == expected

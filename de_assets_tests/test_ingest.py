@@ -3,10 +3,10 @@
 import json
 from datetime import date
 
-import duckdb
 import pytest
 
-from de_assets.lib import ingest, privacy, tables
+from de_assets.lib import ingest, privacy
+from de_assets_tests.conftest import memory_warehouse
 
 DAY = date(2026, 11, 2)
 
@@ -17,9 +17,7 @@ def raw(tmp_path):
         folder = tmp_path / "events" / DAY.isoformat()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "a.ndjson").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records))
-        con = duckdb.connect()
-        tables.ensure_tables(con)
-        privacy.install_macros(con, "k")
+        con = memory_warehouse()
         ingest.ingest_day(con, tmp_path, "events", DAY, "run", ingest.IngestReport("events"))
         cur = con.execute("SELECT * FROM raw.events ORDER BY line_no")
         names = [d[0] for d in cur.description]
@@ -63,13 +61,6 @@ def test_malformed_line_keeps_scrubbed_text_without_ids(raw):
     assert "cus_1" not in row["raw_text"] and "10.1.2.3" not in row["raw_text"] and "a@b.co" not in row["raw_text"]
 
 
-def _warehouse():
-    con = duckdb.connect()
-    tables.ensure_tables(con)
-    privacy.install_macros(con, "k")
-    return con
-
-
 def test_a_file_the_projection_cannot_process_is_rejected_alone(tmp_path, monkeypatch):
     """The engine fails on one file's records: the other file commits, the bad one is registered as
     rejected with its rows quarantined as unprocessable, and the books balance per file."""
@@ -83,7 +74,7 @@ def test_a_file_the_projection_cannot_process_is_rejected_alone(tmp_path, monkey
         "THEN error('engine fault at secret-user') ELSE r.messageId END AS message_id")
     assert poisoned != select_sql
     monkeypatch.setitem(ingest.SOURCES, "events", (table, poisoned))
-    con = _warehouse()
+    con = memory_warehouse()
     report = ingest.ingest_day(con, tmp_path, "events", DAY, "run", ingest.IngestReport("events"))
     files = dict(con.execute("SELECT path, status FROM raw.source_files").fetchall())
     assert files == {"events/2026-11-02/good.ndjson": "ingested", "events/2026-11-02/poison.ndjson": "rejected"}
@@ -110,7 +101,7 @@ def test_which_copy_is_the_original_does_not_depend_on_the_order_days_are_ingest
         folder = tmp_path / "events" / f"2026-11-0{day}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.ndjson").write_text(text)
-    con = _warehouse()
+    con = memory_warehouse()
     for day in order:
         ingest.ingest_day(con, tmp_path, "events", date(2026, 11, day), "run", ingest.IngestReport("events"))
     a = "events/2026-11-01/a.ndjson"
@@ -137,7 +128,7 @@ def test_a_range_ingested_in_one_batch_equals_day_by_day(tmp_path, batch_bytes):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     days = [date(2026, 11, d) for d in (1, 2, 3, 4)]
-    by_day, batched = _warehouse(), _warehouse()
+    by_day, batched = memory_warehouse(), memory_warehouse()
     expected = {d: ingest.ingest_day(by_day, tmp_path, "events", d, "run", ingest.IngestReport("events")) for d in days}
     reports = ingest.ingest_days(batched, tmp_path, "events", days[0], days[-1], "run", batch_bytes=batch_bytes)
     assert reports == expected

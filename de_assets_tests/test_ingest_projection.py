@@ -9,10 +9,10 @@ be equal, except for the one deliberate difference asserted by hand below.
 import json
 from datetime import date, datetime
 
-import duckdb
 import pytest
 
-from de_assets.lib import ingest, privacy, tables
+from de_assets.lib import ingest, privacy
+from de_assets_tests.conftest import memory_warehouse
 from de_assets.lib.ingest import _EVENT_SHAPE, _EXTRA_PATCH, _PARSE_ERROR, _PARSED, _UNPARSED_TEXT
 
 # The projection of raw.events before issue 13 (de_assets/lib/ingest.py at 75cf091), verbatim.
@@ -138,13 +138,6 @@ CORPUS = [
 ]
 
 
-def _con():
-    con = duckdb.connect()
-    tables.ensure_tables(con)
-    privacy.install_macros(con, "k")
-    return con
-
-
 def _stage(con, lines):
     con.execute("CREATE OR REPLACE TEMP TABLE _lines (source_file VARCHAR, line_no BIGINT, line VARCHAR, "
                 "read_error VARCHAR)")
@@ -163,7 +156,7 @@ def _project(con, select_sql):
 
 
 def test_the_projection_gives_every_line_what_the_old_projection_gave():
-    con = _con()
+    con = memory_warehouse()
     _stage(con, CORPUS)
     old, new = _project(con, OLD_RAW_EVENTS_SELECT), _project(con, ingest.RAW_EVENTS_SELECT)
     assert len(new) == len(CORPUS) + 1
@@ -174,7 +167,7 @@ def test_the_projection_gives_every_line_what_the_old_projection_gave():
 def test_the_corpus_covers_what_it_claims():
     """Not vacuous: extras, PII traits, previousId pseudonyms, duplicates and parse errors are in the
     corpus and come out as checked by hand."""
-    con = _con()
+    con = memory_warehouse()
     _stage(con, CORPUS)
     rows = {r["line_no"]: r for r in _project(con, ingest.RAW_EVENTS_SELECT)}
     p = lambda value: privacy.pseudonymize("k", value)  # noqa: E731
@@ -217,7 +210,7 @@ def test_a_previous_id_key_written_with_escapes_is_pseudonymized_too():
     """The one difference to the old projection, deliberately: it looked for `"previousId"` in the
     raw line, so a key written `"previous\\u0049d"` kept the raw id in `extra` (a leak). Now the key
     is looked for in `extra`, where it is written unescaped: the id is pseudonymized like any other."""
-    con = _con()
+    con = memory_warehouse()
     _stage(con, [r'{"messageId":"m","type":"alias","previous\u0049d":"old-id"}'])
     [(_, old), (_, new)] = [(r["line_no"], r) for r in (_project(con, OLD_RAW_EVENTS_SELECT)[1],
                                                          _project(con, ingest.RAW_EVENTS_SELECT)[1])]
@@ -231,7 +224,7 @@ def test_the_events_projection_still_runs_through_ingest_day(tmp_path, line):
     folder = tmp_path / "events" / "2025-03-03"
     folder.mkdir(parents=True)
     (folder / "a.ndjson").write_text(line + "\n")
-    con = _con()
+    con = memory_warehouse()
     ingest.ingest_day(con, tmp_path, "events", date(2025, 3, 3), "run", ingest.IngestReport("events"))
     [(message_id, extra)] = con.execute("SELECT message_id, extra FROM raw.events").fetchall()
     assert message_id in ("m1", "m2") and extra == "{}"
