@@ -4,6 +4,7 @@
 |---|---|---|
 | `DE_ASSETS_DUCKDB` | `data/warehouse.duckdb` | warehouse file (`:memory:` for throwaway runs) |
 | `DE_ASSETS_DUCKDB_MEMORY_LIMIT` | `600MB` | DuckDB buffer pool; larger work spills to disk |
+| `DE_ASSETS_LOCK_WAIT_S` | `3600` | how long a step waits for the warehouse file's write lock (held by a step of another run) |
 | `DE_ASSETS_LANDING` | `data/landing` | landing root (`<root>/<source>/<YYYY-MM-DD>/<file>`) |
 | `DE_ASSETS_ENV` | `dev` | `dev`, or anything else (`prod`, `staging`) for strict mode |
 | `DE_ASSETS_PSEUDONYM_KEY` | none | HMAC key for user-id pseudonyms; outside `dev`: required, >= 32 bytes, not the dev key |
@@ -21,6 +22,7 @@ Dry run is a launch-time switch, not an environment variable: run config
 """
 
 import os
+import random
 import shutil
 import time
 from collections.abc import Mapping
@@ -75,7 +77,9 @@ class Warehouse(DuckDBResource):
     catalog_uri: str | None = None  # the lake's SQL catalog; default: SQLite `catalog.db` beside the database file
     lake_uri: str | None = None  # where the lake's files go; default: `lake/` beside the database file
     lake_compression: str = "zstd"  # feature flag: Parquet codec of the lake's data files (lib/flags.py)
-    lock_wait_s: float = 120.0  # how long to wait for another process's write lock before failing
+    # How long a step waits for another process's write lock before failing: steps of runs at once
+    # queue on the lock (one 1M-event day holds it for about a minute, a long range for longer).
+    lock_wait_s: float = 3600.0
     run_mode: dg.ResourceDependency[RunMode]
     _scratch: Path | None = PrivateAttr(default=None)
     _catalog: object = PrivateAttr(default=None)
@@ -110,7 +114,7 @@ class Warehouse(DuckDBResource):
         target = str(self._scratch) if self._scratch is not None else self.database
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-        con = _connect_with_retry(target, self.connection_config, self.lock_wait_s)
+        con = _connect_with_retry(target, self.connection_config, self.lock_wait_s, dg.get_dagster_logger())
         try:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             # Row order inside tables carries no meaning here; without it large inserts stream.
@@ -171,23 +175,36 @@ def _record_run_process(context: dg.InitResourceContext) -> None:
     context.instance.add_run_tags(run.run_id, process_tags())
 
 
-def _connect_with_retry(database: str, config: dict, wait_s: float):
-    """Open DuckDB, waiting up to `wait_s` (with backoff) for another process's write lock.
+LOCK_POLL_S = 0.05  # how often a waiting step retries the warehouse file's lock
 
-    Steps of one run never contend (in-process executor); two runs, or a sensor writing an alert,
-    can. In production the `duckdb_warehouse` pool serializes steps, so this only absorbs the
-    short overlaps around a step's start and end.
+
+def _connect_with_retry(database: str, config: dict, wait_s: float, log=None):
+    """Open DuckDB, waiting up to `wait_s` for another process's write lock.
+
+    Steps of one run never contend (in-process executor); steps of runs at once, or a sensor
+    writing an alert, do: they take turns on the file's lock. A waiting step retries every
+    `LOCK_POLL_S` (with jitter), so the lock passes to the next step within tens of milliseconds
+    of being released. (A Dagster pool with a limit of 1 did the same job before: its waiting steps
+    re-check for a free slot after 1 s, growing to 15 s, so the slot stood idle between holders and
+    four runs at once took twice as long as one after the other; docs/lake.md.)
     """
-    deadline = time.monotonic() + wait_s
-    attempt = 0
+    began = time.monotonic()
+    deadline = began + wait_s
+    waiting = False
     while True:
         try:
-            return duckdb.connect(database, config=dict(config))
+            con = duckdb.connect(database, config=dict(config))
         except duckdb.IOException as error:
             if "lock" not in str(error).lower() or time.monotonic() >= deadline:
                 raise
-            time.sleep(min(0.2 * 2**attempt, 5.0, max(deadline - time.monotonic(), 0.01)))
-            attempt += 1
+            if not waiting and log is not None:
+                log.info(f"waiting for the warehouse file's lock (held by another process; up to {wait_s:.0f} s)")
+            waiting = True
+            time.sleep(min(LOCK_POLL_S * random.uniform(0.5, 1.5), max(deadline - time.monotonic(), 0.01)))
+            continue
+        if waiting and log is not None:
+            log.info(f"got the warehouse file's lock after {time.monotonic() - began:.1f} s")
+        return con
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -309,6 +326,7 @@ def build_resources(
         run_mode=run_mode,
         **_given(database=database or _env("DE_ASSETS_DUCKDB") or paths.DATABASE,
                  memory_limit=_env("DE_ASSETS_DUCKDB_MEMORY_LIMIT"),
+                 lock_wait_s=float(os.environ["DE_ASSETS_LOCK_WAIT_S"]) if os.getenv("DE_ASSETS_LOCK_WAIT_S") else None,
                  catalog_uri=settings.pop("catalog_uri", None) or _env("DE_ASSETS_CATALOG_URI"),
                  lake_uri=settings.pop("lake_uri", None) or _env("DE_ASSETS_LAKE"),
                  lake_compression=settings.pop("lake_compression", None) or os.getenv("DE_ASSETS_LAKE_COMPRESSION")),

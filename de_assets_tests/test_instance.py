@@ -58,12 +58,38 @@ def test_prod_profile_is_generated_from_the_shared_settings():
     assert dev == prod  # everything but the storage is shared
 
 
+def test_the_run_queue_starts_runs_of_different_days_together_but_never_two_runs_of_one_day(tmp_path):
+    """The queue daemon's own counter (`TagConcurrencyLimitsCounter`), fed the limits the instance
+    parses from our dagster.yaml: a queued run is blocked by an in-progress run of the same day, not
+    by runs of other days; range runs (no `dagster/partition` tag) are limited as backfills."""
+    from types import SimpleNamespace
+
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    (tmp_path / "dagster.yaml").write_text(setup.render("dev"))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+
+    def run(**tags):
+        return SimpleNamespace(tags=tags)
+
+    day = {"dagster/partition": "2026-11-01"}
+    running = [run(**day), run(**{"dagster/partition": "2026-11-02"})]
+    counter = TagConcurrencyLimitsCounter(limits, running)
+    assert counter.is_blocked(run(**day))
+    assert not counter.is_blocked(run(**{"dagster/partition": "2026-11-03"}))
+    assert not counter.is_blocked(run(**{"dagster/partition": "2026-11-03", "de_assets/kind": "pipeline"}))
+    assert not TagConcurrencyLimitsCounter(limits, []).is_blocked(run(**day))
+    # two backfills (each a range run) never at once, whatever their days
+    assert TagConcurrencyLimitsCounter(limits, [run(**{"dagster/backfill": "a"})]).is_blocked(run(**{"dagster/backfill": "b"}))
+
+
 def test_the_cli_creates_a_dev_instance_like_production(demo_home):
     home = demo_home / "data" / "dagster_home"
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["run_monitoring"]["enabled"] is True
-    assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
+    assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": 4}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"

@@ -1,6 +1,6 @@
 """The production profile (deploy/prod/dagster.yaml) against a real PostgreSQL server on loopback:
 the instance initializes there, runs and sensor ticks are recorded there, and two runs launched
-together against one DuckDB file both succeed (the `duckdb_warehouse` pool serializes their steps)."""
+together against one DuckDB file both succeed (their steps take turns on the file's lock)."""
 
 import os
 import shutil
