@@ -45,8 +45,9 @@ BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill la
 
 DEV_PSEUDONYM_KEY = "de-assets-dev-key-not-for-production"
 MIN_KEY_BYTES = 32  # outside dev; the key is an HMAC-SHA256 key, 32 random bytes = its full strength
-# Every step that writes the warehouse is in this concurrency pool; the production profile limits it
-# to one step at a time across all runs (DuckDB allows one writer per file).
+# Every step that writes the warehouse is in this concurrency pool (a knob for operators: its limit in
+# de_assets/instance.py is one step per run). DuckDB allows one writer per file: the steps take turns
+# on the file's own lock (`_connect_with_retry`).
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 
