@@ -117,9 +117,10 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--long-history-days", type=int, default=557,
                         help="one range run over this many sparse days, ~29 events/day (default 557, "
                              "like a real 16k-event export; 0: skip)")
-    parser.add_argument("--only", choices=["concurrent"],
-                        help="measure only this section (with --backfill-days/--backfill-events/--concurrency), "
-                             "replace it in benchmarks/out/results.json, noted as re-measured, and rewrite the report")
+    parser.add_argument("--only", choices=["concurrent", "backfill"],
+                        help="measure only this section (with --backfill-days/--backfill-events/--backfill-reps/"
+                             "--concurrency), replace it in benchmarks/out/results.json, noted as re-measured, and "
+                             "rewrite the report")
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite the report from benchmarks/out/results.json (the last run's figures)")
     a = parser.parse_args(argv)
@@ -238,7 +239,8 @@ def measure(task: str, args: dict, label: str, timeout: float = RUN_TIMEOUT_S) -
     result_path.unlink(missing_ok=True)
     log_path = LOGS / f"{label}.log"
     cmd = [sys.executable, str(HERE / "child.py"), task, json.dumps(args), str(result_path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    # this checkout's pipeline (ROOT), not whichever `de_assets` the environment has installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     load, code = os.getloadavg()[0], code_fingerprint()
     timed_out = threading.Event()
     with open(log_path, "w") as log:
@@ -359,7 +361,8 @@ def bench_backfill(cfg: Config, results: dict) -> None:
     warm_page_cache(landing)
     end = BACKFILL_START + timedelta(days=days - 1)
     entry = {"days": days, "events_per_day": events, "start": BACKFILL_START.isoformat(), "end": end.isoformat(),
-             "events_rows": sum(d["events_rows"] for d in facts["days"].values()), "single": [], "per_partition": []}
+             "events_rows": sum(d["events_rows"] for d in facts["days"].values()), "single": [], "per_partition": [],
+             "code": code_fingerprint()}
     results["backfill"] = entry
     for rep in range(cfg.backfill_reps):
         for mode, task in (("single", "backfill_single"), ("per_partition", "backfill_per_partition")):
@@ -451,6 +454,16 @@ def long_history_section(results: dict) -> list[str]:
             f"{m['rss_kb'] / 1024:,.0f} MiB.", ""]
 
 
+def remeasured_note(entry: dict) -> list[str]:
+    """For a section measured again on its own (`--only`), after the rest of the page."""
+    again = entry.get("remeasured")
+    if not again:
+        return []
+    source = f"pipeline source `{entry['code']}`; " if entry.get("code") else ""
+    return [f"Re-measured on its own after the rest of this page, with `{again['command']}` on {again['finished']} "
+            f"({source}1-minute load average {again['load_start']:.2f} at start).", ""]
+
+
 def concurrent_section(results: dict) -> list[str]:
     c = results.get("concurrent")
     if not c or not c["runs"]:
@@ -458,10 +471,7 @@ def concurrent_section(results: dict) -> list[str]:
     base = next((r["wall_s"] for r in c["runs"] if r["concurrent"] == 1), None)
     rows = [[r["concurrent"], f"{r['wall_s']:.1f}", f"{base / r['wall_s']:.2f}x" if base else "",
              r["failed_runs"], f"{r['clean_rows']:,}", f"{r['clean_distinct_ids']:,}"] for r in c["runs"]]
-    again = c.get("remeasured")
-    note = ([f"Re-measured on its own after the rest of this page, with `{again['command']}` on {again['finished']} "
-             f"(pipeline source `{c.get('code')}`; 1-minute load average {again['load_start']:.2f} at start).", ""]
-            if again else [])
+    note = remeasured_note(c)
     return [f"{c['days']} days x {c['events_per_day']:,} events/day as one `de-assets run` per day, N at a time "
             "(fresh warehouse, lake and Dagster home per N). Steps that write the DuckDB warehouse file take "
             "turns on its lock (handed over within ~50 ms), so runs compute in parallel only outside those "
@@ -639,7 +649,8 @@ def backfill_section(results: dict) -> list[str]:
     if not b:
         return ["Skipped (--skip-backfill).", ""]
     out = [f"{b['days']} arrival days ({b['start']}..{b['end']}) x {b['events_per_day']:,} events/day "
-           f"({b['events_rows']:,} event rows in total), fresh DuckDB file per measurement.", ""]
+           f"({b['events_rows']:,} event rows in total), fresh DuckDB file per measurement.", "",
+           *remeasured_note(b)]
     rows = []
     for mode, label in (("single", "(a) one run over the range (single-run backfill)"),
                         ("per_partition", f"(b) {b['days']} runs, one per partition, sequentially in one process")):
@@ -657,11 +668,12 @@ def backfill_section(results: dict) -> list[str]:
         seconds = per[0]["details"]["run_seconds"]
         out += [f"(b) per run: first {seconds[0]:.1f} s, median {statistics.median(seconds):.1f} s, "
                 f"max {max(seconds):.1f} s.", ""]
-    if single and per:
-        a_rows = single[0]["details"]["rows"].get("clean/clean_events")
-        b_rows = per[0]["details"]["rows"].get("clean/clean_events")
-        out += [f"Rows in `clean.events`: (a) {a_rows:,}, (b) {b_rows:,}"
-                + (" (same)." if a_rows == b_rows else " (**differ**)."), ""]
+    if single and per and "stored" in single[0]["details"] and "stored" in per[0]["details"]:
+        a, b = single[0]["details"]["stored"], per[0]["details"]["stored"]
+        same = a == b
+        out += [f"`clean.events` in the warehouse after each: (a) {a['clean_events_rows']:,} rows, "
+                f"{a['clean_events_distinct_ids']:,} distinct ids; (b) {b['clean_events_rows']:,} rows, "
+                f"{b['clean_events_distinct_ids']:,} distinct ids" + (" (same)." if same else " (**differ**)."), ""]
     if single:
         out += ["(a) " + pipeline_steps_table(single)[0][0].lower() + pipeline_steps_table(single)[0][1:]]
         out += pipeline_steps_table(single)[1:]
@@ -855,11 +867,11 @@ def main(argv: list[str]) -> int:
         measured.out = cfg.out
         write_report(measured, results)
         return 0
-    if cfg.only == "concurrent":
+    if cfg.only:
         results = json.loads((OUT / "results.json").read_text())
         load = os.getloadavg()[0]
-        bench_concurrent(cfg, results)
-        results["concurrent"]["remeasured"] = {
+        (bench_concurrent if cfg.only == "concurrent" else bench_backfill)(cfg, results)
+        results[cfg.only]["remeasured"] = {
             "command": cfg.command.strip(), "load_start": load,
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
