@@ -111,11 +111,14 @@ class Warehouse(DuckDBResource):
             self._scratch = None
 
     @contextmanager
-    def connect(self):
+    def connect(self, wait_s: float | None = None):
+        """The warehouse connection; waits up to `wait_s` (default `lock_wait_s`) for the file's lock
+        while a step of another run holds it (sensors pass less than a tick's time limit)."""
         target = str(self._scratch) if self._scratch is not None else self.database
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-        con = _connect_with_retry(target, self.connection_config, self.lock_wait_s, dg.get_dagster_logger())
+        con = _connect_with_retry(target, self.connection_config, self.lock_wait_s if wait_s is None else wait_s,
+                                  dg.get_dagster_logger())
         try:
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             # Row order inside tables carries no meaning here; without it large inserts stream.

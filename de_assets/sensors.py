@@ -17,6 +17,11 @@ from de_assets.lib.days import days_between, parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
+# A sensor writing an alert waits this long for the warehouse file's lock (a step of a run may hold
+# it): less than the daemon's time limit for a sensor tick (60 s), so a long step fails the tick
+# with DuckDB's lock error, retried at the next one, instead of timing out.
+SENSOR_LOCK_WAIT_S = 30.0
+
 
 def _partition_of(run: dg.DagsterRun) -> str:
     tags = run.tags
@@ -50,7 +55,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, warehouse: Warehouse
         f"{context.failure_event.message}",
         run_id=run.run_id,
     )
-    with warehouse.connect() as con:
+    with warehouse.connect(wait_s=SENSOR_LOCK_WAIT_S) as con:
         alerting.send(con, [alert], log=context.log)
 
 
@@ -76,7 +81,7 @@ def stale_partition_alerts(context: dg.SensorEvaluationContext, warehouse: Wareh
         )
         for key in stale
     ]
-    with warehouse.connect() as con:
+    with warehouse.connect(wait_s=SENSOR_LOCK_WAIT_S) as con:
         new = alerting.send(con, alerts, log=context.log)
     return dg.SkipReason(f"{len(stale)} stale asset(s), {len(new)} new alert(s)")
 
