@@ -474,7 +474,7 @@ def concurrent_section(results: dict) -> list[str]:
     note = remeasured_note(c)
     return [f"{c['days']} days x {c['events_per_day']:,} events/day as one `de-assets run` per day, N at a time "
             "(fresh warehouse, lake and Dagster home per N). Steps that write the DuckDB warehouse file take "
-            "turns on its lock (handed over within ~50 ms), so runs compute in parallel only outside those "
+            "turns on it (handed over within ~10 ms), so runs compute in parallel only outside those "
             "steps (process start, Dagster bookkeeping, checks' events, lake commits).", "",
             *note,
             table(["runs at once", "wall s", "speedup", "failed runs", "clean.events rows", "distinct ids"], rows), ""]

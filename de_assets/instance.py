@@ -56,8 +56,9 @@ concurrency:
           applyLimitPerUniqueValue: true
         limit: 1
   # Every asset and op that writes the DuckDB file is in the `duckdb_warehouse` pool
-  # (de_assets/resources.py: WAREHOUSE_POOL). Its steps take turns on the file's own lock, handed
-  # over within ~50 ms; the pool only bounds how many wait at once (one per run). A limit of 1 would
+  # (de_assets/resources.py: WAREHOUSE_POOL). Its steps take turns on the file (an flock on
+  # `<file>.lock`, handed over within ~10 ms); the pool only bounds how many wait at once (one per
+  # run). A limit of 1 would
   # queue them in Dagster instead, whose waiting steps re-check every 1-15 s: measured, 4 runs at once
   # then took twice as long as one after the other (docs/lake.md).
   pools:
