@@ -859,13 +859,18 @@ def write_report(cfg: Config, results: dict) -> None:
     print(f"\nwrote {cfg.out.relative_to(ROOT) if cfg.out.is_relative_to(ROOT) else cfg.out}", flush=True)
 
 
+def rewrite_report(results: dict, out: Path) -> None:
+    """The report of `results` (the last full run's figures, a section possibly re-measured since),
+    laid out with that full run's settings."""
+    measured = parse_args(shlex.split(results["config"]["command"])[2:])
+    measured.out = out
+    write_report(measured, results)
+
+
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if "--render-only" in argv:
-        results = json.loads((OUT / "results.json").read_text())
-        measured = parse_args(shlex.split(results["config"]["command"])[2:])
-        measured.out = cfg.out
-        write_report(measured, results)
+        rewrite_report(json.loads((OUT / "results.json").read_text()), cfg.out)
         return 0
     if cfg.only:
         results = json.loads((OUT / "results.json").read_text())
@@ -875,9 +880,7 @@ def main(argv: list[str]) -> int:
             "command": cfg.command.strip(), "load_start": load,
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
-        measured = parse_args(shlex.split(results["config"]["command"])[2:])
-        measured.out = cfg.out
-        write_report(measured, results)
+        rewrite_report(results, cfg.out)
         return 0
     began = time.perf_counter()
     loads: list[float] = []

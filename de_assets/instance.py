@@ -58,9 +58,8 @@ concurrency:
   # Every asset and op that writes the DuckDB file is in the `duckdb_warehouse` pool
   # (de_assets/resources.py: WAREHOUSE_POOL). Its steps take turns on the file (an flock on
   # `<file>.lock`, handed over within ~10 ms); the pool only bounds how many wait at once (one per
-  # run). A limit of 1 would
-  # queue them in Dagster instead, whose waiting steps re-check every 1-15 s: measured, 4 runs at once
-  # then took twice as long as one after the other (docs/lake.md).
+  # run). A limit of 1 would queue them in Dagster instead, whose waiting steps re-check every
+  # 1-15 s: measured, 4 runs at once then took twice as long as one after the other (docs/lake.md).
   pools:
     granularity: op
     default_limit: 4

@@ -190,7 +190,7 @@ def _connection_in_turn(database: str, config: dict, wait_s: float, log=None):
     it open. A try for the turn is a syscall, so the next waiter gets the file within `TURN_POLL_S`
     of its release at no cost; retrying DuckDB's lock instead costs ~5 ms of CPU an attempt, which
     three waiting runs at 20 attempts a second take from the one that computes. Waits up to
-    `wait_s` in all; past it raises duckdb.IOException naming the lock."""
+    `wait_s` in all (saying so in `log`); past it raises duckdb.IOException naming the lock."""
     if database == ":memory:":
         con = duckdb.connect(database, config=dict(config))
         try:
@@ -198,14 +198,12 @@ def _connection_in_turn(database: str, config: dict, wait_s: float, log=None):
         finally:
             con.close()
         return
-    began = time.monotonic()
+    wait = _Wait(wait_s, log)
     key = os.path.realpath(database)
-    waiting = _take_turn(key, wait_s, log)
+    _take_turn(key, wait)
     try:
-        remaining = max(wait_s - (time.monotonic() - began), 0.01)
-        con = _connect_with_retry(database, config, remaining, None if waiting else log)
-        if waiting and log is not None:
-            log.info(f"got the warehouse file's lock after {time.monotonic() - began:.1f} s")
+        con = _connect_with_retry(database, config, wait)
+        wait.done()
         try:
             yield con
         finally:
@@ -214,28 +212,47 @@ def _connection_in_turn(database: str, config: dict, wait_s: float, log=None):
         _end_turn(key)
 
 
-def _take_turn(key: str, wait_s: float, log) -> bool:
-    """Hold the turn on the warehouse file `key` (re-entrant within a process); True if it waited."""
-    began, waiting = time.monotonic(), False
+class _Wait:
+    """One connection's wait for the warehouse file: its deadline, and what it tells the step's log
+    (that it waits, once; how long it waited, once it has the file)."""
+
+    def __init__(self, seconds: float, log=None):
+        self.seconds, self.log = seconds, log
+        self.began = time.monotonic()
+        self.waited = False
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.began >= self.seconds
+
+    def pause(self, seconds: float) -> None:
+        if not self.waited and self.log is not None:
+            self.log.info(f"waiting for the warehouse file's lock (held by another process; up to {self.seconds:.0f} s)")
+        self.waited = True
+        time.sleep(max(min(seconds, self.seconds - (time.monotonic() - self.began)), 0.001))
+
+    def done(self) -> None:
+        if self.waited and self.log is not None:
+            self.log.info(f"got the warehouse file's lock after {time.monotonic() - self.began:.1f} s")
+
+
+def _take_turn(key: str, wait: _Wait) -> None:
+    """Hold the turn on the warehouse file `key` (re-entrant within a process)."""
     while True:
         with _turns_guard:
             if key in _turns:
                 _turns[key][1] += 1
-                return waiting
+                return
             handle = open(f"{key}.lock", "a")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 _turns[key] = [handle, 1]
-                return waiting
+                return
             except BlockingIOError:
                 handle.close()
-        if time.monotonic() - began >= wait_s:
+        if wait.expired():
             raise duckdb.IOException(f"Could not set lock on file {key}: another process of this project has "
-                                     f"held its turn ({key}.lock) for more than {wait_s:.0f} s")
-        if not waiting and log is not None:
-            log.info(f"waiting for the warehouse file's lock (held by another process; up to {wait_s:.0f} s)")
-        waiting = True
-        time.sleep(TURN_POLL_S)
+                                     f"held its turn ({key}.lock) for more than {wait.seconds:.0f} s")
+        wait.pause(TURN_POLL_S)
 
 
 def _end_turn(key: str) -> None:
@@ -248,31 +265,16 @@ def _end_turn(key: str) -> None:
             held[0].close()
 
 
-def _connect_with_retry(database: str, config: dict, wait_s: float, log=None):
-    """Open DuckDB, waiting up to `wait_s` for another process's lock on the file: one that opened
-    it without taking its turn (`_connection_in_turn`), e.g. a notebook on the warehouse file.
-
-    (Steps of runs at once once queued in a Dagster pool with a limit of 1 instead: its waiting
-    steps re-check for a free slot after 1 s, growing to 15 s, so the slot stood idle between
-    holders and four runs at once took twice as long as one after the other; docs/lake.md.)
-    """
-    began = time.monotonic()
-    deadline = began + wait_s
-    waiting = False
+def _connect_with_retry(database: str, config: dict, wait: _Wait):
+    """Open DuckDB, waiting out another process's lock on the file: one that opened it without
+    taking its turn (`_connection_in_turn`), e.g. a notebook on the warehouse file."""
     while True:
         try:
-            con = duckdb.connect(database, config=dict(config))
+            return duckdb.connect(database, config=dict(config))
         except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+            if "lock" not in str(error).lower() or wait.expired():
                 raise
-            if not waiting and log is not None:
-                log.info(f"waiting for the warehouse file's lock (held by another process; up to {wait_s:.0f} s)")
-            waiting = True
-            time.sleep(min(LOCK_POLL_S * random.uniform(0.5, 1.5), max(deadline - time.monotonic(), 0.01)))
-            continue
-        if waiting and log is not None:
-            log.info(f"got the warehouse file's lock after {time.monotonic() - began:.1f} s")
-        return con
+            wait.pause(LOCK_POLL_S * random.uniform(0.5, 1.5))
 
 
 class PipelineSettings(dg.ConfigurableResource):

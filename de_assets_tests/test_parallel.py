@@ -209,7 +209,6 @@ def test_a_run_killed_mid_commit_leaves_no_partial_partition_and_a_rerun_repairs
     _lake_matches_warehouse(tmp_path / "killed", whole=True)
 
 
-
 def test_cleaning_and_marts_record_their_materialization_while_they_hold_the_warehouse(pipeline, monkeypatch):
     """The late_data_refresh sensor orders a mart against a cleaning by their events' storage ids.
     That is the order their data was written in only if each step records its materialization
@@ -222,8 +221,8 @@ def test_cleaning_and_marts_record_their_materialization_while_they_hold_the_war
     seen_at_close: dict[dg.AssetKey, bool] = {}
     real_connect = Warehouse.connect
 
-    def connect(self):
-        cm = real_connect(self)
+    def connect(self, *args, **kwargs):
+        cm = real_connect(self, *args, **kwargs)
 
         class Recording:
             def __enter__(self):
