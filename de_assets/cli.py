@@ -222,6 +222,14 @@ def _execute(defs, name: str, instance, run_config: dict | None = None, tags: di
         dagster_log.setLevel(level)
 
 
+def _failure_reason(result, node: str) -> str:
+    """Why op `node` of a failed in-process run failed: its `dg.Failure` description, else the error."""
+    failure = result.failure_data_for_node(node)
+    if failure and failure.user_failure_data:
+        return failure.user_failure_data.description
+    return failure.error.message if failure and failure.error else "see the run's logs"
+
+
 def cmd_generate(args) -> dict:
     from de_assets.generator import generate
 
@@ -398,9 +406,7 @@ def cmd_forget_user(args) -> bool:
             raise_on_error=False,
         )
         if not result.success:
-            failure = result.failure_data_for_node("forget_user")
-            reason = failure.user_failure_data.description if failure and failure.user_failure_data else (
-                failure.error.message if failure and failure.error else "see the run's logs")
+            reason = _failure_reason(result, "forget_user")
             print(f"forget-user FAILED (request {request_id}, run {result.run_id}): {reason}", file=sys.stderr)
             return False
         done = result.output_for_node("forget_user")
@@ -421,6 +427,37 @@ def cmd_forget_user(args) -> bool:
               f"re-run job refresh_marts over {span}", file=sys.stderr)
         return False
     print(f"marts re-served for {span} (run {refresh.run_id})")
+    return True
+
+
+def cmd_rollback(args) -> bool:
+    """Run rollback_job in process and print what it restored (or, with --dry-run, would restore)."""
+    import dagster as dg
+
+    from de_assets.definitions import build_defs
+    from de_assets.instance import process_tags
+
+    if args.end and not args.start:
+        print("rollback: --end needs --start", file=sys.stderr)
+        return False
+    _prepare_instance()
+    config = {"to": args.to, "tables": args.table or []}
+    if args.start:
+        config.update(start=str(args.start), end=str(args.end or args.start))
+    run_config = {"ops": {"roll_back_served": {"config": config}},
+                  "resources": {"run_mode": {"config": {"dry_run": args.dry_run}}}}
+    with (dg.DagsterInstance.ephemeral() if args.dry_run else dg.DagsterInstance.get()) as instance:
+        result = _execute(build_defs(), "rollback_job", instance, run_config, tags=process_tags())
+        if not result.success:
+            reason = _failure_reason(result, "roll_back_served")
+            print(f"rollback FAILED (run {result.run_id}): {reason}", file=sys.stderr)
+            return False
+        restored = result.output_for_node("roll_back_served")
+    verb = "would restore" if args.dry_run else "restored"
+    print(f"{'DRY RUN: nothing was written. ' if args.dry_run else ''}rollback to {args.to}: {verb} "
+          f"{len(restored)} partition(s) (run {result.run_id})")
+    for r in restored:
+        print(f"  {r['table']:<32} {r['partition']}  {r['rows_before']:>10,} -> {r['rows_after']:,} rows")
     return True
 
 
@@ -556,6 +593,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-match-ok", action="store_true",
                    help="record the suppression even if no row matches (e.g. re-recording requests after a "
                         "key rotation); without it an id that matches nothing is an error")
+
+    p = command("rollback", "restore the served tables' partitions that changed since an earlier snapshot "
+                "(warehouse and lake)", cmd_rollback)
+    p.add_argument("--to", required=True, metavar="TIME|SNAPSHOT",
+                   help="a UTC time (YYYY-MM-DDTHH:MM:SS) or a snapshot id; `de-assets sql --as-of` shows that state")
+    p.add_argument("--start", type=_date, default=None, metavar="YYYY-MM-DD",
+                   help="only the partitions a run over --start..--end writes (default: every partition that changed)")
+    p.add_argument("--end", type=_date, default=None, metavar="YYYY-MM-DD", help="last day (default: --start)")
+    p.add_argument("--table", action="append", metavar="SCHEMA.TABLE",
+                   help="only this served table (repeatable; default: every clean, quarantine and marts table)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be restored; change nothing")
 
     p = command("sql", "query the served tables (latest or past snapshot); never waits for a run",
                 lambda args: cmd_sql(args) == 0)

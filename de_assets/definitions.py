@@ -29,6 +29,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
             pipeline_config_experiment,
             maintenance.retention_job,
             maintenance.forget_user_job,
+            maintenance.rollback_job,
         ],
         schedules=[schedules.daily_pipeline_schedule, schedules.pull_events_api_schedule,
                    maintenance.retention_schedule],

@@ -121,7 +121,7 @@ class ForgetUserConfig(dg.Config):
 
 
 @dg.op(out=dg.Out(dict), pool=WAREHOUSE_POOL, description="Execute one recorded forget request (GDPR): delete "
-       "the user's rows from raw (table and Parquet batches), clean, duplicates and quarantine, write an audit "
+       "the user's rows from raw, clean, duplicates and quarantine (warehouse and lake files), write an audit "
        "row per table without the id, keep the user on the suppression list of every later ingest, and return "
        "the marts day range to re-serve. Fails when the request matches no row.")
 def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse):
@@ -178,3 +178,78 @@ def _refresh_range(affected: list[date], last_served: date | None) -> tuple[str,
         "re-serves the affected marts in process); launched elsewhere, the late_data_refresh sensor re-serves them.")
 def forget_user_job():
     forget_user()
+
+
+class RollbackConfig(dg.Config):
+    """What to roll back, and to when. `to`: a UTC time (YYYY-MM-DDTHH:MM:SS) or a snapshot id
+    (`de-assets sql --as-of` reads the same state first); `start`/`end`: only the partitions a run
+    over those days writes (default: every partition that changed since); `tables`: `schema.table`
+    names (default: every served data table)."""
+
+    to: str
+    start: str | None = None
+    end: str | None = None
+    tables: list[str] = []
+
+
+def asset_key_of(table_name: str) -> dg.AssetKey:
+    """The asset that writes a served table: `clean.events` and `clean.events_duplicates` ->
+    clean/clean_events, `quarantine.events` -> quarantine/quarantine_events, `marts.x` -> marts/x."""
+    schema, name = table_name.split(".")
+    if schema == "marts":
+        return dg.AssetKey(["marts", name])
+    return dg.AssetKey([schema, f"{schema}_{name.removesuffix('_duplicates')}"])
+
+
+@dg.op(out=dg.Out(list), pool=WAREHOUSE_POOL, description="Roll back a bad load: restore the partitions "
+       "of the served data tables that changed since an earlier lake snapshot (or time), in the warehouse and "
+       "the lake (one new commit per table: history is kept), and record a materialization for each restored "
+       "partition. Refuses while a run that writes those days is queued or running. Dry run: reports only.")
+def roll_back_served(context: dg.OpExecutionContext, config: RollbackConfig, warehouse: Warehouse):
+    by_name = {t.name: t for t in served.ROLLBACK_TABLES}
+    unknown = sorted(set(config.tables) - set(by_name))
+    if unknown:
+        raise dg.Failure(f"not a served data table: {', '.join(unknown)} (one of: {', '.join(by_name)})")
+    if (config.start is None) != (config.end is None):
+        raise dg.Failure("give both start and end, or neither (every partition that changed)")
+    start = date.fromisoformat(config.start) if config.start else None
+    end = date.fromisoformat(config.end) if config.end else None
+    if start is not None and start > end:
+        raise dg.Failure(f"start {start} is after end {end}")
+    busy = days_needed_by_runs(context.instance, context.run_id)
+    if start is not None:
+        busy = {d for d in busy if start <= d <= end}
+    if busy:
+        raise dg.Failure(f"runs writing {range_label(min(busy), max(busy))} are queued or running: roll back "
+                         "when they have finished (they would publish over the restored partitions)")
+    try:
+        catalog = served.open_lake(warehouse.database, warehouse.catalog_uri, warehouse.lake_uri, create=False)
+    except FileNotFoundError as error:
+        raise dg.Failure(str(error)) from None
+    tables = [by_name[name] for name in config.tables] if config.tables else list(served.ROLLBACK_TABLES)
+    with warehouse.connect() as con:
+        try:
+            restored = served.rollback(con, catalog, config.to, tables, start, end, commit=not warehouse.dry_run)
+        except ValueError as error:  # a time before any snapshot, an unknown or expired snapshot id
+            raise dg.Failure(f"cannot roll back to {config.to}: {error}") from None
+    report = "| table | partition | rows before | rows after |\n|---|---|--:|--:|\n" + "\n".join(
+        f"| {r.table} | {r.partition} | {r.rows_before:,} | {r.rows_after:,} |" for r in restored)
+    verb = "would restore" if warehouse.dry_run else "restored"
+    context.log.info(f"rollback to {config.to}: {verb} {len(restored)} partition(s)\n{report}")
+    if not warehouse.dry_run:
+        # clean before marts: the marts' materializations come after the clean ones they were built on
+        for r in sorted(restored, key=lambda r: (not r.table.startswith(("clean.", "quarantine.")), r.table)):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=asset_key_of(r.table), partition=str(r.partition),
+                metadata={"rolled_back_to": config.to, "table": r.table, "dagster/row_count": r.rows_after},
+            ))
+    rows = [{"table": r.table, "partition": str(r.partition), "rows_before": r.rows_before, "rows_after": r.rows_after}
+            for r in restored]
+    return dg.Output(rows, metadata={"partitions": len(restored), "dry_run": warehouse.dry_run,
+                                     "report": dg.MetadataValue.md(report)})
+
+
+@dg.job(tags={"de_assets/kind": "maintenance"}, description="Roll back a bad load of the served tables to an "
+        "earlier lake snapshot (`de-assets rollback --to ...`; docs/operations.md).")
+def rollback_job():
+    roll_back_served()

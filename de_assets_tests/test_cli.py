@@ -166,7 +166,7 @@ def test_every_option_has_help_and_says_its_default(capsys):
             continue  # required options and flags have no default to state
         text = command._get_formatter()._get_help_string(action) % {"default": action.default}
         assert "default" in text, f"{name} {action.option_strings}: no default in {text!r}"
-    assert set(commands) == {"generate", "demo", "run", "experiment", "forget-user", "sql", "status"}
+    assert set(commands) == {"generate", "demo", "run", "experiment", "forget-user", "rollback", "sql", "status"}
     demo = cli.build_parser().parse_args(["demo"])  # parses with the documented defaults
     assert (demo.days, demo.events_per_day, demo.seed) == (7, 20_000, 7)
     with pytest.raises(SystemExit):

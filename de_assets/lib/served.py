@@ -17,6 +17,7 @@ warehouse for inspection but never reaches a reader.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ from pyiceberg.expressions import And, LessThan, NotIn
 
 from de_assets.lib import lake
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
-from de_assets.lib.sql import literal
+from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
 
 LAKE_CODECS = ("zstd", "snappy", "gzip", "uncompressed")  # Parquet codecs of the lake's data files
@@ -115,6 +116,98 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
             data = con.sql(rows, params={"v": values}).to_arrow_table()
             snapshot = lake.overwrite_partitions(target, data.cast(arrow_schema(table)), column, values)
     return getattr(snapshot, "snapshot_id", None)
+
+
+# What a rollback restores: the data tables (not the pipeline's own log in `pipeline_health`).
+ROLLBACK_TABLES: tuple[Table, ...] = tuple(t for t in PUBLISHED if partition_column(t) is not None)
+
+
+@dataclass
+class Restored:
+    """One partition a rollback restored (or, in a dry run, would restore)."""
+
+    table: str
+    partition: date
+    rows_before: int  # in the warehouse before the rollback
+    rows_after: int  # as of the snapshot rolled back to
+
+
+def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int, tables: list[Table],
+             start: date | None = None, end: date | None = None, commit: bool = True) -> list[Restored]:
+    """Restore the partitions of ``tables`` (within [start, end] if given: the partitions a run over
+    those days writes) that differ from the lake as of ``when`` (a time, or a snapshot id of one
+    table), in the warehouse and in the lake: per table, one warehouse transaction and one lake
+    commit of exactly those partitions. A table younger than ``when`` had no rows then: its
+    partitions are emptied. A new commit, not a reset of the table's history: commits of other
+    partitions made after ``when`` stay, concurrent writers are safe, and the rollback itself can be
+    read past (``--as-of``) and undone. ``commit=False`` (dry run) changes nothing and reports what
+    would change. Returns the restored partitions."""
+    if isinstance(when, str) and not when.strip().isdigit():
+        try:
+            datetime.fromisoformat(when)
+        except ValueError:
+            raise ValueError(f"{when!r} is neither a time (YYYY-MM-DDTHH:MM:SS, UTC) nor a snapshot id") from None
+    owner, at = _resolve(catalog, when)
+    restored: list[Restored] = []
+    for table in tables:
+        if not catalog.table_exists(table.name):
+            continue  # never published: nothing to go back to
+        iceberg = catalog.load_table(table.name)
+        snapshot = int(when) if table.name == owner else _snapshot_at(iceberg, at)
+        if snapshot is None and _history_expired(iceberg):
+            raise ValueError(f"{table.name} keeps no snapshot that old (its older snapshots were expired): "
+                             "roll back to a later time")
+        _then_view(con, iceberg, table, snapshot)
+        column = partition_column(table)
+        where = "TRUE" if start is None else table.range_predicate("$start", "$end")
+        fingerprint = ", ".join(f'"{c.name}"::VARCHAR' if c.type == "JSON" else f'"{c.name}"' for c in table.columns)
+        changed = con.execute(
+            f"""WITH cur AS (SELECT {column} AS p, count(*) AS n, sum(hash({fingerprint})) AS h
+                             FROM {table.name} WHERE {where} GROUP BY ALL),
+                     past AS (SELECT {column} AS p, count(*) AS n, sum(hash({fingerprint})) AS h
+                              FROM _then WHERE {where} GROUP BY ALL)
+                SELECT p, coalesce(cur.n, 0), coalesce(past.n, 0) FROM cur FULL JOIN past USING (p)
+                WHERE cur.n IS DISTINCT FROM past.n OR cur.h IS DISTINCT FROM past.h ORDER BY p""",
+            {} if start is None else {"start": start, "end": end},
+        ).fetchall()
+        if not changed:
+            continue
+        days = [p for p, _, _ in changed]
+        if commit:
+            with transaction(con):
+                con.execute(f"DELETE FROM {table.name} WHERE list_contains($v, {column})", {"v": days})
+                con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _then WHERE list_contains($v, {column})",
+                            {"v": days})
+                publish(con, catalog, table, days=days)  # the lake commit last: a failure rolls the warehouse back
+        restored += [Restored(table.name, p, now, past) for p, now, past in changed]
+    con.execute("DROP VIEW IF EXISTS _then")
+    return restored
+
+
+def _history_expired(iceberg) -> bool:
+    """Whether older snapshots of the table were expired: its oldest snapshot is not its first one
+    (sequence numbers count a table's snapshots from 1; expiry clears parent ids, not these). When
+    the first is still there, a time before it is a time the table had no rows."""
+    snapshots = iceberg.snapshots()
+    return bool(snapshots) and (min(s.sequence_number or 0 for s in snapshots) > 1)
+
+
+def _then_view(con, iceberg, table: Table, snapshot: int | None) -> None:
+    """The temporary view `_then`: ``table`` at ``snapshot`` (no rows when None), JSON columns as text."""
+    files = lake.snapshot_files(iceberg, snapshot) if snapshot is not None else []
+    if files:
+        source = f"read_parquet([{', '.join(literal(p) for p in files)}], union_by_name = true, hive_partitioning = false)"
+        have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    else:  # the table had no rows then
+        source, have = "(SELECT 1) WHERE false", set()
+    # a column added to the contract after the snapshot was NULL then
+    columns = ", ".join(f'"{c.name}"' if c.name in have else f'NULL::{_sql_type(c)} AS "{c.name}"'
+                        for c in table.columns)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _then AS SELECT {columns} FROM {source}")
+
+
+def _sql_type(column) -> str:
+    return "VARCHAR" if column.type == "JSON" else column.type
 
 
 def delete_before(catalog, table: Table, cutoff: date, keep: list[date] = ()) -> None:
