@@ -37,7 +37,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, paths, served
+from de_assets.lib import alerts, contracts, ops_store, paths, served
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.sql import literal
@@ -143,6 +143,20 @@ class Warehouse(DuckDBResource):
         if self._catalog is None:
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
         return self._catalog
+
+    def ops_engine(self):
+        """The catalog database with the operational tables the lake keeps (`lib/ops_store.py`), as a
+        SQLAlchemy engine. The first time, state an earlier version kept in the warehouse file is
+        moved there (`ops_store.adopt_from_warehouse`)."""
+        if self.database == ":memory:" and self.catalog_uri is None:
+            raise dg.Failure("An in-memory warehouse has no catalog database for operational state: set "
+                             "DE_ASSETS_DUCKDB to a file, or DE_ASSETS_CATALOG_URI.")
+        catalog = self._catalog or served.open_lake(self.database, self.catalog_uri, self.lake_uri)
+        engine = ops_store.ensure(catalog.engine)
+        if ops_store.is_empty(engine) and Path(self.database).exists():
+            with self.connect() as con:
+                ops_store.adopt_from_warehouse(engine, con)
+        return engine
 
     def publish(self, con, table, start=None, end=None, days=None) -> int | None:
         """Publish the partitions of [start, end] (or exactly `days`) of a served table to the lake in

@@ -1,5 +1,6 @@
 """The HTTP API source against a real loopback server that injects 429s, 500s, slow responses,
-malformed pages and a dead endpoint."""
+malformed pages and a dead endpoint. Its cursor, breaker and dead letters live in the catalog
+database (`lib/ops_store.py`), never in the warehouse file."""
 
 import json
 import threading
@@ -8,9 +9,11 @@ import urllib.parse
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import duckdb
 import pytest
+import sqlalchemy as sa
 
-from de_assets.lib import http_source
+from de_assets.lib import http_source, ops_store
 from de_assets.lib.http_source import HttpPolicy
 
 DAY = date(2026, 11, 20)
@@ -81,6 +84,19 @@ FAST = HttpPolicy(read_timeout_s=0.2, connect_timeout_s=0.5, retries=3, backoff_
                   breaker_threshold=5, breaker_cooldown_s=60)
 
 
+@pytest.fixture
+def con(tmp_path):
+    """The catalog database (SQLite, as by default) with the operational tables: what `pull` is given."""
+    engine = ops_store.ensure(sa.create_engine(f"sqlite:///{tmp_path / 'catalog.db'}"))
+    yield engine
+    engine.dispose()
+
+
+def _rows(engine, sql: str) -> list[tuple]:
+    with engine.connect() as c:
+        return [tuple(row) for row in c.execute(sa.text(sql)).fetchall()]
+
+
 def _landed(root):
     lines = [json.loads(line) for f in sorted((root / "events" / DAY.isoformat()).glob("api-*.ndjson"))
              for line in f.read_text().splitlines()]
@@ -105,7 +121,7 @@ def test_a_page_that_stays_bad_is_dead_lettered_and_retried_next_time(con, tmp_p
     api = api_factory(faults={n: "malformed" for n in range(2, 6)})  # page 2 bad on all 4 attempts
     report = http_source.pull(con, api.url, str(tmp_path), DAY, FAST, sleep=lambda s: None)
     assert report.pages == 1 and report.dead_letters == 1 and "page stayed bad" in report.stopped_because
-    [letter] = con.execute("SELECT cursor, status, error, body_excerpt FROM raw.http_dead_letters").fetchall()
+    [letter] = _rows(con, "SELECT cursor, status, error, body_excerpt FROM de_assets_http_dead_letters")
     assert letter[0] == "20" and "malformed page" in letter[2] and letter[3].startswith('{"events"')
     # the cursor still points at the bad page: the next pull gets it (the API recovered) and the rest
     report = http_source.pull(con, api.url, str(tmp_path), DAY, FAST, sleep=lambda s: None)
@@ -140,7 +156,7 @@ def test_a_dead_port_is_a_connection_error_not_a_crash(con, tmp_path):
         port = s.getsockname()[1]
     report = http_source.pull(con, f"http://127.0.0.1:{port}/x", str(tmp_path), DAY, FAST, sleep=lambda s: None)
     assert report.dead_letters == 1 and report.records == 0
-    [(status, error)] = con.execute("SELECT status, error FROM raw.http_dead_letters").fetchall()
+    [(status, error)] = _rows(con, "SELECT status, error FROM de_assets_http_dead_letters")
     assert status is None and "ConnectionRefusedError" in error
 
 
@@ -163,3 +179,50 @@ def test_api_events_join_the_raw_layer_exactly_once_through_dagster(tmp_path, ap
     assert p.query("SELECT count(*) n FROM raw.source_files WHERE path LIKE 'events/%/api-%'").n[0] == 5
     [event] = [e for e in result.get_asset_materialization_events()]
     assert event.materialization.metadata["records"].value == 15  # the 2nd pull re-read only the last page (80..94)
+
+
+def test_the_pull_does_not_wait_for_a_step_holding_the_warehouse(tmp_path, api_factory, monkeypatch):
+    from de_assets_tests.conftest import Pipeline
+    from de_assets_tests.test_warehouse_lock import hold
+
+    api = api_factory()
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("DE_ASSETS_LOCK_WAIT_S", "1")  # a step that needed the file would fail after 1 s
+    p = Pipeline(tmp_path, landing, events_api_url=api.url)
+    config = {"ops": {"landing__events_api": {"config": {"arrival_day": DAY.isoformat(), "page_size": 20}}}}
+    pull = p.defs.resolve_job_def("pull_events_api")
+    assert pull.execute_in_process(instance=p.instance, run_config=config).success  # creates warehouse and catalog
+    api.requests = 0
+    holder, release = hold(str(p.db), "turn")  # a step of another run writes the warehouse
+    try:
+        result = pull.execute_in_process(instance=p.instance, run_config=config, raise_on_error=False)
+    finally:
+        release()
+    assert result.success
+    assert api.requests == 1  # from the saved cursor: the last page only
+
+
+def test_state_an_earlier_version_kept_in_the_warehouse_moves_to_the_catalog_once(tmp_path, api_factory):
+    from de_assets.resources import RunMode, Warehouse
+
+    db = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(db)) as old:  # what an earlier version left: cursor at 40, one dead letter
+        old.execute("CREATE SCHEMA raw")
+        old.execute("CREATE TABLE raw.http_source_state (source VARCHAR, cursor VARCHAR, "
+                    "consecutive_failures INTEGER, open_until TIMESTAMP, updated_at TIMESTAMP)")
+        old.execute("INSERT INTO raw.http_source_state VALUES ('events_api', '40', 0, NULL, TIMESTAMP '2026-11-19 10:00')")
+        old.execute("CREATE TABLE raw.http_dead_letters (source VARCHAR, cursor VARCHAR, url VARCHAR, status INTEGER, "
+                    "error VARCHAR, body_excerpt VARCHAR, failed_at TIMESTAMP)")
+        old.execute("INSERT INTO raw.http_dead_letters VALUES ('events_api', '40', 'http://x', 500, 'HTTP 500', "
+                    "'busy', TIMESTAMP '2026-11-19 09:00')")
+    engine = Warehouse(database=str(db), run_mode=RunMode()).ops_engine()
+    assert _rows(engine, "SELECT source, cursor FROM de_assets_http_source_state") == [("events_api", "40")]
+    assert _rows(engine, "SELECT cursor, status, error FROM de_assets_http_dead_letters") == [("40", 500, "HTTP 500")]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'http_%'").fetchone()[0] == 0
+    api = api_factory()
+    report = http_source.pull(engine, api.url, str(tmp_path / "landing"), DAY, FAST, sleep=lambda s: None)
+    assert report.records == 55  # events 40..94: the pull went on from the adopted cursor
+    assert Warehouse(database=str(db), run_mode=RunMode()).ops_engine() is not None  # nothing left to adopt
+    assert _rows(engine, "SELECT count(*) FROM de_assets_http_dead_letters") == [(1,)]

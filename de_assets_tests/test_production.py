@@ -117,3 +117,30 @@ def test_two_runs_launched_together_on_one_duckdb_file_both_succeed(prod_env, pg
         days = con.execute("SELECT count(DISTINCT event_date) FROM marts.daily_engagement "
                            "WHERE event_date IN ('2026-11-02', '2026-11-03')").fetchall()[0][0]
     assert days == 2
+
+
+def test_the_lake_catalog_and_its_operational_state_live_in_postgres(prod_env, pg, tmp_path):
+    """`DE_ASSETS_CATALOG_URI=postgresql+psycopg2://...`: the served tables' catalog and the HTTP
+    source's state (cursor, breaker, dead letters; `lib/ops_store.py`) are rows in PostgreSQL."""
+    import socket
+    from datetime import date
+
+    from de_assets.lib import http_source, ops_store
+    from de_assets.resources import RunMode, Warehouse
+    from de_assets_tests.conftest import Pipeline
+
+    uri = f"postgresql+psycopg2://{pg['user']}@{pg['host']}:{pg['port']}/{pg['db']}"
+    p = Pipeline(tmp_path, Path(prod_env["DE_ASSETS_LANDING"]), catalog_uri=uri)
+    assert p.run("2026-11-01").success
+    assert ("marts", "daily_engagement") in _sql(pg, "SELECT table_namespace, table_name FROM iceberg_tables")
+    engine = Warehouse(database=str(p.db), run_mode=RunMode(), catalog_uri=uri).ops_engine()
+    with socket.socket() as s:  # a dead endpoint: one dead letter, the state saved
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    policy = http_source.HttpPolicy(connect_timeout_s=0.5, retries=0)
+    report = http_source.pull(engine, f"http://127.0.0.1:{port}/x", str(tmp_path / "api"), date(2026, 11, 20), policy,
+                              sleep=lambda s: None)
+    assert report.dead_letters == 1
+    assert _sql(pg, f"SELECT source, consecutive_failures FROM {ops_store.HTTP_SOURCE_STATE.name}") == [("events_api", 1)]
+    [(error,)] = _sql(pg, f"SELECT error FROM {ops_store.HTTP_DEAD_LETTERS.name}")
+    assert "ConnectionRefusedError" in error

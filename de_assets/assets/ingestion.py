@@ -57,12 +57,13 @@ class ApiPullConfig(dg.Config):
 
 @dg.asset(
     key=["landing", "events_api"],
-    pool=WAREHOUSE_POOL,
     group_name="ingestion",
     description="Events pulled from the JSON HTTP API at `DE_ASSETS_EVENTS_API_URL` (cursor paging, "
     "connect/read timeouts, retries with backoff and jitter on 429/5xx/timeouts/malformed pages, a "
-    "circuit breaker, dead letters in `raw.http_dead_letters`), landed as NDJSON files under "
-    "`events/<today>/api-<content hash>.ndjson`, where `raw/raw_events` ingests them like any landed file.",
+    "circuit breaker, dead letters), landed as NDJSON files under "
+    "`events/<today>/api-<content hash>.ndjson`, where `raw/raw_events` ingests them like any landed file. "
+    "Cursor, breaker and dead letters are kept in the catalog database (`de_assets_http_*` tables): the pull "
+    "never waits for, nor holds, the warehouse file.",
     kinds={"python", "file"},
     owners=OWNERS,
     tags={"layer": "landing", "pii": "raw"},
@@ -79,8 +80,7 @@ def events_api(
         connect_timeout_s=config.connect_timeout_s, read_timeout_s=config.read_timeout_s, retries=config.retries,
         backoff_s=config.backoff_s, page_size=config.page_size,
     )
-    with warehouse.connect() as con:
-        report = http_source.pull(con, settings.events_api_url, settings.landing_root, day, policy)
+    report = http_source.pull(warehouse.ops_engine(), settings.events_api_url, settings.landing_root, day, policy)
     if report.dead_letters or report.breaker_open:
         context.log.warning(f"events API: {report.stopped_because}")
     return dg.MaterializeResult(metadata={

@@ -14,11 +14,14 @@ Robustness:
 * retries on 429, 5xx, timeouts, connection errors and malformed pages, with exponential backoff
   and jitter (``Retry-After`` honoured, capped);
 * a circuit breaker: after ``breaker_threshold`` consecutive failed requests it opens for
-  ``breaker_cooldown_s``; while open, no request is made at all (state in `raw.http_source_state`,
-  so it holds across runs);
-* a page that stays bad after the retries gets a dead-letter record (`raw.http_dead_letters`:
+  ``breaker_cooldown_s``; while open, no request is made at all (state in the catalog database's
+  `de_assets_http_source_state`, `lib/ops_store.py`, so it holds across runs and machines);
+* a page that stays bad after the retries gets a dead-letter record (`de_assets_http_dead_letters`:
   cursor, status, error, an excerpt of the body) and the pull stops there; the saved cursor still
   points at that page, so the next pull retries it and nothing is skipped.
+
+The pull never touches the DuckDB warehouse: it takes no turn on the file while it waits for the
+network.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from de_assets.lib.days import utc_now
+from de_assets.lib.ops_store import HTTP_DEAD_LETTERS, HTTP_SOURCE_STATE
 from de_assets.lib.retry import backoff_delay
-from de_assets.lib.tables import HTTP_DEAD_LETTERS, HTTP_SOURCE_STATE
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
@@ -104,15 +109,16 @@ def _parse(body: bytes) -> tuple[list[dict], str | None]:
 
 
 class Breaker:
-    """Consecutive-failure circuit breaker whose state lives in `raw.http_source_state`."""
+    """Consecutive-failure circuit breaker whose state (with the cursor) is a row of
+    `de_assets_http_source_state` in the catalog database (``engine``, `lib/ops_store.py`)."""
 
-    def __init__(self, con, source: str, policy: HttpPolicy, now):
-        self.con, self.source, self.policy, self.now = con, source, policy, now
-        state = con.execute(
-            f"SELECT cursor, consecutive_failures, open_until FROM {HTTP_SOURCE_STATE.name} WHERE source = ?",
-            [source],
-        ).fetchall()
-        self.cursor, self.failures, self.open_until = state[0] if state else (None, 0, None)
+    def __init__(self, engine: sa.Engine, source: str, policy: HttpPolicy, now):
+        self.engine, self.source, self.policy, self.now = engine, source, policy, now
+        state = HTTP_SOURCE_STATE.c
+        with engine.connect() as c:
+            row = c.execute(sa.select(state.cursor, state.consecutive_failures, state.open_until)
+                            .where(state.source == source)).first()
+        self.cursor, self.failures, self.open_until = tuple(row) if row else (None, 0, None)
 
     def is_open(self) -> bool:
         return self.open_until is not None and self.now() < self.open_until
@@ -129,9 +135,11 @@ class Breaker:
         return False
 
     def save(self) -> None:
-        self.con.execute(f"DELETE FROM {HTTP_SOURCE_STATE.name} WHERE source = ?", [self.source])
-        self.con.execute(f"INSERT INTO {HTTP_SOURCE_STATE.name} VALUES (?, ?, ?, ?, ?)",
-                         [self.source, self.cursor, self.failures, self.open_until, self.now()])
+        with self.engine.begin() as c:
+            c.execute(sa.delete(HTTP_SOURCE_STATE).where(HTTP_SOURCE_STATE.c.source == self.source))
+            c.execute(sa.insert(HTTP_SOURCE_STATE).values(
+                source=self.source, cursor=self.cursor, consecutive_failures=self.failures,
+                open_until=self.open_until, updated_at=self.now()))
 
 
 def _write_page(landing_root: str, day: date, events: list[dict]) -> str:
@@ -149,14 +157,15 @@ def _write_page(landing_root: str, day: date, events: list[dict]) -> str:
 
 
 def pull(
-    con, url: str, landing_root: str, arrival_day: date, policy: HttpPolicy = HttpPolicy(), source: str = "events_api",
+    engine: sa.Engine, url: str, landing_root: str, arrival_day: date, policy: HttpPolicy = HttpPolicy(), source: str = "events_api",
     sleep=time.sleep, now=None,
 ) -> PullReport:
     """Fetch pages from the saved cursor on, land each good page as a file, save the cursor after
-    each page (so a crash resumes at the first page not landed)."""
+    each page (so a crash resumes at the first page not landed). ``engine``: the catalog database
+    (`lib/ops_store.py`, tables created)."""
     now = now or utc_now
     report = PullReport()
-    breaker = Breaker(con, source, policy, now)
+    breaker = Breaker(engine, source, policy, now)
     if breaker.is_open():
         report.breaker_open, report.stopped_because = True, f"circuit open until {breaker.open_until}"
         return report
@@ -188,7 +197,7 @@ def pull(
                         report.retries += 1
                         sleep(backoff_delay(attempt, policy.backoff_s, policy.max_backoff_s, retry_after))
             if events is None:
-                _dead_letter(con, source, breaker.cursor, page_url, error, now())
+                _dead_letter(engine, source, breaker.cursor, page_url, error, now())
                 report.dead_letters += 1
                 report.stopped_because = ("circuit opened: " if report.breaker_open else "page stayed bad: ") + str(error)
                 break
@@ -207,6 +216,7 @@ def pull(
     return report
 
 
-def _dead_letter(con, source: str, cursor: str | None, url: str, error: PageError, at) -> None:
-    con.execute(f"INSERT INTO {HTTP_DEAD_LETTERS.name} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [source, cursor, url, error.status, str(error), error.body, at])
+def _dead_letter(engine: sa.Engine, source: str, cursor: str | None, url: str, error: PageError, at) -> None:
+    with engine.begin() as c:
+        c.execute(sa.insert(HTTP_DEAD_LETTERS).values(source=source, cursor=cursor, url=url, status=error.status,
+                                                      error=str(error), body_excerpt=error.body, failed_at=at))

@@ -39,8 +39,6 @@ from de_assets.lib.tables.marts import (
 from de_assets.lib.tables.model import Column, Table
 from de_assets.lib.tables.raw import (
     FORGOTTEN_ROWS,
-    HTTP_DEAD_LETTERS,
-    HTTP_SOURCE_STATE,
     RAW_EVENTS,
     RAW_REQUESTS,
     SOURCE_FILES,
@@ -49,8 +47,6 @@ from de_assets.lib.tables.raw import (
 ALL_TABLES: tuple[Table, ...] = (
     SOURCE_FILES,
     FORGOTTEN_ROWS,
-    HTTP_SOURCE_STATE,
-    HTTP_DEAD_LETTERS,
     RAW_EVENTS,
     RAW_REQUESTS,
     CLEAN_EVENTS,
@@ -110,8 +106,6 @@ __all__ = [
     "FORGET_REQUESTS",
     "FORGOTTEN_ROWS",
     "FUNNEL_DAILY",
-    "HTTP_DEAD_LETTERS",
-    "HTTP_SOURCE_STATE",
     "KPI_ANOMALIES",
     "KPI_CHANGES",
     "PARTITION_KPIS",

@@ -60,31 +60,6 @@ FORGOTTEN_ROWS = _t(
     key=("request_id", "arrival_date", "source_file"),
 )
 
-# Cursor and circuit-breaker state of each HTTP API source.
-HTTP_SOURCE_STATE = _t(
-    "raw.http_source_state",
-    None,
-    ("source", "VARCHAR", "API source name"),
-    ("cursor", "VARCHAR", "Cursor of the next page to fetch (NULL: from the start)"),
-    ("consecutive_failures", "INTEGER", "Failed requests in a row"),
-    ("open_until", "TIMESTAMP", "Circuit open until this UTC time (no request is made); NULL when closed"),
-    ("updated_at", "TIMESTAMP", "UTC time of the last update"),
-    key=("source",),
-)
-
-# API pages that stayed bad after every retry: what was asked, what came back. The cursor was not advanced.
-HTTP_DEAD_LETTERS = _t(
-    "raw.http_dead_letters",
-    None,
-    ("source", "VARCHAR", "API source name"),
-    ("cursor", "VARCHAR", "Cursor of the page"),
-    ("url", "VARCHAR", "Requested URL"),
-    ("status", "INTEGER", "Last HTTP status (NULL: timeout or connection error)"),
-    ("error", "VARCHAR", "Last error"),
-    ("body_excerpt", "VARCHAR", "First 300 characters of the last response body"),
-    ("failed_at", "TIMESTAMP", "UTC time"),
-)
-
 # Operational request log samples as landed; immutable, replayable.
 RAW_REQUESTS = _t(
     "raw.requests",
