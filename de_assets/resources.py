@@ -359,13 +359,16 @@ class Alerting(dg.ConfigurableResource):
     # KPI anomalies and SLO breaches of days that ended more than this many days before the run
     # (or of any day in a run launched as a Dagster backfill) are not paged (DE_ASSETS_ALERT_BACKFILL_DAYS).
     backfill_after_days: float = 2.0
+    run_mode: dg.ResourceDependency[RunMode]
 
     def send(self, con, items: list[alerts.Alert], log=None) -> list[alerts.Alert]:
-        """Record the alerts; returns the new ones (repeats only bump their counters)."""
+        """Record the alerts; returns the new ones (repeats only bump their counters). In a dry run
+        they are recorded in the scratch copy and logged as what a real run would raise, never paged."""
         if not items:
             return []
         return alerts.record(
-            con, items, webhook_url=self.webhook_url, timeout=self.timeout_seconds, retries=self.retries, log=log
+            con, items, webhook_url=self.webhook_url, timeout=self.timeout_seconds, retries=self.retries, log=log,
+            dry_run=self.run_mode.dry_run,
         )
 
     def page(self, con, items: list[tuple[date, alerts.Alert]], run_tags: Mapping[str, str], log=None,
@@ -439,7 +442,7 @@ def build_resources(
                 **settings,
             }
         ),
-        "alerting": Alerting(**{
+        "alerting": Alerting(run_mode=run_mode, **{
             **_given(webhook_url=_env("DE_ASSETS_ALERT_WEBHOOK"),
                      backfill_after_days=float(backfill_days) if backfill_days else None),
             **(alerting or {}),

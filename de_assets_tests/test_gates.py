@@ -234,6 +234,30 @@ def test_dry_run_writes_nothing_and_reports_the_diff(pipeline):
     assert (engagement["row_diff"], engagement["rows_added_or_changed"], engagement["rows_removed_or_changed"]) == (1, 1, 0)
 
 
+def test_a_dry_run_pages_nobody(tmp_path, golden_landing):
+    """A bad file met by a dry run raises the alert a real run would, in the scratch copy and as an
+    info line of the run's log; the webhook gets nothing and no `ALERT {json}` line is logged. The
+    same file in a real run is paged once."""
+    from de_assets_tests.test_alerts import Server
+
+    def messages(result) -> list[str]:
+        return [e.user_message for e in p.instance.all_logs(result.run_id)]
+
+    with Server([200]) as hook:
+        p = Pipeline(tmp_path, golden_landing, alerting={"webhook_url": hook.url})
+        assert p.run("2026-11-01").success and hook.requests == 0  # the golden day raises nothing
+        (golden_landing / "events" / "2026-11-02" / "zz-bad.ndjson").write_bytes(b"\xff\xfe not json\n")
+        dry = p.run("2026-11-01", "2026-11-02", dry_run=True)
+        assert dry.success and hook.requests == 0
+        assert not [m for m in messages(dry) if m.startswith("ALERT ")]
+        said = [m for m in messages(dry) if m.startswith("dry run, not paged: a real run would raise")]
+        assert len(said) == 1 and '"kind": "bad_file"' in said[0] and "zz-bad.ndjson" in said[0]
+        assert p.query("SELECT count(*) AS n FROM pipeline_health.alerts")["n"][0] == 0  # the stored file: untouched
+        real = p.run("2026-11-02")
+        assert hook.requests == 1 and json.loads(hook.bodies[0])["kind"] == "bad_file"
+        assert [m for m in messages(real) if m.startswith("ALERT ")] != []
+
+
 def test_dry_run_on_an_empty_warehouse_creates_no_file(tmp_path, golden_landing):
     p = Pipeline(tmp_path, golden_landing)
     assert p.run("2026-11-01", dry_run=True).success

@@ -124,7 +124,7 @@ def backfill_reason(day: date, now: datetime, after_days: float, backfill_run: b
 
 def record(
     con, alerts, webhook_url: str | None = None, timeout: float = 5.0, retries: int = 3,
-    log=None, now=None, sleep=time.sleep,
+    log=None, now=None, sleep=time.sleep, dry_run: bool = False,
 ) -> list[Alert]:
     """Store ``alerts`` in ``pipeline_health.alerts`` once per dedupe key; page only the new ones.
 
@@ -132,6 +132,10 @@ def record(
     ``"ALERT {json}"`` and POSTed to ``webhook_url`` when set; ``webhook_status`` is "delivered",
     "failed" or "not_configured". A known key (also a repeat within this call) only gets
     last_seen = ``now`` and occurrences + 1, with an info log line. Returns the new alerts.
+
+    ``dry_run``: nothing reaches anyone: no webhook (``webhook_status`` "dry_run") and no
+    ``ALERT {json}`` line for log-based alerting to pick up, only an info line saying what a real
+    run would have raised (``con`` is then the dry run's scratch copy).
     """
     log = log or DEFAULT_LOGGER
     now = now or utc_now()
@@ -151,14 +155,16 @@ def record(
             log.info(f"alert repeated (not paged again): {alert.dedupe_key}")
             continue
 
-        line = "ALERT " + json.dumps(alert.as_dict(), sort_keys=True)
-        if alert.severity == "warning":
-            log.warning(line)
+        line = json.dumps(alert.as_dict(), sort_keys=True)
+        if dry_run:
+            log.info(f"dry run, not paged: a real run would raise {line}")
+        elif alert.severity == "warning":
+            log.warning("ALERT " + line)
         else:
-            log.error(line)
+            log.error("ALERT " + line)
 
-        status = "not_configured"
-        if webhook_url:
+        status = "dry_run" if dry_run else "not_configured"
+        if webhook_url and not dry_run:
             payload = {**alert.as_dict(), "source": "de_assets"}
             status = post_webhook(webhook_url, payload, timeout=timeout, retries=retries, sleep=sleep)
             if status != "delivered":

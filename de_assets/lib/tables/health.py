@@ -112,6 +112,6 @@ ALERTS = _t(
     ("first_seen", "TIMESTAMP", "UTC time first raised"),
     ("last_seen", "TIMESTAMP", "UTC time last raised"),
     ("occurrences", "INTEGER", "How many times it was raised"),
-    ("webhook_status", "VARCHAR", "not_configured, delivered or failed (after retries)"),
+    ("webhook_status", "VARCHAR", "not_configured, delivered, failed (after retries), or dry_run (a dry run: recorded in its scratch copy only)"),
     key=("dedupe_key",),
 )
