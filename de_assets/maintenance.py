@@ -237,16 +237,29 @@ def roll_back_served(context: dg.OpExecutionContext, config: RollbackConfig, war
     verb = "would restore" if warehouse.dry_run else "restored"
     context.log.info(f"rollback to {config.to}: {verb} {len(restored)} partition(s)\n{report}")
     if not warehouse.dry_run:
-        # clean before marts: the marts' materializations come after the clean ones they were built on
-        for r in sorted(restored, key=lambda r: (not r.table.startswith(("clean.", "quarantine.")), r.table)):
-            context.log_event(dg.AssetMaterialization(
-                asset_key=asset_key_of(r.table), partition=str(r.partition),
-                metadata={"rolled_back_to": config.to, "table": r.table, "dagster/row_count": r.rows_after},
-            ))
+        _record_restored(context, restored, config.to)
     rows = [{"table": r.table, "partition": str(r.partition), "rows_before": r.rows_before, "rows_after": r.rows_after}
             for r in restored]
     return dg.Output(rows, metadata={"partitions": len(restored), "dry_run": warehouse.dry_run,
                                      "report": dg.MetadataValue.md(report)})
+
+
+def _record_restored(context: dg.OpExecutionContext, restored: list[served.Restored], to: str) -> None:
+    """One materialization per asset and partition restored, with the rows of each table it writes
+    (clean/clean_events writes clean.events and clean.events_duplicates) and `dagster/row_count` of
+    its own table; cleaning assets first, so the marts' materializations stay the newer ones."""
+    by_partition: dict[tuple[dg.AssetKey, str], dict] = {}
+    for r in restored:
+        meta = by_partition.setdefault((asset_key_of(r.table), str(r.partition)), {"rolled_back_to": to})
+        meta[f"rows {r.table}"] = r.rows_after
+    cleaning_first = sorted(by_partition, key=lambda k: (k[0].path[0] == "marts", k[0].to_user_string(), k[1]))
+    for key, partition in cleaning_first:
+        meta = by_partition[(key, partition)]
+        schema, name = key.path
+        own = f"rows {schema}.{name.removeprefix(schema + '_')}"  # clean/clean_events -> clean.events
+        if own in meta:
+            meta["dagster/row_count"] = meta[own]
+        context.log_event(dg.AssetMaterialization(asset_key=key, partition=partition, metadata=meta))
 
 
 @dg.job(tags={"de_assets/kind": "maintenance"}, description="Roll back a bad load of the served tables to an "

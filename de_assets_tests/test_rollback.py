@@ -86,7 +86,10 @@ def test_a_rollback_restores_every_served_table_as_it_was_before_a_bad_load(pipe
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(["clean", "clean_events"]), asset_partitions=["2026-11-02"]),
         limit=1).records
     assert record.run_id == result.run_id
-    assert record.asset_materialization.metadata["rolled_back_to"].value == good
+    meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    assert meta["rolled_back_to"] == good
+    # one materialization per asset and partition; its row count is clean.events' (not its duplicates')
+    assert meta["dagster/row_count"] == meta["rows clean.events"] == events[0]["rows_after"]
     # nothing left to restore
     again = _rollback(pipeline, good)
     assert again.success and again.output_for_node("roll_back_served") == []
@@ -130,6 +133,27 @@ def test_a_rollback_past_the_retained_history_or_to_an_unknown_table_is_refused(
     result = _rollback(pipeline, early, tables=["raw.events"])
     assert not result.success
     assert "not a served data table: raw.events" in result.failure_data_for_node("roll_back_served").user_failure_data.description
+
+
+def test_a_rollback_never_brings_back_a_forgotten_user(pipeline):
+    """Forget-user expires every older snapshot; a rollback to before it is refused as a whole, before
+    any table is touched (alice: m01 and m02 on 11-01, README)."""
+    from de_assets.lib.privacy import pseudonymize
+    from de_assets_tests.conftest import TEST_KEY
+    from de_assets_tests.test_operations import _forget
+
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    before_forget = _moment()
+    assert _forget(pipeline, "alice").success
+    alice = pseudonymize(TEST_KEY, "alice")
+    state = _state(pipeline)
+    result = _rollback(pipeline, before_forget)
+    assert not result.success
+    assert "keeps no snapshot that old" in result.failure_data_for_node("roll_back_served").user_failure_data.description
+    assert _state(pipeline) == state
+    catalog = served.open_lake(str(pipeline.db), create=False)
+    assert served.connect(catalog).execute("SELECT count(*) FROM clean.events WHERE user_id = ?", [alice]).fetchone()[0] == 0
+    assert pipeline.query("SELECT count(*) AS n FROM clean.events WHERE user_id = ?", [alice])["n"][0] == 0
 
 
 def test_the_rollback_command(tmp_path, monkeypatch, capsys, golden_landing):

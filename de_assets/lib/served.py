@@ -148,15 +148,19 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
         except ValueError:
             raise ValueError(f"{when!r} is neither a time (YYYY-MM-DDTHH:MM:SS, UTC) nor a snapshot id") from None
     owner, at = _resolve(catalog, when)
-    restored: list[Restored] = []
+    targets = []  # every table's snapshot first: a refusal must come before anything is restored
     for table in tables:
         if not catalog.table_exists(table.name):
             continue  # never published: nothing to go back to
         iceberg = catalog.load_table(table.name)
         snapshot = int(when) if table.name == owner else _snapshot_at(iceberg, at)
         if snapshot is None and _history_expired(iceberg):
+            # expired by retention, or by forget-user (whose erased rows must never come back)
             raise ValueError(f"{table.name} keeps no snapshot that old (its older snapshots were expired): "
                              "roll back to a later time")
+        targets.append((table, iceberg, snapshot))
+    restored: list[Restored] = []
+    for table, iceberg, snapshot in targets:
         _then_view(con, iceberg, table, snapshot)
         column = partition_column(table)
         where = "TRUE" if start is None else table.range_predicate("$start", "$end")
