@@ -151,8 +151,9 @@ class Warehouse(DuckDBResource):
         if self.database == ":memory:" and self.catalog_uri is None:
             raise dg.Failure("An in-memory warehouse has no catalog database for operational state: set "
                              "DE_ASSETS_DUCKDB to a file, or DE_ASSETS_CATALOG_URI.")
-        catalog = self._catalog or served.open_lake(self.database, self.catalog_uri, self.lake_uri)
-        engine = ops_store.ensure(catalog.engine)
+        if self._catalog is None:
+            self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
+        engine = ops_store.ensure(self._catalog.engine)
         if ops_store.is_empty(engine) and Path(self.database).exists():
             with self.connect() as con:
                 ops_store.adopt_from_warehouse(engine, con)

@@ -65,6 +65,8 @@ def test_readers_read_a_snapshot_and_the_past(pipeline):
     assert served.connect(catalog, as_of=str(first)).execute(days).fetchone()[0] == ["2026-11-01"]
     with pytest.raises(ValueError, match="no served table has that snapshot"):
         served.connect(catalog, as_of="123")
+    with pytest.raises(ValueError, match="'yesterday' is neither a time"):  # not read as "before every snapshot"
+        served.connect(catalog, as_of="yesterday")
 
 
 def test_a_dry_run_publishes_nothing(pipeline):

@@ -288,6 +288,12 @@ def _key(uri: str) -> str:
     return parsed.netloc + parsed.path
 
 
+def files_sql(files: list[str]) -> str:
+    """SQL reading a snapshot's data files in DuckDB: columns matched by name (not Iceberg field id),
+    and no hive partitioning (pyiceberg's folders look like `event_date=2024-03-01/`)."""
+    return f"read_parquet([{', '.join(literal(p) for p in files)}], union_by_name = true, hive_partitioning = false)"
+
+
 def register_view(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int | None = None,
                   name: str | None = None) -> int | None:
     """Create (or replace) the DuckDB view ``schema.table`` over a snapshot of ``table`` (current if
@@ -299,9 +305,7 @@ def register_view(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema_name)}")
     files = snapshot_files(table, snapshot_id)
     if files:
-        paths = ", ".join(literal(p) for p in files)
-        source = f"read_parquet([{paths}], union_by_name = true, hive_partitioning = false)"
-        con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {source}")
+        con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {files_sql(files)}")
     else:  # no data file: an empty view with the table's columns and types
         empty = con.from_arrow(table.schema().as_arrow().empty_table())
         columns = ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in zip(empty.columns, empty.types))

@@ -54,7 +54,6 @@ def ensure(engine: sa.Engine) -> sa.Engine:
             if attempt == 5:
                 raise
             time.sleep(0.05 * (attempt + 1))
-    return engine
 
 
 def is_empty(engine: sa.Engine) -> bool:

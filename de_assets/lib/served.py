@@ -142,11 +142,6 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
     partitions made after ``when`` stay, concurrent writers are safe, and the rollback itself can be
     read past (``--as-of``) and undone. ``commit=False`` (dry run) changes nothing and reports what
     would change. Returns the restored partitions."""
-    if isinstance(when, str) and not when.strip().isdigit():
-        try:
-            datetime.fromisoformat(when)
-        except ValueError:
-            raise ValueError(f"{when!r} is neither a time (YYYY-MM-DDTHH:MM:SS, UTC) nor a snapshot id") from None
     owner, at = _resolve(catalog, when)
     targets = []  # every table's snapshot first: a refusal must come before anything is restored
     for table in tables:
@@ -200,7 +195,7 @@ def _then_view(con, iceberg, table: Table, snapshot: int | None) -> None:
     """The temporary view `_then`: ``table`` at ``snapshot`` (no rows when None), JSON columns as text."""
     files = lake.snapshot_files(iceberg, snapshot) if snapshot is not None else []
     if files:
-        source = f"read_parquet([{', '.join(literal(p) for p in files)}], union_by_name = true, hive_partitioning = false)"
+        source = lake.files_sql(files)
         have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     else:  # the table had no rows then
         source, have = "(SELECT 1) WHERE false", set()
@@ -258,8 +253,15 @@ def connect(catalog, as_of: int | str | datetime | None = None) -> duckdb.DuckDB
 
 
 def _resolve(catalog, as_of) -> tuple[str | None, datetime | str | None]:
-    """(table owning the snapshot id, the time to read every table at) for ``as_of``."""
-    if as_of is None or not str(as_of).strip().isdigit():
+    """(table owning the snapshot id, the time to read every table at) for ``as_of``; a value that is
+    neither a time nor a snapshot id is an error (not "before every snapshot": that reads as empty)."""
+    if as_of is None or isinstance(as_of, datetime):
+        return None, as_of
+    if not str(as_of).strip().isdigit():
+        try:
+            datetime.fromisoformat(str(as_of))
+        except ValueError:
+            raise ValueError(f"{as_of!r} is neither a time (YYYY-MM-DDTHH:MM:SS, UTC) nor a snapshot id") from None
         return None, as_of
     snapshot_id = int(as_of)
     for table in PUBLISHED:
@@ -280,5 +282,5 @@ def _snapshot_at(iceberg, when) -> int | None:
 
 def _empty_view(con, table: Table) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
-    columns = ", ".join(f'NULL::{"VARCHAR" if c.type == "JSON" else c.type} AS "{c.name}"' for c in table.columns)
+    columns = ", ".join(f'NULL::{_sql_type(c)} AS "{c.name}"' for c in table.columns)
     con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} WHERE false")
