@@ -61,7 +61,7 @@ def finish(
     })
     results = checks.check_results(con, asset_key, table, start, end) + list(extra_results)
     failed = checks.failure_alerts(results, context.run.run_id)
-    alerting.send(con, failed, log=context.log)
+    alerting.send(failed, log=context.log)
     metadata = run_metadata(con, table, start, end)
     if publish_to is not None and not failed:
         snapshot = publish_to.publish(con, table, start, end)

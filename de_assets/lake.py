@@ -25,9 +25,10 @@ import duckdb
 from de_assets.lib import paths, served
 
 
-def catalog():
-    """The lake's catalog, configured like the pipeline's (environment variables above)."""
-    return served.open_lake(paths.database(),
+def catalog(database: str | None = None):
+    """The lake's catalog, configured like the pipeline's (environment variables above; ``database``:
+    the warehouse file it sits beside, when not the configured one)."""
+    return served.open_lake(database or paths.database(),
                             os.getenv("DE_ASSETS_CATALOG_URI"), os.getenv("DE_ASSETS_LAKE"), create=False)
 
 

@@ -41,7 +41,7 @@ from de_assets.lib import alerts, contracts, ops_store, paths, served
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.sql import literal
-from de_assets.lib.tables import ensure_tables
+from de_assets.lib.tables import ALERTS, ensure_tables
 
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill launched from the UI
 
@@ -62,6 +62,10 @@ class RunMode(dg.ConfigurableResource):
     """
 
     dry_run: bool = False
+
+
+# How long `Warehouse.ops_engine` waits for the file to move an earlier version's state out of it.
+ADOPT_WAIT_S = 5.0
 
 
 class Warehouse(DuckDBResource):
@@ -146,17 +150,21 @@ class Warehouse(DuckDBResource):
 
     def ops_engine(self):
         """The catalog database with the operational tables the lake keeps (`lib/ops_store.py`), as a
-        SQLAlchemy engine. The first time, state an earlier version kept in the warehouse file is
-        moved there (`ops_store.adopt_from_warehouse`)."""
+        SQLAlchemy engine. Once per catalog, state an earlier version kept in the warehouse file is
+        moved there (`ops_store.adopt_from_warehouse`; not in a dry run, which never changes it)."""
         if self.database == ":memory:" and self.catalog_uri is None:
             raise dg.Failure("An in-memory warehouse has no catalog database for operational state: set "
                              "DE_ASSETS_DUCKDB to a file, or DE_ASSETS_CATALOG_URI.")
         if self._catalog is None:
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
         engine = ops_store.ensure(self._catalog.engine)
-        if ops_store.is_empty(engine) and Path(self.database).exists():
-            with self.connect() as con:
-                ops_store.adopt_from_warehouse(engine, con)
+        if not self.dry_run and Path(self.database).exists() and ops_store.to_adopt(engine):
+            try:  # briefly: a sensor must not wait for a step; what is written here meanwhile is kept
+                with self.connect(wait_s=ADOPT_WAIT_S) as con:
+                    ops_store.adopt_from_warehouse(engine, con)
+            except duckdb.IOException:
+                dg.get_dagster_logger().info("the warehouse file is busy: state of an earlier version is "
+                                             "moved to the catalog database next time")
         return engine
 
     def publish(self, con, table, start=None, end=None, days=None) -> int | None:
@@ -166,6 +174,16 @@ class Warehouse(DuckDBResource):
         if catalog is None or table not in served.PUBLISHED:
             return None
         return served.publish(con, catalog, table, start, end, days=days, compression=self.lake_compression)
+
+    def publish_alerts(self) -> int | None:
+        """Publish the alerts held in the catalog database to the lake as `pipeline_health.alerts`
+        (replaced whole, one commit); None when nothing is published (a dry run)."""
+        catalog = self.lake_catalog()
+        if catalog is None:
+            return None
+        with duckdb.connect() as con:
+            ops_store.load_alerts(self.ops_engine(), con)
+            return served.publish(con, catalog, ALERTS)
 
     @contextmanager
     def read_only(self, wait_s: float = 5.0):
@@ -351,8 +369,9 @@ class PipelineSettings(dg.ConfigurableResource):
 
 
 class Alerting(dg.ConfigurableResource):
-    """The alert sink: a structured log line and a row in `pipeline_health.alerts` (once per dedupe
-    key), plus a JSON POST to `webhook_url` when set (timeout, retries with backoff)."""
+    """The alert sink: a structured log line and a row in the catalog database's alerts (once per
+    dedupe key; `Warehouse.ops_engine`, never the warehouse file), plus a JSON POST to `webhook_url`
+    when set (timeout, retries with backoff)."""
 
     webhook_url: str | None = None
     timeout_seconds: float = 5.0
@@ -361,18 +380,19 @@ class Alerting(dg.ConfigurableResource):
     # (or of any day in a run launched as a Dagster backfill) are not paged (DE_ASSETS_ALERT_BACKFILL_DAYS).
     backfill_after_days: float = 2.0
     run_mode: dg.ResourceDependency[RunMode]
+    warehouse: dg.ResourceDependency[Warehouse]
 
-    def send(self, con, items: list[alerts.Alert], log=None) -> list[alerts.Alert]:
+    def send(self, items: list[alerts.Alert], log=None) -> list[alerts.Alert]:
         """Record the alerts; returns the new ones (repeats only bump their counters). In a dry run
-        they are recorded in the scratch copy and logged as what a real run would raise, never paged."""
+        nothing is recorded: they are logged as what a real run would raise, never paged."""
         if not items:
             return []
         return alerts.record(
-            con, items, webhook_url=self.webhook_url, timeout=self.timeout_seconds, retries=self.retries, log=log,
-            dry_run=self.run_mode.dry_run,
+            self.warehouse.ops_engine(), items, webhook_url=self.webhook_url, timeout=self.timeout_seconds,
+            retries=self.retries, log=log, dry_run=self.run_mode.dry_run,
         )
 
-    def page(self, con, items: list[tuple[date, alerts.Alert]], run_tags: Mapping[str, str], log=None,
+    def page(self, items: list[tuple[date, alerts.Alert]], run_tags: Mapping[str, str], log=None,
              now: datetime | None = None) -> dict:
         """Send the alerts about the data of a day (KPI anomalies, SLO breaches), except those of
         history being backfilled (`alerts.backfill_reason`); returns metadata that says how many
@@ -383,7 +403,7 @@ class Alerting(dg.ConfigurableResource):
         for day, alert in items:
             reason = alerts.backfill_reason(day, now, self.backfill_after_days, backfill_run)
             (held if reason else send).append((alert, reason))
-        new = self.send(con, [a for a, _ in send], log=log)
+        new = self.send([a for a, _ in send], log=log)
         if held and log is not None:
             log.info(f"{len(held)} alert(s) not paged while backfilling history: {held[0][1]}")
         return {
@@ -443,7 +463,7 @@ def build_resources(
                 **settings,
             }
         ),
-        "alerting": Alerting(run_mode=run_mode, **{
+        "alerting": Alerting(run_mode=run_mode, warehouse=warehouse, **{
             **_given(webhook_url=_env("DE_ASSETS_ALERT_WEBHOOK"),
                      backfill_after_days=float(backfill_days) if backfill_days else None),
             **(alerting or {}),

@@ -17,11 +17,6 @@ from de_assets.lib.days import days_between, parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
-# A sensor writing an alert waits this long for the warehouse file's lock (a step of a run may hold
-# it): less than the daemon's time limit for a sensor tick (60 s), so a long step fails the tick
-# with DuckDB's lock error, retried at the next one, instead of timing out.
-SENSOR_LOCK_WAIT_S = 30.0
-
 
 def _partition_of(run: dg.DagsterRun) -> str:
     tags = run.tags
@@ -37,11 +32,11 @@ def _is_dry_run(run: dg.DagsterRun) -> bool:
 
 @dg.run_failure_sensor(
     name="run_failure_alerts",
-    description="Raises a critical alert (log, pipeline_health.alerts, webhook) when a run fails. "
+    description="Raises a critical alert (log, the alerts in the catalog database, webhook) when a run fails. "
     "One alert per job and partition: a retry that fails again does not page twice. Dry runs are ignored.",
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def run_failure_alerts(context: dg.RunFailureSensorContext, warehouse: Warehouse, alerting: Alerting):
+def run_failure_alerts(context: dg.RunFailureSensorContext, alerting: Alerting):
     run = context.dagster_run
     if _is_dry_run(run):
         return
@@ -55,8 +50,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, warehouse: Warehouse
         f"{context.failure_event.message}",
         run_id=run.run_id,
     )
-    with warehouse.connect(wait_s=SENSOR_LOCK_WAIT_S) as con:
-        alerting.send(con, [alert], log=context.log)
+    alerting.send([alert], log=context.log)
 
 
 @dg.sensor(
@@ -67,7 +61,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, warehouse: Warehouse
     minimum_interval_seconds=900,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def stale_partition_alerts(context: dg.SensorEvaluationContext, warehouse: Warehouse, alerting: Alerting):
+def stale_partition_alerts(context: dg.SensorEvaluationContext, alerting: Alerting):
     now = datetime.now(timezone.utc)
     stale = stale_assets(context.instance, SERVED, now)
     if not stale:
@@ -81,8 +75,7 @@ def stale_partition_alerts(context: dg.SensorEvaluationContext, warehouse: Wareh
         )
         for key in stale
     ]
-    with warehouse.connect(wait_s=SENSOR_LOCK_WAIT_S) as con:
-        new = alerting.send(con, alerts, log=context.log)
+    new = alerting.send(alerts, log=context.log)
     return dg.SkipReason(f"{len(stale)} stale asset(s), {len(new)} new alert(s)")
 
 

@@ -2,8 +2,9 @@
 
 From the Dagster instance: the newest materialized partition of every asset group (and the assets
 lagging behind it), the latest runs and the asset checks that failed in them. From the warehouse
-(read-only, `de_assets/lib/status.py`): the SLOs of the newest evaluated partition and the open
-alerts; while a run holds the warehouse's write lock, from the lake's latest snapshot instead.
+(read-only, `de_assets/lib/status.py`): the SLOs of the newest evaluated partition, from the lake's
+latest snapshot while a run holds the warehouse's write lock; from the catalog database: the open
+alerts (never locked by a run).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from de_assets import lake
 from de_assets.lib import status as warehouse_status
 from de_assets.lib.days import short_label, utc_now
 
@@ -96,30 +98,33 @@ def render(instance: dg.DagsterInstance, defs: dg.Definitions, database: str, ho
         failed_checks += [f"  {check}  (run {run.run_id[:8]})" for check in failed]
     lines += ["", "Failed checks in those runs:"] + (failed_checks or ["  none"])
     wh = warehouse_status.read(database, now)
-    source = ""
+    source, slos_shown = "", True
     if wh.locked:  # a run writes: the lake's latest snapshot never waits for it (de_assets/lake.py)
         try:
-            from de_assets import lake
-
             with lake.connect() as con:
                 wh = warehouse_status.read_from(con, now)
             source = " (from the lake's latest snapshot)"
-            lines += ["", f"Warehouse: {database} is locked by a writer (a run in progress?): SLOs and alerts "
-                          "below are the lake's latest published snapshot"]
+            lines += ["", f"Warehouse: {database} is locked by a writer (a run in progress?): SLOs below are "
+                          "the lake's latest published snapshot"]
         except Exception as error:  # no lake yet, or it cannot be read: say so, never fail
             lines += ["", f"Warehouse: {wh.error}; the lake cannot be read either ({type(error).__name__}): "
-                          "SLOs and alerts not shown, try again when the run finishes"]
-            return "\n".join(lines)
+                          "SLOs not shown, try again when the run finishes"]
+            slos_shown = False
     elif wh.error:
         lines += ["", f"Warehouse: {wh.error}"]
-        return "\n".join(lines)
-    lines += ["", f"SLOs of the newest evaluated partition ({wh.slo_partition or 'none yet'}){source}:"]
-    for slo, status, actual, comparison, target, burn in wh.slos:
-        value = "no data" if actual is None else f"{actual:.4g}"
-        budget = f", error budget {burn:.0%} used" if burn is not None else ""
-        lines.append(f"  {slo:<18} {status:<9} {value} (target {comparison} {target:g}){budget}")
+        slos_shown = False
+    if slos_shown:
+        lines += ["", f"SLOs of the newest evaluated partition ({wh.slo_partition or 'none yet'}){source}:"]
+        for slo, status, actual, comparison, target, burn in wh.slos:
+            value = "no data" if actual is None else f"{actual:.4g}"
+            budget = f", error budget {burn:.0%} used" if burn is not None else ""
+            lines.append(f"  {slo:<18} {status:<9} {value} (target {comparison} {target:g}){budget}")
+    try:  # alerts live in the catalog database, which no run locks (lib/ops_store.py)
+        warehouse_status.read_alerts(lake.catalog(database).engine, now, wh)
+    except FileNotFoundError:  # no catalog yet: nothing ran, nothing was raised
+        wh.open_alerts, wh.alerts = 0, []
     shown = f", {len(wh.alerts)} shown" if wh.open_alerts > len(wh.alerts) else ""
-    lines += ["", f"Open alerts (seen in the last {warehouse_status.OPEN_DAYS} days: {wh.open_alerts}{shown}){source}:"]
+    lines += ["", f"Open alerts (seen in the last {warehouse_status.OPEN_DAYS} days: {wh.open_alerts}{shown}):"]
     for severity, kind, _asset, _partition, message, last_seen, occurrences in wh.alerts:
         text = message if len(message) <= MESSAGE_WIDTH else message[:MESSAGE_WIDTH - 3] + "..."
         lines.append(f"  {severity:<8} {kind:<16} {text} (last {last_seen:%Y-%m-%d %H:%M}, x{occurrences})")

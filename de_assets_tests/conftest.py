@@ -80,6 +80,14 @@ class Pipeline:
             con.execute("SET TimeZone = 'UTC'")
             return con.execute(sql, params or []).df()
 
+    def alerts(self, sql: str, params=None):
+        """`sql` over the alerts as the catalog database holds them (`pipeline_health.alerts`)."""
+        from de_assets.lib import ops_store, served
+
+        with duckdb.connect() as con:
+            ops_store.load_alerts(served.open_lake(str(self.db)).engine, con)
+            return con.execute(sql, params or []).df()
+
     def tables(self) -> list[str]:
         return self.query(
             "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables ORDER BY 1"

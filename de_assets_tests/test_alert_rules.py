@@ -124,7 +124,7 @@ def _run(p, slo_config: dict):
 
 
 def _alerts(p) -> dict:
-    return dict(p.query("SELECT kind, count(*) n FROM pipeline_health.alerts GROUP BY 1").values.tolist())
+    return dict(p.alerts("SELECT kind, count(*) n FROM pipeline_health.alerts GROUP BY 1").values.tolist())
 
 
 def test_a_sparse_history_raises_no_alert(tmp_path):

@@ -8,9 +8,11 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import duckdb
 import pytest
+import sqlalchemy as sa
 
-from de_assets.lib import alerts
+from de_assets.lib import alerts, ops_store, served
 from de_assets.lib.alerts import Alert, post_webhook, record
 
 T1 = datetime(2026, 11, 2, 6, 0, 0)
@@ -41,12 +43,23 @@ class ListLog:
         self.lines.append(("error", msg))
 
 
-def _row(con, key):
-    return con.execute(
-        'SELECT severity, kind, asset, "partition", message, run_id, first_seen, last_seen, occurrences, '
-        "webhook_status FROM pipeline_health.alerts WHERE dedupe_key = ?",
-        [key],
-    ).fetchone()
+@pytest.fixture
+def store(tmp_path):
+    """A catalog database (SQLite file) with the operational tables, as `Warehouse.ops_engine` gives."""
+    return ops_store.ensure(sa.create_engine(f"sqlite:///{tmp_path / 'catalog.db'}"))
+
+
+def _row(store, key):
+    t = ops_store.ALERTS
+    with store.connect() as c:
+        return tuple(c.execute(sa.select(
+            t.c.severity, t.c.kind, t.c.asset, t.c.partition, t.c.message, t.c.run_id, t.c.first_seen,
+            t.c.last_seen, t.c.occurrences, t.c.webhook_status).where(t.c.dedupe_key == key)).one())
+
+
+def _count(store) -> int:
+    with store.connect() as c:
+        return c.execute(sa.select(sa.func.count()).select_from(ops_store.ALERTS)).scalar()
 
 
 # --- a scripted local webhook server ------------------------------------------------------------
@@ -144,31 +157,31 @@ def test_invalid_severity_or_kind_raises():
 # --- record ------------------------------------------------------------------------------------
 
 
-def test_record_new_then_repeat(con):
+def test_record_new_then_repeat(store):
     a = _alert()
-    assert record(con, [a], log=ListLog(), now=T1) == [a]
-    assert _row(con, a.dedupe_key) == ("error", "check_failed", "clean/clean_events", "2026-11-01",
+    assert record(store, [a], log=ListLog(), now=T1) == [a]
+    assert _row(store, a.dedupe_key) == ("error", "check_failed", "clean/clean_events", "2026-11-01",
                                        "3 rows failed not_null", "run-1", T1, T1, 1, "not_configured")
 
     log = ListLog()
-    assert record(con, [_alert(run_id="run-2")], log=log, now=T2) == []
-    first_seen, last_seen, occurrences = _row(con, a.dedupe_key)[6:9]
+    assert record(store, [_alert(run_id="run-2")], log=log, now=T2) == []
+    first_seen, last_seen, occurrences = _row(store, a.dedupe_key)[6:9]
     assert (first_seen, last_seen, occurrences) == (T1, T2, 2)
-    assert _row(con, a.dedupe_key)[5] == "run-1"  # the run that raised it first
+    assert _row(store, a.dedupe_key)[5] == "run-1"  # the run that raised it first
     assert [level for level, _ in log.lines] == ["info"]  # a repeat is not paged
-    assert con.execute("SELECT count(*) FROM pipeline_health.alerts").fetchone()[0] == 1
+    assert _count(store) == 1
 
 
-def test_record_duplicates_in_one_call_and_distinct_keys(con):
+def test_record_duplicates_in_one_call_and_distinct_keys(store):
     a, b = _alert(), _alert(partition="2026-11-02")
-    assert record(con, [a, a, b, a], log=ListLog(), now=T1) == [a, b]
-    assert _row(con, a.dedupe_key)[8] == 3
-    assert _row(con, b.dedupe_key)[8] == 1
+    assert record(store, [a, a, b, a], log=ListLog(), now=T1) == [a, b]
+    assert _row(store, a.dedupe_key)[8] == 3
+    assert _row(store, b.dedupe_key)[8] == 1
 
 
-def test_structured_log_line(con):
+def test_structured_log_line(store):
     log = ListLog()
-    record(con, [_alert(), _alert(severity="warning", kind="kpi_anomaly", discriminator="dau")], log=log, now=T1)
+    record(store, [_alert(), _alert(severity="warning", kind="kpi_anomaly", discriminator="dau")], log=log, now=T1)
     (level1, line1), (level2, line2) = log.lines
     assert (level1, level2) == ("error", "warning")
     assert line1.startswith("ALERT ")
@@ -178,9 +191,9 @@ def test_structured_log_line(con):
     assert json.loads(line2[len("ALERT "):])["dedupe_key"] == "kpi_anomaly|clean/clean_events|2026-11-01|dau"
 
 
-def test_record_accepts_a_standard_logger(con, caplog):
+def test_record_accepts_a_standard_logger(store, caplog):
     with caplog.at_level("WARNING", logger="de_assets.alerts"):
-        record(con, [_alert(severity="critical")], now=T1)
+        record(store, [_alert(severity="critical")], now=T1)
     assert any(r.levelname == "ERROR" and r.getMessage().startswith("ALERT ") for r in caplog.records)
 
 
@@ -254,19 +267,91 @@ def test_webhook_never_raises():
 # --- record + webhook --------------------------------------------------------------------------
 
 
-def test_record_pages_only_new_alerts(con):
+def test_record_pages_only_new_alerts(store):
     a = _alert()
     with Server([200]) as srv:
-        assert record(con, [a, a], webhook_url=srv.url, log=ListLog(), now=T1, sleep=NO_SLEEP) == [a]
-        assert record(con, [a], webhook_url=srv.url, log=ListLog(), now=T2, sleep=NO_SLEEP) == []
+        assert record(store, [a, a], webhook_url=srv.url, log=ListLog(), now=T1, sleep=NO_SLEEP) == [a]
+        assert record(store, [a], webhook_url=srv.url, log=ListLog(), now=T2, sleep=NO_SLEEP) == []
     assert srv.requests == 1
     assert json.loads(srv.bodies[0])["dedupe_key"] == a.dedupe_key
-    assert _row(con, a.dedupe_key)[8:] == (3, "delivered")
+    assert _row(store, a.dedupe_key)[8:] == (3, "delivered")
 
 
-def test_record_with_dead_webhook_stores_failed(con):
+def test_record_with_dead_webhook_stores_failed(store):
     a = _alert(severity="critical", kind="run_failure", asset="daily_job", partition="", discriminator="")
     log = ListLog()
-    assert record(con, [a], webhook_url=_dead_url(), retries=2, log=log, now=T1, sleep=NO_SLEEP) == [a]
-    assert _row(con, a.dedupe_key)[9] == "failed"
+    assert record(store, [a], webhook_url=_dead_url(), retries=2, log=log, now=T1, sleep=NO_SLEEP) == [a]
+    assert _row(store, a.dedupe_key)[9] == "failed"
     assert [level for level, _ in log.lines] == ["error", "warning"]
+
+
+def test_two_runs_raising_the_same_new_alert_at_once_page_once(store):
+    """The row is inserted before the webhook is called and the dedupe key is the primary key, so of
+    runs raising one new alert at the same moment exactly one pages; the others count repeats. (With
+    look-then-insert, every run that looked before the first insert would page: the slow webhook
+    keeps that window open for half a second.)"""
+    a = _alert()
+    start = threading.Barrier(4)
+    new = []
+
+    def raise_it():
+        start.wait()
+        new.extend(record(store, [a], webhook_url=srv.url, log=ListLog(), now=T1, sleep=NO_SLEEP))
+
+    with Server(["slow"], slow_seconds=0.5) as srv:
+        threads = [threading.Thread(target=raise_it) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert srv.requests == 1
+    assert new == [a]
+    assert _row(store, a.dedupe_key)[8:] == (4, "delivered")
+
+
+def test_a_dry_run_records_nothing_and_says_what_it_would_raise(store):
+    known, fresh = _alert(), _alert(partition="2026-11-02")
+    record(store, [known], log=ListLog(), now=T1)
+    log = ListLog()
+    assert record(store, [known, fresh, fresh], log=log, now=T2, dry_run=True) == [fresh]
+    assert _count(store) == 1 and _row(store, known.dedupe_key)[7:9] == (T1, 1)  # not even a repeat counted
+    assert [level for level, _ in log.lines] == ["info", "info", "info"]
+    assert sum("a real run would raise" in m for _, m in log.lines) == 1
+
+
+def test_load_alerts_gives_the_served_table(store):
+    a, b = _alert(), _alert(severity="warning", kind="kpi_anomaly", discriminator="dau", partition="")
+    record(store, [a, b, a], log=ListLog(), now=T1)
+    with duckdb.connect() as con:
+        ops_store.load_alerts(store, con)
+        rows = con.execute('SELECT kind, "partition", occurrences, first_seen FROM pipeline_health.alerts '
+                           "ORDER BY kind").fetchall()
+    assert rows == [("check_failed", "2026-11-01", 2, T1), ("kpi_anomaly", "", 1, T1)]
+
+
+def test_alerts_of_an_earlier_warehouse_are_moved_once_and_newer_ones_kept(tmp_path):
+    """A warehouse file of an earlier version kept the alerts in `pipeline_health.alerts`: the first
+    `ops_engine()` moves the rows whose key is not in the catalog database yet (an alert raised there
+    since is kept as it is), records the move, and drops the old table."""
+    from de_assets.lib.tables import ALERTS
+    from de_assets.resources import RunMode, Warehouse
+
+    db = tmp_path / "warehouse.duckdb"
+    old_only, both = _alert(partition="2026-10-30"), _alert()
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA pipeline_health")
+        con.execute(ALERTS.ddl())
+        for alert, n in ((old_only, 5), (both, 7)):
+            con.execute('INSERT INTO pipeline_health.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                        [alert.dedupe_key, alert.severity, alert.kind, alert.asset, alert.partition,
+                         alert.message, "old-run", T1, T1, n, "delivered"])
+    catalog = ops_store.ensure(served.open_lake(str(db)).engine)
+    record(catalog, [both], log=ListLog(), now=T2)  # raised since the upgrade, before the move
+
+    engine = Warehouse(database=str(db), run_mode=RunMode()).ops_engine()
+    assert _row(engine, old_only.dedupe_key)[5:] == ("old-run", T1, T1, 5, "delivered")
+    assert _row(engine, both.dedupe_key)[5:] == ("run-1", T2, T2, 1, "not_configured")  # the newer one
+    assert _count(engine) == 2
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'alerts'").fetchone()[0] == 0
+    assert ops_store.to_adopt(engine) == []

@@ -17,6 +17,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from de_assets.lib import ops_store, served
 from de_assets_tests import bad_inputs
 from de_assets_tests.bad_inputs import DAY, LEAK_TOKENS
 from de_assets_tests.conftest import Pipeline
@@ -100,6 +101,8 @@ def assert_day_served_and_accounted(db: Path, corpus) -> None:
         assert reasons == {"invalid_utf8": 3, "truncated_gzip": 2, "unreadable_file": 1}
         # good-dup landed twice in one file: one clean, one duplicate
         assert con.execute("SELECT count(*) FROM clean.events_duplicates").fetchone()[0] == 1
+    with duckdb.connect() as con:  # alerts: in the catalog database beside the warehouse file
+        ops_store.load_alerts(served.open_lake(str(db)).engine, con)
         alerts = con.execute("SELECT count(*) FROM pipeline_health.alerts WHERE kind = 'bad_file'").fetchone()[0]
         assert alerts == len(EXPECTED_FILES)
 

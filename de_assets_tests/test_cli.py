@@ -252,13 +252,23 @@ def test_status_says_when_the_warehouse_is_locked_by_a_writer(tmp_path, monkeypa
     """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "locked"
+        # a run fails meanwhile: the sensor's alert goes to the catalog database, not the locked file
+        from de_assets.lib import ops_store, served
+        from de_assets.lib.alerts import Alert, record
+
+        record(ops_store.ensure(served.open_lake(str(tmp_path / "w.duckdb")).engine), [Alert(
+            severity="critical", kind="run_failure", asset="daily_pipeline", partition="2026-11-02",
+            message="run 1234 of daily_pipeline (2026-11-02) failed")])
         assert cli.main(["status"]) == 0
     finally:
         writer.stdin.close()
         writer.wait(timeout=30)
     out = capsys.readouterr().out
-    assert (f"Warehouse: {tmp_path / 'w.duckdb'} is locked by a writer (a run in progress?): SLOs and alerts "
-            "below are the lake's latest published snapshot") in out
+    assert (f"Warehouse: {tmp_path / 'w.duckdb'} is locked by a writer (a run in progress?): SLOs below are "
+            "the lake's latest published snapshot") in out
+    # alerts are read where they live, never locked: the one just raised is listed
+    assert "Open alerts (seen in the last 7 days: 1):" in out
+    assert "  critical run_failure      run 1234 of daily_pipeline (2026-11-02) failed (last " in out
     assert "  ingestion        2026-11-01" in out  # what Dagster knows is still shown
     # the SLOs of 11-01, as published to the lake by the run
     assert "SLOs of the newest evaluated partition (2026-11-01) (from the lake's latest snapshot):" in out

@@ -6,7 +6,6 @@ import json
 from datetime import date, datetime, timezone
 
 import dagster as dg
-import duckdb
 
 from de_assets import sensors
 from de_assets.generator import Dirt, generate
@@ -88,12 +87,12 @@ def test_golden_dirt_at_the_default_gate_holds_back_exactly_the_dirty_days(tmp_p
     # every mart is downstream of a failed blocking check: skipped, nothing served
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     assert not any(key.startswith("marts/") for key in materialized)
-    alerts = p.query("SELECT kind, severity, asset FROM pipeline_health.alerts ORDER BY asset")
+    alerts = p.alerts("SELECT kind, severity, asset FROM pipeline_health.alerts ORDER BY asset")
     assert alerts.values.tolist() == [["check_failed", "error", "clean/clean_events"],
                                       ["check_failed", "error", "clean/clean_requests"]]
     # the same problem again does not page twice
     p.run("2026-11-01", "2026-11-03", raise_on_error=False)
-    assert p.query("SELECT list(occurrences ORDER BY asset) o FROM pipeline_health.alerts").o[0].tolist() == [2, 2]
+    assert p.alerts("SELECT list(occurrences ORDER BY asset) o FROM pipeline_health.alerts").o[0].tolist() == [2, 2]
 
 
 def _small_landing(root, day: date, events: int = 300):
@@ -135,7 +134,7 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
                  and e.asset_key.to_user_string() == "clean/clean_events"][0]
     assert reconcile.passed and reconcile.metadata["rows_quarantined"].value == rows
     assert reconcile.metadata["rows_clean"].value == rows and reconcile.metadata["files_unbalanced"].value == 0
-    [alert] = p.query("SELECT * FROM pipeline_health.alerts").to_dict("records")
+    [alert] = p.alerts("SELECT * FROM pipeline_health.alerts").to_dict("records")
     assert (alert["kind"], alert["asset"], alert["partition"]) == ("check_failed", "clean/clean_events", DAY)
     assert "quarantine_rate=0.5" in alert["message"]
 
@@ -146,7 +145,7 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
     ) as context:
         sensors.run_failure_alerts(context.for_run_failure())
         sensors.run_failure_alerts(context.for_run_failure())
-    runs = p.query("SELECT severity, asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'run_failure'")
+    runs = p.alerts("SELECT severity, asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'run_failure'")
     assert runs.values.tolist() == [["critical", "daily_pipeline", DAY, 2]]
 
     # removing the broken file is not enough: raw is append-only, so its rows stay and the day stays held back
@@ -235,9 +234,10 @@ def test_dry_run_writes_nothing_and_reports_the_diff(pipeline):
 
 
 def test_a_dry_run_pages_nobody(tmp_path, golden_landing):
-    """A bad file met by a dry run raises the alert a real run would, in the scratch copy and as an
-    info line of the run's log; the webhook gets nothing and no `ALERT {json}` line is logged. The
-    same file in a real run is paged once."""
+    """A bad file met by a dry run says which alert a real run would raise, as an info line of the
+    run's log; the webhook gets nothing, no `ALERT {json}` line is logged and no alert is recorded
+    (a real run would otherwise count it as a repeat and never page). The same file in a real run
+    is paged once."""
     from de_assets_tests.test_alerts import Server
 
     def messages(result) -> list[str]:
@@ -252,7 +252,7 @@ def test_a_dry_run_pages_nobody(tmp_path, golden_landing):
         assert not [m for m in messages(dry) if m.startswith("ALERT ")]
         said = [m for m in messages(dry) if m.startswith("dry run, not paged: a real run would raise")]
         assert len(said) == 1 and '"kind": "bad_file"' in said[0] and "zz-bad.ndjson" in said[0]
-        assert p.query("SELECT count(*) AS n FROM pipeline_health.alerts")["n"][0] == 0  # the stored file: untouched
+        assert p.alerts("SELECT count(*) AS n FROM pipeline_health.alerts")["n"][0] == 0  # nothing recorded
         real = p.run("2026-11-02")
         assert hook.requests == 1 and json.loads(hook.bodies[0])["kind"] == "bad_file"
         assert [m for m in messages(real) if m.startswith("ALERT ")] != []
@@ -296,7 +296,7 @@ def test_stale_partition_sensor_alerts_once_per_asset_and_partition(pipeline):
     with dg.build_sensor_context(instance=pipeline.instance, resources=pipeline.defs.resources) as context:
         sensors.stale_partition_alerts(context)
         sensors.stale_partition_alerts(context)
-    alerts = pipeline.query("SELECT asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'stale_partition'")
+    alerts = pipeline.alerts("SELECT asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'stale_partition'")
     assert len(alerts) == len(sensors.SERVED)
     assert set(alerts.partition) == {sensors._due_partition(now)} and set(alerts.occurrences) == {2}
 
@@ -312,5 +312,4 @@ def test_alert_payload_is_structured_json(tmp_path, golden_landing, capfd):
     lines = [line.split("ALERT ", 1)[1] for line in capfd.readouterr().err.splitlines() if "ALERT {" in line]
     payload = json.loads(lines[0])
     assert payload["kind"] == "check_failed" and payload["dedupe_key"].startswith("check_failed|clean/clean_events|2026-11-01")
-    with duckdb.connect(str(p.db), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM pipeline_health.alerts").fetchall()[0][0] == len(lines)
+    assert p.alerts("SELECT count(*) AS n FROM pipeline_health.alerts")["n"][0] == len(lines)

@@ -107,7 +107,7 @@ def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     # 100 rows (`min_volume`) a rate needs to mean something, so not judged.
     assert slo.actual.tolist() == pytest.approx([1 / 4, 8 / 30, 1 / 11])
     assert slo.status.tolist() == ["not_applicable"] * 3
-    assert pipeline.query("SELECT count(*) n FROM pipeline_health.alerts WHERE kind = 'slo_breach'").n[0] == 0
+    assert pipeline.alerts("SELECT count(*) n FROM pipeline_health.alerts WHERE kind = 'slo_breach'").n[0] == 0
 
 
 SLO_OPS = "pipeline_health__slo_status"
@@ -144,7 +144,7 @@ def test_slos_are_partitioned_asset_checks_warning_then_error_when_the_budget_is
            if m.asset_key == dg.AssetKey(["pipeline_health", "slo_status"])}
     assert "completeness" not in day["2026-11-02"] and day["2026-11-02"]["completeness_status"].value == "no_data"
     assert day["2026-11-02"]["quarantine_rate"].value == pytest.approx(8 / 30, abs=1e-5)
-    alerts = p.query("SELECT partition, severity, message FROM pipeline_health.alerts WHERE kind = 'slo_breach' ORDER BY 1")
+    alerts = p.alerts("SELECT partition, severity, message FROM pipeline_health.alerts WHERE kind = 'slo_breach' ORDER BY 1")
     assert alerts.partition.tolist() == ["2026-11-01", "2026-11-02", "2026-11-03"]
     assert alerts.severity.tolist() == ["warning", "warning", "error"]
     assert all("quarantine_rate" in m for m in alerts.message)
@@ -160,7 +160,7 @@ def test_breaches_of_history_are_recorded_but_not_paged(tmp_path, golden_landing
     result = _slo_run(p, {"min_volume": 0})
     assert result.success
     assert p.query("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0] == 3
-    assert p.query("SELECT count(*) n FROM pipeline_health.alerts WHERE kind = 'slo_breach'").n[0] == 0
+    assert p.alerts("SELECT count(*) n FROM pipeline_health.alerts WHERE kind = 'slo_breach'").n[0] == 0
     [meta] = {m.materialization.metadata["alerts_suppressed"].value: m.materialization.metadata
               for m in result.get_asset_materialization_events()
               if m.asset_key == dg.AssetKey(["pipeline_health", "slo_status"])}.values()

@@ -121,7 +121,7 @@ def test_two_runs_launched_together_on_one_duckdb_file_both_succeed(prod_env, pg
 
 def test_the_lake_catalog_and_its_operational_state_live_in_postgres(prod_env, pg, tmp_path):
     """`DE_ASSETS_CATALOG_URI=postgresql+psycopg2://...`: the served tables' catalog and the HTTP
-    source's state (cursor, breaker, dead letters; `lib/ops_store.py`) are rows in PostgreSQL."""
+    source's state (cursor, breaker, dead letters; `lib/ops_store.py`) and the alerts are rows in PostgreSQL."""
     import socket
     from datetime import date
 
@@ -144,3 +144,9 @@ def test_the_lake_catalog_and_its_operational_state_live_in_postgres(prod_env, p
     assert _sql(pg, f"SELECT source, consecutive_failures FROM {ops_store.HTTP_SOURCE_STATE.name}") == [("events_api", 1)]
     [(error,)] = _sql(pg, f"SELECT error FROM {ops_store.HTTP_DEAD_LETTERS.name}")
     assert "ConnectionRefusedError" in error
+    # alerts: the key's uniqueness is PostgreSQL's primary key, so the repeat is counted, not inserted
+    from de_assets.lib.alerts import Alert, record
+
+    alert = Alert(severity="critical", kind="run_failure", asset="daily_pipeline", partition="2026-11-01", message="x")
+    assert record(engine, [alert]) == [alert] and record(engine, [alert]) == []
+    assert _sql(pg, f"SELECT kind, occurrences FROM {ops_store.ALERTS.name}") == [("run_failure", 2)]

@@ -100,7 +100,7 @@ def _mart(
             metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started,
                                        publish_to=warehouse)
             if alerts is not None:
-                metadata.update(alerting.page(con, alerts(con, start, end, context.run.run_id), context.run.tags,
+                metadata.update(alerting.page(alerts(con, start, end, context.run.run_id), context.run.tags,
                                               log=context.log))
             yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
         yield from check_events(context, results)

@@ -137,7 +137,7 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
             reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]
-            alerting.send(con, [bad_file_alert(context, path, status, reason) for path, status, reason in problems],
+            alerting.send([bad_file_alert(context, path, status, reason) for path, status, reason in problems],
                           log=context.log)
             metadata, results = finish(
                 context, con, alerting, context.asset_key, table, start, end, started,

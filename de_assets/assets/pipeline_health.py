@@ -12,7 +12,7 @@ from de_assets.lib import config_experiment, forget, health
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, short_label, utc_now
 from de_assets.lib.flags import FLAG_NAMES, parse_flags
-from de_assets.lib.tables import ALERTS, CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
+from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import days_metadata, definition_metadata, run_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import add_day_metadata, check_events
@@ -152,12 +152,12 @@ def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: 
     with warehouse.connect() as con:
         evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(con, day, targets)]
         breaches = [r for r in evaluated if r["status"] == "breached"]
-        paging = alerting.page(con, [(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],
+        paging = alerting.page([(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],
                                context.run.tags, log=context.log)
         per_day = days_metadata(con, SLO_STATUS, start, end)
         metadata = {**run_metadata(con, SLO_STATUS, start, end), **paging}
         warehouse.publish(con, SLO_STATUS)
-        warehouse.publish(con, ALERTS)  # alerts of the whole run (sensors' too), as of its end
+    warehouse.publish_alerts()  # alerts of the whole run (sensors' too), as of its end
     results = []
     for r in evaluated:
         day, name = r["partition"], r["slo"]

@@ -3,7 +3,9 @@
 Sinks
 -----
 * Default: a structured log line (``"ALERT " + JSON``, at error level for critical/error alerts and
-  warning level for warnings) and a row in ``pipeline_health.alerts``.
+  warning level for warnings) and a row in the catalog's SQL database (table ``de_assets_alerts``,
+  `lib/ops_store.py`; published to the lake as ``pipeline_health.alerts``). Never the warehouse
+  file: raising an alert does not wait for a step that holds it.
 * Optional: a JSON POST to a webhook (Slack/PagerDuty relay, ...). The URL comes from the
   ``DE_ASSETS_ALERT_WEBHOOK`` environment variable, read by the Dagster ``Alerting`` resource and
   passed in here as ``webhook_url``; this module never reads the environment itself.
@@ -11,11 +13,13 @@ Sinks
 Dedupe
 ------
 Every alert has a ``dedupe_key`` (by default ``kind|asset|partition|discriminator``, where the
-discriminator is e.g. the check or KPI name). The first time a key is recorded a row is inserted
-and the alert is logged and sent to the webhook. Each later time, only ``last_seen`` and
-``occurrences`` of that row are updated: a problem that persists across runs pages once.
+discriminator is e.g. the check or KPI name), the table's primary key. The first time a key is
+recorded a row is inserted and the alert is logged and sent to the webhook. Each later time, only
+``last_seen`` and ``occurrences`` of that row are updated: a problem that persists across runs pages
+once. The row is inserted *before* the webhook is called, so of two runs raising the same new
+alert at once exactly one inserts it and pages; the other counts a repeat.
 
-No Dagster imports here: plain Python + DuckDB, so it is easy to test directly.
+No Dagster imports here: plain Python + SQLAlchemy, so it is easy to test directly.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from http.client import HTTPException
 
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from de_assets.lib import ops_store
 from de_assets.lib.days import utc_now
 from de_assets.lib.retry import backoff_delay
 
@@ -123,58 +131,65 @@ def backfill_reason(day: date, now: datetime, after_days: float, backfill_run: b
 
 
 def record(
-    con, alerts, webhook_url: str | None = None, timeout: float = 5.0, retries: int = 3,
+    engine, alerts, webhook_url: str | None = None, timeout: float = 5.0, retries: int = 3,
     log=None, now=None, sleep=time.sleep, dry_run: bool = False,
 ) -> list[Alert]:
-    """Store ``alerts`` in ``pipeline_health.alerts`` once per dedupe key; page only the new ones.
+    """Store ``alerts`` in the catalog database (``engine``, table ``de_assets_alerts``) once per
+    dedupe key; page only the new ones.
 
     A new key is inserted (first_seen = last_seen = ``now``, occurrences = 1), logged as
     ``"ALERT {json}"`` and POSTed to ``webhook_url`` when set; ``webhook_status`` is "delivered",
-    "failed" or "not_configured". A known key (also a repeat within this call) only gets
-    last_seen = ``now`` and occurrences + 1, with an info log line. Returns the new alerts.
+    "failed" or "not_configured" ("sending" while the POST runs). A known key (also a repeat within
+    this call, or one another process inserted a moment before) only gets last_seen = ``now`` and
+    occurrences + 1, with an info log line. Returns the new alerts.
 
-    ``dry_run``: nothing reaches anyone: no webhook (``webhook_status`` "dry_run") and no
+    ``dry_run``: nothing reaches anyone and nothing is written: no row, no webhook, no
     ``ALERT {json}`` line for log-based alerting to pick up, only an info line saying what a real
-    run would have raised (``con`` is then the dry run's scratch copy).
+    run would have raised (new: its key is not stored yet, nor earlier in this call).
     """
     log = log or DEFAULT_LOGGER
     now = now or utc_now()
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc).replace(tzinfo=None)
-    new = []
+    table = ops_store.ALERTS
+    new, seen = [], set()
     for alert in alerts:
-        known = con.execute(
-            "SELECT 1 FROM pipeline_health.alerts WHERE dedupe_key = ?", [alert.dedupe_key]
-        ).fetchone()
-        if known:
-            con.execute(
-                "UPDATE pipeline_health.alerts SET last_seen = ?, occurrences = occurrences + 1 "
-                "WHERE dedupe_key = ?",
-                [now, alert.dedupe_key],
-            )
+        line = json.dumps(alert.as_dict(), sort_keys=True)
+        if dry_run:
+            with engine.connect() as c:
+                known = c.execute(sa.select(table.c.dedupe_key).where(table.c.dedupe_key == alert.dedupe_key)).first()
+            if known or alert.dedupe_key in seen:
+                log.info(f"dry run: alert repeated (a real run would not page again): {alert.dedupe_key}")
+            else:
+                log.info(f"dry run, not paged: a real run would raise {line}")
+                seen.add(alert.dedupe_key)
+                new.append(alert)
+            continue
+
+        try:
+            with engine.begin() as c:
+                c.execute(sa.insert(table).values(
+                    dedupe_key=alert.dedupe_key, severity=alert.severity, kind=alert.kind, asset=alert.asset,
+                    partition=alert.partition, message=alert.message, run_id=alert.run_id, first_seen=now,
+                    last_seen=now, occurrences=1, webhook_status="sending" if webhook_url else "not_configured",
+                ))
+        except IntegrityError:  # the key is known: a repeat (maybe raised by another run a moment ago)
+            with engine.begin() as c:
+                c.execute(sa.update(table).where(table.c.dedupe_key == alert.dedupe_key)
+                          .values(last_seen=now, occurrences=table.c.occurrences + 1))
             log.info(f"alert repeated (not paged again): {alert.dedupe_key}")
             continue
 
-        line = json.dumps(alert.as_dict(), sort_keys=True)
-        if dry_run:
-            log.info(f"dry run, not paged: a real run would raise {line}")
-        elif alert.severity == "warning":
+        if alert.severity == "warning":
             log.warning("ALERT " + line)
         else:
             log.error("ALERT " + line)
-
-        status = "dry_run" if dry_run else "not_configured"
-        if webhook_url and not dry_run:
+        if webhook_url:
             payload = {**alert.as_dict(), "source": "de_assets"}
             status = post_webhook(webhook_url, payload, timeout=timeout, retries=retries, sleep=sleep)
             if status != "delivered":
                 log.warning(f"alert webhook delivery failed: {alert.dedupe_key}")
-
-        con.execute(
-            'INSERT INTO pipeline_health.alerts (dedupe_key, severity, kind, asset, "partition", message, '
-            "run_id, first_seen, last_seen, occurrences, webhook_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-            [alert.dedupe_key, alert.severity, alert.kind, alert.asset, alert.partition, alert.message,
-             alert.run_id, now, now, status],
-        )
+            with engine.begin() as c:
+                c.execute(sa.update(table).where(table.c.dedupe_key == alert.dedupe_key).values(webhook_status=status))
         new.append(alert)
     return new

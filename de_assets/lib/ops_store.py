@@ -6,18 +6,33 @@ transactions, never through the DuckDB warehouse file, so a step holding the war
 it wait, and it works wherever the catalog is reachable (another machine, a pod).
 
 Held here so far: the HTTP events source's cursor and circuit breaker per source, and its dead
-letters (`lib/http_source.py`). The other operational tables (file registry, alerts, KPIs, audits)
-are still in the warehouse file: docs/lake.md, "Still to do".
+letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`; the served table
+`pipeline_health.alerts` is a copy published to the lake). The other operational tables (file
+registry, KPIs, SLOs, audits) are still in the warehouse file: docs/lake.md, "Still to do".
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from de_assets.lib import served, tables
+
 METADATA = sa.MetaData()
+_SQL_TYPES = {"VARCHAR": sa.Text, "TIMESTAMP": sa.DateTime, "INTEGER": sa.Integer, "BIGINT": sa.BigInteger,
+              "DOUBLE": sa.Float, "DATE": sa.Date, "BOOLEAN": sa.Boolean}
+
+
+def _declared(table: tables.Table, name: str) -> sa.Table:
+    """The SQL table of a table declared in `lib/tables/` (columns, types, docs, key declared once)."""
+    return sa.Table(name, METADATA, *(
+        sa.Column(c.name, _SQL_TYPES[c.type], primary_key=c.name in table.key, comment=c.description)
+        for c in table.columns
+    ))
 
 # Cursor and circuit-breaker state of each HTTP API source: one row per source.
 HTTP_SOURCE_STATE = sa.Table(
@@ -44,6 +59,19 @@ HTTP_DEAD_LETTERS = sa.Table(
 )
 
 
+# Every alert raised, once per dedupe key (`lib/alerts.py`); the primary key is the dedupe key, so two
+# processes raising the same new alert at once insert it once, and only the one that did pages.
+ALERTS = _declared(tables.ALERTS, "de_assets_alerts")
+
+# Which tables of a warehouse file of an earlier version were moved here (see `adopt_from_warehouse`).
+ADOPTED = sa.Table(
+    "de_assets_adopted_from_warehouse", METADATA,
+    sa.Column("warehouse_table", sa.String(200), primary_key=True, comment="Table of the warehouse file"),
+    sa.Column("rows_moved", sa.Integer, nullable=False, comment="Rows copied here (0: it did not exist or was empty)"),
+    sa.Column("adopted_at", sa.DateTime, nullable=False, comment="UTC time"),
+)
+
+
 def ensure(engine: sa.Engine) -> sa.Engine:
     """Create the tables that do not exist yet; several processes may do it at once. Returns ``engine``."""
     for attempt in range(6):
@@ -56,36 +84,74 @@ def ensure(engine: sa.Engine) -> sa.Engine:
             time.sleep(0.05 * (attempt + 1))
 
 
-def is_empty(engine: sa.Engine) -> bool:
-    """Whether no HTTP source state was saved yet (a new catalog, or one of an earlier version)."""
+# Where a warehouse file of an earlier version kept this state.
+_WAREHOUSE_TABLES = {
+    HTTP_SOURCE_STATE: "raw.http_source_state",
+    HTTP_DEAD_LETTERS: "raw.http_dead_letters",
+    ALERTS: tables.ALERTS.name,
+}
+
+
+def to_adopt(engine: sa.Engine) -> list[str]:
+    """Warehouse tables of earlier versions not yet moved here (checked once per catalog, then never)."""
     with engine.connect() as c:
-        return not c.execute(sa.select(sa.func.count()).select_from(HTTP_SOURCE_STATE)).scalar()
-
-
-# Where a warehouse file of an earlier version kept this state (DuckDB tables of the raw schema).
-_WAREHOUSE_TABLES = {HTTP_SOURCE_STATE: "raw.http_source_state", HTTP_DEAD_LETTERS: "raw.http_dead_letters"}
+        done = set(c.execute(sa.select(ADOPTED.c.warehouse_table)).scalars())
+    return [name for name in _WAREHOUSE_TABLES.values() if name not in done]
 
 
 def adopt_from_warehouse(engine: sa.Engine, con) -> int:
-    """Move the HTTP source's state out of a warehouse file of an earlier version (cursor, breaker,
-    dead letters), once: copied into the catalog database in one transaction when it holds no state
-    yet, then the warehouse tables are dropped. Returns the rows moved."""
+    """Move the state a warehouse file of an earlier version kept in its own tables (the HTTP source's
+    cursor, breaker and dead letters; the alerts) here, once per table: in one transaction, the rows
+    whose key is not here yet (state written here since wins; dead letters are all appended), recorded
+    in `de_assets_adopted_from_warehouse`; then the warehouse table is dropped. Returns the rows moved."""
     old = {name for (name,) in con.execute(
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database()"
     ).fetchall()}
+    pending = set(to_adopt(engine))
     moved = 0
-    with engine.begin() as c:
-        if c.execute(sa.select(sa.func.count()).select_from(HTTP_SOURCE_STATE)).scalar():
-            return 0
-        for table, name in _WAREHOUSE_TABLES.items():
-            if name not in old:
-                continue
+    for table, name in _WAREHOUSE_TABLES.items():
+        if name not in pending:
+            continue
+        rows = []
+        if name in old:
             result = con.execute(f"SELECT * FROM {name}")
             columns = [d[0] for d in result.description]
             rows = [dict(zip(columns, row)) for row in result.fetchall()]
-            if rows:
-                c.execute(sa.insert(table), rows)
-                moved += len(rows)
-    for name in _WAREHOUSE_TABLES.values():
+        key = [c.name for c in table.primary_key.columns]
+        try:
+            with engine.begin() as c:
+                if table is HTTP_DEAD_LETTERS:  # a log: every letter, with ids of this database
+                    rows = [{k: v for k, v in row.items() if k != "id"} for row in rows]
+                else:
+                    here = set(c.execute(sa.select(*table.primary_key.columns)).all())
+                    rows = [row for row in rows if tuple(row[k] for k in key) not in here]
+                if rows:
+                    c.execute(sa.insert(table), rows)
+                c.execute(sa.insert(ADOPTED), {"warehouse_table": name, "rows_moved": len(rows), "adopted_at": _now()})
+        except IntegrityError:  # another process moved it meanwhile: its copy stands, this one rolled back
+            continue
+        moved += len(rows)
         con.execute(f"DROP TABLE IF EXISTS {name}")
     return moved
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def load_alerts(engine: sa.Engine, con) -> None:
+    """(Re)create `pipeline_health.alerts` in DuckDB connection ``con`` (an in-memory one) as a copy of
+    the alerts held here: what is published to the lake, and what `de-assets status` lists."""
+    with engine.connect() as c:
+        exists = sa.inspect(c).has_table(ALERTS.name)  # a catalog no alert was written to yet: none
+        rows = [dict(r._mapping) for r in c.execute(sa.select(ALERTS))] if exists else []
+    batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(tables.ALERTS))
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {tables.ALERTS.schema}")
+    con.execute(f"DROP TABLE IF EXISTS {tables.ALERTS.name}")
+    con.execute(tables.ALERTS.ddl())
+    con.register("_alerts_rows", batch)
+    try:
+        con.execute(f"INSERT INTO {tables.ALERTS.name} BY NAME SELECT * FROM _alerts_rows")
+    finally:
+        con.unregister("_alerts_rows")
+

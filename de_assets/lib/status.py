@@ -1,5 +1,6 @@
-"""What `de-assets status` reads from the warehouse: the SLOs of the newest evaluated partition and
-the open alerts. Read-only; no Dagster.
+"""What `de-assets status` reads: the SLOs of the newest evaluated partition (from the warehouse, or
+the lake while a run holds it) and the open alerts (from the catalog's SQL database, `lib/ops_store.py`,
+where runs and sensors record them: never locked by a run). Read-only; no Dagster.
 
 An alert is "open" while it keeps being raised: its `last_seen` is within `OPEN_DAYS` days of now
 (an alert is raised once per dedupe key and refreshed each time the problem is seen again).
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
+from de_assets.lib import ops_store
 from de_assets.lib.tables import ALERTS, SLO_STATUS
 
 OPEN_DAYS = 7
@@ -38,8 +40,7 @@ def _table_exists(con, name: str) -> bool:
 
 
 def read(database: str, now: datetime) -> WarehouseStatus:
-    """SLOs of the newest partition in `pipeline_health.slo_status` and the alerts seen in the
-    `OPEN_DAYS` days before `now` (naive UTC), most severe first. Never takes the write lock: a
+    """SLOs of the newest partition in `pipeline_health.slo_status`. Never takes the write lock: a
     warehouse held by a writer (a run in progress) gives `error` (and `locked`), not an exception."""
     try:
         con = duckdb.connect(database, read_only=True)
@@ -52,7 +53,8 @@ def read(database: str, now: datetime) -> WarehouseStatus:
 
 
 def read_from(con, now: datetime) -> WarehouseStatus:
-    """The same from any connection that has the two tables (the warehouse, or the lake's views)."""
+    """The same from any connection that has the SLO table (the warehouse, or the lake's views); also
+    the alerts when it has `pipeline_health.alerts` (see `read_alerts`)."""
     status = WarehouseStatus()
     if _table_exists(con, SLO_STATUS.name):
         row = con.execute(f"SELECT max(partition) FROM {SLO_STATUS.name}").fetchone()
@@ -69,4 +71,14 @@ def read_from(con, now: datetime) -> WarehouseStatus:
             f"SELECT severity, kind, asset, partition, message, last_seen, occurrences FROM {ALERTS.name} "
             f"WHERE last_seen >= ? ORDER BY {SEVERITY_ORDER}, last_seen DESC LIMIT ?",
             [since, MAX_ALERTS]).fetchall()
+    return status
+
+
+def read_alerts(engine, now: datetime, status: WarehouseStatus) -> WarehouseStatus:
+    """Fill `status` with the alerts seen in the `OPEN_DAYS` days before `now` (naive UTC), most
+    severe first, as the catalog database (``engine``) holds them now."""
+    with duckdb.connect() as con:
+        ops_store.load_alerts(engine, con)
+        fresh = read_from(con, now)
+    status.open_alerts, status.alerts = fresh.open_alerts, fresh.alerts
     return status

@@ -72,20 +72,25 @@ ALL_TABLES: tuple[Table, ...] = (
     ALERTS,
 )
 
+# Tables whose rows live in the catalog's SQL database (`lib/ops_store.py`), updated in place in short
+# transactions, not in the warehouse file; declared here all the same (columns, docs, the lake's schema).
+IN_CATALOG_DATABASE: tuple[Table, ...] = (ALERTS,)
+WAREHOUSE_TABLES: tuple[Table, ...] = tuple(t for t in ALL_TABLES if t not in IN_CATALOG_DATABASE)
+
 
 def ensure_tables(con) -> None:
-    """Create every schema and table that does not exist yet, and add the columns a table of an
-    older warehouse lacks (columns are only ever added, never changed; idempotent)."""
-    for schema in dict.fromkeys(t.schema for t in ALL_TABLES):
+    """Create every schema and warehouse table that does not exist yet, and add the columns a table
+    of an older warehouse lacks (columns are only ever added, never changed; idempotent)."""
+    for schema in dict.fromkeys(t.schema for t in WAREHOUSE_TABLES):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    for table in ALL_TABLES:
+    for table in WAREHOUSE_TABLES:
         con.execute(table.ddl())
     # Columns added since a warehouse was created (CREATE TABLE IF NOT EXISTS keeps the old shape).
     existing = set(con.execute(
         "SELECT table_schema || '.' || table_name || '.' || column_name FROM information_schema.columns "
         "WHERE table_catalog = current_database()"
     ).fetchall())
-    for table in ALL_TABLES:
+    for table in WAREHOUSE_TABLES:
         for column in table.columns:
             if (f"{table.name}.{column.name}",) not in existing:
                 con.execute(f'ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS "{column.name}" {column.type}')
@@ -106,6 +111,7 @@ __all__ = [
     "FORGET_REQUESTS",
     "FORGOTTEN_ROWS",
     "FUNNEL_DAILY",
+    "IN_CATALOG_DATABASE",
     "KPI_ANOMALIES",
     "KPI_CHANGES",
     "PARTITION_KPIS",
@@ -120,5 +126,6 @@ __all__ = [
     "SLO_STATUS",
     "SOURCE_FILES",
     "Table",
+    "WAREHOUSE_TABLES",
     "ensure_tables",
 ]

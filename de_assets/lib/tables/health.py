@@ -98,13 +98,14 @@ RETENTION_LOG = _t(
     key=("run_id", "table_name"),
 )
 
-# Every alert raised, once per dedupe key: first and last time seen and how often.
+# Every alert raised, once per dedupe key: first and last time seen and how often. Kept in the catalog's
+# SQL database (`lib/ops_store.py`), so raising one never waits for the warehouse file; published to the lake.
 ALERTS = _t(
     "pipeline_health.alerts",
     None,
     ("dedupe_key", "VARCHAR", "Identity of the problem; the same key never pages twice"),
     ("severity", "VARCHAR", "critical, error or warning"),
-    ("kind", "VARCHAR", "check_failed, slo_breach, kpi_anomaly, run_failure or stale_partition"),
+    ("kind", "VARCHAR", "check_failed, slo_breach, kpi_anomaly, run_failure, stale_partition or bad_file"),
     ("asset", "VARCHAR", "Asset key the alert is about (or the job for run failures)"),
     ("partition", "VARCHAR", "Partition (or range) the alert is about"),
     ("message", "VARCHAR", "What is wrong, in one sentence"),
@@ -112,6 +113,6 @@ ALERTS = _t(
     ("first_seen", "TIMESTAMP", "UTC time first raised"),
     ("last_seen", "TIMESTAMP", "UTC time last raised"),
     ("occurrences", "INTEGER", "How many times it was raised"),
-    ("webhook_status", "VARCHAR", "not_configured, delivered, failed (after retries), or dry_run (a dry run: recorded in its scratch copy only)"),
+    ("webhook_status", "VARCHAR", "not_configured, delivered, failed (after retries), or sending (the POST had not finished)"),
     key=("dedupe_key",),
 )
