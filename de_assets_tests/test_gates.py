@@ -138,13 +138,20 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
     assert (alert["kind"], alert["asset"], alert["partition"]) == ("check_failed", "clean/clean_events", DAY)
     assert "quarantine_rate=0.5" in alert["message"]
 
-    # the run-failure sensor turns the failed run into a critical alert, once per job and partition
-    with dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alerts", dagster_instance=p.instance, dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(), resources=p.defs.resources,
-    ) as context:
-        sensors.run_failure_alerts(context.for_run_failure())
-        sensors.run_failure_alerts(context.for_run_failure())
+    # the run-failure sensor turns the failed run into a critical alert, once per job and partition,
+    # even while a step of another run holds the warehouse file: alerts never open it
+    from de_assets_tests.test_warehouse_lock import hold
+
+    holder, release = hold(str(p.db), "turn")
+    try:
+        with dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alerts", dagster_instance=p.instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(), resources=p.defs.resources,
+        ) as context:
+            sensors.run_failure_alerts(context.for_run_failure())
+            sensors.run_failure_alerts(context.for_run_failure())
+    finally:
+        release()
     runs = p.alerts("SELECT severity, asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'run_failure'")
     assert runs.values.tolist() == [["critical", "daily_pipeline", DAY, 2]]
 
