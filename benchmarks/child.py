@@ -61,9 +61,20 @@ def _dagster():
 
 
 def _job_and_instance(args):
+    """The job, and an ephemeral instance (in-memory event log), or with `dagster_home` the instance
+    `de-assets run` uses by default: SQLite storage in that folder (the dev `dagster.yaml`)."""
     dg, build_defs, build_resources = _dagster()
     defs = build_defs(build_resources(args["database"], args["landing"], args["key"]))
-    return dg, defs.resolve_job_def("daily_pipeline"), dg.DagsterInstance.ephemeral()
+    home = args.get("dagster_home")
+    if home is None:
+        return dg, defs.resolve_job_def("daily_pipeline"), dg.DagsterInstance.ephemeral()
+    from pathlib import Path
+
+    from de_assets.instance import render
+
+    Path(home).mkdir(parents=True, exist_ok=True)
+    (Path(home) / "dagster.yaml").write_text(render("dev"))
+    return dg, defs.resolve_job_def("daily_pipeline"), dg.DagsterInstance.from_config(home)
 
 
 def _step_peaks(instance, run_id: str, sampler: RssSampler) -> dict:

@@ -117,7 +117,7 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--long-history-days", type=int, default=557,
                         help="one range run over this many sparse days, ~29 events/day (default 557, "
                              "like a real 16k-event export; 0: skip)")
-    parser.add_argument("--only", choices=["concurrent", "backfill"],
+    parser.add_argument("--only", choices=["concurrent", "backfill", "long_history"],
                         help="measure only this section (with --backfill-days/--backfill-events/--backfill-reps/"
                              "--concurrency), replace it in benchmarks/out/results.json, noted as re-measured, and "
                              "rewrite the report")
@@ -425,33 +425,51 @@ LONG_HISTORY_EVENTS = 29  # events/day: 557 days ~ 16k events, the size of the r
 
 
 def bench_long_history(cfg: Config, results: dict) -> None:
-    """Many sparse daily partitions in one range run: where per-partition overhead shows."""
+    """Many sparse daily partitions in one range run: where per-partition overhead shows. Twice: on an
+    ephemeral instance (in-memory event log, like every other pipeline measurement here) and on the
+    instance `de-assets run` uses by default (SQLite files in a Dagster home), where each of Dagster's
+    ~47k events of such a run is written to disk."""
     days = cfg.long_history_days
     landing, facts = landing_data(LONG_HISTORY_EVENTS, days, LONG_HISTORY_START, cfg.seed)
     end = LONG_HISTORY_START + timedelta(days=days - 1)
-    print(f"\n== long history: {days} days x ~{LONG_HISTORY_EVENTS} events/day, one range run", flush=True)
-    db = WORK / "long-history.duckdb"
+    db, home = WORK / "long-history.duckdb", WORK / "long-history-home"
+    entry = {"days": days, "events_rows": sum(d["events_rows"] for d in facts["days"].values())}
+    for key, label, extra in (("run", "in-memory event log", {}),
+                              ("run_sqlite", "SQLite instance", {"dagster_home": str(home)})):
+        print(f"\n== long history: {days} days x ~{LONG_HISTORY_EVENTS} events/day, one range run, {label}", flush=True)
+        remove_db(db)
+        shutil.rmtree(home, ignore_errors=True)
+        args = {"landing": str(landing), "start": LONG_HISTORY_START.isoformat(), "end": end.isoformat(),
+                "database": str(db), "key": KEY, **extra}
+        m = measure("backfill_single", args, f"long-history-{key}")
+        entry[key] = asdict(m)
+        status = f"{m.wall_s:7.1f} s" if m.ok else f"FAILED: {m.error}"
+        print(f"  {status}  peak RSS {m.rss_kb / 1024:7.0f} MiB", flush=True)
     remove_db(db)
-    args = {"landing": str(landing), "start": LONG_HISTORY_START.isoformat(), "end": end.isoformat(),
-            "database": str(db), "key": KEY}
-    m = measure("backfill_single", args, "long-history")
-    results["long_history"] = {"days": days, "events_rows": sum(d["events_rows"] for d in facts["days"].values()),
-                               "run": asdict(m)}
-    status = f"{m.wall_s:7.1f} s" if m.ok else f"FAILED: {m.error}"
-    print(f"  {status}  peak RSS {m.rss_kb / 1024:7.0f} MiB", flush=True)
-    remove_db(db)
+    shutil.rmtree(home, ignore_errors=True)
+    results["long_history"] = entry
 
 
 def long_history_section(results: dict) -> list[str]:
     h = results.get("long_history")
     if not h:
         return ["Skipped (--long-history-days 0).", ""]
-    m = h["run"]
-    if not m["ok"]:
-        return [f"{h['days']} days: failed ({m['error']}).", ""]
-    return [f"{h['days']} daily partitions ({LONG_HISTORY_START}..), {h['events_rows']:,} events in all, one range "
-            f"run through Dagster: **{m['wall_s']:.1f} s** wall ({m['process_s']:.1f} s process), peak RSS "
-            f"{m['rss_kb'] / 1024:,.0f} MiB.", ""]
+    lines = [f"{h['days']} daily partitions ({LONG_HISTORY_START}..), {h['events_rows']:,} events in all, one range "
+             "run through Dagster:", ""]
+    for key, label in (("run", "ephemeral instance (in-memory event log, as every other pipeline figure here)"),
+                       ("run_sqlite", "the default instance of `de-assets run` (SQLite files in the Dagster home)")):
+        m = h.get(key)
+        if m is None:
+            lines.append(f"* {label}: not measured")
+        elif not m["ok"]:
+            lines.append(f"* {label}: failed ({m['error']})")
+        else:
+            lines.append(f"* {label}: **{m['wall_s']:.1f} s** wall ({m['process_s']:.1f} s process), peak RSS "
+                         f"{m['rss_kb'] / 1024:,.0f} MiB")
+    lines += ["", "The difference is Dagster writing its events to disk, each in its own transaction: for every "
+              "day of the range, one per check evaluation, per materialization and per planned materialization "
+              "(47,502 events for 557 days, counted in a scratch run).", ""]
+    return lines + remeasured_note(h)
 
 
 def remeasured_note(entry: dict) -> list[str]:
@@ -749,8 +767,11 @@ def goals(cfg: Config, results: dict) -> list[list[str]]:
         rows.append([f"30-day backfill at 100k/day < {GOAL_BACKFILL_S:.0f} s", what, "—"])
     h = results.get("long_history")
     if h and h["run"]["ok"]:
+        on_disk = h.get("run_sqlite")
+        disk = (f"; {on_disk['wall_s']:.1f} s on the default SQLite instance" if on_disk and on_disk["ok"] else "")
+        worst = max([h["run"]["wall_s"]] + ([on_disk["wall_s"]] if on_disk and on_disk["ok"] else []))
         rows.append([f"{h['days']} daily partitions (~16k events) in one range run <= {GOAL_LONG_HISTORY_S:.0f} s",
-                     f"{h['run']['wall_s']:.1f} s", verdict(h["run"]["wall_s"] <= GOAL_LONG_HISTORY_S)])
+                     f"{h['run']['wall_s']:.1f} s (in-memory event log){disk}", verdict(worst <= GOAL_LONG_HISTORY_S)])
     else:
         rows.append([f"557 daily partitions in one range run <= {GOAL_LONG_HISTORY_S:.0f} s", "not measured", "—"])
     c = results.get("concurrent")
@@ -849,6 +870,8 @@ def all_measurements(results: dict) -> list[dict]:
     sections = [e["runs"][i] for e in results["sizes"].values() for i in IMPLS]
     if "backfill" in results:
         sections += [results["backfill"]["single"], results["backfill"]["per_partition"]]
+    if "long_history" in results:
+        sections.append([m for m in (results["long_history"].get("run"), results["long_history"].get("run_sqlite")) if m])
     sections.append(results.get("overhead", []))
     return [m for section in sections for m in section]
 
@@ -875,7 +898,7 @@ def main(argv: list[str]) -> int:
     if cfg.only:
         results = json.loads((OUT / "results.json").read_text())
         load = os.getloadavg()[0]
-        (bench_concurrent if cfg.only == "concurrent" else bench_backfill)(cfg, results)
+        {"concurrent": bench_concurrent, "backfill": bench_backfill, "long_history": bench_long_history}[cfg.only](cfg, results)
         results[cfg.only]["remeasured"] = {
             "command": cfg.command.strip(), "load_start": load,
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
