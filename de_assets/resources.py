@@ -383,14 +383,24 @@ class Alerting(dg.ConfigurableResource):
     warehouse: dg.ResourceDependency[Warehouse]
 
     def send(self, items: list[alerts.Alert], log=None) -> list[alerts.Alert]:
-        """Record the alerts; returns the new ones (repeats only bump their counters). In a dry run
-        nothing is recorded: they are logged as what a real run would raise, never paged."""
+        """Record the alerts; returns the new ones (repeats only bump their counters). A new alert is
+        published to the lake at once (`pipeline_health.alerts`), so readers see a failed run's alert
+        although that run never reaches the end-of-run publish. In a dry run nothing is recorded: they
+        are logged as what a real run would raise, never paged."""
         if not items:
             return []
-        return alerts.record(
+        new = alerts.record(
             self.warehouse.ops_engine(), items, webhook_url=self.webhook_url, timeout=self.timeout_seconds,
             retries=self.retries, log=log, dry_run=self.run_mode.dry_run,
         )
+        if new and not self.run_mode.dry_run:
+            try:
+                self.warehouse.publish_alerts()
+            except Exception as error:  # recorded and paged already: the lake's copy catches up at the next publish
+                (log or dg.get_dagster_logger()).warning(
+                    f"alerts recorded, but their copy in the lake was not refreshed ({type(error).__name__}); "
+                    "it is at the next publish")
+        return new
 
     def page(self, items: list[tuple[date, alerts.Alert]], run_tags: Mapping[str, str], log=None,
              now: datetime | None = None) -> dict:

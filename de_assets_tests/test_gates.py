@@ -154,6 +154,12 @@ def test_half_malformed_delivery_stops_downstream_alerts_and_keeps_good_data(tmp
         release()
     runs = p.alerts("SELECT severity, asset, partition, occurrences FROM pipeline_health.alerts WHERE kind = 'run_failure'")
     assert runs.values.tolist() == [["critical", "daily_pipeline", DAY, 2]]
+    # and readers of the lake see it at once, although the failed run never reached its end-of-run publish
+    from de_assets.lib import served
+
+    with served.connect(served.open_lake(str(p.db), create=False)) as reader:
+        assert reader.execute("SELECT severity, asset, \"partition\" FROM pipeline_health.alerts "
+                              "WHERE kind = 'run_failure'").fetchall() == [("critical", "daily_pipeline", DAY)]
 
     # removing the broken file is not enough: raw is append-only, so its rows stay and the day stays held back
     broken.unlink()
