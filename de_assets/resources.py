@@ -90,6 +90,7 @@ class Warehouse(DuckDBResource):
     run_mode: dg.ResourceDependency[RunMode]
     _scratch: Path | None = PrivateAttr(default=None)
     _catalog: object = PrivateAttr(default=None)
+    _ops_engine: object = PrivateAttr(default=None)
 
     @property
     def dry_run(self) -> bool:
@@ -155,6 +156,8 @@ class Warehouse(DuckDBResource):
         if self.database == ":memory:" and self.catalog_uri is None:
             raise dg.Failure("An in-memory warehouse has no catalog database for operational state: set "
                              "DE_ASSETS_DUCKDB to a file, or DE_ASSETS_CATALOG_URI.")
+        if self._ops_engine is not None:
+            return self._ops_engine
         if self._catalog is None:
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
         engine = ops_store.ensure(self._catalog.engine)
@@ -165,6 +168,8 @@ class Warehouse(DuckDBResource):
             except duckdb.IOException:
                 dg.get_dagster_logger().info("the warehouse file is busy: state of an earlier version is "
                                              "moved to the catalog database next time")
+                return engine  # not kept: the next call tries the move again
+        self._ops_engine = engine  # tables created, nothing left to move: no need to look again
         return engine
 
     def publish(self, con, table, start=None, end=None, days=None) -> int | None:

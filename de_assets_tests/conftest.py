@@ -82,16 +82,22 @@ class Pipeline:
 
     def alerts(self, sql: str, params=None):
         """`sql` over the alerts as the catalog database holds them (`pipeline_health.alerts`)."""
-        from de_assets.lib import ops_store, served
-
-        with duckdb.connect() as con:
-            ops_store.load_alerts(served.open_lake(str(self.db)).engine, con)
-            return con.execute(sql, params or []).df()
+        return alerts_query(self.db, sql, params)
 
     def tables(self) -> list[str]:
         return self.query(
             "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables ORDER BY 1"
         )["t"].tolist()
+
+
+def alerts_query(database, sql: str, params=None):
+    """`sql` over the alerts held in the catalog database beside warehouse file `database`, as the
+    table `pipeline_health.alerts` (a DataFrame)."""
+    from de_assets.lib import ops_store, served
+
+    with duckdb.connect() as con:
+        ops_store.load_alerts(served.open_lake(str(database)).engine, con)
+        return con.execute(sql, params or []).df()
 
 
 def stop_process_group(process: subprocess.Popen) -> None:

@@ -17,10 +17,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from de_assets.lib import ops_store, served
 from de_assets_tests import bad_inputs
 from de_assets_tests.bad_inputs import DAY, LEAK_TOKENS
-from de_assets_tests.conftest import Pipeline
+from de_assets_tests.conftest import Pipeline, alerts_query
 
 # Hand-derived from bad_inputs.py: what each file that is not wholly readable must be registered as.
 EXPECTED_FILES = {
@@ -101,10 +100,8 @@ def assert_day_served_and_accounted(db: Path, corpus) -> None:
         assert reasons == {"invalid_utf8": 3, "truncated_gzip": 2, "unreadable_file": 1}
         # good-dup landed twice in one file: one clean, one duplicate
         assert con.execute("SELECT count(*) FROM clean.events_duplicates").fetchone()[0] == 1
-    with duckdb.connect() as con:  # alerts: in the catalog database beside the warehouse file
-        ops_store.load_alerts(served.open_lake(str(db)).engine, con)
-        alerts = con.execute("SELECT count(*) FROM pipeline_health.alerts WHERE kind = 'bad_file'").fetchone()[0]
-        assert alerts == len(EXPECTED_FILES)
+    alerts = alerts_query(db, "SELECT count(*) AS n FROM pipeline_health.alerts WHERE kind = 'bad_file'")["n"][0]
+    assert alerts == len(EXPECTED_FILES)
 
 
 def test_corpus_has_at_least_30_kinds_of_bad_input(corpus):

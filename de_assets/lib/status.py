@@ -53,8 +53,7 @@ def read(database: str, now: datetime) -> WarehouseStatus:
 
 
 def read_from(con, now: datetime) -> WarehouseStatus:
-    """The same from any connection that has the SLO table (the warehouse, or the lake's views); also
-    the alerts when it has `pipeline_health.alerts` (see `read_alerts`)."""
+    """The same from any connection that has the SLO table (the warehouse, or the lake's views)."""
     status = WarehouseStatus()
     if _table_exists(con, SLO_STATUS.name):
         row = con.execute(f"SELECT max(partition) FROM {SLO_STATUS.name}").fetchone()
@@ -63,22 +62,19 @@ def read_from(con, now: datetime) -> WarehouseStatus:
             status.slos = con.execute(
                 f"SELECT slo, status, actual, comparison, target, budget_burn FROM {SLO_STATUS.name} "
                 "WHERE partition = ? ORDER BY slo", [row[0]]).fetchall()
-    if _table_exists(con, ALERTS.name):
-        since = now - timedelta(days=OPEN_DAYS)
-        status.open_alerts = con.execute(
-            f"SELECT count(*) FROM {ALERTS.name} WHERE last_seen >= ?", [since]).fetchone()[0]
-        status.alerts = con.execute(
-            f"SELECT severity, kind, asset, partition, message, last_seen, occurrences FROM {ALERTS.name} "
-            f"WHERE last_seen >= ? ORDER BY {SEVERITY_ORDER}, last_seen DESC LIMIT ?",
-            [since, MAX_ALERTS]).fetchall()
     return status
 
 
 def read_alerts(engine, now: datetime, status: WarehouseStatus) -> WarehouseStatus:
     """Fill `status` with the alerts seen in the `OPEN_DAYS` days before `now` (naive UTC), most
     severe first, as the catalog database (``engine``) holds them now."""
+    since = now - timedelta(days=OPEN_DAYS)
     with duckdb.connect() as con:
         ops_store.load_alerts(engine, con)
-        fresh = read_from(con, now)
-    status.open_alerts, status.alerts = fresh.open_alerts, fresh.alerts
+        status.open_alerts = con.execute(
+            f"SELECT count(*) FROM {ALERTS.name} WHERE last_seen >= ?", [since]).fetchone()[0]
+        status.alerts = con.execute(
+            f"SELECT severity, kind, asset, partition, message, last_seen, occurrences FROM {ALERTS.name} "
+            f"WHERE last_seen >= ? ORDER BY {SEVERITY_ORDER}, last_seen DESC LIMIT ?",
+            [since, MAX_ALERTS]).fetchall()
     return status
