@@ -32,7 +32,8 @@ refresh_marts = dg.define_asset_job(
     selection=dg.AssetSelection.groups("analytics"),
     description="Re-serve the marts of earlier event days (launched by the `late_data_refresh` sensor "
     "when late events arrive, as one run over the range from the earliest late day to the day before "
-    "the arrival day, so trailing windows (WAU/MAU, day-over-day changes) follow).",
+    "the arrival day, so trailing windows (WAU/MAU, day-over-day changes) follow; or, with an asset "
+    "selection, a KPI comparison built before the marts of a day it compares with changed).",
 )
 
 pull_events_api = dg.define_asset_job(

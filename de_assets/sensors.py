@@ -6,12 +6,12 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
-from de_assets.assets.layers import CLEANED, MARTS, SERVED
+from de_assets.assets.layers import CLEANED, LATER_READERS, MARTS, SERVED, downstream_marts
 from de_assets.freshness import DEADLINE_HOUR_UTC
 from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
-from de_assets.metadata import DRY_RUN, MARTS_TO_REFRESH, REFRESH_RANGE
+from de_assets.metadata import CHANGED_DAYS, DRY_RUN, MARTS_TO_REFRESH, REFRESH_RANGE
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
@@ -239,6 +239,40 @@ def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
     return need
 
 
+def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg.AssetKey, dict[str, int]]:
+    """From materializations of marts that later days read (`LATER_READERS`, e.g. daily_engagement
+    read by kpi_changes of the next day, week, month and year): each reading mart -> the event days it
+    must re-serve -> the newest materialization that made the day stale (its storage id).
+
+    A day is stale when the reading mart's latest materialization of it is older than a change to a
+    day it reads (`changed_days`, recorded only for partitions whose rows changed). Runs of different
+    days at once, or a past day re-run, can build a later day's KPI comparison before the earlier day's
+    marts; a day never served is not re-served. Dry-run materializations are ignored.
+    """
+    changes: dict[tuple[dg.AssetKey, str], int] = {}  # a range run records the same value on every partition
+    for record in records:
+        meta = record.asset_materialization.metadata
+        changed = meta.get(CHANGED_DAYS)
+        if (meta.get(DRY_RUN) and meta[DRY_RUN].value) or changed is None or changed.value in ("", "none"):
+            continue
+        key = (record.asset_key, changed.value)
+        changes[key] = max(changes.get(key, 0), record.storage_id)
+    need: dict[dg.AssetKey, dict[str, int]] = {}
+    for (key, changed), storage_id in changes.items():
+        for reader, reach in LATER_READERS.get(key, []):
+            days = set()
+            for text in changed.split(", "):
+                first, last = parse_range(text)
+                last_read = min(date.fromisoformat(last) + timedelta(days=reach), today)
+                days |= {d.isoformat() for d in days_between(date.fromisoformat(first), last_read)}
+            latest = instance.get_latest_storage_id_by_partition(reader, dg.DagsterEventType.ASSET_MATERIALIZATION,
+                                                                 days)
+            for d, reader_id in latest.items():
+                if reader_id < storage_id:
+                    need.setdefault(reader, {})[d] = max(need.get(reader, {}).get(d, 0), storage_id)
+    return need
+
+
 @dg.sensor(
     name="late_data_refresh",
     job_name="refresh_marts",
@@ -246,7 +280,10 @@ def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
     "days of late events (within the late-data lookback; older ones are quarantined as too_late), and "
     "the trailing windows after the range when they were built before it (runs of later days that ran "
     "first or at once, a past range re-run, later days rebuilt by cleaning). Only days whose marts were "
-    "served before and not since; all such days in one run per contiguous range.",
+    "served before and not since; all such days in one run per contiguous range. Likewise, when a mart "
+    "that later days read changed (daily_engagement, revenue_daily, service_latency read by kpi_changes; "
+    "kpi_changes read by kpi_anomalies) after those days were built, it re-serves the reading mart and "
+    "the marts built from it for those days.",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -254,7 +291,7 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     after = int(context.cursor) if context.cursor else None
     limit = 1000
     records, complete_to = [], None
-    for key in CLEANED:
+    for key in [*CLEANED, *LATER_READERS]:
         found = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=limit, ascending=True
         ).records
@@ -264,19 +301,35 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     if complete_to is not None:
         records = [r for r in records if r.storage_id <= complete_to]
     if not records:
-        return dg.SkipReason("no new cleaning materializations")
+        return dg.SkipReason("no new cleaning or mart materializations")
     cursor = str(max(r.storage_id for r in records))
-    need = days_to_refresh(context.instance, records)
-    stale = sorted(need)
-    if not stale:
+    cleaned = [r for r in records if r.asset_key in CLEANED]
+    need = days_to_refresh(context.instance, cleaned)
+    requests = _range_requests("late", need, None)
+    rebuilt = {d: set(MARTS) for d in need}  # day -> the marts a request above re-serves
+    readers = stale_readers(context.instance, [r for r in records if r.asset_key not in CLEANED],
+                            datetime.now(timezone.utc).date())
+    for reader in MARTS:  # in graph order: a reader's request also re-serves the readers built from it
+        days = {d: i for d, i in readers.get(reader, {}).items() if reader not in rebuilt.get(d, ())}
+        selection = downstream_marts(reader)
+        requests += _range_requests(f"stale:{reader.to_user_string()}", days, selection)
+        for d in days:
+            rebuilt.setdefault(d, set()).update(selection)
+    if not requests:
         return dg.SensorResult(skip_reason="no served marts are stale", cursor=cursor)
-    requests = []
-    for first, last in arrivals.contiguous_ranges(date.fromisoformat(d) for d in stale):
-        days = [d for d in stale if first.isoformat() <= d <= last.isoformat()]
-        newest = max(need[d] for d in days)
-        requests.append(dg.RunRequest(run_key=f"late:{range_label(first, last)}:{newest}",
-                                      tags=partition_range_tags(str(first), str(last))))
     return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def _range_requests(prefix: str, need: dict[str, int], selection: list[dg.AssetKey] | None) -> list[dg.RunRequest]:
+    """One refresh_marts run per contiguous range of the days in `need` (day -> storage id of what made
+    it stale; the newest one keys the run), of `selection` (None: every mart)."""
+    requests = []
+    stale = sorted(need)
+    for first, last in arrivals.contiguous_ranges(date.fromisoformat(d) for d in stale):
+        newest = max(need[d] for d in stale if first.isoformat() <= d <= last.isoformat())
+        requests.append(dg.RunRequest(run_key=f"{prefix}:{range_label(first, last)}:{newest}",
+                                      tags=partition_range_tags(str(first), str(last)), asset_selection=selection))
+    return requests
 
 
 @dg.sensor(

@@ -181,8 +181,56 @@ def test_late_events_re_serve_their_days_automatically(pipeline):
     assert refresh.success
     assert pipeline.query(dau).values.tolist()[0] == ["2026-11-01", 3, 3]  # README: alice, bob, dave
     assert pipeline.query(dod).values.tolist() == [[0.3333]]  # 4 / 3 - 1
-    # the refresh run cleaned nothing, so the next tick has nothing to do
-    assert isinstance(_late_sensor(pipeline.instance, second.cursor), dg.SkipReason)
+    # the refresh run cleaned nothing, and the marts it changed were read by nothing built before it:
+    # the next tick has nothing to do
+    assert not getattr(_late_sensor(pipeline.instance, second.cursor), "run_requests", None)
+
+
+def _keys(*groups):
+    from de_assets.assets.layers import keys_where
+    from de_assets.jobs import daily_pipeline
+
+    in_job = defs.resolve_job_def(daily_pipeline.name).asset_layer.executable_asset_keys
+    return [k for k in keys_where(groups=groups) if k in in_job]
+
+
+def test_a_kpi_comparison_built_before_the_day_before_is_re_served(tmp_path, golden_landing, pipeline):
+    """Runs of two days at once take turns on the warehouse in any order: day 2's run can compute
+    kpi_changes (day over day) after day 1 is cleaned but before day 1's marts exist. No cleaning
+    made day 2 stale, yet its comparison read nothing for day 1; the sensor follows the declared
+    reads (kpi_changes of d reads the marts of d-1, d-7, a month and a year before) and re-serves it."""
+    from de_assets_tests.conftest import Pipeline
+
+    sequential = Pipeline(tmp_path / "sequential", golden_landing)
+    assert sequential.run("2026-11-01", "2026-11-02").success
+    kpis = "SELECT event_date::VARCHAR d, kpi, value, dod, wow FROM marts.kpi_changes ORDER BY d, kpi"
+    anomalies = "SELECT * EXCLUDE (expected, score), round(expected, 9) e, round(score, 9) s FROM marts.kpi_anomalies ORDER BY ALL"
+    dod = "SELECT round(dod, 4) FROM marts.kpi_changes WHERE kpi = 'dau' AND event_date = '2026-11-02'"
+    assert sequential.query(dod).values.tolist() == [[0.3333]]  # README: 4 users on 11-02 / 3 on 11-01 - 1
+
+    assert pipeline.run("2026-11-01", selection=_keys("ingestion", "cleaning")).success
+    assert pipeline.run("2026-11-02").success  # its KPIs compare with a day 1 not served yet
+    assert pipeline.run("2026-11-01", selection=_keys("analytics")).success
+    assert pipeline.query(dod).isna().values.tolist() == [[True]]  # no base when it was computed
+    result = _late_sensor(pipeline.instance)
+    [request] = result.run_requests
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
+        == ("2026-11-02", "2026-11-02")
+    assert [k.to_user_string() for k in request.asset_selection] == [
+        "marts/kpi_changes", "marts/kpi_anomalies", "reports/insights"]  # the stale mart and what is built from it
+    assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
+        instance=pipeline.instance, tags=request.tags, asset_selection=request.asset_selection).success
+    assert pipeline.query(dod).values.tolist() == [[0.3333]]
+    assert pipeline.query(kpis).equals(sequential.query(kpis))
+    assert pipeline.query(anomalies).equals(sequential.query(anomalies))
+    after = _late_sensor(pipeline.instance, result.cursor)
+    assert not getattr(after, "run_requests", None)  # the refresh made nothing else stale: no cascade
+    # a mart rebuilt with the same rows records no change, and makes nothing stale
+    rerun = pipeline.run("2026-11-01", selection=_keys("analytics"))
+    changed = {e.asset_key.to_user_string(): e.materialization.metadata["changed_days"].value
+               for e in rerun.get_asset_materialization_events() if "changed_days" in e.materialization.metadata}
+    assert set(changed.values()) == {"none"} and "marts/daily_engagement" in changed
+    assert not getattr(_late_sensor(pipeline.instance, after.cursor), "run_requests", None)
 
 
 def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golden_landing):

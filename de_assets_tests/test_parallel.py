@@ -49,7 +49,8 @@ def _settle(instance, defs) -> int:
         if not requests:
             return runs
         for request in requests:
-            assert defs.resolve_job_def("refresh_marts").execute_in_process(instance=instance, tags=request.tags).success
+            assert defs.resolve_job_def("refresh_marts").execute_in_process(
+                instance=instance, tags=request.tags, asset_selection=request.asset_selection).success
             runs += 1
     raise AssertionError("late_data_refresh kept requesting runs")
 

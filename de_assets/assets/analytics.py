@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import experiment_readout, marts, report
+from de_assets.lib import experiment_readout, marts, report, served
+from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.alerts import Alert
-from de_assets.lib.days import days_between
+from de_assets.lib.days import days_between, range_label
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
     EXPERIMENT_RESULTS,
@@ -21,7 +22,7 @@ from de_assets.lib.tables import (
     SERVICE_LATENCY,
     Table,
 )
-from de_assets.metadata import definition_metadata
+from de_assets.metadata import CHANGED_DAYS, definition_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import check_events, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
@@ -67,7 +68,8 @@ def _mart(
     """The served mart `table` (asset key `marts/<table>`): partitioned by event day, single-run
     backfills, rows of [start, end] replaced by the rows of `sql` (a query over `$start`, `$end`), or
     written by `write(con, start, end, settings)`. Its checks are the table's rules (`table.checks`).
-    `alerts(con, start, end, run_id)`, when given, lists the alerts the written rows raise."""
+    `alerts(con, start, end, run_id)`, when given, lists the alerts the written rows raise. Each
+    materialization records the partitions whose rows changed (`changed_days`)."""
     if (sql is None) == (write is None):
         raise ValueError(f"_mart({table.name}): give exactly one of sql= and write=")
     if write is None:
@@ -96,9 +98,13 @@ def _mart(
         started = time.perf_counter()
         start, end = partition_dates(context)
         with warehouse.connect() as con:
+            before = served.partition_fingerprints(con, table, start=start, end=end)
             write(con, start, end, settings)
+            changed = served.changed_partitions(before, served.partition_fingerprints(con, table, start=start, end=end))
             metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started,
                                        publish_to=warehouse)
+            # read by the late_data_refresh sensor: later days' marts that read these (layers.LATER_READERS)
+            metadata[CHANGED_DAYS] = ", ".join(range_label(a, b) for a, b in contiguous_ranges(changed)) or "none"
             if alerts is not None:
                 metadata.update(alerting.page(alerts(con, start, end, context.run.run_id), context.run.tags,
                                               log=context.log))
@@ -108,10 +114,14 @@ def _mart(
     return _asset
 
 
-# Marts of day d read earlier days: trailing windows of clean events, and earlier days' KPIs.
+# Marts of day d read earlier days: trailing windows of clean events, earlier days' KPIs (the day, week,
+# month and year before), and the whole KPI history before d (anomaly scores). Declared here, these reads
+# are what the late_data_refresh sensor follows when an earlier day changes after later days were built.
 TRAILING_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-(marts.TRAILING_WINDOW_DAYS - 1),
                                                 allow_nonexistent_upstream_partitions=True)
-WEEK_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-7, allow_nonexistent_upstream_partitions=True)
+YEAR_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-366, allow_nonexistent_upstream_partitions=True)
+EVERY_DAY_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-marts.KPI_HISTORY_DAYS,
+                                                 allow_nonexistent_upstream_partitions=True)
 
 daily_engagement = _mart(
     DAILY_ENGAGEMENT,
@@ -152,7 +162,7 @@ service_latency = _mart(
 )
 kpi_changes = _mart(
     KPI_CHANGES,
-    [dg.AssetDep(mart, partition_mapping=WEEK_BEFORE) for mart in (daily_engagement, revenue_daily, service_latency)],
+    [dg.AssetDep(mart, partition_mapping=YEAR_BEFORE) for mart in (daily_engagement, revenue_daily, service_latency)],
     "Every headline KPI per day in long form with relative change vs the day before (dod), 7 days "
     "before (wow), a month before (mom) and a year before (yoy); NULL where there is no base.",
     sql=marts.KPI_CHANGES_SQL,
@@ -160,7 +170,7 @@ kpi_changes = _mart(
 
 kpi_anomalies = _mart(
     KPI_ANOMALIES,
-    [kpi_changes],
+    [dg.AssetDep(kpi_changes, partition_mapping=EVERY_DAY_BEFORE)],
     "Every headline KPI per day, and the pipeline's own health series (`pipeline.rows_in`, "
     "`pipeline.quarantine_rate`, `pipeline.duplicate_rate` per arrival day), scored against its own "
     "history by `de_assets.anomaly.detect`: weekly "

@@ -8,6 +8,9 @@ definitions themselves (each spec's group and `layer` tag), never kept by hand.
 * `CLEANED`: layer `clean`, whose materializations the late-data sensor reads.
 * `MARTS`: group `analytics` (marts and the report), re-served by the late-data sensor.
 * `MEASURED`: layers raw, clean, quarantine and marts, whose steps `pipeline_health.partition_kpis` records.
+* `LATER_READERS`: mart -> the marts that read its earlier days (a time-window partition mapping reaching
+  back), and how far; `downstream_marts`: a mart and the marts built from it. Both followed by the
+  late-data sensor when an earlier day's mart changes after later days were built.
 
 Keys are in declaration order: module order below, then each multi-asset's specs in the order declared.
 """
@@ -35,3 +38,35 @@ SERVED = keys_where(groups=SERVED_GROUPS)
 CLEANED = keys_where(layers=("clean",))
 MARTS = keys_where(groups=("analytics",))
 MEASURED = keys_where(layers=("raw", "clean", "quarantine", "marts"))
+
+
+def _later_readers() -> dict[dg.AssetKey, list[tuple[dg.AssetKey, int]]]:
+    readers: dict[dg.AssetKey, list[tuple[dg.AssetKey, int]]] = {}
+    for asset in DATA_ASSETS:
+        for spec in _specs(asset):
+            for dep in spec.deps:
+                mapping = dep.partition_mapping
+                if (spec.key in MARTS and dep.asset_key in MARTS
+                        and isinstance(mapping, dg.TimeWindowPartitionMapping) and mapping.start_offset < 0):
+                    readers.setdefault(dep.asset_key, []).append((spec.key, -mapping.start_offset))
+    return readers
+
+
+# A mart -> [(a mart whose day d reads this mart's days d - days .. d, days)], from the declared deps.
+LATER_READERS = _later_readers()
+
+
+def downstream_marts(key: dg.AssetKey) -> list[dg.AssetKey]:
+    """`key` and every mart (group analytics) built from it, in declaration order (an order a run can follow)."""
+    children: dict[dg.AssetKey, set[dg.AssetKey]] = {}
+    for asset in DATA_ASSETS:
+        for spec in _specs(asset):
+            for dep in spec.deps:
+                children.setdefault(dep.asset_key, set()).add(spec.key)
+    found, todo = {key}, [key]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child in MARTS and child not in found:
+                found.add(child)
+                todo.append(child)
+    return [k for k in MARTS if k in found]

@@ -158,20 +158,11 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
     for table, iceberg, snapshot in targets:
         _then_view(con, iceberg, table, snapshot)
         column = partition_column(table)
-        where = "TRUE" if start is None else table.range_predicate("$start", "$end")
-        fingerprint = ", ".join(f'"{c.name}"::VARCHAR' if c.type == "JSON" else f'"{c.name}"' for c in table.columns)
-        changed = con.execute(
-            f"""WITH cur AS (SELECT {column} AS p, count(*) AS n, sum(hash({fingerprint})) AS h
-                             FROM {table.name} WHERE {where} GROUP BY ALL),
-                     past AS (SELECT {column} AS p, count(*) AS n, sum(hash({fingerprint})) AS h
-                              FROM _then WHERE {where} GROUP BY ALL)
-                SELECT p, coalesce(cur.n, 0), coalesce(past.n, 0) FROM cur FULL JOIN past USING (p)
-                WHERE cur.n IS DISTINCT FROM past.n OR cur.h IS DISTINCT FROM past.h ORDER BY p""",
-            {} if start is None else {"start": start, "end": end},
-        ).fetchall()
-        if not changed:
+        now, then = (partition_fingerprints(con, table, relation, start, end) for relation in (table.name, "_then"))
+        days = changed_partitions(now, then)
+        if not days:
             continue
-        days = [p for p, _, _ in changed]
+        changed = [(p, now.get(p, (0, 0))[0], then.get(p, (0, 0))[0]) for p in days]
         if commit:
             with transaction(con):
                 con.execute(f"DELETE FROM {table.name} WHERE list_contains($v, {column})", {"v": days})
@@ -181,6 +172,26 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
         restored += [Restored(table.name, p, now, past) for p, now, past in changed]
     con.execute("DROP VIEW IF EXISTS _then")
     return restored
+
+
+def partition_fingerprints(con, table: Table, relation: str | None = None, start: date | None = None,
+                           end: date | None = None) -> dict[date, tuple[int, int]]:
+    """Per partition of `relation` (rows shaped like `table`, default the table itself; within the
+    partitions a run over [start, end] writes, if given): (rows, sum of the rows' hashes). Two
+    fingerprints differ when a row was added, removed or changed in any column."""
+    where = "TRUE" if start is None else table.range_predicate("$start", "$end")
+    row = ", ".join(f'"{c.name}"::VARCHAR' if c.type == "JSON" else f'"{c.name}"' for c in table.columns)
+    rows = con.execute(
+        f"SELECT {table.partition_column} AS p, count(*), sum(hash({row})) FROM {relation or table.name} "
+        f"WHERE {where} GROUP BY ALL",
+        {} if start is None else {"start": start, "end": end},
+    ).fetchall()
+    return {p: (n, h) for p, n, h in rows}
+
+
+def changed_partitions(before: dict, after: dict) -> list[date]:
+    """The partitions whose fingerprint (`partition_fingerprints`) differs, or that one side lacks."""
+    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
 
 
 def _history_expired(iceberg) -> bool:
