@@ -6,12 +6,13 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
+from de_assets.assets.analytics import FIRST_DAY_READERS
 from de_assets.assets.layers import CLEANED, LATER_READERS, MARTS, SERVED, downstream_marts
 from de_assets.freshness import DEADLINE_HOUR_UTC
 from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
-from de_assets.metadata import CHANGED_DAYS, DRY_RUN, MARTS_TO_REFRESH, REFRESH_RANGE
+from de_assets.metadata import CHANGED_DAYS, DRY_RUN, FIRST_DAYS_MOVED, MARTS_TO_REFRESH, REFRESH_RANGE
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
@@ -239,27 +240,37 @@ def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
     return need
 
 
-def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg.AssetKey, dict[str, int]]:
-    """From materializations of marts that later days read (`LATER_READERS`, e.g. daily_engagement
-    read by kpi_changes of the next day, week, month and year): each reading mart -> the event days it
-    must re-serve -> the newest materialization that made the day stale (its storage id).
+# What later days read, per metadata key of the materialization that records the change:
+# asset -> [(the mart that reads it, how many days after a changed day it reads it)].
+_READERS = {CHANGED_DAYS: LATER_READERS, FIRST_DAYS_MOVED: FIRST_DAY_READERS}
 
-    A day is stale when the reading mart's latest materialization of it is older than a change to a
-    day it reads (`changed_days`, recorded only for partitions whose rows changed). Runs of different
-    days at once, or a past day re-run, can build a later day's KPI comparison before the earlier day's
-    marts; a day never served is not re-served. Dry-run materializations are ignored.
+
+def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg.AssetKey, dict[str, int]]:
+    """Each mart that read what these materializations changed -> the event days it must re-serve ->
+    the newest materialization that made the day stale (its storage id).
+
+    Two kinds of change: a mart's `changed_days` (the partitions whose rows changed) read by later
+    days' marts (`LATER_READERS`, from the partition mappings: daily_engagement read by kpi_changes of
+    the next day, week, month and year; kpi_changes by kpi_anomalies of every later day), and a
+    cleaning's `first_days_moved` (days that gained or lost a user's first day ever, read by
+    `FIRST_DAY_READERS`: new_users on the day, retention cohorts from it on). A day is stale when the
+    reading mart's latest materialization of it is older than the change: runs of different days at
+    once, runs in reverse order or a past day re-run built it first. A day never served is not
+    re-served; dry-run materializations are ignored.
     """
-    changes: dict[tuple[dg.AssetKey, str], int] = {}  # a range run records the same value on every partition
+    changes: dict[tuple[str, dg.AssetKey, str], int] = {}  # a range run records the same value on every partition
     for record in records:
         meta = record.asset_materialization.metadata
-        changed = meta.get(CHANGED_DAYS)
-        if (meta.get(DRY_RUN) and meta[DRY_RUN].value) or changed is None or changed.value in ("", "none"):
+        if meta.get(DRY_RUN) and meta[DRY_RUN].value:
             continue
-        key = (record.asset_key, changed.value)
-        changes[key] = max(changes.get(key, 0), record.storage_id)
+        for meta_key in _READERS:
+            changed = meta.get(meta_key)
+            if changed is not None and changed.value not in ("", "none"):
+                key = (meta_key, record.asset_key, changed.value)
+                changes[key] = max(changes.get(key, 0), record.storage_id)
     need: dict[dg.AssetKey, dict[str, int]] = {}
-    for (key, changed), storage_id in changes.items():
-        for reader, reach in LATER_READERS.get(key, []):
+    for (meta_key, key, changed), storage_id in changes.items():
+        for reader, reach in _READERS[meta_key].get(key, []):
             days = set()
             for text in changed.split(", "):
                 first, last = parse_range(text)
@@ -282,8 +293,9 @@ def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg
     "first or at once, a past range re-run, later days rebuilt by cleaning). Only days whose marts were "
     "served before and not since; all such days in one run per contiguous range. Likewise, when a mart "
     "that later days read changed (daily_engagement, revenue_daily, service_latency read by kpi_changes; "
-    "kpi_changes read by kpi_anomalies) after those days were built, it re-serves the reading mart and "
-    "the marts built from it for those days.",
+    "kpi_changes read by kpi_anomalies), or a cleaning moved users' first day ever (read by new_users "
+    "and retention cohorts) after those days were built, it re-serves the reading marts and the marts "
+    "built from them for those days.",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
@@ -306,15 +318,18 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     cleaned = [r for r in records if r.asset_key in CLEANED]
     need = days_to_refresh(context.instance, cleaned)
     requests = _range_requests("late", need, None)
-    rebuilt = {d: set(MARTS) for d in need}  # day -> the marts a request above re-serves
-    readers = stale_readers(context.instance, [r for r in records if r.asset_key not in CLEANED],
-                            datetime.now(timezone.utc).date())
-    for reader in MARTS:  # in graph order: a reader's request also re-serves the readers built from it
-        days = {d: i for d, i in readers.get(reader, {}).items() if reader not in rebuilt.get(d, ())}
-        selection = downstream_marts(reader)
-        requests += _range_requests(f"stale:{reader.to_user_string()}", days, selection)
-        for d in days:
-            rebuilt.setdefault(d, set()).update(selection)
+    # the marts that read a change re-serve the days they read it on, with the marts built from them
+    # (a day the requests above re-serve whole is left out); one run per selection and contiguous range
+    selections: dict[str, set[dg.AssetKey]] = {}
+    newest: dict[str, int] = {}
+    for reader, days in stale_readers(context.instance, records, datetime.now(timezone.utc).date()).items():
+        for d, storage_id in days.items():
+            if d not in need:
+                selections.setdefault(d, set()).update(downstream_marts(reader))
+                newest[d] = max(newest.get(d, 0), storage_id)
+    for ordered in sorted({tuple(k for k in MARTS if k in s) for s in selections.values()}):
+        days = {d: newest[d] for d, s in selections.items() if s == set(ordered)}
+        requests += _range_requests("stale:" + "+".join(k.path[-1] for k in ordered), days, list(ordered))
     if not requests:
         return dg.SensorResult(skip_reason="no served marts are stale", cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)

@@ -233,6 +233,61 @@ def test_a_kpi_comparison_built_before_the_day_before_is_re_served(tmp_path, gol
     assert not getattr(_late_sensor(pipeline.instance, after.cursor), "run_requests", None)
 
 
+def _settle(p) -> list[tuple[str, str, list[str]]]:
+    """What the daemon does: tick late_data_refresh and run what it requests, until it requests nothing.
+    Returns the runs: (first day, last day, assets)."""
+    cursor, runs = None, []
+    for _ in range(5):
+        result = _late_sensor(p.instance, cursor)
+        cursor = getattr(result, "cursor", None) or cursor
+        if not getattr(result, "run_requests", None):
+            return runs
+        for r in result.run_requests:
+            assert p.defs.resolve_job_def("refresh_marts").execute_in_process(
+                instance=p.instance, tags=r.tags, asset_selection=r.asset_selection).success
+            runs.append((r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"],
+                         [k.to_user_string() for k in r.asset_selection or []]))
+    raise AssertionError("late_data_refresh kept requesting runs")
+
+
+def test_a_users_first_day_moved_far_back_re_serves_new_users_and_cohorts(tmp_path):
+    """new_users and retention cohorts read each user's first day ever, from the whole history, not a
+    30-day window: a day cleaned after a much later day was built (runs in reverse order, a past day
+    re-run with new files) moves users' first day back. The later day is re-served, like a sequential run."""
+    from de_assets_tests.conftest import Pipeline, land, segment_event
+
+    landing = tmp_path / "landing"
+    land(landing, "2026-09-01", "a.ndjson", [segment_event("m1", "alice", "2026-09-01T10:00:00Z"),
+                                             segment_event("m2", "bob", "2026-09-01T11:00:00Z")])
+    land(landing, "2026-10-15", "b.ndjson", [segment_event("m3", "alice", "2026-10-15T10:00:00Z"),
+                                             segment_event("m4", "bob", "2026-10-15T11:00:00Z"),
+                                             segment_event("m5", "carol", "2026-10-15T12:00:00Z")])
+    new_users = "SELECT event_date::VARCHAR d, dau, new_users FROM marts.daily_engagement WHERE dau > 0 ORDER BY d"
+    cohorts = "SELECT cohort_week::VARCHAR c, weeks_since, cohort_size, retained_users FROM marts.retention_cohorts ORDER BY ALL"
+    sequential = Pipeline(tmp_path / "sequential", landing)
+    for day in ("2026-09-01", "2026-10-15"):
+        assert sequential.run(day).success
+    # by hand: alice and bob are new on 09-01; on 10-15 only carol is. Cohorts are ISO weeks (Mondays).
+    assert sequential.query(new_users).values.tolist() == [["2026-09-01", 2, 2], ["2026-10-15", 3, 1]]
+    assert sequential.query(cohorts).values.tolist() == [
+        ["2026-08-31", 0, 2, 2], ["2026-08-31", 6, 2, 2], ["2026-10-12", 0, 1, 1]]
+
+    reverse = Pipeline(tmp_path / "reverse", landing)
+    for day in ("2026-10-15", "2026-09-01"):
+        result = reverse.run(day)
+        assert result.success
+    [clean] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
+    assert clean.materialization.metadata["first_days_moved"].value == "2026-09-01..2026-09-01, 2026-10-15..2026-10-15"
+    assert reverse.query(new_users).values.tolist()[1] == ["2026-10-15", 3, 3]  # built when all 3 were new
+    # new_users of 10-15, and the cohort sizes on every activity week's cells from the moved day on,
+    # with the marts built from them; the other marts of 10-15 do not read first days
+    assert _settle(reverse) == [("2026-10-15", "2026-10-15", [
+        "marts/daily_engagement", "marts/retention_cohorts", "marts/kpi_changes", "marts/kpi_anomalies",
+        "reports/insights"])]
+    assert reverse.query(new_users).values.tolist() == sequential.query(new_users).values.tolist()
+    assert reverse.query(cohorts).values.tolist() == sequential.query(cohorts).values.tolist()
+
+
 def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golden_landing):
     from de_assets_tests.conftest import Pipeline
 

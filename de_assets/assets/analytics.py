@@ -114,18 +114,17 @@ def _mart(
     return _asset
 
 
-# Marts of day d read earlier days: trailing windows of clean events, earlier days' KPIs (the day, week,
-# month and year before), and the whole KPI history before d (anomaly scores). Declared here, these reads
-# are what the late_data_refresh sensor follows when an earlier day changes after later days were built.
-TRAILING_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-(marts.TRAILING_WINDOW_DAYS - 1),
-                                                allow_nonexistent_upstream_partitions=True)
+# Marts of day d read earlier days: trailing windows of clean events and each user's first day ever,
+# earlier days' KPIs (the day, week, month and year before), and the whole KPI history before d (anomaly
+# scores). Declared here, these reads are what the late_data_refresh sensor follows when an earlier day
+# changes after later days were built.
 YEAR_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-366, allow_nonexistent_upstream_partitions=True)
-EVERY_DAY_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-marts.KPI_HISTORY_DAYS,
+EVERY_DAY_BEFORE = dg.TimeWindowPartitionMapping(start_offset=-marts.HISTORY_DAYS,
                                                  allow_nonexistent_upstream_partitions=True)
 
 daily_engagement = _mart(
     DAILY_ENGAGEMENT,
-    [dg.AssetDep(CLEAN_EVENTS, partition_mapping=TRAILING_WINDOW)],
+    [dg.AssetDep(CLEAN_EVENTS, partition_mapping=EVERY_DAY_BEFORE)],  # 30-day windows; first days ever
     "DAU, WAU (7 days), MAU (30 days), stickiness (DAU/MAU), new vs returning users, sessions "
     "(30-minute inactivity) and events per UTC event day. Trailing windows are read from "
     "`clean.events`, so re-running a day after late data arrives picks it up.",
@@ -141,7 +140,7 @@ funnel_daily = _mart(
 )
 retention_cohorts = _mart(
     RETENTION_COHORTS,
-    [CLEAN_EVENTS],
+    [dg.AssetDep(CLEAN_EVENTS, partition_mapping=EVERY_DAY_BEFORE)],  # cohorts: users' first days ever
     "Weekly cohorts (ISO week of a user's first event) x weeks since: cohort size, retained users, "
     "retention rate. A daily partition rewrites the cells of its activity week.",
     sql=marts.RETENTION_SQL,
@@ -184,6 +183,13 @@ kpi_anomalies = _mart(
     kinds=("duckdb", "pandas"),
     alerts=anomaly_alerts,
 )
+
+# Marts that read each user's first event day ever, from the whole history: when a cleaning moves users'
+# first days (`first_days_moved`: their events of an earlier day were added or removed), daily_engagement
+# of those days (new_users) and retention_cohorts from them on (cohort sizes, in every later week) are
+# stale. Followed by the late_data_refresh sensor: (reader, how many days after a moved day it reads it).
+FIRST_DAY_READERS = {CLEAN_EVENTS: [(daily_engagement.key, 0), (retention_cohorts.key, marts.HISTORY_DAYS)]}
+
 
 class ExperimentReadoutConfig(dg.Config):
     """How experiments are read out (launchpad: `ops.marts__experiment_results.config`)."""

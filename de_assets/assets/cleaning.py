@@ -6,8 +6,10 @@ import dagster as dg
 
 from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile
+from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.days import range_label, short_label
 from de_assets.metadata import (
+    FIRST_DAYS_MOVED,
     LAKE_SNAPSHOT_ID,
     LATE_EVENT_DAYS,
     MARTS_TO_REFRESH,
@@ -143,6 +145,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         limit = settings.max_quarantine_rate
         earliest = settings.earliest_event_ts()
         with warehouse.connect() as con:
+            has_users = reconcile.remember_first_days(con, spec, start, end)
             # in batches of whole days (lib/clean.py): memory stays bounded however long the backfill
             daily_reports = clean.clean_days(
                 con, spec, start, end, limit, settings.dedupe_strategy, settings.late_lookback_days, earliest
@@ -195,10 +198,12 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             # of the run, read by the late_data_refresh sensor: the marts these days' cleaning made stale
             refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
                                              marts.TRAILING_WINDOW_DAYS)
+            moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
                 MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh),
+                FIRST_DAYS_MOVED: ", ".join(range_label(a, b) for a, b in contiguous_ranges(moved)) or "none",
             }
             # Recorded while this step still holds the warehouse, like every served asset's materialization:
             # the event log's order is then the order the data was written in, which is what the

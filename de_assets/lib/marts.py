@@ -36,10 +36,11 @@ SESSION_GAP_MINUTES = 30
 # The longest trailing window a mart row of day d reads (MAU: d - 29 .. d): a change in the clean
 # rows of event day e can change the marts of e .. e + TRAILING_WINDOW_DAYS - 1.
 TRAILING_WINDOW_DAYS = 30
-# kpi_anomalies scores day d against the KPI history before it: de_assets.anomaly's windows reach back
-# months (a level, seasonal slots over weeks, a scale over past errors) and an episode can run on, so the
-# dependency is declared as every earlier day (ten years: longer than any history kept).
-KPI_HISTORY_DAYS = 10 * 366
+# Reads of the whole history, declared as "every earlier day" (ten years: longer than any history kept):
+# kpi_anomalies scores day d against the KPI history before it (de_assets.anomaly's windows reach back
+# months: a level, seasonal slots over weeks, a scale over past errors; an episode can run on), and
+# new_users / retention cohorts depend on each user's first event day ever.
+HISTORY_DAYS = 10 * 366
 
 _DAYS = "SELECT unnest(generate_series($start::DATE, $end::DATE, INTERVAL 1 DAY))::DATE AS event_date"
 

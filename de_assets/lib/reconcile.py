@@ -7,6 +7,8 @@
   as the original (they were built before these days were ingested); the cleaning asset rebuilds them.
 * `marts_to_refresh`: the event-day ranges whose marts the cleaning may have made stale (read by
   the `late_data_refresh` sensor).
+* `remember_first_days` / `first_days_moved`: the event days that gained or lost a user's first day
+  ever (new users, retention cohorts read it from the whole history, not a trailing window).
 
 The cleaning itself (`clean_range`) is in `de_assets/lib/clean.py`.
 """
@@ -64,6 +66,44 @@ def marts_to_refresh(start: date, end: date, late_days: list[date], repaired_day
         ranges.append((first, end))
     ranges.append((end + timedelta(days=1), max([end, *repaired_days]) + timedelta(days=window_days - 1)))
     return ranges
+
+
+_FIRST_DAYS = "_first_days_before_cleaning"
+
+
+def _first_days_sql(spec: CleanSpec, users: str) -> str:
+    return (f"SELECT user_key, min(event_date) AS first_day FROM {spec.clean.name} "
+            f"WHERE user_key IN ({users}) GROUP BY user_key")
+
+
+def remember_first_days(con, spec: CleanSpec, start: date, end: date) -> bool:
+    """Before cleaning arrival days [start, end]: the first event day ever of each user of their clean
+    rows and of their raw rows (the users the cleaning can add or remove events of; a temporary table,
+    read by `first_days_moved`). False for a source without users."""
+    if "user_key" not in spec.clean.column_names:
+        return False
+    users = (f"SELECT user_key FROM {spec.clean.name} WHERE arrival_date BETWEEN $start AND $end UNION "
+             f"SELECT coalesce(user_id, anonymous_id) FROM {spec.raw.name} WHERE arrival_date BETWEEN $start AND $end")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_FIRST_DAYS} AS {_first_days_sql(spec, users)}",
+                {"start": start, "end": end})
+    return True
+
+
+def first_days_moved(con, spec: CleanSpec, start: date, end: date, repaired_days: list[date]) -> list[date]:
+    """After the cleaning `remember_first_days` saw: the event days that gained or lost a user's first
+    day ever (a user's events of an earlier day were added or removed). Their `new_users`, and every
+    retention cell of the users' cohorts, changed, however far from the range they are. Oldest first."""
+    users = (f"SELECT user_key FROM {_FIRST_DAYS} UNION SELECT user_key FROM {spec.clean.name} "
+             "WHERE arrival_date BETWEEN $start AND $end OR list_contains($repaired, arrival_date)")
+    rows = con.execute(
+        f"""WITH after AS ({_first_days_sql(spec, users)})
+            SELECT DISTINCT unnest([b.first_day, a.first_day]) AS d
+            FROM {_FIRST_DAYS} b FULL JOIN after a USING (user_key)
+            WHERE b.first_day IS DISTINCT FROM a.first_day ORDER BY d""",
+        {"start": start, "end": end, "repaired": list(repaired_days)},
+    ).fetchall()
+    con.execute(f"DROP TABLE {_FIRST_DAYS}")
+    return [d for (d,) in rows if d is not None]
 
 
 def late_event_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
