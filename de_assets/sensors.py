@@ -6,13 +6,13 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
-from de_assets.assets.analytics import FIRST_DAY_READERS
+from de_assets.assets.analytics import EVENT_DAY_READERS, FIRST_DAY_READERS
 from de_assets.assets.layers import CLEANED, LATER_READERS, MARTS, SERVED, downstream_marts
 from de_assets.freshness import DEADLINE_HOUR_UTC
 from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
-from de_assets.metadata import CHANGED_DAYS, DRY_RUN, FIRST_DAYS_MOVED, MARTS_TO_REFRESH, REFRESH_RANGE
+from de_assets.metadata import CHANGED_DAYS, DRY_RUN, EVENT_DAYS, FIRST_DAYS_MOVED, MARTS_TO_REFRESH, REFRESH_RANGE
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, parse_range, range_label
 from de_assets.partitions import daily, partition_range_tags
@@ -242,7 +242,7 @@ def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
 
 # What later days read, per metadata key of the materialization that records the change:
 # asset -> [(the mart that reads it, how many days after a changed day it reads it)].
-_READERS = {CHANGED_DAYS: LATER_READERS, FIRST_DAYS_MOVED: FIRST_DAY_READERS}
+_READERS = {CHANGED_DAYS: LATER_READERS, FIRST_DAYS_MOVED: FIRST_DAY_READERS, EVENT_DAYS: EVENT_DAY_READERS}
 
 
 def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg.AssetKey, dict[str, int]]:
@@ -253,7 +253,9 @@ def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg
     days' marts (`LATER_READERS`, from the partition mappings: daily_engagement read by kpi_changes of
     the next day, week, month and year; kpi_changes by kpi_anomalies of every later day), and a
     cleaning's `first_days_moved` (days that gained or lost a user's first day ever, read by
-    `FIRST_DAY_READERS`: new_users on the day, retention cohorts from it on). A day is stale when the
+    `FIRST_DAY_READERS`: new_users on the day, retention cohorts from it on), and a cleaning's
+    `event_days` read further back than its `marts_to_refresh` window (`EVENT_DAY_READERS`: the A/B
+    readouts of the next 89 days). A day is stale when the
     reading mart's latest materialization of it is older than the change: runs of different days at
     once, runs in reverse order or a past day re-run built it first. A day never served is not
     re-served; dry-run materializations are ignored.
@@ -294,8 +296,8 @@ def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg
     "served before and not since; all such days in one run per contiguous range. Likewise, when a mart "
     "that later days read changed (daily_engagement, revenue_daily, service_latency read by kpi_changes; "
     "kpi_changes read by kpi_anomalies), or a cleaning moved users' first day ever (read by new_users "
-    "and retention cohorts) after those days were built, it re-serves the reading marts and the marts "
-    "built from them for those days.",
+    "and retention cohorts) or wrote events that A/B readouts up to 89 days later read, after those "
+    "days were built, it re-serves the reading marts and the marts built from them for those days.",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )

@@ -250,20 +250,27 @@ def _settle(p) -> list[tuple[str, str, list[str]]]:
     raise AssertionError("late_data_refresh kept requesting runs")
 
 
-def test_a_users_first_day_moved_far_back_re_serves_new_users_and_cohorts(tmp_path):
-    """new_users and retention cohorts read each user's first day ever, from the whole history, not a
-    30-day window: a day cleaned after a much later day was built (runs in reverse order, a past day
-    re-run with new files) moves users' first day back. The later day is re-served, like a sequential run."""
+def test_a_day_cleaned_after_a_much_later_day_re_serves_what_reads_the_whole_history(tmp_path):
+    """new_users and retention cohorts read each user's first day ever, from the whole history, and an
+    A/B readout the exposures of 90 days, not a 30-day window: a day cleaned after a much later day was
+    built (runs in reverse order, a past day re-run with new files) changes what they read. The later
+    day is re-served, and equals a sequential run."""
     from de_assets_tests.conftest import Pipeline, land, segment_event
 
+    def exposed(message_id, user, ts, variant):
+        return segment_event(message_id, user, ts, "Experiment Viewed",
+                             properties={"experiment_id": "e1", "variant_id": variant})
+
     landing = tmp_path / "landing"
-    land(landing, "2026-09-01", "a.ndjson", [segment_event("m1", "alice", "2026-09-01T10:00:00Z"),
-                                             segment_event("m2", "bob", "2026-09-01T11:00:00Z")])
+    land(landing, "2026-09-01", "a.ndjson", [exposed("m1", "alice", "2026-09-01T10:00:00Z", "control"),
+                                             exposed("m2", "bob", "2026-09-01T11:00:00Z", "treatment")])
     land(landing, "2026-10-15", "b.ndjson", [segment_event("m3", "alice", "2026-10-15T10:00:00Z"),
                                              segment_event("m4", "bob", "2026-10-15T11:00:00Z"),
-                                             segment_event("m5", "carol", "2026-10-15T12:00:00Z")])
+                                             exposed("m5", "carol", "2026-10-15T12:00:00Z", "treatment")])
     new_users = "SELECT event_date::VARCHAR d, dau, new_users FROM marts.daily_engagement WHERE dau > 0 ORDER BY d"
     cohorts = "SELECT cohort_week::VARCHAR c, weeks_since, cohort_size, retained_users FROM marts.retention_cohorts ORDER BY ALL"
+    readout = ("SELECT variant_id, users FROM marts.experiment_results WHERE as_of_date = '2026-10-15' "
+               "AND metric = 'purchase' ORDER BY ALL")
     sequential = Pipeline(tmp_path / "sequential", landing)
     for day in ("2026-09-01", "2026-10-15"):
         assert sequential.run(day).success
@@ -271,6 +278,8 @@ def test_a_users_first_day_moved_far_back_re_serves_new_users_and_cohorts(tmp_pa
     assert sequential.query(new_users).values.tolist() == [["2026-09-01", 2, 2], ["2026-10-15", 3, 1]]
     assert sequential.query(cohorts).values.tolist() == [
         ["2026-08-31", 0, 2, 2], ["2026-08-31", 6, 2, 2], ["2026-10-12", 0, 1, 1]]
+    # the readout as of 10-15 counts the exposures of the 90 days before it: alice; bob and carol
+    assert sequential.query(readout).values.tolist() == [["control", 1], ["treatment", 2]]
 
     reverse = Pipeline(tmp_path / "reverse", landing)
     for day in ("2026-10-15", "2026-09-01"):
@@ -279,13 +288,16 @@ def test_a_users_first_day_moved_far_back_re_serves_new_users_and_cohorts(tmp_pa
     [clean] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
     assert clean.materialization.metadata["first_days_moved"].value == "2026-09-01..2026-09-01, 2026-10-15..2026-10-15"
     assert reverse.query(new_users).values.tolist()[1] == ["2026-10-15", 3, 3]  # built when all 3 were new
-    # new_users of 10-15, and the cohort sizes on every activity week's cells from the moved day on,
-    # with the marts built from them; the other marts of 10-15 do not read first days
+    assert reverse.query(readout).values.tolist() == [["treatment", 1]]  # built before 09-01 was cleaned
+    # new_users of 10-15, the cohort sizes on every activity week's cells from the moved day on, and
+    # the readout whose lookback reads 09-01, with the marts built from them; the other marts of
+    # 10-15 do not read 09-01 (funnels, revenue: the day only)
     assert _settle(reverse) == [("2026-10-15", "2026-10-15", [
         "marts/daily_engagement", "marts/retention_cohorts", "marts/kpi_changes", "marts/kpi_anomalies",
-        "reports/insights"])]
+        "marts/experiment_results", "reports/insights"])]
     assert reverse.query(new_users).values.tolist() == sequential.query(new_users).values.tolist()
     assert reverse.query(cohorts).values.tolist() == sequential.query(cohorts).values.tolist()
+    assert reverse.query(readout).values.tolist() == sequential.query(readout).values.tolist()
 
 
 def test_events_older_than_the_lookback_are_quarantined_too_late(tmp_path, golden_landing):

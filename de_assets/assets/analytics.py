@@ -199,13 +199,18 @@ class ExperimentReadoutConfig(dg.Config):
     alpha: float = 0.05
     control: str = "control"
     cuped: bool = False
-    lookback_days: int = 90
+    lookback_days: int = experiment_readout.DEFAULT_LOOKBACK_DAYS
+
+
+# The A/B readout as of day d reads the exposures (and conversions) of d - 89 .. d (default lookback).
+LOOKBACK = dg.TimeWindowPartitionMapping(start_offset=-(experiment_readout.DEFAULT_LOOKBACK_DAYS - 1),
+                                         allow_nonexistent_upstream_partitions=True)
 
 
 @dg.asset(
     key=["marts", "experiment_results"],
     pool=WAREHOUSE_POOL,
-    deps=[CLEAN_EVENTS],
+    deps=[dg.AssetDep(CLEAN_EVENTS, partition_mapping=LOOKBACK)],
     group_name="analytics",
     description="A/B readouts from `Experiment Viewed` exposures, as of each day: per experiment, "
     "variant and metric (purchase, add_to_cart, revenue_per_user; configurable), exposed users, "
@@ -267,6 +272,13 @@ REPORT_SECTIONS = dg.TableSchema(columns=[
     dg.TableColumn("experiments", "table", description="A/B readouts as of the day, with a verdict per comparison"),
     dg.TableColumn("slos", "table", description="Pipeline SLO status"),
 ])
+
+
+# Marts that read clean events of event days further back than the 30-day windows whose marts a
+# cleaning's `marts_to_refresh` covers: followed by the late_data_refresh sensor from a cleaning's
+# `event_days` (reader, how many days after an event day it reads it; a larger `lookback_days` in the
+# run config reads further than this default).
+EVENT_DAY_READERS = {CLEAN_EVENTS: [(experiment_results.key, experiment_readout.DEFAULT_LOOKBACK_DAYS - 1)]}
 
 
 @dg.asset(

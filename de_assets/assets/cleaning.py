@@ -7,8 +7,9 @@ import dagster as dg
 from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile
 from de_assets.lib.arrivals import contiguous_ranges
-from de_assets.lib.days import range_label, short_label
+from de_assets.lib.days import days_between, range_label, short_label
 from de_assets.metadata import (
+    EVENT_DAYS,
     FIRST_DAYS_MOVED,
     LAKE_SNAPSHOT_ID,
     LATE_EVENT_DAYS,
@@ -199,11 +200,13 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
                                              marts.TRAILING_WINDOW_DAYS)
             moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
+            written = reconcile.event_days(con, spec, [*days_between(start, end), *repaired["days"]])
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
                 MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh),
                 FIRST_DAYS_MOVED: ", ".join(range_label(a, b) for a, b in contiguous_ranges(moved)) or "none",
+                EVENT_DAYS: ", ".join(range_label(a, b) for a, b in contiguous_ranges(written)) or "none",
             }
             # Recorded while this step still holds the warehouse, like every served asset's materialization:
             # the event log's order is then the order the data was written in, which is what the

@@ -30,6 +30,7 @@ from de_assets.lib.days import days_between
 from de_assets.lib.sql import insert_rows, literal, transaction
 from de_assets.lib.tables import EXPERIMENT_RESULTS
 
+DEFAULT_LOOKBACK_DAYS = 90  # exposures of the readout as of day d: d - 89 .. d
 DEFAULT_METRICS = {"purchase": "Order Completed", "add_to_cart": "Product Added"}
 REVENUE_METRIC = "revenue_per_user"
 REVENUE_EVENT = "Order Completed"
@@ -42,7 +43,7 @@ class Plan:
     alpha: float = 0.05
     control: str = "control"
     cuped: bool = False
-    lookback_days: int = 90
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
     weights: dict[str, float] | None = None  # planned split; None = equal
     srm_threshold: float = 0.001
     max_crossover_share: float = 0.05
