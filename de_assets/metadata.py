@@ -21,9 +21,9 @@ LAKE_SNAPSHOT_ID = "lake_snapshot_id"  # the lake commit that published the rang
 LATE_EVENT_DAYS = "late_event_days"  # clean/*: event days before the range that it saw rows of
 REPAIRED_DAYS = "repaired_days"  # clean/*: later arrival days it rebuilt
 REPAIRED_AFTER = "repaired_after"  # clean/* of a rebuilt day: the range whose cleaning rebuilt it
-MARTS_TO_REFRESH = "marts_to_refresh"  # clean/*: event-day ranges whose marts it made stale (a..b, c..d)
+MARTS_TO_REFRESH = "marts_to_refresh"  # clean/*: event-day ranges whose marts it made stale (a..b, c..d, or none)
 REFRESH_RANGE = "refresh_range"  # forget-user: the event days whose marts must be re-served
-EVENT_DAYS = "event_days"  # clean/*: the event days of the clean rows it wrote (a..b, c..d, or none)
+EVENT_DAYS = "event_days"  # clean/*: the event days whose clean rows it changed (a..b, c..d, or none)
 FIRST_DAYS_MOVED = "first_days_moved"  # clean/*: event days that gained or lost a user's first day (a..b, or none)
 CHANGED_DAYS = "changed_days"  # marts/*: the partitions whose rows the step changed (a..b, c..d, or none)
 

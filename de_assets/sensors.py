@@ -191,7 +191,8 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
     A cleaning of arrival days [start, end] records in `marts_to_refresh` the days outside its
     range whose marts it may have made stale (`reconcile.marts_to_refresh`): late events of earlier
     days, and the trailing windows after the range (built before only when runs of later days ran
-    first or at once, or when a past range is re-run). A forget-user request records
+    first or at once, or when a past range is re-run); none when its clean rows did not change (a
+    re-run that serves the same rows). A forget-user request records
     `refresh_range` itself. Dry-run materializations are ignored.
     """
     ranges: dict[str, tuple[str, str]] = {}
@@ -205,7 +206,8 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
             ranges[key] = (first, last)
             continue
         refresh = meta.get(MARTS_TO_REFRESH)
-        for i, text in enumerate(refresh.value.split(", ") if refresh is not None and refresh.value else []):
+        listed = refresh is not None and refresh.value not in ("", "none")
+        for i, text in enumerate(refresh.value.split(", ") if listed else []):
             first, last = parse_range(text)
             ranges[f"{key}:{i}"] = (first, last)
     return ranges
@@ -249,16 +251,17 @@ def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg
     """Each mart that read what these materializations changed -> the event days it must re-serve ->
     the newest materialization that made the day stale (its storage id).
 
-    Two kinds of change: a mart's `changed_days` (the partitions whose rows changed) read by later
-    days' marts (`LATER_READERS`, from the partition mappings: daily_engagement read by kpi_changes of
-    the next day, week, month and year; kpi_changes by kpi_anomalies of every later day), and a
-    cleaning's `first_days_moved` (days that gained or lost a user's first day ever, read by
-    `FIRST_DAY_READERS`: new_users on the day, retention cohorts from it on), and a cleaning's
-    `event_days` read further back than its `marts_to_refresh` window (`EVENT_DAY_READERS`: the A/B
-    readouts of the next 89 days). A day is stale when the
-    reading mart's latest materialization of it is older than the change: runs of different days at
-    once, runs in reverse order or a past day re-run built it first. A day never served is not
-    re-served; dry-run materializations are ignored.
+    Three kinds of change, each with the marts that read it (`_READERS`):
+    * a mart's `changed_days` (the partitions whose rows changed), read by later days' marts
+      (`LATER_READERS`, from the partition mappings: daily_engagement by kpi_changes of the next day,
+      week, month and year; kpi_changes by kpi_anomalies of every later day);
+    * a cleaning's `first_days_moved` (days that gained or lost a user's first day ever), read by
+      `FIRST_DAY_READERS` (new_users on the day, retention cohorts from it on);
+    * a cleaning's `event_days`, read further back than its `marts_to_refresh` window by
+      `EVENT_DAY_READERS` (the A/B readouts of the next 89 days).
+    A day is stale when the reading mart's latest materialization of it is older than the change:
+    runs of different days at once, runs in reverse order or a past day re-run built it first. A day
+    never served is not re-served; dry-run materializations are ignored.
     """
     changes: dict[tuple[str, dg.AssetKey, str], int] = {}  # a range run records the same value on every partition
     for record in records:
@@ -325,9 +328,10 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     selections: dict[str, set[dg.AssetKey]] = {}
     newest: dict[str, int] = {}
     for reader, days in stale_readers(context.instance, records, datetime.now(timezone.utc).date()).items():
+        built_from = downstream_marts(reader)
         for d, storage_id in days.items():
             if d not in need:
-                selections.setdefault(d, set()).update(downstream_marts(reader))
+                selections.setdefault(d, set()).update(built_from)
                 newest[d] = max(newest.get(d, 0), storage_id)
     for ordered in sorted({tuple(k for k in MARTS if k in s) for s in selections.values()}):
         days = {d: newest[d] for d, s in selections.items() if s == set(ordered)}

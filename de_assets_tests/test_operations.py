@@ -186,6 +186,41 @@ def test_late_events_re_serve_their_days_automatically(pipeline):
     assert not getattr(_late_sensor(pipeline.instance, second.cursor), "run_requests", None)
 
 
+def test_re_running_a_past_day_re_serves_later_days_only_when_its_clean_rows_changed(pipeline, golden_landing):
+    """A cleaning re-serves the marts of later days that read its rows (30-day windows, A/B lookbacks)
+    only when those rows changed: re-running a past day that serves the same rows costs its own work."""
+    from de_assets_tests.conftest import land, segment_event
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    first = _late_sensor(pipeline.instance)
+    assert not getattr(first, "run_requests", None)  # one range run: nothing was built before its data
+
+    rerun = pipeline.run("2026-11-01")
+    [clean] = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
+    meta = clean.materialization.metadata
+    assert (meta["event_days"].value, meta["marts_to_refresh"].value) == ("none", "none")
+    assert not getattr(_late_sensor(pipeline.instance, first.cursor), "run_requests", None)
+    # (before: marts_to_refresh 2026-11-02..2026-11-30, and a refresh of 11-02..11-03, every mart)
+
+    # a file landed late into the 11-01 folder: 11-01 serves a new event, and 11-02/11-03 read it
+    land(golden_landing, "2026-11-01", "late.ndjson", [segment_event("m-new", "erin", "2026-11-01T20:00:00Z")])
+    second = _late_sensor(pipeline.instance, first.cursor)
+    rerun = pipeline.run("2026-11-01")
+    [clean] = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
+    meta = clean.materialization.metadata
+    assert (meta["event_days"].value, meta["marts_to_refresh"].value) == (
+        "2026-11-01..2026-11-01", "2026-11-02..2026-11-30")
+    requests = _late_sensor(pipeline.instance, getattr(second, "cursor", None) or first.cursor).run_requests
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"],
+             r.asset_selection) for r in requests] == [("2026-11-02", "2026-11-03", None)]  # every mart
+    mau = "SELECT event_date::VARCHAR d, mau FROM marts.daily_engagement ORDER BY d"
+    # golden README: mau 11-01 = 3 (alice, bob, dave), 11-02 and 11-03 = 5 (+ carol, anon-1); erin adds one
+    assert pipeline.query(mau).mau.tolist() == [4, 5, 5]  # 11-01 rebuilt by the re-run; 11-02/03 not yet
+    assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
+        instance=pipeline.instance, tags=requests[0].tags).success
+    assert pipeline.query(mau).mau.tolist() == [4, 6, 6]
+
+
 def _keys(*groups):
     from de_assets.assets.layers import keys_where
     from de_assets.jobs import daily_pipeline

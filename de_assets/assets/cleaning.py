@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import clean, health, marts, reconcile
+from de_assets.lib import clean, health, marts, reconcile, served
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.days import days_between, range_label, short_label
 from de_assets.metadata import (
@@ -147,6 +147,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         earliest = settings.earliest_event_ts()
         with warehouse.connect() as con:
             has_users = reconcile.remember_first_days(con, spec, start, end)
+            served_before = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
             # in batches of whole days (lib/clean.py): memory stays bounded however long the backfill
             daily_reports = clean.clean_days(
                 con, spec, start, end, limit, settings.dedupe_strategy, settings.late_lookback_days, earliest
@@ -196,17 +197,23 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
                 publish_to=warehouse,
             )
-            # of the run, read by the late_data_refresh sensor: the marts these days' cleaning made stale
-            refresh = reconcile.marts_to_refresh(start, end, late_days, repaired["days"], repaired["event_days"],
-                                             marts.TRAILING_WINDOW_DAYS)
+            # of the run, read by the late_data_refresh sensor: the event days whose clean rows changed
+            # (a re-run that serves the same rows changes nothing downstream), and the marts they made stale
+            if served_before:
+                after = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
+                changed = served.changed_partitions(served_before, after)
+            else:  # first cleaning of these days: every event day of their rows
+                changed = reconcile.event_days(con, spec, list(days_between(start, end)))
+            changed = sorted({*changed, *repaired["event_days"]})
+            refresh = reconcile.marts_to_refresh(start, end, [d for d in changed if d < start], repaired["days"],
+                                             repaired["event_days"], marts.TRAILING_WINDOW_DAYS) if changed else []
             moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
-            written = reconcile.event_days(con, spec, [*days_between(start, end), *repaired["days"]])
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
-                MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh),
+                MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh) or "none",
                 FIRST_DAYS_MOVED: ", ".join(range_label(a, b) for a, b in contiguous_ranges(moved)) or "none",
-                EVENT_DAYS: ", ".join(range_label(a, b) for a, b in contiguous_ranges(written)) or "none",
+                EVENT_DAYS: ", ".join(range_label(a, b) for a, b in contiguous_ranges(changed)) or "none",
             }
             # Recorded while this step still holds the warehouse, like every served asset's materialization:
             # the event log's order is then the order the data was written in, which is what the

@@ -175,14 +175,14 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
 
 
 def partition_fingerprints(con, table: Table, relation: str | None = None, start: date | None = None,
-                           end: date | None = None) -> dict[date, tuple[int, int]]:
+                           end: date | None = None, by: str | None = None) -> dict[date, tuple[int, int]]:
     """Per partition of `relation` (rows shaped like `table`, default the table itself; within the
-    partitions a run over [start, end] writes, if given): (rows, sum of the rows' hashes). Two
-    fingerprints differ when a row was added, removed or changed in any column."""
+    partitions a run over [start, end] writes, if given), or per value of column `by`: (rows, sum of
+    the rows' hashes). Two fingerprints differ when a row was added, removed or changed in any column."""
     where = "TRUE" if start is None else table.range_predicate("$start", "$end")
     row = ", ".join(f'"{c.name}"::VARCHAR' if c.type == "JSON" else f'"{c.name}"' for c in table.columns)
     rows = con.execute(
-        f"SELECT {table.partition_column} AS p, count(*), sum(hash({row})) FROM {relation or table.name} "
+        f"SELECT {by or table.partition_column} AS p, count(*), sum(hash({row})) FROM {relation or table.name} "
         f"WHERE {where} GROUP BY ALL",
         {} if start is None else {"start": start, "end": end},
     ).fetchall()
