@@ -14,7 +14,7 @@ from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
 from de_assets.metadata import CHANGED_DAYS, DRY_RUN, EVENT_DAYS, FIRST_DAYS_MOVED, MARTS_TO_REFRESH, REFRESH_RANGE
 from de_assets.lib.alerts import Alert
-from de_assets.lib.days import days_between, parse_range, range_label
+from de_assets.lib.days import days_between, parse_range, parse_ranges, range_label, utc_today
 from de_assets.partitions import daily, partition_range_tags
 from de_assets.resources import Alerting, PipelineSettings, Warehouse
 
@@ -206,9 +206,7 @@ def late_refresh_ranges(records) -> dict[str, tuple[str, str]]:
             ranges[key] = (first, last)
             continue
         refresh = meta.get(MARTS_TO_REFRESH)
-        listed = refresh is not None and refresh.value not in ("", "none")
-        for i, text in enumerate(refresh.value.split(", ") if listed else []):
-            first, last = parse_range(text)
+        for i, (first, last) in enumerate(parse_ranges(refresh.value if refresh is not None else None)):
             ranges[f"{key}:{i}"] = (first, last)
     return ranges
 
@@ -270,15 +268,14 @@ def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg
             continue
         for meta_key in _READERS:
             changed = meta.get(meta_key)
-            if changed is not None and changed.value not in ("", "none"):
+            if changed is not None and parse_ranges(changed.value):
                 key = (meta_key, record.asset_key, changed.value)
                 changes[key] = max(changes.get(key, 0), record.storage_id)
     need: dict[dg.AssetKey, dict[str, int]] = {}
     for (meta_key, key, changed), storage_id in changes.items():
         for reader, reach in _READERS[meta_key].get(key, []):
             days = set()
-            for text in changed.split(", "):
-                first, last = parse_range(text)
+            for first, last in parse_ranges(changed):
                 last_read = min(date.fromisoformat(last) + timedelta(days=reach), today)
                 days |= {d.isoformat() for d in days_between(date.fromisoformat(first), last_read)}
             latest = instance.get_latest_storage_id_by_partition(reader, dg.DagsterEventType.ASSET_MATERIALIZATION,
@@ -327,7 +324,7 @@ def late_data_refresh(context: dg.SensorEvaluationContext):
     # (a day the requests above re-serve whole is left out); one run per selection and contiguous range
     selections: dict[str, set[dg.AssetKey]] = {}
     newest: dict[str, int] = {}
-    for reader, days in stale_readers(context.instance, records, datetime.now(timezone.utc).date()).items():
+    for reader, days in stale_readers(context.instance, records, utc_today()).items():
         built_from = downstream_marts(reader)
         for d, storage_id in days.items():
             if d not in need:

@@ -4,7 +4,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from de_assets.lib.days import days_between, parse_range, range_label, short_label, utc_now, utc_today
+from de_assets.lib.days import days_between, parse_range, parse_ranges, range_label, ranges_label, short_label, utc_now, utc_today
 
 
 def test_utc_now_is_naive_utc():
@@ -38,3 +38,11 @@ def test_parse_range_reads_back_range_label():
     for bad in ("2026-11-01", "2026-11-01..", "..2026-11-01", "a..b..c", ""):
         with pytest.raises(ValueError, match="start..end"):
             parse_range(bad)
+
+
+def test_ranges_label_and_parse_ranges_read_each_other_back():
+    ranges = [(date(2026, 11, 1), date(2026, 11, 1)), (date(2026, 11, 3), date(2026, 11, 9))]
+    assert ranges_label(ranges) == "2026-11-01..2026-11-01, 2026-11-03..2026-11-09"
+    assert parse_ranges(ranges_label(ranges)) == [("2026-11-01", "2026-11-01"), ("2026-11-03", "2026-11-09")]
+    assert ranges_label([]) == "none"
+    assert parse_ranges("none") == parse_ranges("") == parse_ranges(None) == []

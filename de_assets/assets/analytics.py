@@ -10,7 +10,7 @@ from de_assets import checks
 from de_assets.lib import experiment_readout, marts, report, served
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.alerts import Alert
-from de_assets.lib.days import days_between, range_label
+from de_assets.lib.days import days_between, ranges_label
 from de_assets.lib.tables import (
     DAILY_ENGAGEMENT,
     EXPERIMENT_RESULTS,
@@ -104,7 +104,7 @@ def _mart(
             metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started,
                                        publish_to=warehouse)
             # read by the late_data_refresh sensor: later days' marts that read these (layers.LATER_READERS)
-            metadata[CHANGED_DAYS] = ", ".join(range_label(a, b) for a, b in contiguous_ranges(changed)) or "none"
+            metadata[CHANGED_DAYS] = ranges_label(contiguous_ranges(changed))
             if alerts is not None:
                 metadata.update(alerting.page(alerts(con, start, end, context.run.run_id), context.run.tags,
                                               log=context.log))

@@ -7,7 +7,7 @@ import dagster as dg
 from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile, served
 from de_assets.lib.arrivals import contiguous_ranges
-from de_assets.lib.days import days_between, range_label, short_label
+from de_assets.lib.days import days_between, ranges_label, short_label
 from de_assets.metadata import (
     EVENT_DAYS,
     FIRST_DAYS_MOVED,
@@ -211,9 +211,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
-                MARTS_TO_REFRESH: ", ".join(range_label(a, b) for a, b in refresh) or "none",
-                FIRST_DAYS_MOVED: ", ".join(range_label(a, b) for a, b in contiguous_ranges(moved)) or "none",
-                EVENT_DAYS: ", ".join(range_label(a, b) for a, b in contiguous_ranges(changed)) or "none",
+                MARTS_TO_REFRESH: ranges_label(refresh),
+                FIRST_DAYS_MOVED: ranges_label(contiguous_ranges(moved)),
+                EVENT_DAYS: ranges_label(contiguous_ranges(changed)),
             }
             # Recorded while this step still holds the warehouse, like every served asset's materialization:
             # the event log's order is then the order the data was written in, which is what the

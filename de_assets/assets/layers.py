@@ -56,16 +56,23 @@ def _later_readers() -> dict[dg.AssetKey, list[tuple[dg.AssetKey, int]]]:
 LATER_READERS = _later_readers()
 
 
-def downstream_marts(key: dg.AssetKey) -> list[dg.AssetKey]:
-    """`key` and every mart (group analytics) built from it, in declaration order (an order a run can follow)."""
+def _children() -> dict[dg.AssetKey, set[dg.AssetKey]]:
     children: dict[dg.AssetKey, set[dg.AssetKey]] = {}
     for asset in DATA_ASSETS:
         for spec in _specs(asset):
             for dep in spec.deps:
                 children.setdefault(dep.asset_key, set()).add(spec.key)
+    return children
+
+
+_CHILDREN = _children()  # asset -> the assets that depend on it
+
+
+def downstream_marts(key: dg.AssetKey) -> list[dg.AssetKey]:
+    """`key` and every mart (group analytics) built from it, in declaration order (an order a run can follow)."""
     found, todo = {key}, [key]
     while todo:
-        for child in children.get(todo.pop(), ()):
+        for child in _CHILDREN.get(todo.pop(), ()):
             if child in MARTS and child not in found:
                 found.add(child)
                 todo.append(child)

@@ -39,3 +39,15 @@ def parse_range(text: str) -> tuple[str, str]:
     if not sep or not first or not last or ".." in last:
         raise ValueError(f"not a 'start..end' day range: {text!r}")
     return first, last
+
+
+def ranges_label(ranges) -> str:
+    """(first, last) ranges -> ``'a..b, c..d'``, or ``'none'``: the form `parse_ranges` reads back."""
+    return ", ".join(range_label(first, last) for first, last in ranges) or "none"
+
+
+def parse_ranges(text: str | None) -> list[tuple[str, str]]:
+    """``'a..b, c..d'`` -> ``[('a', 'b'), ('c', 'd')]``; ``'none'``, empty or None -> ``[]``."""
+    if not text or text == "none":
+        return []
+    return [parse_range(part) for part in text.split(", ")]
