@@ -172,11 +172,15 @@ def test_readers_never_wait_for_a_run_that_writes(tmp_path):
     assert cli_read.returncode == 0 and cli_read.stdout.strip() == "days\n4"
 
 
-def test_publishing_a_day_larger_than_the_memory_limit_streams_to_the_lake(tmp_path):
+@pytest.mark.parametrize("big_rows", [served.BIG_PARTITION_ROWS, 10**9], ids=["a COPY per partition", "partitioned COPY"])
+def test_publishing_a_day_larger_than_the_memory_limit_streams_to_the_lake(tmp_path, monkeypatch, big_rows):
     """A partitioned COPY buffers up to `partitioned_write_flush_threshold` rows per thread before
     writing (DuckDB's default: 524,288): a day of 1M events (~800 bytes each) ran out of memory under
-    the default 600MB limit. Scaled down: 600,000 rows of ~900 bytes under a 300MB limit."""
+    the default 600MB limit. Scaled down: 600,000 rows of ~900 bytes under a 300MB limit, written
+    both ways `served.publish` writes partitions."""
     from de_assets.lib import lake as lake_core
+
+    monkeypatch.setattr(served, "BIG_PARTITION_ROWS", big_rows)
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("SET memory_limit = '300MB'; SET preserve_insertion_order = false; SET threads = 2")
@@ -193,3 +197,34 @@ def test_publishing_a_day_larger_than_the_memory_limit_streams_to_the_lake(tmp_p
     served.publish(con, catalog, CLEAN_EVENTS, day, day)
     read = served.connect(catalog)
     assert read.execute("SELECT count(*), count(DISTINCT message_id) FROM clean.events").fetchone() == (600000, 600000)
+
+
+@pytest.mark.parametrize("big_rows", [1, 10**9], ids=["a COPY per partition", "partitioned COPY"])
+def test_both_ways_of_writing_partitions_serve_exactly_the_partitions_written(tmp_path, monkeypatch, big_rows):
+    """`served.publish` writes big partitions one COPY each and small ones in one partitioned COPY
+    (`BIG_PARTITION_ROWS`); either way one file per partition with rows, none for an empty one, and a
+    re-publish replaces exactly the partitions of its range."""
+    from datetime import date
+
+    from de_assets.lib import lake as lake_core
+
+    monkeypatch.setattr(served, "BIG_PARTITION_ROWS", big_rows)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA clean")
+    columns = ", ".join(f"NULL::{'VARCHAR' if c.type == 'JSON' else c.type} AS {c.name}"
+                        for c in CLEAN_EVENTS.columns if c.name not in ("arrival_date", "message_id"))
+    con.execute(f"CREATE TABLE clean.events AS SELECT d::DATE AS arrival_date, m AS message_id, {columns} "
+                "FROM (VALUES ('2026-11-01', 'a'), ('2026-11-01', 'b'), ('2026-11-01', 'c'), "
+                "('2026-11-03', 'd'), ('2026-11-03', 'e')) t(d, m)")
+    catalog = lake_core.open_catalog(data_dir=tmp_path)
+    served.publish(con, catalog, CLEAN_EVENTS, date(2026, 11, 1), date(2026, 11, 3))
+    per_day = "SELECT arrival_date::VARCHAR, list(message_id ORDER BY message_id) FROM clean.events GROUP BY 1 ORDER BY 1"
+    assert served.connect(catalog).execute(per_day).fetchall() == [("2026-11-01", ["a", "b", "c"]),
+                                                                   ("2026-11-03", ["d", "e"])]
+    files = lake_core.snapshot_files(catalog.load_table(CLEAN_EVENTS.name))
+    assert len(files) == 2  # 11-02 has no rows, so no file
+    con.execute("DELETE FROM clean.events WHERE message_id = 'a'")
+    con.execute("INSERT INTO clean.events (arrival_date, message_id) VALUES ('2026-11-02', 'x'), ('2026-11-03', 'y')")
+    served.publish(con, catalog, CLEAN_EVENTS, date(2026, 11, 1), date(2026, 11, 2))  # not 11-03
+    assert served.connect(catalog).execute(per_day).fetchall() == [("2026-11-01", ["b", "c"]), ("2026-11-02", ["x"]),
+                                                                   ("2026-11-03", ["d", "e"])]

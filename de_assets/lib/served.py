@@ -29,11 +29,15 @@ from pyiceberg.expressions import And, LessThan, NotIn
 
 from de_assets.lib import lake
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
-from de_assets.lib.sql import literal, transaction
+from de_assets.lib.sql import ident, literal, transaction
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
 
 LAKE_CODECS = ("zstd", "snappy", "gzip", "uncompressed")  # Parquet codecs of the lake's data files
-PARTITIONED_WRITE_FLUSH_ROWS = 32_768  # memory-bounded partitioned writes; as fast as a plain COPY at 1M rows
+# Rows a lake write buffers per thread before writing (a partitioned COPY's flush threshold, a plain
+# COPY's row group): DuckDB's defaults (524,288 / 122,880) held too much of a wide 1M-event day to
+# stay under a 600MB limit. As fast as the defaults at 1M rows.
+WRITE_BATCH_ROWS = 32_768
+BIG_PARTITION_ROWS = 10_000  # rows per partition from which each partition is written by a COPY of its own
 _ARROW = {
     "VARCHAR": pa.string(), "JSON": pa.string(), "DATE": pa.date32(), "BIGINT": pa.int64(),
     "INTEGER": pa.int32(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us"),
@@ -103,19 +107,34 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
         if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
             folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
             folder.parent.mkdir(parents=True, exist_ok=True)
-            target_dir = literal(folder)
-            # A partitioned COPY buffers this many rows per thread before writing; DuckDB's default
-            # (524,288) held a whole 1M-event day in memory and failed under a 600MB limit.
-            con.execute(f"SET partitioned_write_flush_threshold = {PARTITIONED_WRITE_FLUSH_ROWS}")
-            con.execute(f"COPY ({rows}) TO {target_dir} (FORMAT parquet, COMPRESSION {compression}, "
-                        f"PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)",
-                        {"v": values})
+            _write_partitions(con, rows, values, column, folder, compression)
             files = sorted(str(f) for f in folder.rglob("*.parquet"))
             snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
         else:  # object storage: pyiceberg writes through pyarrow's filesystems
             data = con.sql(rows, params={"v": values}).to_arrow_table()
             snapshot = lake.overwrite_partitions(target, data.cast(arrow_schema(table)), column, values)
     return getattr(snapshot, "snapshot_id", None)
+
+
+def _write_partitions(con, rows: str, values: list[date], column: str, folder: Path, compression: str) -> None:
+    """Write the rows of `rows` (a query over `$v`, the partition values) as Parquet files under
+    `folder`, one partition value per file.
+
+    Big partitions are written one `COPY` each: measured on 30 days of `clean.events` (2.72M rows,
+    2 cores), 6.7-7.5 s against 10.4-11.9 s for one partitioned `COPY`, which buffers and flushes
+    every partition in small pieces (files 6% larger, in row groups of `WRITE_BATCH_ROWS`). Small
+    ones (a long history of sparse days) are written by one partitioned `COPY`: 557 partitions of
+    ~29 rows, 0.4 s against 1.1 s one by one."""
+    sizes = dict(con.execute(f"SELECT {ident(column)}, count(*) FROM ({rows}) GROUP BY 1", {"v": values}).fetchall())
+    if sum(sizes.values()) >= BIG_PARTITION_ROWS * len(values):
+        folder.mkdir()
+        for value in sorted(sizes):  # a partition without rows gets no file, as in a partitioned COPY
+            con.execute(f"COPY ({rows}) TO {literal(folder / f'{column}={value}.parquet')} "
+                        f"(FORMAT parquet, COMPRESSION {compression}, ROW_GROUP_SIZE {WRITE_BATCH_ROWS})", {"v": [value]})
+        return
+    con.execute(f"SET partitioned_write_flush_threshold = {WRITE_BATCH_ROWS}")
+    con.execute(f"COPY ({rows}) TO {literal(folder)} (FORMAT parquet, COMPRESSION {compression}, "
+                f"PARTITION_BY ({column}), WRITE_PARTITION_COLUMNS true)", {"v": values})
 
 
 # What a rollback restores: the data tables (not the pipeline's own log in `pipeline_health`).
