@@ -25,6 +25,7 @@ MARTS_TO_REFRESH = "marts_to_refresh"  # clean/*: event-day ranges whose marts i
 REFRESH_RANGE = "refresh_range"  # forget-user: the event days whose marts must be re-served
 EVENT_DAYS = "event_days"  # clean/*: the event days whose clean rows it changed (a..b, c..d, or none)
 FIRST_DAYS_MOVED = "first_days_moved"  # clean/*: event days that gained or lost a user's first day (a..b, or none)
+HEALTH_DAYS = "health_days"  # clean/*: arrival days whose pipeline-health figures it changed (a..b, or none)
 CHANGED_DAYS = "changed_days"  # marts/*: the partitions whose rows the step changed (a..b, c..d, or none)
 
 

@@ -6,13 +6,15 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
-from de_assets.assets.analytics import EVENT_DAY_READERS, FIRST_DAY_READERS
+from de_assets.assets.analytics import EVENT_DAY_READERS, FIRST_DAY_READERS, HEALTH_DAY_READERS
 from de_assets.assets.layers import CLEANED, LATER_READERS, MARTS, SERVED, downstream_marts
 from de_assets.freshness import DEADLINE_HOUR_UTC
 from de_assets.instance import sweep_dead_runs
 from de_assets.lib import arrivals, landing
 from de_assets.maintenance import days_needed_by_runs
-from de_assets.metadata import CHANGED_DAYS, DRY_RUN, EVENT_DAYS, FIRST_DAYS_MOVED, MARTS_TO_REFRESH, REFRESH_RANGE
+from de_assets.metadata import (
+    CHANGED_DAYS, DRY_RUN, EVENT_DAYS, FIRST_DAYS_MOVED, HEALTH_DAYS, MARTS_TO_REFRESH, REFRESH_RANGE,
+)
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, parse_range, parse_ranges, range_label, utc_today
 from de_assets.partitions import daily, partition_range_tags
@@ -242,21 +244,24 @@ def days_to_refresh(instance: dg.DagsterInstance, records) -> dict[str, int]:
 
 # What later days read, per metadata key of the materialization that records the change:
 # asset -> [(the mart that reads it, how many days after a changed day it reads it)].
-_READERS = {CHANGED_DAYS: LATER_READERS, FIRST_DAYS_MOVED: FIRST_DAY_READERS, EVENT_DAYS: EVENT_DAY_READERS}
+_READERS = {CHANGED_DAYS: LATER_READERS, FIRST_DAYS_MOVED: FIRST_DAY_READERS, EVENT_DAYS: EVENT_DAY_READERS,
+            HEALTH_DAYS: HEALTH_DAY_READERS}
 
 
 def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg.AssetKey, dict[str, int]]:
     """Each mart that read what these materializations changed -> the event days it must re-serve ->
     the newest materialization that made the day stale (its storage id).
 
-    Three kinds of change, each with the marts that read it (`_READERS`):
+    Four kinds of change, each with the marts that read it (`_READERS`):
     * a mart's `changed_days` (the partitions whose rows changed), read by later days' marts
       (`LATER_READERS`, from the partition mappings: daily_engagement by kpi_changes of the next day,
       week, month and year; kpi_changes by kpi_anomalies of every later day);
     * a cleaning's `first_days_moved` (days that gained or lost a user's first day ever), read by
       `FIRST_DAY_READERS` (new_users on the day, retention cohorts from it on);
     * a cleaning's `event_days`, read further back than its `marts_to_refresh` window by
-      `EVENT_DAY_READERS` (the A/B readouts of the next 89 days).
+      `EVENT_DAY_READERS` (the A/B readouts of the next 89 days);
+    * a cleaning's `health_days` (arrival days whose rows in, quarantined or duplicate counts changed),
+      read by `HEALTH_DAY_READERS` (the anomaly scores of that day and every later day).
     A day is stale when the reading mart's latest materialization of it is older than the change:
     runs of different days at once, runs in reverse order or a past day re-run built it first. A day
     never served is not re-served; dry-run materializations are ignored.
@@ -296,8 +301,9 @@ def stale_readers(instance: dg.DagsterInstance, records, today: date) -> dict[dg
     "served before and not since; all such days in one run per contiguous range. Likewise, when a mart "
     "that later days read changed (daily_engagement, revenue_daily, service_latency read by kpi_changes; "
     "kpi_changes read by kpi_anomalies), or a cleaning moved users' first day ever (read by new_users "
-    "and retention cohorts) or wrote events that A/B readouts up to 89 days later read, after those "
-    "days were built, it re-serves the reading marts and the marts built from them for those days.",
+    "and retention cohorts), wrote events that A/B readouts up to 89 days later read, or changed a "
+    "day's pipeline-health figures (read by the anomaly scores of every later day), after those days were "
+    "built, it re-serves the reading marts and the marts built from them for those days.",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )

@@ -221,6 +221,40 @@ def test_re_running_a_past_day_re_serves_later_days_only_when_its_clean_rows_cha
     assert pipeline.query(mau).mau.tolist() == [4, 6, 6]
 
 
+def test_a_re_run_that_changes_only_a_days_health_figures_re_serves_the_anomaly_scores_after_it(
+        tmp_path, pipeline, golden_landing):
+    """kpi_anomalies scores the pipeline's own health series (rows in, quarantine rate per arrival day)
+    with the KPIs. A file landed late into a past day whose every line is unreadable changes no clean
+    row, so no mart re-serves, but it changes that day's health figures, which the scores of every
+    later day read: the sensor re-serves them, and they equal a run that had the file from the start."""
+    from de_assets_tests.conftest import Pipeline, land
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    first = _late_sensor(pipeline.instance)
+    land(golden_landing, "2026-11-01", "late.ndjson", ["{not json"])  # quarantined: 2 of 5 rows, under the gate
+    rerun = pipeline.run("2026-11-01")
+    [clean] = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
+    meta = clean.materialization.metadata
+    assert (meta["event_days"].value, meta["marts_to_refresh"].value, meta["health_days"].value) == (
+        "none", "none", "2026-11-01..2026-11-01")
+    rows_in = "SELECT value FROM marts.kpi_anomalies WHERE kpi = 'pipeline.rows_in' AND event_date = '2026-11-01'"
+    assert pipeline.query(rows_in).value.tolist() == [4.0 + 1]  # golden README: 4 event rows land on 11-01
+    [request] = _late_sensor(pipeline.instance, first.cursor).run_requests
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"],
+            [k.to_user_string() for k in request.asset_selection]) == (
+        "2026-11-02", "2026-11-03", ["marts/kpi_anomalies", "reports/insights"])  # 11-01 was re-served by the re-run
+    assert pipeline.defs.resolve_job_def("refresh_marts").execute_in_process(
+        instance=pipeline.instance, tags=request.tags, asset_selection=request.asset_selection).success
+    sequential = Pipeline(tmp_path / "sequential", golden_landing)
+    assert sequential.run("2026-11-01", "2026-11-03").success
+    anomalies = "SELECT * EXCLUDE (expected, score), round(expected, 9) e, round(score, 9) s FROM marts.kpi_anomalies ORDER BY ALL"
+    assert pipeline.query(anomalies).equals(sequential.query(anomalies))
+    # a re-run that changes nothing records no health change, and makes nothing stale
+    rerun = pipeline.run("2026-11-01")
+    [clean] = [e for e in rerun.get_asset_materialization_events() if e.asset_key.path == ["clean", "clean_events"]]
+    assert clean.materialization.metadata["health_days"].value == "none"
+
+
 def _keys(*groups):
     from de_assets.assets.layers import keys_where
     from de_assets.jobs import daily_pipeline

@@ -169,7 +169,8 @@ kpi_changes = _mart(
 
 kpi_anomalies = _mart(
     KPI_ANOMALIES,
-    [dg.AssetDep(kpi_changes, partition_mapping=EVERY_DAY_BEFORE)],
+    # and the health series of every earlier arrival day, which the cleanings record (HEALTH_DAY_READERS)
+    [dg.AssetDep(dep, partition_mapping=EVERY_DAY_BEFORE) for dep in (kpi_changes, CLEAN_EVENTS, CLEAN_REQUESTS)],
     "Every headline KPI per day, and the pipeline's own health series (`pipeline.rows_in`, "
     "`pipeline.quarantine_rate`, `pipeline.duplicate_rate` per arrival day), scored against its own "
     "history by `de_assets.anomaly.detect`: weekly "
@@ -189,6 +190,12 @@ kpi_anomalies = _mart(
 # of those days (new_users) and retention_cohorts from them on (cohort sizes, in every later week) are
 # stale. Followed by the late_data_refresh sensor: (reader, how many days after a moved day it reads it).
 FIRST_DAY_READERS = {CLEAN_EVENTS: [(daily_engagement.key, 0), (retention_cohorts.key, marts.HISTORY_DAYS)]}
+
+# kpi_anomalies scores the pipeline's own health series (rows in, quarantine and duplicate rates per
+# arrival day, from the KPI rows the cleanings record) next to the KPIs: when a cleaning changes a day's
+# figures (`health_days`: a re-run that read a file landed late, even one whose rows were all
+# quarantined), the scores of that day and of every later day are stale.
+HEALTH_DAY_READERS = {key: [(kpi_anomalies.key, marts.HISTORY_DAYS)] for key in (CLEAN_EVENTS, CLEAN_REQUESTS)}
 
 
 class ExperimentReadoutConfig(dg.Config):

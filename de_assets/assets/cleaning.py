@@ -11,6 +11,7 @@ from de_assets.lib.days import days_between, ranges_label, short_label
 from de_assets.metadata import (
     EVENT_DAYS,
     FIRST_DAYS_MOVED,
+    HEALTH_DAYS,
     LAKE_SNAPSHOT_ID,
     LATE_EVENT_DAYS,
     MARTS_TO_REFRESH,
@@ -147,6 +148,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         earliest = settings.earliest_event_ts()
         with warehouse.connect() as con:
             has_users = reconcile.remember_first_days(con, spec, start, end)
+            health_before = health.series_counts(con, clean_key.to_user_string(), start)
             served_before = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
             # in batches of whole days (lib/clean.py): memory stays bounded however long the backfill
             daily_reports = clean.clean_days(
@@ -208,12 +210,15 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             refresh = reconcile.marts_to_refresh(start, end, [d for d in changed if d < start], repaired["days"],
                                              repaired["event_days"], marts.TRAILING_WINDOW_DAYS) if changed else []
             moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
+            health_after = health.series_counts(con, clean_key.to_user_string(), start)
+            health_moved = sorted(d for d in health_after if health_after[d] != health_before.get(d))
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
                 MARTS_TO_REFRESH: ranges_label(refresh),
                 FIRST_DAYS_MOVED: ranges_label(contiguous_ranges(moved)),
                 EVENT_DAYS: ranges_label(contiguous_ranges(changed)),
+                HEALTH_DAYS: ranges_label(contiguous_ranges(health_moved)),
             }
             # Recorded while this step still holds the warehouse, like every served asset's materialization:
             # the event log's order is then the order the data was written in, which is what the

@@ -172,6 +172,15 @@ HEALTH_SERIES_SQL = f"""
 """
 
 
+def series_counts(con, asset: str, since: date) -> dict[date, tuple[int, int, int]]:
+    """Per arrival day from `since` on, what the health series (`HEALTH_SERIES_SQL`) take from the
+    latest KPI row of the cleaning `asset`: (rows in, quarantined, duplicate). Taken before and
+    after a cleaning, the days whose health figures it changed."""
+    return {day: (rows_in, quarantined, duplicate) for day, rows_in, quarantined, duplicate in con.execute(
+        f"SELECT partition, rows_in, rows_quarantined, rows_duplicate FROM ({LATEST_KPIS}) "
+        "WHERE asset = ? AND partition >= ?", [asset, since]).fetchall()}
+
+
 def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None, str | None]]:
     """The measured value of every SLO for `day` from `partition_kpis`, with an optional status override."""
     [(rows_in, quarantined, duplicate)] = con.execute(
