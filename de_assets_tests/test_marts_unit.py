@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 
 from de_assets.lib import marts
-from de_assets.lib.tables import ensure_tables
+from de_assets.lib.tables import REVENUE_DAILY, ensure_tables
 
 
 def test_kpi_anomalies_flags_an_injected_spike_and_only_it():
@@ -114,3 +114,18 @@ def test_a_table_knows_which_rows_a_day_range_covers(con):
     daily = con.execute(f"SELECT list(event_date ORDER BY 1) FROM ({days}) "
                         f"WHERE {DAILY_ENGAGEMENT.range_predicate('?', '?')}", [start, end]).fetchone()[0]
     assert daily == [date(2026, 11, 4), date(2026, 11, 10)]
+
+
+def test_revenue_is_summed_exactly_so_a_re_run_gives_the_same_figure():
+    """Floating-point sums depend on the order rows are added in (DuckDB aggregates in parallel: re-runs
+    of a 30-day backfill differed in the last digits); revenue is summed as DECIMAL, exactly."""
+    con = duckdb.connect()
+    ensure_tables(con)
+    day = date(2026, 11, 1)
+    for i, revenue in enumerate([0.1, 0.2, 0.3]):
+        con.execute("INSERT INTO clean.events (arrival_date, event_date, message_id, type, event, user_key, revenue) "
+                    "VALUES (?, ?, ?, 'track', 'Order Completed', ?, ?)", [day, day, f"m{i}", f"u{i % 2}", revenue])
+    marts.replace_range(con, REVENUE_DAILY, marts.REVENUE_DAILY_SQL, day, day)
+    [(revenue, arppu)] = con.execute("SELECT revenue, arppu FROM marts.revenue_daily").fetchall()
+    assert 0.1 + 0.2 + 0.3 == 0.6000000000000001  # what a floating-point sum gives, in this order
+    assert (revenue, arppu) == (0.6, 0.6 / 2)

@@ -60,8 +60,10 @@ def _metric_columns(plan: Plan) -> str:
         cols.append(f"coalesce(bool_or(a.post AND a.event = {ev}), false)::INTEGER AS y_{name}")
         cols.append(f"coalesce(bool_or(a.pre AND a.event = {ev}), false)::INTEGER AS x_{name}")
     rev = literal(REVENUE_EVENT)
-    cols.append(f"coalesce(sum(a.revenue) FILTER (WHERE a.post AND a.event = {rev}), 0) AS y_{REVENUE_METRIC}")
-    cols.append(f"coalesce(sum(a.revenue) FILTER (WHERE a.pre AND a.event = {rev}), 0) AS x_{REVENUE_METRIC}")
+    # exact per-user sums too (DECIMAL, as in `_sums`): a user's orders added in any order give one figure
+    revenue = "sum(a.revenue::DECIMAL(38, 6))"
+    cols.append(f"coalesce({revenue} FILTER (WHERE a.post AND a.event = {rev}), 0) AS y_{REVENUE_METRIC}")
+    cols.append(f"coalesce({revenue} FILTER (WHERE a.pre AND a.event = {rev}), 0) AS x_{REVENUE_METRIC}")
     return ",\n               ".join(cols)
 
 

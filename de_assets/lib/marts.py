@@ -173,8 +173,12 @@ LEFT JOIN retained r ON r.cohort_week = c.cohort_week AND r.activity_week = w.ac
 
 REVENUE_DAILY_SQL = f"""
 WITH days AS ({_DAYS}),
+-- revenue summed exactly (DECIMAL, to the millionth): a parallel floating-point sum depends on the order
+-- rows are added in, and re-runs of a 30-day backfill differed in the last digits (96524.96999999961
+-- and 96524.97000000079), enough to report the day as changed and re-serve the comparisons after it
 orders AS (
-    SELECT event_date, count(*) AS orders, sum(revenue) AS revenue, count(DISTINCT user_key) AS paying_users
+    SELECT event_date, count(*) AS orders, sum(revenue::DECIMAL(38, 6))::DOUBLE AS revenue,
+           count(DISTINCT user_key) AS paying_users
     FROM clean.events
     WHERE event_date BETWEEN $start AND $end AND type = 'track' AND event = 'Order Completed'
     GROUP BY 1

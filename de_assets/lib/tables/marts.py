@@ -55,7 +55,7 @@ REVENUE_DAILY = _t(
     "event_date",
     ("event_date", "DATE", "UTC day"),
     ("orders", "BIGINT", "Order Completed events"),
-    ("revenue", "DOUBLE", "Sum of properties.revenue (else properties.total) over orders"),
+    ("revenue", "DOUBLE", "Sum of properties.revenue (else properties.total) over orders, exact to the millionth"),
     ("paying_users", "BIGINT", "Users with an order on the day"),
     ("arpu", "DOUBLE", "revenue / dau (NULL when dau = 0)"),
     ("arppu", "DOUBLE", "revenue / paying_users (NULL when paying_users = 0)"),
