@@ -210,8 +210,8 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             refresh = reconcile.marts_to_refresh(start, end, [d for d in changed if d < start], repaired["days"],
                                              repaired["event_days"], marts.TRAILING_WINDOW_DAYS) if changed else []
             moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
-            health_after = health.series_counts(con, clean_key.to_user_string(), start)
-            health_moved = sorted(d for d in health_after if health_after[d] != health_before.get(d))
+            health_moved = served.changed_partitions(health_before,
+                                                     health.series_counts(con, clean_key.to_user_string(), start))
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
