@@ -25,7 +25,6 @@ import fcntl
 import os
 import random
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -135,32 +134,6 @@ class Warehouse(DuckDBResource):
             if self._scratch is not None and Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con
-
-    @contextmanager
-    def work_folder(self):
-        """A temporary folder beside the warehouse (the system's temp folder for an in-memory one) for
-        the files a step hands from its private DuckDB to the warehouse, and for spilling; deleted when
-        the block ends."""
-        base = None if self.database == ":memory:" else Path(self.database).parent
-        if base is not None:
-            base.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".de-assets-work-", dir=base) as folder:
-            yield folder
-
-    @contextmanager
-    def private(self, folder: str):
-        """A private in-memory DuckDB for work that reads no warehouse table (e.g. `ingest.prepare`),
-        so it holds no lock and other runs' steps use the warehouse meanwhile: same memory limit,
-        UTC, insertion order not kept, spilling into `folder` (`work_folder`)."""
-        con = duckdb.connect()
-        try:
-            con.execute(f"SET memory_limit = '{self.memory_limit}'")
-            con.execute("SET preserve_insertion_order = false")
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"SET temp_directory = {literal(str(Path(folder) / 'spill'))}")
-            yield con
-        finally:
-            con.close()
 
     def get_connection(self):
         """The same connection as `connect()`. DuckDBResource's own would open the stored file

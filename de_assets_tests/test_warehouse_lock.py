@@ -9,13 +9,10 @@ import subprocess
 import sys
 import threading
 
-import dagster as dg
 import duckdb
 import pytest
 
-from de_assets.lib import ingest
 from de_assets.resources import _connection_in_turn
-from de_assets_tests.conftest import TEST_KEY, Pipeline
 
 # Another process holding the file, in its turn (like a step of another run) or not (a notebook).
 HOLDER = """
@@ -126,71 +123,3 @@ def test_a_free_file_opens_at_once_without_a_word(tmp_path):
     with _connection_in_turn(str(tmp_path / "warehouse.duckdb"), {}, 600, log) as con:
         assert con.execute("SELECT 1").fetchone() == (1,)
     assert log.lines == []
-
-
-# Another process that opens the warehouse file itself (no turn): it can only while no step holds it.
-OPENER = """
-import sys, duckdb
-with duckdb.connect(sys.argv[1]) as con:
-    print(con.execute("SELECT count(*) FROM raw.source_files").fetchone()[0])
-"""
-
-# Another process ingesting the same day's files in its turn (what a second run of the day would do).
-INGESTER = """
-import sys
-from datetime import date
-from de_assets.lib import ingest, privacy
-from de_assets.resources import _connection_in_turn
-database, landing, day = sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3])
-with _connection_in_turn(database, {}, 60) as con:
-    privacy.install_macros(con, sys.argv[4])
-    ingest.ingest_day(con, landing, "events", day, "other-run", ingest.IngestReport("events"))
-"""
-
-RAW_EVENTS_KEY = dg.AssetKey(["raw", "raw_events"])
-
-
-def test_a_raw_step_reads_and_projects_its_files_without_holding_the_warehouse(pipeline, monkeypatch):
-    assert pipeline.run("2026-11-01", selection=[RAW_EVENTS_KEY]).success  # the file exists, day 1 registered
-    opened = []
-    prepare = ingest.prepare
-
-    def prepare_while_another_process_opens_the_file(*args, **kwargs):
-        opened.append(subprocess.run([sys.executable, "-c", OPENER, str(pipeline.db)], capture_output=True,
-                                     text=True, timeout=60))
-        return prepare(*args, **kwargs)
-
-    monkeypatch.setattr(ingest, "prepare", prepare_while_another_process_opens_the_file)
-    assert pipeline.run("2026-11-02", selection=[RAW_EVENTS_KEY]).success
-    [other] = opened
-    assert other.returncode == 0, other.stderr  # it would fail on DuckDB's lock if the step held the file
-    assert int(other.stdout) > 0  # it read day 1's registrations
-    assert pipeline.query("SELECT count(DISTINCT arrival_date) AS n FROM raw.events")["n"][0] == 2
-
-
-def test_files_another_process_ingested_meanwhile_are_not_ingested_twice(tmp_path, golden_landing, monkeypatch):
-    day = "2026-11-02"
-    alone = Pipeline(tmp_path / "alone", golden_landing)
-    assert alone.run(day, selection=[RAW_EVENTS_KEY]).success
-    pipeline = Pipeline(tmp_path / "raced", golden_landing)
-    assert pipeline.run("2026-11-01", selection=[RAW_EVENTS_KEY]).success  # creates the file
-    calls = []
-    prepare = ingest.prepare
-
-    def prepare_while_another_process_ingests_the_day(*args, **kwargs):
-        if not calls:  # the first time only: the second prepare sees the other process's registrations
-            subprocess.run([sys.executable, "-c", INGESTER, str(pipeline.db), str(golden_landing), day, TEST_KEY],
-                           check=True, timeout=120)
-        calls.append(1)
-        return prepare(*args, **kwargs)
-
-    monkeypatch.setattr(ingest, "prepare", prepare_while_another_process_ingests_the_day)
-    result = pipeline.run(day, selection=[RAW_EVENTS_KEY])
-    assert result.success
-    sql = ("SELECT count(*) AS rows, count(DISTINCT (source_file, line_no)) AS lines FROM raw.events "
-           f"WHERE arrival_date = DATE '{day}'")
-    assert pipeline.query(sql).to_dict("records") == alone.query(sql).to_dict("records")
-    files = f"SELECT path, status, rows FROM raw.source_files WHERE arrival_date = DATE '{day}' ORDER BY path"
-    assert pipeline.query(files).to_dict("records") == alone.query(files).to_dict("records")
-    assert set(pipeline.query(f"SELECT DISTINCT run_id FROM raw.source_files WHERE arrival_date = DATE '{day}'")["run_id"]) == {"other-run"}
-    assert len(calls) == 2  # the commit found the registry changed and the step read the day again

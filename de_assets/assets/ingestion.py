@@ -98,10 +98,6 @@ def bad_file_alert(context: dg.AssetExecutionContext, path: str, status: str, re
                  message=f"landed file {path} is {status}: {reason}", run_id=context.run.run_id)
 
 
-# How many times a raw step prepares its days when another process changed their registry meanwhile.
-PREPARE_ATTEMPTS = 3
-
-
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:
     # Key `raw/raw_<source>`: the UI labels a node with the key's last part only, so it names the layer
     # too. The op keeps its name `raw__<source>` (run config `ops: {raw__events: ...}`).
@@ -134,35 +130,19 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
     ):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        key = settings.key(context.log)
-        for attempt in range(1, PREPARE_ATTEMPTS + 1):
-            # The files are read and projected in a private DuckDB (no lock held: other runs use the
-            # warehouse meanwhile); the warehouse is held only to read the registry and to commit.
-            with warehouse.connect() as con:
-                registry = ingest.read_registry(con, source, start, end)
-            with warehouse.work_folder() as folder:
-                with warehouse.private(folder) as scratch:
-                    privacy.install_macros(scratch, key)
-                    prepared = ingest.prepare(scratch, registry, settings.landing_root, source, start, end,
-                                              context.run.run_id, folder, reingest=config.reingest)
-                with warehouse.connect() as con:
-                    try:
-                        reports = ingest.commit(con, prepared)
-                    except ingest.RegistryChanged as changed:
-                        if attempt == PREPARE_ATTEMPTS:
-                            raise dg.Failure(f"{changed} {attempt} times: another run is ingesting the same "
-                                             "days; run them one at a time") from None
-                        context.log.info(f"{changed}: reading them again")
-                        continue
-                    # A bad file costs only itself: the day goes on, the file is named (never its content).
-                    problems = [p for r in reports.values() for p in r.problems]
-                    alerting.send([bad_file_alert(context, path, status, reason) for path, status, reason in problems],
-                                  log=context.log)
-                    metadata, results = finish(
-                        context, con, alerting, context.asset_key, table, start, end, started,
-                        per_day={day: r.as_metadata() for day, r in reports.items()},
-                    )
-            break
+        with warehouse.connect() as con:
+            privacy.install_macros(con, settings.key(context.log))
+            if config.reingest:
+                ingest.clear_partition(con, source, start, end)
+            reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
+            # A bad file costs only itself: the day goes on, the file is named (never its content).
+            problems = [p for r in reports.values() for p in r.problems]
+            alerting.send([bad_file_alert(context, path, status, reason) for path, status, reason in problems],
+                          log=context.log)
+            metadata, results = finish(
+                context, con, alerting, context.asset_key, table, start, end, started,
+                per_day={day: r.as_metadata() for day, r in reports.items()},
+            )
         yield dg.MaterializeResult(metadata=metadata)
         yield from check_events(context, results)
 

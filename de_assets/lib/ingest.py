@@ -10,16 +10,12 @@ Rules:
   `parse_error` (quarantined downstream); the file is registered as `partial` or `rejected`.
 * Only regular files inside the landing root are read (`landing.scan_day`); anything else is
   registered as `refused` with the reason.
-* Ingestion is two steps. `prepare` reads and projects the new files of a range into Parquet files
-  in a private DuckDB (it needs no warehouse table, so it holds no lock: runs of other days
-  ingest at the same time); `commit` then writes the rows and their registry rows in one
-  transaction, after checking that the range's registry is what `prepare` saw. A range run reads
-  the new files of several days at once (batches of up to `BATCH_BYTES`).
+* New files are ingested in one transaction together with their registry rows: a range run
+  reads the new files of several days at once (`ingest_days`, batches of up to `BATCH_BYTES`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -168,188 +164,68 @@ class _Registration:
     day: date | None = None  # arrival day
 
 
-BATCH_BYTES = 128 * 2**20  # landed bytes read in one scan by a range run
-# Codec of the projected rows between `prepare` and `commit` (read once, then deleted). Measured on 1M
-# events: zstd 76 MB, lz4 141 MB, uncompressed 631 MB, in about the same time (writing less pays).
-PROJECTED_CODEC = "zstd"
+BATCH_BYTES = 128 * 2**20  # landed bytes read in one scan and committed at once by a range run
 
 
-class RegistryChanged(Exception):
-    """The file registry of the days being ingested changed between `prepare` and `commit`: another
-    process ingested (or cleared) some of them meanwhile. Prepare again from the registry as it is."""
-
-
-@dataclass
-class Registry:
-    """What the file registry (`raw.source_files`) held for a source when a range was prepared: the
-    registrations of the range's days (compared again at commit) and, for the files of any day up to
-    its end, checksum and row count (originals of re-deliveries; never hashed or read again)."""
-
-    source: str
-    of_range: dict[date, dict[str, str | None]]  # arrival day of [start, end] -> {path: sha256}
-    sha256: dict[str, str]  # path -> checksum, files registered on days before `until`
-    rows: dict[str, int | None]  # path -> rows, every file registered up to the range's end
-    until: date  # the range's end
-
-
-def read_registry(con, source: str, start: date, end: date) -> Registry:
-    """The registry of ``source`` as `prepare` needs it for the days [start, end] (one query)."""
-    of_range: dict[date, dict[str, str | None]] = {}
-    sha256, rows = {}, {}
-    for day, path, checksum, count in con.execute(
-        f"SELECT arrival_date, path, sha256, rows FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date <= ?",
-        [source, end],
-    ).fetchall():
-        if day >= start:
-            of_range.setdefault(day, {})[path] = checksum
-        if day < end and checksum is not None:
-            sha256[path] = checksum
-        rows[path] = count
-    return Registry(source, of_range, sha256, rows, until=end)
-
-
-@dataclass
-class _Batch:
-    """The new files of consecutive days, read and projected (rows in `parquet`), with their registrations."""
-
-    registrations: list[_Registration]
-    ingested_at: datetime
-    parquet: list[str] = field(default_factory=list)
-
-    @property
-    def days(self) -> list[date]:
-        return sorted({reg.day for reg in self.registrations})
-
-
-@dataclass
-class Prepared:
-    """A range read and projected, waiting to be committed: what `commit` writes in one transaction."""
-
-    source: str
-    start: date
-    end: date
-    registered: dict[date, dict[str, str | None]]  # the registry of [start, end] it was prepared against
-    reingest: bool
-    run_id: str
-    batches: list[_Batch]
-    reports: dict[date, IngestReport]
-
-
-def ingest_day(con, root, source: str, day: date, run_id: str, report: IngestReport) -> IngestReport:
+def ingest_day(
+    con, root, source: str, day: date, run_id: str, report: IngestReport,
+    earlier: landing.EarlierFiles | None = None,
+) -> IngestReport:
     """`ingest_days` of one day, counted into ``report``."""
-    ingest_days(con, root, source, day, day, run_id, reports={day: report})
+    ingest_days(con, root, source, day, day, run_id, earlier, reports={day: report})
     return report
 
 
 def ingest_days(
-    con, root, source: str, start: date, end: date, run_id: str, batch_bytes: int = BATCH_BYTES,
+    con, root, source: str, start: date, end: date, run_id: str,
+    earlier: landing.EarlierFiles | None = None, batch_bytes: int = BATCH_BYTES,
     reports: dict[date, IngestReport] | None = None,
 ) -> dict[date, IngestReport]:
-    """`prepare` then `commit` on one connection (which holds the pseudonym macros): every file that
-    landed for ``source`` on the days [start, end] and is not registered yet; one report per day."""
-    with tempfile.TemporaryDirectory(prefix="de-assets-ingest-") as workdir:
-        prepared = prepare(con, read_registry(con, source, start, end), root, source, start, end, run_id, workdir,
-                           batch_bytes=batch_bytes, reports=reports)
-        return commit(con, prepared)
+    """Ingest every file that landed for ``source`` on the days [start, end] and is not registered
+    yet; one report per day.
 
-
-def prepare(
-    con, registry: Registry, root, source: str, start: date, end: date, run_id: str, workdir: str,
-    batch_bytes: int = BATCH_BYTES, reports: dict[date, IngestReport] | None = None, reingest: bool = False,
-) -> Prepared:
-    """Read and project every file that landed for ``source`` on the days [start, end] and is not in
-    ``registry`` (with ``reingest``: every file of those days) into Parquet files under ``workdir``;
-    nothing is written to any table. ``con`` needs no warehouse table (a private in-memory DuckDB with
-    the pseudonym macros, `lib/privacy.py`), so the expensive part of ingestion holds no lock.
-
-    The new files of consecutive days are read and projected together, in batches of up to
+    The new files of consecutive days are read and committed together, in batches of up to
     ``batch_bytes`` landed bytes (a bigger day is a batch of its own): a long sparse range costs a
-    few scans, not one per day.
+    few scans and transactions, not one per day.
 
     A bad file costs only itself. All new files of a batch are read in one DuckDB scan when they
     can be (DuckDB parallelizes across them); when that scan fails, each file is read on its own,
     and a file DuckDB refuses whole is read record by record (`lib/salvage.py`), so its readable
     records are kept and the rest land as raw rows with a `parse_error` (quarantined downstream).
-    Every file gets a registration with a status (ingested, partial, rejected, redelivered,
-    refused) and a reason, committed with its rows.
+    Every file is registered in `raw.source_files` with a status (ingested, partial, rejected,
+    redelivered, refused) and a reason, in the same transaction as its rows. Reading happens before
+    the transaction, so a reader error never aborts it.
 
     A byte-identical copy of a file landed earlier (an earlier day, or earlier in name order the
     same day) is a re-delivery: registered, its rows counted, not ingested. The original is decided
-    from the landing area (`landing.EarlierFiles`), so days may be ingested in any order or at once
-    with the same result.
+    from the landing area (``earlier``, see `landing.EarlierFiles`), so days may be ingested in any
+    order or at once with the same result.
     """
-    earlier = landing.EarlierFiles(root, source, registry.until, known=registry.sha256)
+    earlier = earlier or earlier_files(con, root, source, end)
     reports = reports if reports is not None else {}
-    rows_of = dict(registry.rows)  # grows with the files of this range, batch by batch
-    if reingest:  # the range's registrations are replaced: its files count as new
-        rows_of = {path: n for path, n in rows_of.items()
-                   if not any(path in paths for paths in registry.of_range.values())}
-    started_at = utc_now()
-    batches: list[_Batch] = []
-    pending: list[tuple[date, list, list]] = []
-    pending_size = 0
-
-    def flush() -> None:
-        # Each batch has its own `ingested_at` (a microsecond apart), which identifies it: the
-        # suppression list (`forget.drop_suppressed`) then removes forgotten users from exactly it.
-        batch = _Batch([], started_at + timedelta(microseconds=len(batches)))
-        _prepare_batch(con, source, pending, batch, rows_of, f"{workdir}/{source}-{len(batches)}")
-        for reg in batch.registrations:
-            _count(reports[reg.day], reg)
-        batches.append(batch)
-
+    registered = _registered(con, source, start, end)
+    batch: list[tuple[date, list, list]] = []
+    batch_size = 0
     for day in days_between(start, end):
         report = reports.setdefault(day, IngestReport(source))
-        registered = {} if reingest else registry.of_range.get(day, {})
-        to_read, others = _classify(root, source, day, report, earlier, registered, rows_of)
+        to_read, others = _classify(con, root, source, day, report, earlier, registered.get(day, {}))
         size = sum(f.bytes for f, _ in to_read)
-        if pending and pending_size + size > batch_bytes:
-            flush()
-            pending, pending_size = [], 0
+        if batch and batch_size + size > batch_bytes:
+            _ingest_batch(con, source, run_id, batch, reports)
+            batch, batch_size = [], 0
         if to_read or others:
-            pending.append((day, to_read, others))
-            pending_size += size
-    if pending:
-        flush()
-    return Prepared(source, start, end, registry.of_range, reingest, run_id, batches, reports)
+            batch.append((day, to_read, others))
+            batch_size += size
+    if batch:
+        _ingest_batch(con, source, run_id, batch, reports)
+    return reports
 
 
-def commit(con, prepared: Prepared) -> dict[date, IngestReport]:
-    """Write a prepared range to the warehouse in one transaction: its rows (less those of suppressed
-    users, `forget.drop_suppressed`) and its registrations; with ``reingest``, the range's earlier rows
-    and registrations are deleted first. Raises `RegistryChanged` (writing nothing) when the range's
-    registrations differ from those it was prepared against. Returns the reports per day."""
-    source, start, end = prepared.source, prepared.start, prepared.end
-    if _registered(con, source, start, end) != prepared.registered:
-        raise RegistryChanged(f"the file registry of {source} {start}..{end} changed while the files were read")
-    table, _ = SOURCES[source]
-    with transaction(con):
-        if prepared.reingest:
-            clear_partition(con, source, start, end)
-        for batch in prepared.batches:
-            if batch.parquet:
-                con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM read_parquet({_list(batch.parquet)})")
-                forget.drop_suppressed(con, source, batch.days, batch.ingested_at)  # forgotten users stay out
-            insert_rows(
-                con, SOURCE_FILES.name,
-                ["source", "arrival_date", "path", "format", "sha256", "bytes", "rows", "status", "reason",
-                 "duplicate_of", "ingested_at", "run_id"],
-                [[source, reg.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
-                  reg.reason, reg.duplicate_of, batch.ingested_at, prepared.run_id] for reg in batch.registrations],
-            )
-    return prepared.reports
-
-
-def _list(paths: list[str]) -> str:
-    return "[" + ", ".join(literal(p) for p in paths) + "]"
-
-
-def _prepare_batch(con, source: str, days: list[tuple[date, list, list]], batch: _Batch,
-                   rows_of: dict[str, int | None], stem: str) -> None:
-    """Read and project the new files of ``days`` ``[(day, to_read, others)]`` (`_classify`) into
-    Parquet files named after ``stem``; fills ``batch`` (registrations, files) and ``rows_of``."""
-    to_read = [(day, f, checksum) for day, files, _ in days for f, checksum in files]
-    others = [reg for _, _, regs in days for reg in regs]
+def _ingest_batch(con, source: str, run_id: str, batch: list[tuple[date, list, list]],
+                  reports: dict[date, IngestReport]) -> None:
+    """Read and commit the new files of a batch of days ``[(day, to_read, others)]`` (`_classify`)."""
+    to_read = [(day, f, checksum) for day, files, _ in batch for f, checksum in files]
+    others = [reg for _, _, regs in batch for reg in regs]
     # a re-delivery of a file not ingested yet (its day runs later, or at once) is read to count its rows
     count_only = [reg for reg in others if reg.status == "redelivered" and reg.rows is None]
     read_failures = staging.stage(con, [f for _, f, _ in to_read] + [reg.landed for reg in count_only])
@@ -361,52 +237,46 @@ def _prepare_batch(con, source: str, days: list[tuple[date, list, list]], batch:
             reason += f" ({read_failures[f.relative]})"
         new.append(_Registration(f.relative, f.format, checksum, f.bytes, status, reason, rows=rows,
                                  unreadable=unreadable, day=day))
-    rows_of.update({r.path: r.rows for r in new})
+    rows_of = {r.path: r.rows for r in new}
     for reg in others:
         if reg.rows is None:
             reg.rows = outcomes.get(reg.path, ("", None, 0, 0))[2]
         elif reg.status == "redelivered":
-            reg.rows = rows_of.get(reg.duplicate_of)
+            reg.rows = rows_of.get(reg.duplicate_of) or _registered_rows(con, source, reg.duplicate_of)
     if count_only:
         con.execute("DELETE FROM _lines WHERE list_contains(?, source_file)", [[reg.path for reg in count_only]])
     # the arrival day of every staged file: one batch may hold several days
     con.execute("CREATE OR REPLACE TEMP TABLE _file_days (source_file VARCHAR, arrival_date DATE)")
     if new:
         insert_rows(con, "_file_days", ["source_file", "arrival_date"], [[reg.path, reg.day] for reg in new])
-        try:
-            batch.parquet = [_project(con, source, "TRUE", f"{stem}.parquet", batch.ingested_at)]
-        except duckdb.Error:
-            # A record that reads but cannot be projected (an engine edge case): isolate the file that
-            # holds it, project the others, and keep the bad file's records as unprocessable.
-            batch.parquet = []
-            for i, reg in enumerate(new):
-                where, path = f"source_file = {literal(reg.path)}", f"{stem}-{i}.parquet"
-                try:
-                    batch.parquet.append(_project(con, source, where, path, batch.ingested_at))
-                except duckdb.Error as error:
-                    con.execute("UPDATE _lines SET read_error = 'unprocessable' WHERE " + where)
-                    reg.status, reg.unreadable = "rejected", reg.rows
-                    reg.reason = f"records could not be processed ({salvage.safe_error(error, detail=False)})"
-                    batch.parquet.append(_project(con, source, where, path, batch.ingested_at))
+
+    writer = _Writer(con, source, run_id)
+    try:
+        writer.commit("TRUE", new + others)
+    except duckdb.Error:
+        # A record that reads but cannot be projected (an engine edge case): isolate the file that
+        # holds it, commit the others, and keep the bad file's records as unprocessable.
+        for reg in new:
+            where = f"source_file = {literal(reg.path)}"
+            try:
+                writer.commit(where, [reg])
+            except duckdb.Error as error:
+                con.execute("UPDATE _lines SET read_error = 'unprocessable' WHERE " + where)
+                reg.status, reg.unreadable = "rejected", reg.rows
+                reg.reason = f"records could not be processed ({salvage.safe_error(error, detail=False)})"
+                writer.commit(where, [reg])
+        writer.commit(None, others)
     con.execute("DROP TABLE IF EXISTS _lines")
     con.execute("DROP TABLE IF EXISTS _file_days")
-    batch.registrations = new + others
+    for reg in new + others:
+        _count(reports[reg.day], reg)
 
 
-def _project(con, source: str, rows_where: str, path: str, ingested_at: datetime) -> str:
-    """The staged rows matching ``rows_where`` as raw rows (pseudonymized, scrubbed) in the Parquet file ``path``."""
-    _, select_sql = SOURCES[source]
-    records = f"SELECT * FROM _lines JOIN _file_days USING (source_file) WHERE {rows_where}"
-    con.execute(f"COPY ({select_sql.replace('{records}', records)}) TO {literal(path)} "
-                f"(FORMAT parquet, COMPRESSION {PROJECTED_CODEC})", {"ingested_at": ingested_at})
-    return path
-
-
-def _classify(root, source: str, day: date, report: IngestReport, earlier: landing.EarlierFiles,
-              registered: dict[str, str | None], rows_of: dict[str, int | None]):
+def _classify(con, root, source: str, day: date, report: IngestReport, earlier: landing.EarlierFiles,
+              registered: dict[str, str | None]):
     """The day's files that are new: ``(to_read [(file, sha256)], others [registrations])``, where
     others are re-deliveries and refused entries (registered without reading); ``registered``: the
-    day's registered paths with their checksum; ``rows_of``: rows of the files registered or read so far."""
+    day's registered paths with their checksum."""
     listing = landing.scan_day(root, source, day)
     report.files_skipped += listing.skipped
     to_read: list[tuple[landing.LandedFile, str]] = []
@@ -438,7 +308,7 @@ def _classify(root, source: str, day: date, report: IngestReport, earlier: landi
         else:
             reg = _Registration(landed.relative, landed.format, checksum, landed.bytes, "redelivered",
                                 duplicate_of=original.relative, rows=None, landed=landed, day=day)
-            reg.rows = rows_of.get(original.relative)  # None: read it to count its rows
+            reg.rows = _registered_rows(con, source, original.relative)  # None: read it to count its rows
             others.append(reg)
     return to_read, others
 
@@ -458,6 +328,42 @@ def _count(report: IngestReport, reg: _Registration) -> None:
         report.problems.append((reg.path, reg.status, reg.reason or ""))
 
 
+@dataclass
+class _Writer:
+    """Commits staged rows (of one or more arrival days) with their file registrations."""
+
+    con: object
+    source: str
+    run_id: str
+    started_at: datetime = field(default_factory=utc_now)
+    commits: int = 0
+
+    def commit(self, rows_where: str | None, registrations: list[_Registration]) -> None:
+        """One transaction: the staged rows matching `rows_where` (None: no rows) and the registrations.
+
+        Each commit has its own `ingested_at` (a microsecond apart), which identifies its batch:
+        the suppression list (`forget.drop_suppressed`) then removes forgotten users from exactly it.
+        """
+        con = self.con
+        table, select_sql = SOURCES[self.source]
+        ingested_at = self.started_at + timedelta(microseconds=self.commits)
+        self.commits += 1
+        with transaction(con):
+            if rows_where is not None:
+                records = f"SELECT * FROM _lines JOIN _file_days USING (source_file) WHERE {rows_where}"
+                con.execute(f"INSERT INTO {table.name} BY NAME {select_sql.replace('{records}', records)}",
+                            {"ingested_at": ingested_at})
+                days = sorted({reg.day for reg in registrations})
+                forget.drop_suppressed(con, self.source, days, ingested_at)  # forgotten users stay out
+            insert_rows(
+                con, SOURCE_FILES.name,
+                ["source", "arrival_date", "path", "format", "sha256", "bytes", "rows", "status", "reason",
+                 "duplicate_of", "ingested_at", "run_id"],
+                [[self.source, reg.day, reg.path, reg.format, reg.sha256, reg.bytes, reg.rows, reg.status,
+                  reg.reason, reg.duplicate_of, ingested_at, self.run_id] for reg in registrations],
+            )
+
+
 def _registered(con, source: str, start: date, end: date) -> dict[date, dict[str, str | None]]:
     """Per day of [start, end]: the paths already registered, with their checksum."""
     out: dict[date, dict[str, str | None]] = {}
@@ -467,3 +373,19 @@ def _registered(con, source: str, start: date, end: date) -> dict[date, dict[str
     ).fetchall():
         out.setdefault(day, {})[path] = sha256
     return out
+
+
+def earlier_files(con, root, source: str, until: date) -> landing.EarlierFiles:
+    """The files landed before ``until`` (originals of re-deliveries), with the checksums the registry
+    already knows (not hashed again). One per ingestion step: ``ingest_days`` of any days <= ``until``."""
+    known = dict(con.execute(
+        f"SELECT path, sha256 FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date < ? AND sha256 IS NOT NULL",
+        [source, until],
+    ).fetchall())
+    return landing.EarlierFiles(root, source, until, known=known)
+
+
+def _registered_rows(con, source: str, path: str) -> int | None:
+    """Rows of a registered file; None when it is not registered."""
+    row = con.execute(f"SELECT rows FROM {SOURCE_FILES.name} WHERE source = ? AND path = ?", [source, path]).fetchone()
+    return row[0] if row else None
