@@ -41,7 +41,7 @@ from de_assets.lib import alerts, contracts, ops_store, paths, served
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.sql import literal
-from de_assets.lib.tables import ALERTS, ensure_tables
+from de_assets.lib.tables import ALERTS, SOURCE_FILES, ensure_tables
 
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill launched from the UI
 
@@ -120,7 +120,7 @@ class Warehouse(DuckDBResource):
     @contextmanager
     def connect(self, wait_s: float | None = None):
         """The warehouse connection; waits up to `wait_s` (default `lock_wait_s`) for the file's lock
-        while a step of another run holds it (sensors pass less than a tick's time limit)."""
+        while a step of another run holds it (`ops_engine`, which a sensor may call, passes a few seconds)."""
         target = str(self._scratch) if self._scratch is not None else self.database
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +172,31 @@ class Warehouse(DuckDBResource):
         self._ops_engine = engine  # tables created, nothing left to move: no need to look again
         return engine
 
+    def copy_registrations(self, con, source: str, start: date, end: date) -> None:
+        """Copy the file registry's rows of `source` on the arrival days [start, end] from the
+        warehouse connection `con` to the catalog database (`ops_store.SOURCE_FILES`, what the landing
+        sensor reads). Not in a dry run, nor for an in-memory warehouse without a catalog."""
+        if self.lake_catalog() is None:
+            return
+        result = con.execute(f"SELECT * FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
+                             [source, start, end])
+        columns = [d[0] for d in result.description]
+        ops_store.replace_registrations(self.ops_engine(), source, start, end,
+                                        [dict(zip(columns, row)) for row in result.fetchall()])
+
+    def registered_checksums(self, checksums: list[str]) -> set[str]:
+        """Those of `checksums` (SHA-256 of landed files) the warehouse holds, under any name or day,
+        read from the catalog database's copy of the registry: never waits for a run. Raises
+        duckdb.IOException while an earlier version's registry still has to be copied there and a run
+        holds the warehouse file."""
+        if self.database == ":memory:" and self.catalog_uri is None:
+            return set()
+        engine = self.ops_engine()
+        if Path(self.database).exists() and SOURCE_FILES.name in ops_store.to_adopt(engine):
+            raise duckdb.IOException("the file registry is not copied to the catalog database yet and the "
+                                     "warehouse file is busy")
+        return ops_store.registered_checksums(engine, checksums)
+
     def publish(self, con, table, start=None, end=None, days=None) -> int | None:
         """Publish the partitions of [start, end] (or exactly `days`) of a served table to the lake in
         one commit (`lib/served.py`)."""
@@ -189,17 +214,6 @@ class Warehouse(DuckDBResource):
         with duckdb.connect() as con:
             ops_store.load_alerts(self.ops_engine(), con)
             return served.publish(con, catalog, ALERTS)
-
-    @contextmanager
-    def read_only(self, wait_s: float = 5.0):
-        """A read-only connection to the stored warehouse (sensors: never created, never written),
-        or None while no warehouse file exists. Raises duckdb.IOException when a writer holds the
-        file for longer than `wait_s`."""
-        if self.database == ":memory:" or not Path(self.database).exists():
-            yield None
-            return
-        with _connection_in_turn(self.database, {**self.connection_config, "access_mode": "READ_ONLY"}, wait_s) as con:
-            yield con
 
 
 def _record_run_process(context: dg.InitResourceContext) -> None:

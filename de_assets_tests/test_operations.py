@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import duckdb
 import pytest
+import sqlalchemy as sa
 
 from de_assets import sensors
 from de_assets.definitions import defs
@@ -109,7 +110,7 @@ def test_landing_sensor_waits_while_a_run_covers_the_day(pipeline):
     assert request.partition_key == "2026-11-04"
 
 
-def test_landing_sensor_skips_the_tick_while_a_writer_holds_the_warehouse(pipeline):
+def test_landing_sensor_decides_while_a_writer_holds_the_warehouse(pipeline):
     import subprocess
     import sys
 
@@ -120,15 +121,73 @@ def test_landing_sensor_skips_the_tick_while_a_writer_holds_the_warehouse(pipeli
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
+        # the registry is read from its copy in the catalog database: 11-01 is in, 11-02..11-03 are not
         result = _tick(pipeline.landing, pipeline=pipeline)
     finally:
         holder.kill()
         holder.wait()
-    assert isinstance(result, dg.SkipReason) and "being written" in result.skip_message
-    # with the writer gone, the same tick (no cursor) sees 11-01 is in, and 11-02..11-03 are not
-    [request] = _tick(pipeline.landing, pipeline=pipeline).run_requests
+    [request] = result.run_requests
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
         == ("2026-11-02", "2026-11-03")
+
+
+def test_the_registry_copy_follows_the_warehouse_registry(pipeline):
+    """What the landing sensor reads equals `raw.source_files`: after a range run, after a run that
+    lands a file into an ingested day, and after a re-ingest of a day whose file was replaced."""
+    from de_assets.lib import ops_store, served
+
+    def copy():
+        with served.open_lake(str(pipeline.db)).engine.connect() as c:
+            rows = c.execute(sa.select(ops_store.SOURCE_FILES.c.source, ops_store.SOURCE_FILES.c.path,
+                                       ops_store.SOURCE_FILES.c.sha256, ops_store.SOURCE_FILES.c.status)).all()
+        return sorted(map(tuple, rows))
+
+    def registry():
+        return sorted(map(tuple, pipeline.query(
+            "SELECT source, path, sha256, status FROM raw.source_files").itertuples(index=False)))
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    assert len(copy()) == 9 and copy() == registry()  # the fixture's 9 files (7 events, 2 requests)
+    _land(pipeline.landing / "events" / "2026-11-02", "late.ndjson",
+          '{"messageId": "late1", "type": "page", "userId": "z", "timestamp": "2026-11-02T01:00:00Z"}\n')
+    assert pipeline.run("2026-11-02").success
+    assert len(copy()) == 10 and copy() == registry()
+    (pipeline.landing / "events" / "2026-11-02" / "late.ndjson").unlink()
+    job = pipeline.defs.resolve_job_def("daily_pipeline")
+    assert job.execute_in_process(
+        partition_key="2026-11-02", instance=pipeline.instance,
+        asset_selection=[dg.AssetKey(["raw", "raw_events"])],
+        run_config={"ops": {"raw__events": {"config": {"reingest": True}}}}).success
+    assert len(copy()) == 9 and copy() == registry()
+
+
+def test_the_registry_of_an_earlier_version_is_copied_once_and_kept(pipeline):
+    """A warehouse of an earlier version has its registry but no copy in the catalog database: the
+    sensor's tick copies it (the warehouse keeps its table); while a run holds the file it cannot yet,
+    and the tick waits for the next one rather than take every ingested file for new."""
+    import subprocess
+    import sys
+
+    from de_assets.lib import ops_store, served
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    with served.open_lake(str(pipeline.db)).engine.begin() as c:  # as before this version
+        c.execute(sa.delete(ops_store.SOURCE_FILES))
+        c.execute(sa.delete(ops_store.ADOPTED).where(ops_store.ADOPTED.c.warehouse_table == "raw.source_files"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(pipeline.db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = _tick(pipeline.landing, pipeline=pipeline)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert isinstance(busy, dg.SkipReason) and "being written" in busy.skip_message
+    tick = _tick(pipeline.landing, pipeline=pipeline)
+    assert tick.run_requests == [] and "9 landed file(s) already in the warehouse" in tick.skip_reason.skip_message
+    assert pipeline.query("SELECT count(*) AS n FROM raw.source_files")["n"][0] == 9  # kept
 
 
 def test_landing_sensor_lists_only_day_folders_that_changed(golden_landing, monkeypatch):

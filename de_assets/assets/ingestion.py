@@ -135,6 +135,7 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
             if config.reingest:
                 ingest.clear_partition(con, source, start, end)
             reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
+            warehouse.copy_registrations(con, source, start, end)  # what the landing sensor reads
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]
             alerting.send([bad_file_alert(context, path, status, reason) for path, status, reason in problems],

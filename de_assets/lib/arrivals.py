@@ -1,28 +1,10 @@
-"""What the sensors decide before they start work: which landed files are already in the
-warehouse, and how a set of days becomes as few runs as possible (one per contiguous range)."""
+"""What the sensors decide before they start work: how a set of days becomes as few runs as possible
+(one per contiguous range), and the run keys that make a request of the same work start it once."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import date, timedelta
-
-
-def registered_checksums(con, checksums: list[str]) -> set[str]:
-    """Those of `checksums` (SHA-256 of landed files) already registered in `raw.source_files`,
-    under any name or day (a byte-identical re-delivery counts as registered). A warehouse without
-    the table has none."""
-    if not checksums:
-        return set()
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' AND table_name = 'source_files'"
-    ).fetchone()[0]
-    if not exists:
-        return set()
-    rows = con.execute(
-        "SELECT DISTINCT sha256 FROM raw.source_files WHERE list_contains($checksums, sha256)",
-        {"checksums": sorted(set(checksums))},
-    ).fetchall()
-    return {sha for (sha,) in rows}
 
 
 def contiguous_ranges(days) -> list[tuple[date, date]]:

@@ -7,8 +7,10 @@ it wait, and it works wherever the catalog is reachable (another machine, a pod)
 
 Held here so far: the HTTP events source's cursor and circuit breaker per source, and its dead
 letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`; the served table
-`pipeline_health.alerts` is a copy published to the lake). The other operational tables (file
-registry, KPIs, SLOs, audits) are still in the warehouse file: docs/lake.md, "Still to do".
+`pipeline_health.alerts` is a copy published to the lake); a copy of the file registry, which the
+landing sensor reads (the registry itself is written in the warehouse with the files' rows). The
+other operational tables (KPIs, SLOs, audits) are still in the warehouse file: docs/lake.md, "Still
+to do".
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ _SQL_TYPES = {"VARCHAR": sa.Text, "TIMESTAMP": sa.DateTime, "INTEGER": sa.Intege
               "DOUBLE": sa.Float, "DATE": sa.Date, "BOOLEAN": sa.Boolean}
 
 
-def _declared(table: tables.Table, name: str) -> sa.Table:
-    """The SQL table of a table declared in `lib/tables/` (columns, types, docs, key declared once)."""
+def _declared(table: tables.Table, name: str, key: tuple[str, ...] | None = None) -> sa.Table:
+    """The SQL table of a table declared in `lib/tables/` (columns, types, docs, key declared once;
+    ``key``: a primary key for a table declared without one)."""
+    key = table.key if key is None else key
     return sa.Table(name, METADATA, *(
-        sa.Column(c.name, _SQL_TYPES[c.type], primary_key=c.name in table.key, comment=c.description)
+        sa.Column(c.name, _SQL_TYPES[c.type], primary_key=c.name in key, comment=c.description)
         for c in table.columns
     ))
 
@@ -63,6 +67,13 @@ HTTP_DEAD_LETTERS = sa.Table(
 # processes raising the same new alert at once insert it once, and only the one that did pages.
 ALERTS = _declared(tables.ALERTS, "de_assets_alerts")
 
+# A copy of the file registry (`raw.source_files`: one row per landed file, written in the warehouse
+# with the file's rows): what the landing sensor reads to tell new files from ingested ones without
+# opening the warehouse file, which a run may hold. Each raw step replaces the rows of its days here
+# after its commit (`replace_registrations`); a step killed in between leaves its files looking new to
+# the sensor, whose run then ingests nothing and writes them here.
+SOURCE_FILES = _declared(tables.SOURCE_FILES, "de_assets_source_files", key=("source", "path"))
+
 # Which tables of a warehouse file of an earlier version were moved here (see `adopt_from_warehouse`).
 ADOPTED = sa.Table(
     "de_assets_adopted_from_warehouse", METADATA,
@@ -92,24 +103,30 @@ _WAREHOUSE_TABLES = {
 }
 
 
+# Warehouse tables copied here once (the warehouse keeps them: the copy is kept up to date from then on).
+_COPIED = {SOURCE_FILES: tables.SOURCE_FILES.name}
+
+
 def to_adopt(engine: sa.Engine) -> list[str]:
-    """Warehouse tables of earlier versions not yet moved here (checked once per catalog, then never)."""
+    """Warehouse tables of earlier versions not yet moved (or copied) here (checked once per catalog,
+    then never)."""
     with engine.connect() as c:
         done = set(c.execute(sa.select(ADOPTED.c.warehouse_table)).scalars())
-    return [name for name in _WAREHOUSE_TABLES.values() if name not in done]
+    return [name for name in [*_WAREHOUSE_TABLES.values(), *_COPIED.values()] if name not in done]
 
 
 def adopt_from_warehouse(engine: sa.Engine, con) -> int:
     """Move the state a warehouse file of an earlier version kept in its own tables (the HTTP source's
-    cursor, breaker and dead letters; the alerts) here, once per table: in one transaction, the rows
+    cursor, breaker and dead letters; the alerts) here, and copy the file registry, once per table: in one transaction, the rows
     whose key is not here yet (state written here since wins; dead letters are all appended), recorded
-    in `de_assets_adopted_from_warehouse`; then the warehouse table is dropped. Returns the rows moved."""
+    in `de_assets_adopted_from_warehouse`; then the warehouse table is dropped (not the registry, which
+    the warehouse keeps). Returns the rows moved."""
     old = {name for (name,) in con.execute(
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database()"
     ).fetchall()}
     pending = set(to_adopt(engine))
     moved = 0
-    for table, name in _WAREHOUSE_TABLES.items():
+    for table, name in [*_WAREHOUSE_TABLES.items(), *_COPIED.items()]:
         if name not in pending:
             continue
         rows = []
@@ -131,7 +148,8 @@ def adopt_from_warehouse(engine: sa.Engine, con) -> int:
         except IntegrityError:  # another process moved it meanwhile: its copy stands, this one rolled back
             continue
         moved += len(rows)
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+        if table not in _COPIED:
+            con.execute(f"DROP TABLE IF EXISTS {name}")
     return moved
 
 
@@ -155,3 +173,24 @@ def load_alerts(engine: sa.Engine, con) -> None:
     finally:
         con.unregister("_alerts_rows")
 
+
+
+def replace_registrations(engine: sa.Engine, source: str, start, end, rows: list[dict]) -> None:
+    """Make the registry copy's rows of ``source`` on the arrival days [start, end] equal ``rows`` (the
+    warehouse registry's rows of those days), in one transaction: idempotent, and a re-ingest's
+    cleared registrations go too."""
+    with engine.begin() as c:
+        c.execute(sa.delete(SOURCE_FILES).where(SOURCE_FILES.c.source == source,
+                                                SOURCE_FILES.c.arrival_date.between(start, end)))
+        if rows:
+            c.execute(sa.insert(SOURCE_FILES), rows)
+
+
+def registered_checksums(engine: sa.Engine, checksums: list[str]) -> set[str]:
+    """Those of ``checksums`` (SHA-256 of landed files) in the registry copy, under any name or day
+    (a byte-identical re-delivery counts as registered)."""
+    if not checksums:
+        return set()
+    with engine.connect() as c:
+        return set(c.execute(sa.select(SOURCE_FILES.c.sha256).distinct()
+                             .where(SOURCE_FILES.c.sha256.in_(sorted(set(checksums))))).scalars())
