@@ -146,19 +146,42 @@ def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
             f.format for source in LANDING_SOURCES for f in landing.list_files(landing_root, source, d))]
     else:
         empty = days
-    database = paths.database()
-    if empty and Path(database).is_file():
-        import duckdb
-
-        try:
-            with duckdb.connect(database, read_only=True) as con:
-                known = {d for (d,) in con.execute(
-                    "SELECT DISTINCT arrival_date FROM raw.source_files WHERE arrival_date BETWEEN ? AND ?",
-                    [start, end]).fetchall()}
-            empty = [d for d in empty if d not in known]
-        except duckdb.Error:  # no registry yet, or another process holds the write lock
-            pass
+    if empty:
+        known = _days_registered(start, end)
+        empty = [d for d in empty if d not in known]
     return empty
+
+
+def _days_registered(start: date, end: date) -> set[date]:
+    """Arrival days of [start, end] with a file in the registry, from its copy in the catalog database
+    (never waits for a run); from the warehouse file while an earlier version's registry is not copied
+    there yet; none before anything was ingested."""
+    import duckdb
+    import sqlalchemy as sa
+
+    from de_assets import lake
+    from de_assets.lib import ops_store
+    from de_assets.lib.tables import SOURCE_FILES
+
+    try:
+        engine = ops_store.ensure(lake.catalog().engine)
+        if SOURCE_FILES.name not in ops_store.to_adopt(engine):
+            copy = ops_store.SOURCE_FILES
+            with engine.connect() as c:
+                return set(c.execute(sa.select(copy.c.arrival_date).distinct()
+                                     .where(copy.c.arrival_date.between(start, end))).scalars())
+    except FileNotFoundError:  # no lake yet
+        pass
+    database = paths.database()
+    if not Path(database).is_file():
+        return set()
+    try:
+        with duckdb.connect(database, read_only=True) as con:
+            return {d for (d,) in con.execute(
+                f"SELECT DISTINCT arrival_date FROM {SOURCE_FILES.name} WHERE arrival_date BETWEEN ? AND ?",
+                [start, end]).fetchall()}
+    except duckdb.Error:  # no registry yet, or another process holds the write lock
+        return set()
 
 
 class _StepProgress(logging.Handler):

@@ -148,6 +148,18 @@ def test_a_range_with_some_empty_days_names_them(tmp_path, monkeypatch, capsys, 
     (golden_landing / "events" / "2026-11-01" / "batch-1.ndjson").unlink()
     assert cli.main(["run", "--start", "2026-11-01", "--landing", str(golden_landing)]) == 0
     assert "no data landed" not in capsys.readouterr().out
+    # and still while another process holds the warehouse file (a run in progress): the registry's
+    # copy in the catalog database answers
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(tmp_path / "w.duckdb")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cli._days_without_data(str(golden_landing), date(2026, 10, 31), date(2026, 11, 2)) == [date(2026, 10, 31)]
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def _commands() -> dict:
