@@ -190,6 +190,26 @@ def test_the_registry_of_an_earlier_version_is_copied_once_and_kept(pipeline):
     assert pipeline.query("SELECT count(*) AS n FROM raw.source_files")["n"][0] == 9  # kept
 
 
+def test_the_registry_copy_answers_for_more_files_than_sqlite_binds_in_one_statement():
+    """A first tick over years of landed files asks about many checksums; SQLite binds a limited number
+    of values in one statement (32,766 by default; this build's limit is read, and exceeded)."""
+    import sqlite3
+    from datetime import date
+
+    from de_assets.lib import ops_store
+
+    limit = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    engine = ops_store.ensure(sa.create_engine("sqlite://"))
+    day = date(2026, 1, 1)
+    ops_store.replace_registrations(engine, "events", day, day, [
+        dict(source="events", arrival_date=day, path=f"events/2026-01-01/{i}.ndjson", format="ndjson",
+             sha256=f"sha-{i}", bytes=1, rows=1, status="ingested", reason=None, duplicate_of=None,
+             ingested_at=None, run_id="r") for i in range(1_000)])
+    # the 1,000 registered, and more new ones than one statement binds
+    asked = [f"sha-{i}" for i in range(limit + 1_000)]
+    assert ops_store.registered_checksums(engine, asked) == {f"sha-{i}" for i in range(1_000)}
+
+
 def test_landing_sensor_lists_only_day_folders_that_changed(golden_landing, monkeypatch):
     base = 1_700_000_000_000_000_000  # ns (2023-11-14); every landed file and folder gets an old, fixed time
     for path in sorted(golden_landing.rglob("*"), reverse=True):  # folders: created a second before their files

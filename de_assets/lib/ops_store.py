@@ -117,10 +117,10 @@ def to_adopt(engine: sa.Engine) -> list[str]:
 
 def adopt_from_warehouse(engine: sa.Engine, con) -> int:
     """Move the state a warehouse file of an earlier version kept in its own tables (the HTTP source's
-    cursor, breaker and dead letters; the alerts) here, and copy the file registry, once per table: in one transaction, the rows
-    whose key is not here yet (state written here since wins; dead letters are all appended), recorded
-    in `de_assets_adopted_from_warehouse`; then the warehouse table is dropped (not the registry, which
-    the warehouse keeps). Returns the rows moved."""
+    cursor, breaker and dead letters; the alerts) here, and copy the file registry, once per table: in
+    one transaction, the rows whose key is not here yet (state written here since wins; dead letters
+    are all appended), recorded in `de_assets_adopted_from_warehouse`; then the warehouse table is
+    dropped (not the registry, which the warehouse keeps). Returns the rows moved."""
     old = {name for (name,) in con.execute(
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database()"
     ).fetchall()}
@@ -174,7 +174,6 @@ def load_alerts(engine: sa.Engine, con) -> None:
         con.unregister("_alerts_rows")
 
 
-
 def replace_registrations(engine: sa.Engine, source: str, start, end, rows: list[dict]) -> None:
     """Make the registry copy's rows of ``source`` on the arrival days [start, end] equal ``rows`` (the
     warehouse registry's rows of those days), in one transaction: idempotent, and a re-ingest's
@@ -189,8 +188,13 @@ def replace_registrations(engine: sa.Engine, source: str, start, end, rows: list
 def registered_checksums(engine: sa.Engine, checksums: list[str]) -> set[str]:
     """Those of ``checksums`` (SHA-256 of landed files) in the registry copy, under any name or day
     (a byte-identical re-delivery counts as registered)."""
-    if not checksums:
-        return set()
+    wanted = sorted(set(checksums))
+    found: set[str] = set()
     with engine.connect() as c:
-        return set(c.execute(sa.select(SOURCE_FILES.c.sha256).distinct()
-                             .where(SOURCE_FILES.c.sha256.in_(sorted(set(checksums))))).scalars())
+        for i in range(0, len(wanted), _IN_CHUNK):  # a first tick over a long history lists many files
+            found |= set(c.execute(sa.select(SOURCE_FILES.c.sha256).distinct()
+                                   .where(SOURCE_FILES.c.sha256.in_(wanted[i:i + _IN_CHUNK]))).scalars())
+    return found
+
+
+_IN_CHUNK = 500  # values bound in one IN list (SQLite limits the variables of a statement)
