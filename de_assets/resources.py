@@ -184,17 +184,16 @@ class Warehouse(DuckDBResource):
         ops_store.replace_registrations(self.ops_engine(), source, start, end,
                                         [dict(zip(columns, row)) for row in result.fetchall()])
 
-    def registered_checksums(self, checksums: list[str]) -> set[str]:
+    def registered_checksums(self, checksums: list[str]) -> set[str] | None:
         """Those of `checksums` (SHA-256 of landed files) the warehouse holds, under any name or day,
-        read from the catalog database's copy of the registry: never waits for a run. Raises
-        duckdb.IOException while an earlier version's registry still has to be copied there and a run
-        holds the warehouse file."""
+        read from the catalog database's copy of the registry: never waits for a run. None (not known
+        yet) while an earlier version's registry still has to be copied there and a run holds the
+        warehouse file."""
         if self.database == ":memory:" and self.catalog_uri is None:
             return set()
         engine = self.ops_engine()
         if Path(self.database).exists() and SOURCE_FILES.name in ops_store.to_adopt(engine):
-            raise duckdb.IOException("the file registry is not copied to the catalog database yet and the "
-                                     "warehouse file is busy")
+            return None
         return ops_store.registered_checksums(engine, checksums)
 
     def publish(self, con, table, start=None, end=None, days=None) -> int | None:

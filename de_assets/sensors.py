@@ -4,7 +4,6 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
-import duckdb
 
 from de_assets.assets.analytics import EVENT_DAY_READERS, FIRST_DAY_READERS, HEALTH_DAY_READERS
 from de_assets.assets.layers import CLEANED, LATER_READERS, MARTS, SERVED, downstream_marts
@@ -143,9 +142,9 @@ def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSetting
         candidates[f.relative] = (f, landing.sha256_of(f.path))
     if not candidates:
         return dg.SensorResult(skip_reason="no new file to ingest", cursor=json.dumps(next_cursor))
-    try:  # from the catalog database's copy of the registry: no wait for a run holding the warehouse
-        registered = warehouse.registered_checksums([sha for _, sha in candidates.values()])
-    except duckdb.IOException:
+    # from the catalog database's copy of the registry: no wait for a run holding the warehouse
+    registered = warehouse.registered_checksums([sha for _, sha in candidates.values()])
+    if registered is None:
         # the registry of an earlier version is not copied yet and a run holds the warehouse file:
         # decide next tick, from the same cursor
         return dg.SkipReason("the warehouse is being written; checking the new files next tick")
