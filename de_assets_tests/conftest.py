@@ -2,6 +2,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -98,6 +100,22 @@ def alerts_query(database, sql: str, params=None):
     with duckdb.connect() as con:
         ops_store.load_alerts(served.open_lake(str(database)).engine, con)
         return con.execute(sql, params or []).df()
+
+
+@contextmanager
+def held_by_another_process(database):
+    """For the block, another process holds the DuckDB file ``database`` open read-write (as a step of
+    another run, or a notebook, does), so this process cannot open it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(database)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def stop_process_group(process: subprocess.Popen) -> None:

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from de_assets import cli
+from de_assets_tests.conftest import held_by_another_process
 
 
 @pytest.fixture(autouse=True)
@@ -150,16 +151,8 @@ def test_a_range_with_some_empty_days_names_them(tmp_path, monkeypatch, capsys, 
     assert "no data landed" not in capsys.readouterr().out
     # and still while another process holds the warehouse file (a run in progress): the registry's
     # copy in the catalog database answers
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('locked', flush=True); time.sleep(120)", str(tmp_path / "w.duckdb")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with held_by_another_process(tmp_path / "w.duckdb"):
         assert cli._days_without_data(str(golden_landing), date(2026, 10, 31), date(2026, 11, 2)) == [date(2026, 10, 31)]
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def _commands() -> dict:

@@ -14,6 +14,7 @@ from de_assets import sensors
 from de_assets.definitions import defs
 from de_assets.lib import arrivals, landing
 from de_assets.resources import build_resources
+from de_assets_tests.conftest import held_by_another_process
 
 
 def test_schedule_runs_yesterdays_partition_after_midnight():
@@ -111,21 +112,10 @@ def test_landing_sensor_waits_while_a_run_covers_the_day(pipeline):
 
 
 def test_landing_sensor_decides_while_a_writer_holds_the_warehouse(pipeline):
-    import subprocess
-    import sys
-
     assert pipeline.run("2026-11-01").success
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('locked', flush=True); time.sleep(120)", str(pipeline.db)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with held_by_another_process(pipeline.db):
         # the registry is read from its copy in the catalog database: 11-01 is in, 11-02..11-03 are not
         result = _tick(pipeline.landing, pipeline=pipeline)
-    finally:
-        holder.kill()
-        holder.wait()
     [request] = result.run_requests
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) \
         == ("2026-11-02", "2026-11-03")
@@ -165,25 +155,14 @@ def test_the_registry_of_an_earlier_version_is_copied_once_and_kept(pipeline):
     """A warehouse of an earlier version has its registry but no copy in the catalog database: the
     sensor's tick copies it (the warehouse keeps its table); while a run holds the file it cannot yet,
     and the tick waits for the next one rather than take every ingested file for new."""
-    import subprocess
-    import sys
-
     from de_assets.lib import ops_store, served
 
     assert pipeline.run("2026-11-01", "2026-11-03").success
     with served.open_lake(str(pipeline.db)).engine.begin() as c:  # as before this version
         c.execute(sa.delete(ops_store.SOURCE_FILES))
         c.execute(sa.delete(ops_store.ADOPTED).where(ops_store.ADOPTED.c.warehouse_table == "raw.source_files"))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('locked', flush=True); time.sleep(120)", str(pipeline.db)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with held_by_another_process(pipeline.db):
         busy = _tick(pipeline.landing, pipeline=pipeline)
-    finally:
-        holder.kill()
-        holder.wait()
     assert isinstance(busy, dg.SkipReason) and "being written" in busy.skip_message
     tick = _tick(pipeline.landing, pipeline=pipeline)
     assert tick.run_requests == [] and "9 landed file(s) already in the warehouse" in tick.skip_reason.skip_message
