@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from de_assets.instance import on_outside_dev
-from de_assets.lib import forget, retention, served
+from de_assets.lib import forget, raw_lake, retention, served
 from de_assets.lib.days import range_label, utc_now, utc_today
-from de_assets.lib.tables import CLEAN_EVENTS, DUPLICATES_EVENTS, QUARANTINE_EVENTS
+from de_assets.lib.tables import CLEAN_EVENTS, DUPLICATES_EVENTS, FORGET_REQUESTS, QUARANTINE_EVENTS, RAW_EVENTS
 from de_assets.metadata import REFRESH_RANGE
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
@@ -59,7 +59,7 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, w
     now = utc_now()
     with warehouse.connect() as con:
         report = retention.enforce(con, policy, today, protected, context.run_id, now)
-    lake_files = _retain_in_lake(warehouse, report, protected, now - timedelta(days=config.snapshot_days))
+        lake_files = _retain_in_lake(warehouse, con, report, protected, now - timedelta(days=config.snapshot_days))
     deleted = sum(r["rows_deleted"] for r in report)
     table = "| layer | table | cutoff | rows deleted | kept for runs |\n|---|---|---|--:|---|\n" + "\n".join(
         f"| {r['layer']} | {r['table_name']} | {r['cutoff']} | {r['rows_deleted']:,} | {r['days_kept_for_runs'] or '-'} |"
@@ -70,16 +70,18 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, w
                                         "report": dg.MetadataValue.md(table)})
 
 
-def _retain_in_lake(warehouse: Warehouse, report: list[dict], protected: set[date], expire_before: datetime) -> int:
-    """The same deletions in the lake's served tables, then snapshots older than `expire_before`
+def _retain_in_lake(warehouse: Warehouse, con, report: list[dict], protected: set[date], expire_before: datetime) -> int:
+    """The same deletions in the lake's tables (the raw layer's only copy, the served tables), then snapshots older than `expire_before`
     expired and the files only they referenced deleted; returns the files deleted."""
     catalog = warehouse.lake_catalog()
     if catalog is None:  # dry run, or no lake
         return 0
-    by_name = {t.name: t for t in served.PUBLISHED}
+    by_name = {t.name: t for t in (*served.PUBLISHED, *served.RAW_TABLES)}
     for row in report:
         if row["table_name"] in by_name and row["rows_deleted"]:
             served.delete_before(catalog, by_name[row["table_name"]], row["cutoff"], sorted(protected))
+    if warehouse.raw_in_lake:
+        raw_lake.attach(con, catalog)  # the warehouse reads the new snapshot before the old files go
     return served.erase_history(catalog, expire_before.replace(tzinfo=timezone.utc))
 
 
@@ -132,7 +134,7 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
         except forget.RequestError as error:
             raise dg.Failure(str(error)) from None
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
-        lake_files = _forget_in_lake(warehouse, con, erasure.arrivals, now)
+        lake_files = _forget_in_lake(warehouse, con, config.request_id, erasure.arrivals, now)
     deleted = erasure.rows_deleted
     table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in erasure.counts.items())
     context.log.info(f"forget request {config.request_id} ({erasure.status}): {deleted:,} rows deleted\n{table}")
@@ -150,13 +152,19 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
                                        "lake_files_deleted": lake_files})
 
 
-def _forget_in_lake(warehouse: Warehouse, con, arrivals: list[date], now: datetime) -> int:
-    """Re-publish the changed arrival days of the served event tables (now without the user), then
+def _forget_in_lake(warehouse: Warehouse, con, request_id: str, arrivals: list[date], now: datetime) -> int:
+    """Delete the user's raw rows from the lake, re-publish the changed arrival days of the served
+    event tables (now without the user), then
     expire every older snapshot and delete the files only they referenced: the user's rows are gone
     from every data file of the lake (time travel before the erasure goes with them)."""
     catalog = warehouse.lake_catalog()
     if catalog is None or not arrivals:
         return 0
+    if raw_lake.in_lake(con, RAW_EVENTS):  # the raw layer's only copy
+        [(pseudonym,)] = con.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
+                                     [request_id]).fetchall()
+        raw_lake.delete_user(catalog, pseudonym)
+        raw_lake.attach(con, catalog)
     for table in (CLEAN_EVENTS, QUARANTINE_EVENTS, DUPLICATES_EVENTS):
         if catalog.table_exists(table.name):  # never published: nothing to erase there
             served.publish(con, catalog, table, days=arrivals)

@@ -27,6 +27,7 @@ import random
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -37,7 +38,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, ops_store, paths, served
+from de_assets.lib import alerts, contracts, ops_store, paths, raw_lake, served
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.sql import literal
@@ -131,9 +132,46 @@ class Warehouse(DuckDBResource):
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET TimeZone = 'UTC'")
             ensure_tables(con)
+            if self._scratch is not None:  # the run's raw rows go into the copy, never into the lake
+                if any(raw_lake.in_lake(con, t) for t in raw_lake.RAW_TABLES):
+                    raw_lake.materialize(con, self._stored_lake())
+            elif self.raw_in_lake:
+                raw_lake.attach(con, self.lake_catalog())  # raw.events / raw.requests: views over the lake
             if self._scratch is not None and Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con
+
+    @contextmanager
+    def private(self):
+        """A private in-memory DuckDB connection with every warehouse table created (empty), the same
+        memory limit and time zone, spilling to its own folder: where a step computes what it commits
+        to the lake without holding the warehouse file."""
+        spill = Path(f"{self.database if self.database != ':memory:' else 'data/memory'}.tmp") / uuid.uuid4().hex
+        spill.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(config={"memory_limit": self.memory_limit, "temp_directory": str(spill)})
+        try:
+            con.execute("SET preserve_insertion_order = false")
+            con.execute("SET TimeZone = 'UTC'")
+            ensure_tables(con)
+            yield con
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
+
+    @property
+    def raw_in_lake(self) -> bool:
+        """Whether the raw layer's system of record is the lake: yes for a local lake (the default);
+        a dry run keeps it in its scratch copy, and a warehouse without a lake, or with the lake on
+        object storage (DuckDB reads no object storage here), in the warehouse file."""
+        catalog = self.lake_catalog()
+        return catalog is not None and raw_lake.local(catalog)
+
+    def _stored_lake(self):
+        """The lake's catalog for reading only (a dry run), or None when there is no lake yet."""
+        try:
+            return served.open_lake(self.database, self.catalog_uri, self.lake_uri, create=False)
+        except FileNotFoundError:
+            return None
 
     def get_connection(self):
         """The same connection as `connect()`. DuckDBResource's own would open the stored file

@@ -1,14 +1,16 @@
 """Group `ingestion`: landed files -> the immutable, pseudonymized raw layer."""
 
 import time
+from contextlib import ExitStack
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import http_source, ingest, privacy
+from de_assets.lib import http_source, ingest, privacy, raw_lake
 from de_assets.lib.alerts import Alert
-from de_assets.lib.days import utc_today
+from de_assets.lib.days import days_between, short_label, utc_today
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
@@ -98,6 +100,51 @@ def bad_file_alert(context: dg.AssetExecutionContext, path: str, status: str, re
                  message=f"landed file {path} is {status}: {reason}", run_id=context.run.run_id)
 
 
+INGEST_ATTEMPTS = 3  # tries when another run registers files of the same days meanwhile
+
+
+def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_root, key: str, source: str,
+                      table: Table, start: date, end: date, reingest: bool):
+    """Ingest the new files of [start, end] into the lake (`lib/raw_lake.py`); returns the warehouse
+    connection (entered on ``held``, for the bookkeeping) and the reports per day.
+
+    The warehouse file is held only twice, briefly: to copy what ingestion reads (registry,
+    suppression list) into a private in-memory DuckDB, and, after the files were read, projected and
+    written as Parquet without it, to commit them (the lake commit, then the registry). When another
+    run registered files of these days in between, nothing is committed and the step reads again."""
+    catalog = warehouse.lake_catalog()
+    for attempt in range(1, INGEST_ATTEMPTS + 1):
+        with warehouse.private() as private:
+            with warehouse.connect() as con:  # a short turn: what ingestion reads
+                raw_lake.repair_registry(con, catalog, table, source)
+                raw_lake.seed(con, private, source, start, end)
+                before = raw_lake.registry_of(con, source, start, end)
+            privacy.install_macros(private, key)
+            if reingest:
+                ingest.clear_partition(private, source, start, end)
+            reports = ingest.ingest_days(private, landing_root, source, start, end, context.run.run_id)
+            files = raw_lake.write_files(private, catalog, table, days_between(start, end),
+                                         warehouse.lake_compression)
+            turn = ExitStack()
+            con = turn.enter_context(warehouse.connect())  # a short turn: the commit and the bookkeeping
+            raw_lake.repair_registry(con, catalog, table, source)
+            if raw_lake.registry_of(con, source, start, end) != before:
+                turn.close()
+                for f in files:
+                    Path(f).unlink(missing_ok=True)
+                context.log.info(f"another run registered files of {source} on {short_label(start, end)} meanwhile: "
+                                 f"reading again (attempt {attempt + 1} of {INGEST_ATTEMPTS})")
+                continue
+            held.enter_context(turn)
+            added = raw_lake.new_registrations(private, source, start, end, before)
+            raw_lake.commit(catalog, table, files, days_between(start, end), reingest, added)
+            raw_lake.write_back(private, con, source, start, end)
+            raw_lake.attach(con, catalog)  # the bookkeeping reads the new snapshot
+            return con, reports
+    raise dg.Failure(f"{source} on {short_label(start, end)}: other runs kept registering files of these days "
+                     f"while this one read them ({INGEST_ATTEMPTS} attempts); nothing was committed. Re-run it.")
+
+
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:
     # Key `raw/raw_<source>`: the UI labels a node with the key's last part only, so it names the layer
     # too. The op keeps its name `raw__<source>` (run config `ops: {raw__events: ...}`).
@@ -130,11 +177,17 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
     ):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        with warehouse.connect() as con:
-            privacy.install_macros(con, settings.key(context.log))
-            if config.reingest:
-                ingest.clear_partition(con, source, start, end)
-            reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
+        key = settings.key(context.log)
+        with ExitStack() as held:  # the warehouse connection the bookkeeping below runs in
+            if warehouse.raw_in_lake:
+                con, reports = _ingest_into_lake(context, warehouse, held, settings.landing_root, key, source,
+                                                 table, start, end, config.reingest)
+            else:  # a dry run (into its scratch copy), or an in-memory warehouse without a lake
+                con = held.enter_context(warehouse.connect())
+                privacy.install_macros(con, key)
+                if config.reingest:
+                    ingest.clear_partition(con, source, start, end)
+                reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
             warehouse.copy_registrations(con, source, start, end)  # what the landing sensor reads
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
+from de_assets.lib import raw_lake
 from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
@@ -183,7 +184,9 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
             counts[QUARANTINE_EVENTS.name] = _delete(
                 con, QUARANTINE_EVENTS.name,
                 "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p", params)
-            counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params)
+            # raw rows in the lake are deleted there by the caller, after this transaction (`maintenance.forget_user`)
+            counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params,
+                                              count_only=raw_lake.in_lake(con, RAW_EVENTS))
             deleted = sum(counts.values())
             status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
             if status != "no_match":
@@ -208,9 +211,10 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     return Erasure(request_id, status, counts, affected, sorted({arrival for arrival, _, _ in per_day}))
 
 
-def _delete(con, table: str, where: str, params: dict) -> int:
+def _delete(con, table: str, where: str, params: dict, count_only: bool = False) -> int:
     [(rows,)] = con.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchall()
-    con.execute(f"DELETE FROM {table} WHERE {where}", params)
+    if not count_only:
+        con.execute(f"DELETE FROM {table} WHERE {where}", params)
     return rows
 
 

@@ -192,10 +192,11 @@ def overwrite_partitions(table: Table, data: pa.Table, column: str, days, *, att
 
 
 def overwrite_partitions_with_files(table: Table, files: list[str], column: str, days, *, attempts: int = 5,
-                                    backoff: float = 0.05) -> Snapshot | None:
+                                    backoff: float = 0.05, summary: dict[str, str] | None = None) -> Snapshot | None:
     """Like ``overwrite_partitions``, with data files already written (e.g. by DuckDB's COPY ...
     PARTITION_BY, one partition value per file, columns named as the table's): one commit deletes
-    ``days`` and adds ``files``. Idempotent; on a conflict the commit is redone with the same files."""
+    ``days`` and adds ``files``. Idempotent; on a conflict the commit is redone with the same files.
+    ``summary``: more properties for the snapshot summary."""
     days = _days(days)
     row_filter = EqualTo(column, days[0]) if len(days) == 1 else In(column, days)
 
@@ -205,7 +206,17 @@ def overwrite_partitions_with_files(table: Table, files: list[str], column: str,
             if files:
                 tx.add_files(files, snapshot_properties=props, check_duplicate_files=False)
 
-    return _commit(table, swap, attempts, backoff, **{PARTITIONS: ",".join(d.isoformat() for d in days)})
+    return _commit(table, swap, attempts, backoff, **{PARTITIONS: ",".join(d.isoformat() for d in days)},
+                   **(summary or {}))
+
+
+def append_files(table: Table, files: list[str], *, attempts: int = 5, backoff: float = 0.05,
+                 summary: dict[str, str] | None = None) -> Snapshot | None:
+    """Add data files already written (columns named as the table's) in one commit, keeping every
+    row the table holds. Not idempotent by itself: the caller records what it added (the raw layer's
+    file registry) and never adds the same files twice. ``summary``: more snapshot-summary properties."""
+    return _commit(table, lambda props: table.add_files(files, snapshot_properties=props, check_duplicate_files=False),
+                   attempts, backoff, **(summary or {}))
 
 
 def replace_all(table: Table, data: pa.Table, *, attempts: int = 5, backoff: float = 0.05) -> Snapshot | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from de_assets.lib import raw_lake
 from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
@@ -68,7 +69,8 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
                     f"SELECT count(*) FROM {table.name} "
                     f"WHERE {column} < ? {guard}", [cutoff, *kept],
                 ).fetchall()
-                con.execute(f"DELETE FROM {table.name} WHERE {column} < ? {guard}", [cutoff, *kept])
+                if not raw_lake.in_lake(con, table):  # a raw table in the lake: deleted there by the caller
+                    con.execute(f"DELETE FROM {table.name} WHERE {column} < ? {guard}", [cutoff, *kept])
                 held = [d for d in kept if d < cutoff]
                 row = dict(run_id=run_id, run_at=now, layer=layer, table_name=table.name, cutoff=cutoff,
                            rows_deleted=rows, days_kept_for_runs=", ".join(map(str, held)))

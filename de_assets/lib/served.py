@@ -30,7 +30,7 @@ from pyiceberg.expressions import And, LessThan, NotIn
 from de_assets.lib import lake
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.sql import ident, literal, transaction
-from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, Table
+from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, RAW_EVENTS, RAW_REQUESTS, Table
 
 LAKE_CODECS = ("zstd", "snappy", "gzip", "uncompressed")  # Parquet codecs of the lake's data files
 # Rows a lake write buffers per thread before writing (a partitioned COPY's flush threshold, a plain
@@ -45,6 +45,7 @@ _ARROW = {
 # No min/max bounds in the manifests for pseudonyms and what may embed them, so an erased id survives nowhere.
 _NO_BOUNDS = (*PSEUDONYM_COLUMNS, "raw_row", "dedupe_key", "message_id")
 
+RAW_TABLES: tuple[Table, ...] = (RAW_EVENTS, RAW_REQUESTS)  # in the lake too, not served (`lib/raw_lake.py`)
 PUBLISHED: tuple[Table, ...] = tuple(
     t for t in ALL_TABLES
     if t.schema in ("clean", "quarantine", "marts", "pipeline_health") and t not in (FORGET_REQUESTS, FORGET_AUDIT)
@@ -74,7 +75,7 @@ def partition_column(table: Table) -> str | None:
     return table.partition_column
 
 
-def _select(table: Table) -> str:
+def select_list(table: Table) -> str:
     return ", ".join(f'"{c.name}"::VARCHAR AS "{c.name}"' if c.type == "JSON" else f'"{c.name}"'
                      for c in table.columns)
 
@@ -99,15 +100,15 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
     target = lake_table(catalog, table)
     column = partition_column(table)
     if column is None:
-        data = con.sql(f"SELECT {_select(table)} FROM {table.name}").to_arrow_table()
+        data = con.sql(f"SELECT {select_list(table)} FROM {table.name}").to_arrow_table()
         snapshot = lake.replace_all(target, data.cast(arrow_schema(table)))
     else:
         values = sorted(set(days)) if days is not None else table.partition_values(start, end)
-        rows = f"SELECT {_select(table)} FROM {table.name} WHERE list_contains($v, {column})"
+        rows = f"SELECT {select_list(table)} FROM {table.name} WHERE list_contains($v, {column})"
         if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
             folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
             folder.parent.mkdir(parents=True, exist_ok=True)
-            _write_partitions(con, rows, values, column, folder, compression)
+            write_partitions(con, rows, values, column, folder, compression)
             files = sorted(str(f) for f in folder.rglob("*.parquet"))
             snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
         else:  # object storage: pyiceberg writes through pyarrow's filesystems
@@ -116,7 +117,7 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
     return getattr(snapshot, "snapshot_id", None)
 
 
-def _write_partitions(con, rows: str, values: list[date], column: str, folder: Path, compression: str) -> None:
+def write_partitions(con, rows: str, values: list[date], column: str, folder: Path, compression: str) -> None:
     """Write the rows of `rows` (a query over `$v`, the partition values) as Parquet files under
     `folder`, one partition value per file.
 
@@ -251,11 +252,12 @@ def delete_before(catalog, table: Table, cutoff: date, keep: list[date] = ()) ->
 
 
 def erase_history(catalog, now: datetime) -> int:
-    """Expire every snapshot older than ``now`` and delete the files only they referenced, so rows
+    """Expire every snapshot older than ``now`` of every table of the lake (served and raw) and delete
+    the files only they referenced, so rows
     deleted before ``now`` are physically gone (forget-user: ``now``; the daily retention job: a week
     ago, which keeps a week of time travel). Returns the files deleted."""
     deleted = 0
-    for table in PUBLISHED:
+    for table in (*PUBLISHED, *RAW_TABLES):
         if catalog.table_exists(table.name):
             deleted += len(lake.expire_and_clean(catalog.load_table(table.name), now).deleted_files)
     return deleted

@@ -1,0 +1,252 @@
+"""The raw layer in the lake: `raw.events` and `raw.requests` are Iceberg tables (the system of
+record), partitioned by arrival day, written by the ingestion steps without holding the warehouse
+file, and seen by every other step as DuckDB views over their current snapshot.
+
+* **Writing** (`commit`): an ingestion step stages and projects its new files in a private in-memory
+  DuckDB (`lib/ingest.py`, unchanged), DuckDB writes one Parquet file per arrival day straight into
+  the lake folder, and one Iceberg commit adds them (`reingest`: replaces the days). Nothing of this
+  holds the warehouse file's lock; only the short bookkeeping after it does (the file registry, the
+  checks).
+* **The outbox.** The commit's snapshot summary carries the registrations of its files
+  (`de-assets.registrations`, JSON). The registry is written after the commit; a step killed in
+  between leaves rows in the lake that the registry does not know, and the next ingestion step of
+  the source copies them from the summary first (`repair_registry`), so the files are not ingested
+  twice.
+* **Reading** (`attach`): the warehouse connection's `raw.events` / `raw.requests` are views over the
+  current snapshot's data files, typed as declared (`lib/tables/raw.py`), rebuilt when the table's
+  metadata changed (the metadata location is kept as the view's comment). A step sees one snapshot
+  for as long as it holds its connection.
+* **An earlier version's warehouse** kept the raw rows in the file: the first connection moves them
+  to the lake (one overwrite of their days, idempotent) and drops the file's table.
+* Deleting (retention, forget-user) is a delete by filter on the lake table (`delete_where`), after
+  which `served.erase_history` expires the snapshots and deletes the files only they referenced.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+from pyiceberg.expressions import EqualTo
+
+from de_assets.lib import lake, served
+from de_assets.lib.sql import ident, insert_rows, literal, transaction
+from de_assets.lib.tables import (
+    FORGET_REQUESTS,
+    FORGOTTEN_ROWS,
+    RAW_EVENTS,
+    SOURCE_FILES,
+    Table,
+)
+
+RAW_TABLES = served.RAW_TABLES
+OUTBOX = "de-assets.registrations"  # snapshot-summary property: the registrations of the commit's files
+_DAY = "arrival_date"
+
+
+def local(catalog) -> bool:
+    """Whether the lake's files are local: DuckDB reads them there (its `httpfs` extension, for object
+    storage, is not bundled), so only then is the raw layer kept in the lake."""
+    return urlparse(str(catalog.properties.get("warehouse", ""))).scheme in ("", "file")
+
+
+def relation_kind(con, table: Table) -> str | None:
+    """'BASE TABLE', 'VIEW' or None: what ``table`` is in the connection."""
+    rows = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = current_database() "
+                      "AND table_schema = ? AND table_name = ?", table.name.split(".")).fetchall()
+    return rows[0][0] if rows else None
+
+
+def in_lake(con, table: Table) -> bool:
+    """Whether the connection sees ``table`` as a view over the lake (rows change only through the lake)."""
+    return relation_kind(con, table) == "VIEW"
+
+
+def lake_table(catalog, table: Table):
+    return served.lake_table(catalog, table)
+
+
+def _view_sql(table: Table, files: list[str]) -> str:
+    columns = ", ".join(f"CAST({ident(c.name)} AS {c.type}) AS {ident(c.name)}" for c in table.columns)
+    if files:
+        return f"SELECT {columns} FROM {lake.files_sql(files)}"
+    empty = ", ".join(f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in table.columns)
+    return f"SELECT {empty} WHERE false"
+
+
+def _view_location(con, table: Table) -> str | None:
+    schema, name = table.name.split(".")
+    rows = con.execute("SELECT comment FROM duckdb_views() WHERE database_name = current_database() "
+                      "AND schema_name = ? AND view_name = ?", [schema, name]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
+    """Make the connection's raw tables views over the lake's current snapshots (moving the rows an
+    earlier version kept in the file to the lake first, once)."""
+    for table in RAW_TABLES:
+        iceberg = lake_table(catalog, table)
+        if relation_kind(con, table) == "BASE TABLE":
+            _adopt(con, catalog, table)
+            iceberg.refresh()
+        location = iceberg.metadata_location
+        if _view_location(con, table) == location:
+            continue  # the view already reads this snapshot
+        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(table, lake.snapshot_files(iceberg))}")
+        con.execute(f"COMMENT ON VIEW {table.name} IS {literal(location)}")
+
+
+def _adopt(con, catalog, table: Table) -> None:
+    """Move the raw rows of an earlier version's warehouse file to the lake (an overwrite of their
+    days: a move interrupted and done again gives the same table), then drop the file's table."""
+    days = [d for (d,) in con.execute(f"SELECT DISTINCT {_DAY} FROM {table.name} ORDER BY 1").fetchall()]
+    if days:
+        served.publish(con, catalog, table, days=days)
+    con.execute(f"DROP TABLE {table.name}")
+
+
+def materialize(con, catalog=None) -> None:
+    """Turn the raw views of a scratch warehouse (a dry run's copy) into tables of their rows, first
+    brought up to the lake's current snapshots when ``catalog`` is given, so the run can write its
+    raw rows there without touching the lake (nor creating anything in its catalog)."""
+    for table in RAW_TABLES:
+        if relation_kind(con, table) != "VIEW":
+            continue
+        if catalog is not None and catalog.table_exists(table.name):
+            files = lake.snapshot_files(catalog.load_table(table.name))
+            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(table, files)}")
+        schema, name = table.name.split(".")
+        con.execute(f"CREATE TABLE {schema}._{name}_rows AS SELECT * FROM {table.name}")
+        con.execute(f"DROP VIEW {table.name}")
+        con.execute(f"ALTER TABLE {schema}._{name}_rows RENAME TO {name}")
+
+
+def write_files(con, catalog, table: Table, days: list[date], compression: str) -> list[str]:
+    """Write the connection's rows of ``table`` on ``days`` (a private connection holding only the
+    rows to add) as Parquet files in the lake's folder, one per arrival day with rows; returns them.
+    Files no commit adds are never read (and are removed as orphans by the snapshot expiry)."""
+    if not days:
+        return []
+    iceberg = lake_table(catalog, table)
+    location = urlparse(iceberg.location())
+    if location.scheme not in ("", "file"):
+        raise ValueError(f"the raw layer is kept in the lake only when its files are local, not at {location.scheme}://")
+    folder = Path(location.path) / "data" / uuid.uuid4().hex
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    rows = f"SELECT {served.select_list(table)} FROM {table.name} WHERE list_contains($v, {_DAY})"
+    served.write_partitions(con, rows, sorted(days), _DAY, folder, compression)
+    return sorted(str(f) for f in folder.rglob("*.parquet"))
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()}
+
+
+def commit(catalog, table: Table, files: list[str], days: list[date], replace: bool,
+           registrations: list[dict]) -> int | None:
+    """One commit of the raw rows in ``files``: added to the table, or (``replace``: a re-ingest)
+    replacing everything of ``days``. The registrations of the files go into the snapshot summary
+    (the outbox). Returns the snapshot id; None when there was nothing to commit."""
+    if not files and not replace:
+        return None
+    iceberg = lake_table(catalog, table)
+    summary = {OUTBOX: json.dumps([_jsonable(r) for r in registrations], separators=(",", ":"))}
+    if replace:
+        snapshot = lake.overwrite_partitions_with_files(iceberg, files, _DAY, days, summary=summary)
+    else:
+        snapshot = lake.append_files(iceberg, files, summary=summary)
+    return getattr(snapshot, "snapshot_id", None)
+
+
+def repair_registry(con, catalog, table: Table, source: str) -> int:
+    """Register the files whose rows a commit added to the lake but whose registrations never reached
+    the warehouse's registry (a step killed between the two), from the commits' outbox; a file
+    registered by an older commit than the latest one that carries it (a re-ingest killed before
+    its bookkeeping) gets that commit's registration. Returns the files (re)registered."""
+    iceberg = lake_table(catalog, table)
+    latest: dict[str, dict] = {}
+    for snapshot in sorted(iceberg.snapshots(), key=lambda s: s.timestamp_ms):
+        props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
+        for reg in json.loads(props.get(OUTBOX, "[]")):
+            latest[reg["path"]] = reg
+    if not latest:
+        return 0
+    known = dict(con.execute(f"SELECT path, ingested_at FROM {SOURCE_FILES.name} WHERE source = ?",
+                             [source]).fetchall())
+    stale = [reg for path, reg in latest.items()
+             if path not in known or (known[path] is not None
+                                      and known[path] < datetime.fromisoformat(reg["ingested_at"]))]
+    if not stale:
+        return 0
+    con.execute(f"DELETE FROM {SOURCE_FILES.name} WHERE source = ? AND list_contains(?, path)",
+                [source, [r["path"] for r in stale]])
+    columns = SOURCE_FILES.column_names
+    insert_rows(con, SOURCE_FILES.name, columns, [[r.get(c) for c in columns] for r in stale])
+    return len(stale)
+
+
+# What an ingestion step reads of the warehouse, and writes back after its lake commit: the source's
+# file registry (every day: earlier days hold the originals of re-deliveries), the suppression list,
+# and the days' counts of rows removed for forget requests.
+def _reads(source: str, start: date, end: date) -> list[tuple[Table, str, list]]:
+    return [
+        (SOURCE_FILES, "source = ?", [source]),
+        (FORGET_REQUESTS, "true", []),
+        (FORGOTTEN_ROWS, "source = ? AND arrival_date BETWEEN ? AND ?", [source, start, end]),
+    ]
+
+
+def _copy(src, dst, table: Table, where: str, params: list) -> None:
+    rows = src.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
+    dst.register("_copied_rows", rows)
+    try:
+        dst.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _copied_rows")
+    finally:
+        dst.unregister("_copied_rows")
+
+
+def seed(con, private, source: str, start: date, end: date) -> None:
+    """Copy what ingesting ``source`` on [start, end] reads from the warehouse (``con``) into a private
+    connection (empty tables, `Warehouse.private`)."""
+    for table, where, params in _reads(source, start, end):
+        _copy(con, private, table, where, params)
+
+
+def registry_of(con, source: str, start: date, end: date) -> list[tuple]:
+    """The registrations of ``source`` on [start, end] (what tells whether another run ingested there)."""
+    return con.execute(f"SELECT path, sha256, status, ingested_at FROM {SOURCE_FILES.name} "
+                       "WHERE source = ? AND arrival_date BETWEEN ? AND ? ORDER BY ALL", [source, start, end]).fetchall()
+
+
+def new_registrations(private, source: str, start: date, end: date, before: list[tuple]) -> list[dict]:
+    """The registrations the private connection added on [start, end] (not among ``before``)."""
+    known = {(path, at) for path, _, _, at in before}
+    result = private.execute(f"SELECT * FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
+                             [source, start, end])
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, row)) for row in result.fetchall()]
+    return [r for r in rows if (r["path"], r["ingested_at"]) not in known]
+
+
+def write_back(private, con, source: str, start: date, end: date) -> None:
+    """Replace the warehouse's registrations and forgotten-row counts of ``source`` on [start, end] by
+    the private connection's, in one transaction (after the lake commit: the outbox covers a kill
+    before it)."""
+    where, params = "source = ? AND arrival_date BETWEEN ? AND ?", [source, start, end]
+    with transaction(con):
+        for table in (SOURCE_FILES, FORGOTTEN_ROWS):
+            con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
+            _copy(private, con, table, where, params)
+
+
+def delete_user(catalog, pseudonym: str) -> None:
+    """Delete one pseudonymized user's rows from `raw.events` in the lake (forget-user): one delete
+    per id column. pyiceberg 0.12 deletes nothing for ``Or(EqualTo(a), EqualTo(b))`` when ``b`` is
+    NULL in the rows (`docs/lake.md`); each predicate alone deletes exactly its rows."""
+    iceberg = lake_table(catalog, RAW_EVENTS)
+    for column in ("user_id", "anonymous_id"):
+        lake.delete_where(iceberg, EqualTo(column, pseudonym))
