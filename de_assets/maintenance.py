@@ -163,7 +163,12 @@ def _forget_in_lake(warehouse: Warehouse, con, request_id: str, arrivals: list[d
     if raw_lake.in_lake(con, RAW_EVENTS):  # the raw layer's only copy
         [(pseudonym,)] = con.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
                                      [request_id]).fetchall()
-        raw_lake.delete_user(catalog, pseudonym)
+        try:
+            raw_lake.delete_user(catalog, pseudonym)
+        except Exception as error:  # the message may quote the filter, so the pseudonym: not passed on
+            raise dg.Failure(f"forget request {request_id}: the derived rows are erased and audited, but deleting "
+                             f"the user's raw rows from the lake failed ({type(error).__name__}); they are still in "
+                             "raw.events (delete them by filter on the lake table)") from None
         raw_lake.attach(con, catalog)
     for table in (CLEAN_EVENTS, QUARANTINE_EVENTS, DUPLICATES_EVENTS):
         if catalog.table_exists(table.name):  # never published: nothing to erase there

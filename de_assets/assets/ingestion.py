@@ -125,17 +125,16 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
             reports = ingest.ingest_days(private, landing_root, source, start, end, context.run.run_id)
             files = raw_lake.write_files(private, catalog, table, days_between(start, end),
                                          warehouse.lake_compression)
-            turn = ExitStack()
-            con = turn.enter_context(warehouse.connect())  # a short turn: the commit and the bookkeeping
+            turn = held.enter_context(ExitStack())  # a short turn: the commit, then the bookkeeping
+            con = turn.enter_context(warehouse.connect())
             raw_lake.repair_registry(con, catalog, table, source)
             if raw_lake.registry_of(con, source, start, end) != before:
-                turn.close()
+                turn.close()  # ends the turn now (closing it again with `held` does nothing)
                 for f in files:
                     Path(f).unlink(missing_ok=True)
                 context.log.info(f"another run registered files of {source} on {short_label(start, end)} meanwhile: "
                                  f"reading again (attempt {attempt + 1} of {INGEST_ATTEMPTS})")
                 continue
-            held.enter_context(turn)
             added = raw_lake.new_registrations(private, source, start, end, before)
             raw_lake.commit(catalog, table, files, days_between(start, end), reingest, added)
             raw_lake.write_back(private, con, source, start, end)
