@@ -167,3 +167,18 @@ def test_retention_deletes_old_raw_partitions_from_the_lake_and_its_files(pipeli
     assert [d for (d,) in days] == DAYS[2:]
     # the registry keeps the files (a re-delivery of them is still recognized)
     assert "events/2026-11-01/batch-1.ndjson" in pipeline.query(f"SELECT path FROM {SOURCE_FILES.name}").path.tolist()
+
+
+def test_a_file_removed_before_a_re_ingest_stays_unregistered(pipeline):
+    """docs/operations.md, rolling back a bad load: remove the bad file, re-ingest its day. The
+    outbox of the first ingest still lists the file; the re-ingest's replaces it for that day."""
+    bad = land(pipeline.landing, DAYS[1], "bad.ndjson", [segment_event("bad-1", "u9", "2026-11-01T09:00:00Z")])
+    assert pipeline.run(DAYS[1]).success
+    bad.unlink()
+    reingest = {"ops": {"raw__events": {"config": {"reingest": True}}}}
+    assert pipeline.defs.resolve_job_def("daily_pipeline").execute_in_process(
+        instance=pipeline.instance, partition_key=DAYS[1], run_config=reingest).success
+    assert pipeline.run(DAYS[1]).success  # the next raw step looks for registrations to repair
+    paths = pipeline.query(f"SELECT path FROM {SOURCE_FILES.name} WHERE source = 'events'").path.tolist()
+    assert paths == ["events/2026-11-01/batch-1.ndjson"]
+    assert [r[1] for r in lake_rows(pipeline.db, RAW_EVENTS)] == ["events/2026-11-01/batch-1.ndjson"] * 4

@@ -159,7 +159,7 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
             deps=upstream,
             group_name="ingestion",
             description=description,
-            kinds={"duckdb"},
+            kinds={"iceberg", "duckdb"},
             owners=OWNERS,
             tags={"layer": "raw", "pii": "pseudonymized"},
             code_version="1",
@@ -209,14 +209,17 @@ raw_events = _raw_asset(
     "Segment events as landed, one row per record, partitioned by arrival day. User ids are keyed "
     "HMAC pseudonyms, IPs truncated, e-mails and trait PII removed: nothing past this table ever sees "
     "them. Every file is registered with its sha256 and row count in `raw.source_files`; a "
-    "byte-identical re-delivery is recognized and not ingested twice. Append-only and replayable.",
+    "byte-identical re-delivery is recognized and not ingested twice. Append-only and replayable. "
+    "Stored as the Iceberg table `raw.events` of the lake (read in the warehouse as a view over its "
+    "current snapshot); the files are read and projected without holding the warehouse file.",
 )
 raw_requests = _raw_asset(
     "requests",
     RAW_REQUESTS,
     [landing_requests],
     "Request-log samples as landed, one row per record, partitioned by arrival day, with a "
-    "fingerprint per sample for dedupe. Files registered in `raw.source_files`. Append-only.",
+    "fingerprint per sample for dedupe. Files registered in `raw.source_files`. Append-only. "
+    "Stored as the Iceberg table `raw.requests` of the lake.",
 )
 
 # This module's assets, in declaration order (assets/layers.py joins the modules' lists).

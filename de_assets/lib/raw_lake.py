@@ -166,12 +166,18 @@ def repair_registry(con, catalog, table: Table, source: str) -> int:
     """Register the files whose rows a commit added to the lake but whose registrations never reached
     the warehouse's registry (a step killed between the two), from the commits' outbox; a file
     registered by an older commit than the latest one that carries it (a re-ingest killed before
-    its bookkeeping) gets that commit's registration. Returns the files (re)registered."""
+    its bookkeeping) gets that commit's registration. A re-ingest's outbox replaces its days' (a
+    file removed from the landing area before it stays unregistered). Returns the files (re)registered."""
     iceberg = lake_table(catalog, table)
     latest: dict[str, dict] = {}
     for snapshot in sorted(iceberg.snapshots(), key=lambda s: s.timestamp_ms):
         props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
-        for reg in json.loads(props.get(OUTBOX, "[]")):
+        if OUTBOX not in props:
+            continue
+        if lake.PARTITIONS in props:  # a re-ingest: its days hold exactly the files it registers
+            replaced = set(props[lake.PARTITIONS].split(","))
+            latest = {path: reg for path, reg in latest.items() if reg["arrival_date"] not in replaced}
+        for reg in json.loads(props[OUTBOX]):
             latest[reg["path"]] = reg
     if not latest:
         return 0
