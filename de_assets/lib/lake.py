@@ -106,14 +106,14 @@ def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition
                  properties: dict[str, str] | None = None) -> Table:
     """Load ``identifier`` (``namespace.table``), creating namespace and table if absent, partitioned by
     identity on the DATE column ``partition_column``. Concurrent creators all get the same table."""
+    try:  # the usual case: one catalog read, no write (a namespace attempt is a write transaction)
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        pass
     namespace = identifier.rsplit(".", 1)[0]
     try:
         catalog.create_namespace(namespace)
     except (NamespaceAlreadyExistsError, IntegrityError):
-        pass
-    try:
-        return catalog.load_table(identifier)
-    except NoSuchTableError:
         pass
     if partition_column is not None and schema.field(partition_column).type != pa.date32():
         raise ValueError(f"partition column {partition_column!r} of {identifier} must be date32")
