@@ -80,7 +80,7 @@ def _retain_in_lake(warehouse: Warehouse, con, report: list[dict], protected: se
     for row in report:
         if row["table_name"] in by_name and row["rows_deleted"]:
             served.delete_before(catalog, by_name[row["table_name"]], row["cutoff"], sorted(protected))
-    if warehouse.raw_in_lake:
+    if raw_lake.in_lake(con, RAW_EVENTS):
         raw_lake.attach(con, catalog)  # the warehouse reads the new snapshot before the old files go
     return served.erase_history(catalog, expire_before.replace(tzinfo=timezone.utc))
 

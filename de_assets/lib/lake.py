@@ -273,6 +273,12 @@ def as_of(table: Table, when: int | str | datetime) -> int:
     return log[index].snapshot_id
 
 
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` (a table or warehouse location) is on the local file system, where DuckDB writes
+    and reads the data files itself (object storage needs DuckDB's `httpfs`, not bundled here)."""
+    return urlparse(uri).scheme in ("", "file")
+
+
 def _fs_path(uri: str) -> str:
     """A path DuckDB / pyarrow.fs understand: ``file:///x`` -> ``/x``; other schemes are kept."""
     return urlparse(uri).path if uri.startswith("file:") else uri

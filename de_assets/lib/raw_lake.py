@@ -25,10 +25,7 @@ file, and seen by every other step as DuckDB views over their current snapshot.
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import date, datetime
-from pathlib import Path
-from urllib.parse import urlparse
 
 import duckdb
 from pyiceberg.expressions import EqualTo
@@ -51,7 +48,7 @@ _DAY = "arrival_date"
 def local(catalog) -> bool:
     """Whether the lake's files are local: DuckDB reads them there (its `httpfs` extension, for object
     storage, is not bundled), so only then is the raw layer kept in the lake."""
-    return urlparse(str(catalog.properties.get("warehouse", ""))).scheme in ("", "file")
+    return lake.is_local(str(catalog.properties.get("warehouse", "")))
 
 
 def relation_kind(con, table: Table) -> str | None:
@@ -64,10 +61,6 @@ def relation_kind(con, table: Table) -> str | None:
 def in_lake(con, table: Table) -> bool:
     """Whether the connection sees ``table`` as a view over the lake (rows change only through the lake)."""
     return relation_kind(con, table) == "VIEW"
-
-
-def lake_table(catalog, table: Table):
-    return served.lake_table(catalog, table)
 
 
 def _view_sql(table: Table, files: list[str]) -> str:
@@ -89,7 +82,7 @@ def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
     """Make the connection's raw tables views over the lake's current snapshots (moving the rows an
     earlier version kept in the file to the lake first, once)."""
     for table in RAW_TABLES:
-        iceberg = lake_table(catalog, table)
+        iceberg = served.lake_table(catalog, table)
         if relation_kind(con, table) == "BASE TABLE":
             _adopt(con, catalog, table)
             iceberg.refresh()
@@ -127,19 +120,11 @@ def materialize(con, catalog=None) -> None:
 
 def write_files(con, catalog, table: Table, days: list[date], compression: str) -> list[str]:
     """Write the connection's rows of ``table`` on ``days`` (a private connection holding only the
-    rows to add) as Parquet files in the lake's folder, one per arrival day with rows; returns them.
-    Files no commit adds are never read (and are removed as orphans by the snapshot expiry)."""
+    rows to add) as Parquet files in the lake's folder, one per arrival day with rows; returns them."""
     if not days:
         return []
-    iceberg = lake_table(catalog, table)
-    location = urlparse(iceberg.location())
-    if location.scheme not in ("", "file"):
-        raise ValueError(f"the raw layer is kept in the lake only when its files are local, not at {location.scheme}://")
-    folder = Path(location.path) / "data" / uuid.uuid4().hex
-    folder.parent.mkdir(parents=True, exist_ok=True)
     rows = f"SELECT {served.select_list(table)} FROM {table.name} WHERE list_contains($v, {_DAY})"
-    served.write_partitions(con, rows, sorted(days), _DAY, folder, compression)
-    return sorted(str(f) for f in folder.rglob("*.parquet"))
+    return served.write_data_files(con, served.lake_table(catalog, table), rows, sorted(days), _DAY, compression)
 
 
 def _jsonable(row: dict) -> dict:
@@ -153,7 +138,7 @@ def commit(catalog, table: Table, files: list[str], days: list[date], replace: b
     (the outbox). Returns the snapshot id; None when there was nothing to commit."""
     if not files and not replace:
         return None
-    iceberg = lake_table(catalog, table)
+    iceberg = served.lake_table(catalog, table)
     summary = {OUTBOX: json.dumps([_jsonable(r) for r in registrations], separators=(",", ":"))}
     if replace:
         snapshot = lake.overwrite_partitions_with_files(iceberg, files, _DAY, days, summary=summary)
@@ -168,7 +153,7 @@ def repair_registry(con, catalog, table: Table, source: str) -> int:
     registered by an older commit than the latest one that carries it (a re-ingest killed before
     its bookkeeping) gets that commit's registration. A re-ingest's outbox replaces its days' (a
     file removed from the landing area before it stays unregistered). Returns the files (re)registered."""
-    iceberg = lake_table(catalog, table)
+    iceberg = served.lake_table(catalog, table)
     latest: dict[str, dict] = {}
     for snapshot in sorted(iceberg.snapshots(), key=lambda s: s.timestamp_ms):
         props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
@@ -253,6 +238,6 @@ def delete_user(catalog, pseudonym: str) -> None:
     """Delete one pseudonymized user's rows from `raw.events` in the lake (forget-user): one delete
     per id column. pyiceberg 0.12 deletes nothing for ``Or(EqualTo(a), EqualTo(b))`` when ``b`` is
     NULL in the rows (`docs/lake.md`); each predicate alone deletes exactly its rows."""
-    iceberg = lake_table(catalog, RAW_EVENTS)
+    iceberg = served.lake_table(catalog, RAW_EVENTS)
     for column in ("user_id", "anonymous_id"):
         lake.delete_where(iceberg, EqualTo(column, pseudonym))

@@ -105,16 +105,23 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
     else:
         values = sorted(set(days)) if days is not None else table.partition_values(start, end)
         rows = f"SELECT {select_list(table)} FROM {table.name} WHERE list_contains($v, {column})"
-        if target.location().startswith("file:"):  # DuckDB writes the files (fast, streaming), Iceberg commits them
-            folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            write_partitions(con, rows, values, column, folder, compression)
-            files = sorted(str(f) for f in folder.rglob("*.parquet"))
+        if lake.is_local(target.location()):  # DuckDB writes the files (fast, streaming), Iceberg commits them
+            files = write_data_files(con, target, rows, values, column, compression)
             snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
         else:  # object storage: pyiceberg writes through pyarrow's filesystems
             data = con.sql(rows, params={"v": values}).to_arrow_table()
             snapshot = lake.overwrite_partitions(target, data.cast(arrow_schema(table)), column, values)
     return getattr(snapshot, "snapshot_id", None)
+
+
+def write_data_files(con, target, rows: str, values: list[date], column: str, compression: str) -> list[str]:
+    """Write the rows of `rows` (a query over `$v`, the partition values) as Parquet files in a new
+    folder under the Iceberg table `target`'s (local) data location, one partition value per file;
+    returns them, for one commit. Files no commit adds are orphans, removed by the snapshot expiry."""
+    folder = Path(urlparse(target.location()).path) / "data" / uuid.uuid4().hex
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    write_partitions(con, rows, values, column, folder, compression)
+    return sorted(str(f) for f in folder.rglob("*.parquet"))
 
 
 def write_partitions(con, rows: str, values: list[date], column: str, folder: Path, compression: str) -> None:
