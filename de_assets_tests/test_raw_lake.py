@@ -182,3 +182,28 @@ def test_a_file_removed_before_a_re_ingest_stays_unregistered(pipeline):
     paths = pipeline.query(f"SELECT path FROM {SOURCE_FILES.name} WHERE source = 'events'").path.tolist()
     assert paths == ["events/2026-11-01/batch-1.ndjson"]
     assert [r[1] for r in lake_rows(pipeline.db, RAW_EVENTS)] == ["events/2026-11-01/batch-1.ndjson"] * 4
+
+
+@pytest.fixture
+def raw_events_with_a_later_column():
+    """`raw.events` as declared by a later version: one more column (restored afterwards)."""
+    from de_assets.lib.tables import Column
+    columns = RAW_EVENTS.columns
+    object.__setattr__(RAW_EVENTS, "columns", columns + (Column("later_col", "VARCHAR", "added later"),))
+    yield
+    object.__setattr__(RAW_EVENTS, "columns", columns)
+
+
+def test_a_raw_column_declared_later_reads_as_null_for_the_files_written_before(pipeline, request):
+    assert pipeline.run(DAYS[1]).success
+    before = pipeline.query(f"SELECT count(*) AS n FROM {RAW_EVENTS.name}")["n"][0]
+    request.getfixturevalue("raw_events_with_a_later_column")
+    assert pipeline.run(DAYS[2]).success
+    rows = pipeline.query(f"SELECT arrival_date::DATE AS day, count(*) AS n, count(later_col) AS filled "
+                          f"FROM {RAW_EVENTS.name} GROUP BY 1 ORDER BY 1")
+    assert rows["day"].astype(str).tolist() == DAYS[1:3]
+    assert rows["n"][0] == before and rows["n"][1] > 0
+    assert rows["filled"].tolist() == [0, 0]  # nothing fills it yet: NULL in the old and the new files
+    catalog = served.open_lake(str(pipeline.db), create=False)
+    scanned = catalog.load_table(RAW_EVENTS.name).scan(selected_fields=("arrival_date", "later_col")).to_arrow()
+    assert scanned.num_rows == rows["n"].sum() and scanned["later_col"].null_count == scanned.num_rows

@@ -308,7 +308,16 @@ def _key(uri: str) -> str:
 def files_sql(files: list[str]) -> str:
     """SQL reading a snapshot's data files in DuckDB: columns matched by name (not Iceberg field id),
     and no hive partitioning (pyiceberg's folders look like `event_date=2024-03-01/`)."""
-    return f"read_parquet([{', '.join(literal(p) for p in files)}], union_by_name = true, hive_partitioning = false)"
+    return f"read_parquet({_list(files)}, union_by_name = true, hive_partitioning = false)"
+
+
+def columns_in_files(con: duckdb.DuckDBPyConnection, files: list[str]) -> set[str]:
+    """The column names found in the Parquet files (their footers only)."""
+    return {name for (name,) in con.execute(f"SELECT DISTINCT name FROM parquet_schema({_list(files)})").fetchall()}
+
+
+def _list(files: list[str]) -> str:
+    return f"[{', '.join(literal(p) for p in files)}]"
 
 
 def register_view(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int | None = None,

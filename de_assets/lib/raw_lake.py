@@ -63,12 +63,16 @@ def in_lake(con, table: Table) -> bool:
     return relation_kind(con, table) == "VIEW"
 
 
-def _view_sql(table: Table, files: list[str]) -> str:
-    columns = ", ".join(f"CAST({ident(c.name)} AS {c.type}) AS {ident(c.name)}" for c in table.columns)
-    if files:
-        return f"SELECT {columns} FROM {lake.files_sql(files)}"
-    empty = ", ".join(f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in table.columns)
-    return f"SELECT {empty} WHERE false"
+def _view_sql(con, table: Table, files: list[str]) -> str:
+    """The declared columns of ``table`` over ``files``, typed; a column declared after some files were
+    written is NULL in them (`union_by_name` fills it only when at least one file has it)."""
+    if not files:
+        empty = ", ".join(f"CAST(NULL AS {c.type}) AS {ident(c.name)}" for c in table.columns)
+        return f"SELECT {empty} WHERE false"
+    present = lake.columns_in_files(con, files)
+    columns = ", ".join(f"CAST({ident(c.name) if c.name in present else 'NULL'} AS {c.type}) AS {ident(c.name)}"
+                        for c in table.columns)
+    return f"SELECT {columns} FROM {lake.files_sql(files)}"
 
 
 def _view_location(con, table: Table) -> str | None:
@@ -89,7 +93,7 @@ def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
         location = iceberg.metadata_location
         if _view_location(con, table) == location:
             continue  # the view already reads this snapshot
-        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(table, lake.snapshot_files(iceberg))}")
+        con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, lake.snapshot_files(iceberg))}")
         con.execute(f"COMMENT ON VIEW {table.name} IS {literal(location)}")
 
 
@@ -111,7 +115,7 @@ def materialize(con, catalog=None) -> None:
             continue
         if catalog is not None and catalog.table_exists(table.name):
             files = lake.snapshot_files(catalog.load_table(table.name))
-            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(table, files)}")
+            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, files)}")
         schema, name = table.name.split(".")
         con.execute(f"CREATE TABLE {schema}._{name}_rows AS SELECT * FROM {table.name}")
         con.execute(f"DROP VIEW {table.name}")

@@ -86,11 +86,15 @@ def ensure_tables(con) -> None:
     for table in WAREHOUSE_TABLES:
         con.execute(table.ddl())
     # Columns added since a warehouse was created (CREATE TABLE IF NOT EXISTS keeps the old shape).
+    # A view (the raw tables over the lake, `lib/raw_lake.py`) gets them when it is rebuilt.
     existing = set(con.execute(
         "SELECT table_schema || '.' || table_name || '.' || column_name FROM information_schema.columns "
         "WHERE table_catalog = current_database()"
     ).fetchall())
-    for table in WAREHOUSE_TABLES:
+    views = {f"{s}.{n}" for s, n in con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_type = 'VIEW'").fetchall()}
+    for table in (t for t in WAREHOUSE_TABLES if t.name not in views):
         for column in table.columns:
             if (f"{table.name}.{column.name}",) not in existing:
                 con.execute(f'ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS "{column.name}" {column.type}')
