@@ -207,3 +207,38 @@ def test_a_raw_column_declared_later_reads_as_null_for_the_files_written_before(
     catalog = served.open_lake(str(pipeline.db), create=False)
     scanned = catalog.load_table(RAW_EVENTS.name).scan(selected_fields=("arrival_date", "later_col")).to_arrow()
     assert scanned.num_rows == rows["n"].sum() and scanned["later_col"].null_count == scanned.num_rows
+
+
+def test_a_user_forgotten_while_a_step_reads_is_not_ingested_after_the_erasure(pipeline, monkeypatch):
+    """A forget request completed between a raw step's two turns: the rows the step read were
+    pseudonymized before the user was on the suppression list, so it reads again instead of committing them."""
+    from datetime import datetime
+
+    from de_assets.lib import forget
+
+    assert pipeline.run(DAYS[2], selection=[RAW_EVENTS_KEY]).success  # carol is known: the request matches
+    carol = privacy.pseudonymize(TEST_KEY, "carol")
+    real = ingest.ingest_days
+    interleaved = []
+
+    def ingest_days(con, root, source, start, end, *args, **kwargs):
+        reports = real(con, root, source, start, end, *args, **kwargs)
+        if source == "events" and not interleaved:  # between this step's two turns on the warehouse
+            interleaved.append(True)
+            with duckdb.connect(str(pipeline.db)) as wh:
+                request_id = forget.record_request(wh, carol, "dpo", forget.key_fingerprint(TEST_KEY),
+                                                   datetime(2026, 11, 20))
+            assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
+                instance=pipeline.instance,
+                run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
+        return reports
+
+    monkeypatch.setattr(ingest, "ingest_days", ingest_days)
+    assert pipeline.run(DAYS[3], selection=[RAW_EVENTS_KEY]).success
+    assert interleaved
+    catalog = served.open_lake(str(pipeline.db), create=False)
+    data = catalog.load_table(RAW_EVENTS.name).scan(selected_fields=("arrival_date", "user_id")).to_arrow()
+    assert data.num_rows > 0 and carol not in set(data["user_id"].to_pylist())
+    forgotten = pipeline.query("SELECT arrival_date::DATE::VARCHAR AS day, sum(rows) AS n FROM raw.forgotten_rows "
+                               "GROUP BY 1 ORDER BY 1")
+    assert forgotten["day"].tolist() == DAYS[2:4]  # erased on the first day, dropped at ingest on the second

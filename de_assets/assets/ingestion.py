@@ -111,14 +111,15 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
     The warehouse file is held only twice, briefly: to copy what ingestion reads (registry,
     suppression list) into a private in-memory DuckDB, and, after the files were read, projected and
     written as Parquet without it, to commit them (the lake commit, then the registry). When another
-    run registered files of these days in between, nothing is committed and the step reads again."""
+    run registered files of these days in between, or a forget request was recorded (the rows read
+    may hold the user), nothing is committed and the step reads again."""
     catalog = warehouse.lake_catalog()
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         with warehouse.private() as private:
             with warehouse.connect() as con:  # a short turn: what ingestion reads
                 raw_lake.repair_registry(con, catalog, table, source)
                 raw_lake.seed(con, private, source, start, end)
-                before = raw_lake.registry_of(con, source, start, end)
+                before = raw_lake.inputs_of(con, source, start, end)
             privacy.install_macros(private, key)
             if reingest:
                 ingest.clear_partition(private, source, start, end)
@@ -128,20 +129,23 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
             turn = held.enter_context(ExitStack())  # a short turn: the commit, then the bookkeeping
             con = turn.enter_context(warehouse.connect())
             raw_lake.repair_registry(con, catalog, table, source)
-            if raw_lake.registry_of(con, source, start, end) != before:
+            if (now := raw_lake.inputs_of(con, source, start, end)) != before:
                 turn.close()  # ends the turn now (closing it again with `held` does nothing)
                 for f in files:
                     Path(f).unlink(missing_ok=True)
-                context.log.info(f"another run registered files of {source} on {short_label(start, end)} meanwhile: "
+                why = ("another run registered files of these days" if now.registry != before.registry
+                       else "a forget request was recorded")
+                context.log.info(f"{source} on {short_label(start, end)}: {why} meanwhile: "
                                  f"reading again (attempt {attempt + 1} of {INGEST_ATTEMPTS})")
                 continue
-            added = raw_lake.new_registrations(private, source, start, end, before)
+            added = raw_lake.new_registrations(private, source, start, end, before.registry)
             raw_lake.commit(catalog, table, files, days_between(start, end), reingest, added)
             raw_lake.write_back(private, con, source, start, end)
             raw_lake.attach(con, catalog)  # the bookkeeping reads the new snapshot
             return con, reports
-    raise dg.Failure(f"{source} on {short_label(start, end)}: other runs kept registering files of these days "
-                     f"while this one read them ({INGEST_ATTEMPTS} attempts); nothing was committed. Re-run it.")
+    raise dg.Failure(f"{source} on {short_label(start, end)}: other runs kept registering files of these days, or "
+                     f"forget requests kept being recorded, while this one read them ({INGEST_ATTEMPTS} attempts); "
+                     "nothing was committed. Re-run it.")
 
 
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
+from typing import NamedTuple
 
 import duckdb
 from pyiceberg.expressions import EqualTo
 
 from de_assets.lib import lake, served
+from de_assets.lib.forget import SUPPRESSED
 from de_assets.lib.sql import ident, insert_rows, literal, transaction
 from de_assets.lib.tables import (
     FORGET_REQUESTS,
@@ -211,10 +213,20 @@ def seed(con, private, source: str, start: date, end: date) -> None:
         _copy(con, private, table, where, params)
 
 
-def registry_of(con, source: str, start: date, end: date) -> list[tuple]:
-    """The registrations of ``source`` on [start, end] (what tells whether another run ingested there)."""
-    return con.execute(f"SELECT path, sha256, status, ingested_at FROM {SOURCE_FILES.name} "
-                       "WHERE source = ? AND arrival_date BETWEEN ? AND ? ORDER BY ALL", [source, start, end]).fetchall()
+class Inputs(NamedTuple):
+    """What an ingestion step's result depends on besides the landed files: the registrations of its
+    days (another run may ingest there) and the suppression list (a user forgotten meanwhile)."""
+    registry: list[tuple]
+    suppressed: list[str]
+
+
+def inputs_of(con, source: str, start: date, end: date) -> Inputs:
+    """The warehouse's registrations of ``source`` on [start, end] and its suppression list, as of now."""
+    registry = con.execute(f"SELECT path, sha256, status, ingested_at FROM {SOURCE_FILES.name} "
+                           "WHERE source = ? AND arrival_date BETWEEN ? AND ? ORDER BY ALL",
+                           [source, start, end]).fetchall()
+    suppressed = [p for (p,) in con.execute(f"SELECT DISTINCT pseudonym FROM ({SUPPRESSED}) ORDER BY 1").fetchall()]
+    return Inputs(registry, suppressed)
 
 
 def new_registrations(private, source: str, start: date, end: date, before: list[tuple]) -> list[dict]:
