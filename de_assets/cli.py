@@ -416,11 +416,16 @@ def cmd_forget_user(args) -> bool:
     except dg.Failure as error:
         print(f"forget-user: {error.description}", file=sys.stderr)
         return False
-    now = utc_now()
-    warehouse = Warehouse(database=paths.database(), run_mode=RunMode())
-    with warehouse.connect() as con:
-        request_id = forget.record_request(con, pseudonymize(key, args.user_id), args.requested_by,
-                                           forget.key_fingerprint(key), now)
+    if args.resume:  # an executed request whose lake part failed: the job does that part again
+        request_id = args.resume
+    elif not (args.user_id and args.requested_by):
+        print("forget-user: --user-id and --requested-by are required (or --resume REQUEST_ID)", file=sys.stderr)
+        return False
+    else:
+        warehouse = Warehouse(database=paths.database(), run_mode=RunMode())
+        with warehouse.connect() as con:
+            request_id = forget.record_request(con, pseudonymize(key, args.user_id), args.requested_by,
+                                               forget.key_fingerprint(key), utc_now())
     defs = build_defs()
     config = {"request_id": request_id, "no_match_ok": args.no_match_ok, "caller_refreshes_marts": True}
     with dg.DagsterInstance.get() as instance:
@@ -611,8 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     _landing_option(p)
 
     p = command("forget-user", "erase one user from every layer (GDPR), with an audit record", cmd_forget_user)
-    p.add_argument("--user-id", required=True, help="the plain user id (userId or anonymousId)")
-    p.add_argument("--requested-by", required=True, help="who asked, for the audit")
+    p.add_argument("--user-id", help="the plain user id (userId or anonymousId); required unless --resume (no default)")
+    p.add_argument("--requested-by", help="who asked, for the audit; required unless --resume (no default)")
+    p.add_argument("--resume", metavar="REQUEST_ID",
+                   help="finish a request whose lake part failed (the failure message names it) instead of "
+                        "recording a new one (default: record a new one)")
     p.add_argument("--no-match-ok", action="store_true",
                    help="record the suppression even if no row matches (e.g. re-recording requests after a "
                         "key rotation); without it an id that matches nothing is an error")

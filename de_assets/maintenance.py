@@ -125,12 +125,17 @@ class ForgetUserConfig(dg.Config):
 @dg.op(out=dg.Out(dict), pool=WAREHOUSE_POOL, description="Execute one recorded forget request (GDPR): delete "
        "the user's rows from raw, clean, duplicates and quarantine (warehouse and lake files), write an audit "
        "row per table without the id, keep the user on the suppression list of every later ingest, and return "
-       "the marts day range to re-serve. Fails when the request matches no row.")
+       "the marts day range to re-serve. Fails when the request matches no row. Run again for a request "
+       "executed before, it does the lake part again (finishes an erasure whose lake part failed).")
 def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse):
     now = utc_now()
     with warehouse.connect() as con:
         try:
             erasure = forget.execute_request(con, config.request_id, context.run_id, now, config.no_match_ok)
+        except forget.AlreadyExecuted:  # its lake part may have failed: done again (idempotent)
+            erasure = forget.executed(con, config.request_id)
+            context.log.info(f"forget request {config.request_id} was executed before ({erasure.status}): "
+                             "erasing it from the lake again")
         except forget.RequestError as error:
             raise dg.Failure(str(error)) from None
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
@@ -168,7 +173,8 @@ def _forget_in_lake(warehouse: Warehouse, con, request_id: str, arrivals: list[d
         except Exception as error:  # the message may quote the filter, so the pseudonym: not passed on
             raise dg.Failure(f"forget request {request_id}: the derived rows are erased and audited, but deleting "
                              f"the user's raw rows from the lake failed ({type(error).__name__}); they are still in "
-                             "raw.events (delete them by filter on the lake table)") from None
+                             f"raw.events. Run it again: `de-assets forget-user --resume {request_id}` (or "
+                             "forget_user_job with the same request_id) finishes the lake part") from None
         raw_lake.attach(con, catalog)
     for table in (CLEAN_EVENTS, QUARANTINE_EVENTS, DUPLICATES_EVENTS):
         if catalog.table_exists(table.name):  # never published: nothing to erase there

@@ -292,3 +292,34 @@ def test_raw_ingest_refuses_the_dev_key_outside_dev(tmp_path, golden_landing):
     assert not result.success
     text = failure_text(result)
     assert "public dev key" in text and DEV_PSEUDONYM_KEY not in text
+
+
+def test_a_forget_whose_lake_delete_failed_is_finished_by_resume(tmp_path, monkeypatch, capsys, golden_landing):
+    """The warehouse part commits first; when deleting the raw rows from the lake then fails, the
+    command fails naming the request, and `--resume` finishes the lake part: no file of the lake
+    holds the user, and the warehouse part is not done twice."""
+    from de_assets.lib import raw_lake
+
+    _env(monkeypatch, tmp_path)
+    db = tmp_path / "w.duckdb"
+    carol = privacy.pseudonymize(CLI_KEY, "carol")
+    assert cli.main(["run", "--start", "2026-11-01", "--end", "2026-11-03", "--landing", str(golden_landing)]) == 0
+    real = raw_lake.delete_user
+
+    def failing(catalog, pseudonym):
+        raise OSError(f"commit failed for {pseudonym}")  # a message quoting the filter
+
+    monkeypatch.setattr(raw_lake, "delete_user", failing)
+    capsys.readouterr()
+    assert cli.main(["forget-user", "--user-id", "carol", "--requested-by", "dpo@example.org"]) == 1
+    err = capsys.readouterr().err
+    [(request_id, status)] = _query(db, "SELECT request_id, status FROM pipeline_health.forget_requests")
+    assert status == "erased" and f"--resume {request_id}" in err and carol not in err and "carol" not in err
+    assert lake_files_with(tmp_path / "lake", carol)  # her raw rows are still in the lake
+
+    monkeypatch.setattr(raw_lake, "delete_user", real)
+    assert cli.main(["forget-user", "--resume", request_id]) == 0
+    assert "12 rows deleted" in capsys.readouterr().out  # as audited by the first run, not deleted again
+    assert lake_files_with(tmp_path / "lake", carol) == []
+    assert _query(db, "SELECT count(*) FROM pipeline_health.forget_audit") == [(4,)]  # one row per table, once
+    assert [n for _, n in _query(db, DAU)] == [3, 3, 2]

@@ -174,8 +174,10 @@ def test_an_executed_request_cannot_run_again_and_an_unknown_one_is_an_error(con
     _warehouse(con)
     request_id = _request(con)
     forget.execute_request(con, request_id, "run-1", NOW)
-    with pytest.raises(forget.RequestError, match=r"already executed \(status erased\)"):
+    with pytest.raises(forget.AlreadyExecuted, match=r"already executed \(status erased\)"):
         forget.execute_request(con, request_id, "run-2", NOW)
+    done = forget.executed(con, request_id)  # what finishing its lake part again works from
+    assert (done.status, done.arrivals) == ("erased", [D1, D2]) and done.rows_deleted > 0
     with pytest.raises(forget.RequestError, match="nope is not recorded in pipeline_health.forget_requests"):
         forget.execute_request(con, "nope", "run-2", NOW)
     assert con.execute("SELECT run_id FROM pipeline_health.forget_requests").fetchall() == [("run-1",)]

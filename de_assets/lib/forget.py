@@ -47,6 +47,10 @@ class RequestError(ValueError):
     """A forget request that cannot be executed (unknown, already executed, or matching nothing)."""
 
 
+class AlreadyExecuted(RequestError):
+    """The request's warehouse part is done (`executed` describes it: its lake part can be finished again)."""
+
+
 @dataclass
 class Erasure:
     request_id: str
@@ -160,8 +164,9 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
                            "record requests with `de-assets forget-user`")
     pseudonym, requested_by, status = row
     if status != "pending":
-        raise RequestError(f"forget request {request_id} was already executed (status {status}); "
-                           "record a new request to run it again")
+        error = AlreadyExecuted if status in ("erased", "suppressed") else RequestError
+        raise error(f"forget request {request_id} was already executed (status {status}); "
+                    "record a new request to run it again")
     params = {"p": pseudonym}
     affected = [d for (d,) in con.execute(
         f"SELECT DISTINCT event_date FROM {CLEAN_EVENTS.name} WHERE user_key = $p OR {USER_MATCH} ORDER BY 1", params
@@ -209,6 +214,20 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
             "suppression anyway (e.g. re-recording requests after a key rotation), use --no-match-ok."
         )
     return Erasure(request_id, status, counts, affected, sorted({arrival for arrival, _, _ in per_day}))
+
+
+def executed(con, request_id: str) -> Erasure:
+    """An executed request as the warehouse recorded it: status, rows deleted per table and the event
+    days they spanned (the audit), the arrival days they came from (`raw.forgotten_rows`). What is
+    needed to finish its lake part again when it failed after the warehouse commit."""
+    [(status,)] = con.execute(f"SELECT status FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
+                              [request_id]).fetchall()
+    audit = con.execute(f"SELECT table_name, rows_deleted, first_event_day, last_event_day FROM {FORGET_AUDIT.name} "
+                        "WHERE request_id = ? ORDER BY table_name", [request_id]).fetchall()
+    affected = sorted({d for _, _, first, last in audit for d in (first, last) if d is not None})
+    arrivals = [d for (d,) in con.execute(f"SELECT DISTINCT arrival_date FROM {FORGOTTEN_ROWS.name} "
+                                          "WHERE request_id = ? ORDER BY 1", [request_id]).fetchall()]
+    return Erasure(request_id, status, {t: n for t, n, _, _ in audit}, affected, arrivals)
 
 
 def _delete(con, table: str, where: str, params: dict, count_only: bool = False) -> int:
