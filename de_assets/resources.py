@@ -39,6 +39,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from de_assets.lib import alerts, contracts, ops_store, paths, raw_lake, served
+from de_assets.lib.lake import NO_DOWNLOADS
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.sql import literal
@@ -131,6 +132,7 @@ class Warehouse(DuckDBResource):
             # Row order inside tables carries no meaning here; without it large inserts stream.
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET TimeZone = 'UTC'")
+            con.execute(NO_DOWNLOADS)
             ensure_tables(con)
             if self._scratch is not None:  # the run's raw rows go into the copy, never into the lake
                 if any(raw_lake.in_lake(con, t) for t in raw_lake.RAW_TABLES):
@@ -152,6 +154,7 @@ class Warehouse(DuckDBResource):
         try:
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET TimeZone = 'UTC'")
+            con.execute(NO_DOWNLOADS)
             ensure_tables(con)
             yield con
         finally:
@@ -160,11 +163,10 @@ class Warehouse(DuckDBResource):
 
     @property
     def raw_in_lake(self) -> bool:
-        """Whether the raw layer's system of record is the lake: yes for a local lake (the default);
-        a dry run keeps it in its scratch copy, and a warehouse without a lake, or with the lake on
-        object storage (DuckDB reads no object storage here), in the warehouse file."""
-        catalog = self.lake_catalog()
-        return catalog is not None and raw_lake.local(catalog)
+        """Whether the raw layer's system of record is the lake: yes whenever there is one (local or
+        object storage); a dry run keeps it in its scratch copy, and an in-memory warehouse without a
+        catalog in the warehouse itself."""
+        return self.lake_catalog() is not None
 
     def _stored_lake(self):
         """The lake's catalog for reading only (a dry run), or None when there is no lake yet."""

@@ -16,6 +16,7 @@ One pyiceberg overwrite is two snapshots (DELETE then APPEND) in one commit: bot
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 import uuid
@@ -26,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import duckdb
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -85,9 +87,10 @@ def open_catalog(uri: str | None = None, warehouse: str | None = None, data_dir:
         warehouse = (root / "lake").as_uri()
     if uri.startswith("sqlite") and "timeout=" not in uri:
         uri += ("&" if "?" in uri else "?") + "timeout=60"  # wait for the SQLite write lock, do not fail
+    properties = _object_storage_properties(warehouse)
     for attempt in range(8):
         try:
-            catalog = SqlCatalog(name, uri=uri, warehouse=warehouse)
+            catalog = SqlCatalog(name, uri=uri, warehouse=warehouse, **properties)
             break
         except (OperationalError, IntegrityError):  # two processes creating the catalog tables at once
             if attempt == 7:
@@ -100,6 +103,20 @@ def open_catalog(uri: str | None = None, warehouse: str | None = None, data_dir:
         except OperationalError:
             pass  # another process is switching it; the mode is persistent in the file
     return catalog
+
+
+def _object_storage_properties(warehouse: str) -> dict[str, str]:
+    """pyiceberg's S3 settings from the standard AWS environment: an endpoint (MinIO, a test server;
+    `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`) and the region. s3fs (DuckDB's reads) and
+    pyarrow.fs (`expire_and_clean`) read the same variables themselves; pyiceberg does not."""
+    if urlparse(warehouse).scheme not in ("s3", "s3a"):
+        return {}
+    properties = {}
+    if endpoint := os.getenv("AWS_ENDPOINT_URL_S3") or os.getenv("AWS_ENDPOINT_URL"):
+        properties["s3.endpoint"] = endpoint
+    if region := os.getenv("AWS_REGION") or os.getenv("AWS_DEFAULT_REGION"):
+        properties["s3.region"] = region
+    return properties
 
 
 def ensure_table(catalog: Catalog, identifier: str, schema: pa.Schema, partition_column: str | None = None,
@@ -274,9 +291,33 @@ def as_of(table: Table, when: int | str | datetime) -> int:
 
 
 def is_local(uri: str) -> bool:
-    """Whether ``uri`` (a table or warehouse location) is on the local file system, where DuckDB writes
-    and reads the data files itself (object storage needs DuckDB's `httpfs`, not bundled here)."""
+    """Whether ``uri`` (a table or warehouse location) is on the local file system (else object
+    storage, which DuckDB reads and writes through `use_storage`)."""
     return urlparse(uri).scheme in ("", "file")
+
+
+# DuckDB would download an extension it lacks (e.g. `httpfs` for an s3:// path it has no filesystem
+# for) at run time; nothing here may download anything, so such a read fails instead, naming it.
+NO_DOWNLOADS = "SET autoinstall_known_extensions = false"
+
+
+def use_storage(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    """Let the DuckDB connection read and write the files under ``location``. Nothing to do on the
+    local file system. On object storage (``s3://``, ``gs://``, ``abfs://``) the scheme's fsspec
+    filesystem (s3fs, gcsfs, adlfs; the `prod` extra installs s3fs) is registered with DuckDB once
+    per connection: no DuckDB extension (`httpfs` is not bundled, and nothing is downloaded at run
+    time). Credentials and endpoint come from the usual environment (``AWS_*``)."""
+    if is_local(location):
+        return
+    scheme = urlparse(location).scheme
+    if scheme in con.list_filesystems():
+        return
+    try:
+        filesystem = fsspec.filesystem(scheme)
+    except (ImportError, ValueError) as error:
+        raise RuntimeError(f"the lake is on {scheme}:// storage, which DuckDB reads through an fsspec filesystem "
+                           f"that is not installed ({error}); for S3: pip install 'de_assets[prod]' (s3fs)") from None
+    con.register_filesystem(filesystem)
 
 
 def _fs_path(uri: str) -> str:
@@ -327,6 +368,7 @@ def register_view(con: duckdb.DuckDBPyConnection, table: Table, snapshot_id: int
     Returns the snapshot id served (None for a table without snapshots)."""
     schema_name, view_name = (name or ".".join(table.name()[-2:])).rsplit(".", 1)
     target = f"{ident(schema_name)}.{ident(view_name)}"
+    use_storage(con, table.location())
     snapshot_id = snapshot_id if snapshot_id is not None else getattr(table.current_snapshot(), "snapshot_id", None)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema_name)}")
     files = snapshot_files(table, snapshot_id)
@@ -345,6 +387,7 @@ def connect(catalog: Catalog, when: int | str | datetime | None = None) -> duckd
     is open are not seen until the views are registered again."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(NO_DOWNLOADS)
     for namespace in catalog.list_namespaces():
         for identifier in catalog.list_tables(namespace):
             table = catalog.load_table(identifier)

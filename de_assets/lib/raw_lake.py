@@ -47,12 +47,6 @@ OUTBOX = "de-assets.registrations"  # snapshot-summary property: the registratio
 _DAY = "arrival_date"
 
 
-def local(catalog) -> bool:
-    """Whether the lake's files are local: DuckDB reads them there (its `httpfs` extension, for object
-    storage, is not bundled), so only then is the raw layer kept in the lake."""
-    return lake.is_local(str(catalog.properties.get("warehouse", "")))
-
-
 def relation_kind(con, table: Table) -> str | None:
     """'BASE TABLE', 'VIEW' or None: what ``table`` is in the connection."""
     rows = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = current_database() "
@@ -93,6 +87,7 @@ def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
             _adopt(con, catalog, table)
             iceberg.refresh()
         location = iceberg.metadata_location
+        lake.use_storage(con, iceberg.location())
         if _view_location(con, table) == location:
             continue  # the view already reads this snapshot
         con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, lake.snapshot_files(iceberg))}")
@@ -116,7 +111,9 @@ def materialize(con, catalog=None) -> None:
         if relation_kind(con, table) != "VIEW":
             continue
         if catalog is not None and catalog.table_exists(table.name):
-            files = lake.snapshot_files(catalog.load_table(table.name))
+            iceberg = catalog.load_table(table.name)
+            lake.use_storage(con, iceberg.location())
+            files = lake.snapshot_files(iceberg)
             con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, files)}")
         schema, name = table.name.split(".")
         con.execute(f"CREATE TABLE {schema}._{name}_rows AS SELECT * FROM {table.name}")
