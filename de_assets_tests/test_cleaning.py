@@ -157,6 +157,39 @@ def test_conflicting_duplicates_are_flagged_counted_and_warned(tmp_path):
     assert again.astype(str).values.tolist() == duplicates.astype(str).values.tolist()
 
 
+def test_a_re_delivery_days_later_is_compared_with_its_original_on_the_day_it_arrived(tmp_path):
+    """Each day run on its own: the originals are on earlier days (read from the days the keys were
+    delivered on, not the whole history). c1 and c2 arrive on D1, c5 on D2; on D3 c1 comes again
+    unchanged (plain duplicate), c2 from another user (conflict on `user_id`), c5 with another
+    property (conflict on `properties`)."""
+    d3 = "2026-11-12"
+    landing = tmp_path / "landing"
+    land(landing, D1, "a.ndjson", [segment_event("c1", "u1", f"{D1}T10:00:00Z", properties={"sku": "A"}),
+                                   segment_event("c2", "u2", f"{D1}T10:01:00Z")])
+    land(landing, D2, "b.ndjson", [segment_event("c5", "u5", f"{D2}T09:00:00Z", properties={"sku": "A"}),
+                                   segment_event("c6", "u6", f"{D2}T09:30:00Z")])
+    land(landing, d3, "c.ndjson", [
+        segment_event("c1", "u1", f"{D1}T10:00:00Z", received=f"{d3}T08:00:00Z", properties={"sku": "A"}),
+        segment_event("c2", "u9", f"{D1}T10:01:00Z"),
+        segment_event("c5", "u5", f"{D2}T09:00:00Z", properties={"sku": "B"}),
+        segment_event("c7", "u7", f"{d3}T09:00:00Z"),
+    ])
+    for strategy in ("window", "arg_min"):
+        (tmp_path / strategy).mkdir()
+        p = Pipeline(tmp_path / strategy, landing, dedupe_strategy=strategy)
+        for day in (D1, D2, d3):
+            assert p.run(day).success
+        duplicates = p.query("SELECT arrival_date::VARCHAR d, line_no, dedupe_key, conflict, conflicting_fields "
+                             "FROM clean.events_duplicates ORDER BY ALL")
+        assert duplicates.astype(object).where(duplicates.notna(), None).values.tolist() == [
+            [d3, 1, "c1", False, None],
+            [d3, 2, "c2", True, "user_id"],
+            [d3, 3, "c5", True, "properties"],
+        ], strategy
+        assert p.query("SELECT message_id FROM clean.events ORDER BY 1")["message_id"].tolist() == \
+            ["c1", "c2", "c5", "c6", "c7"]
+
+
 def test_golden_duplicates_do_not_conflict(pipeline):
     """m14's re-deliveries (README: later receivedAt on 11-02, again on 11-03) differ only in sentAt and
     receivedAt, and the requests duplicate is the same line again: no conflict anywhere."""
