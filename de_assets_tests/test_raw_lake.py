@@ -75,20 +75,30 @@ def test_a_step_stopped_between_the_lake_commit_and_the_registry_is_repaired_by_
     assert len(registry) == len(set(registry["path"])) == 7  # the golden fixture's 7 event files, once each
 
 
-def test_files_another_run_registers_while_a_step_reads_are_not_ingested_twice(pipeline, monkeypatch):
-    """Two runs over the same day (a range backfill and a sensor's run of one of its days): the one
-    that commits second sees the other's registrations, commits nothing and reads again."""
+def between_the_turns(monkeypatch, action) -> list:
+    """Run ``action`` once, in the first events raw step, after it read its files and before its
+    commit turn on the warehouse. Returns a list that holds True once it ran."""
     real = ingest.ingest_days
     interleaved = []
 
     def ingest_days(con, root, source, start, end, *args, **kwargs):
         reports = real(con, root, source, start, end, *args, **kwargs)
-        if source == "events" and not interleaved:  # between this step's two turns on the warehouse
+        if source == "events" and not interleaved:
             interleaved.append(True)
-            assert pipeline.run(DAYS[1], selection=[RAW_EVENTS_KEY]).success
+            action()
         return reports
 
     monkeypatch.setattr(ingest, "ingest_days", ingest_days)
+    return interleaved
+
+
+def test_files_another_run_registers_while_a_step_reads_are_not_ingested_twice(pipeline, monkeypatch):
+    """Two runs over the same day (a range backfill and a sensor's run of one of its days): the one
+    that commits second sees the other's registrations, commits nothing and reads again."""
+    def other_run():
+        assert pipeline.run(DAYS[1], selection=[RAW_EVENTS_KEY]).success
+
+    interleaved = between_the_turns(monkeypatch, other_run)
     assert pipeline.run(DAYS[1], selection=[RAW_EVENTS_KEY]).success
     assert interleaved
     rows = lake_rows(pipeline.db, RAW_EVENTS)
@@ -218,22 +228,14 @@ def test_a_user_forgotten_while_a_step_reads_is_not_ingested_after_the_erasure(p
 
     assert pipeline.run(DAYS[2], selection=[RAW_EVENTS_KEY]).success  # carol is known: the request matches
     carol = privacy.pseudonymize(TEST_KEY, "carol")
-    real = ingest.ingest_days
-    interleaved = []
 
-    def ingest_days(con, root, source, start, end, *args, **kwargs):
-        reports = real(con, root, source, start, end, *args, **kwargs)
-        if source == "events" and not interleaved:  # between this step's two turns on the warehouse
-            interleaved.append(True)
-            with duckdb.connect(str(pipeline.db)) as wh:
-                request_id = forget.record_request(wh, carol, "dpo", forget.key_fingerprint(TEST_KEY),
-                                                   datetime(2026, 11, 20))
-            assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
-                instance=pipeline.instance,
-                run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
-        return reports
+    def forget_carol():
+        with duckdb.connect(str(pipeline.db)) as wh:
+            request_id = forget.record_request(wh, carol, "dpo", forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+        assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
+            instance=pipeline.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
 
-    monkeypatch.setattr(ingest, "ingest_days", ingest_days)
+    interleaved = between_the_turns(monkeypatch, forget_carol)
     assert pipeline.run(DAYS[3], selection=[RAW_EVENTS_KEY]).success
     assert interleaved
     catalog = served.open_lake(str(pipeline.db), create=False)
