@@ -317,7 +317,9 @@ def use_storage(con: duckdb.DuckDBPyConnection, location: str) -> None:
     except (ImportError, ValueError) as error:
         raise RuntimeError(f"the lake is on {scheme}:// storage, which DuckDB reads through an fsspec filesystem "
                            f"that is not installed ({error}); for S3: pip install 'de_assets[prod]' (s3fs)") from None
-    con.register_filesystem(filesystem)
+    protocols = filesystem.protocol if isinstance(filesystem.protocol, (tuple, list)) else (filesystem.protocol,)
+    if not set(protocols) & set(con.list_filesystems()):  # s3 and s3a are one filesystem, registered once
+        con.register_filesystem(filesystem)
 
 
 def _fs_path(uri: str) -> str:
