@@ -310,10 +310,8 @@ def use_storage(con: duckdb.DuckDBPyConnection, location: str) -> None:
     if is_local(location):
         return
     scheme = urlparse(location).scheme
-    if scheme in con.list_filesystems():
-        return
     try:
-        filesystem = fsspec.filesystem(scheme)
+        filesystem = fsspec.filesystem(scheme)  # one cached instance per process
     except (ImportError, ValueError) as error:
         raise RuntimeError(f"the lake is on {scheme}:// storage, which DuckDB reads through an fsspec filesystem "
                            f"that is not installed ({error}); for S3: pip install 'de_assets[prod]' (s3fs)") from None
