@@ -189,11 +189,20 @@ def landing_data(events_per_day: int, days: int, start: date, seed: int) -> tupl
     return folder / "landing", facts
 
 
+def fresh_db(name: str) -> Path:
+    """The DuckDB file of one measurement, in an emptied folder of its own. The pipeline keeps its
+    lake (`catalog.db` + `lake/`) beside the file and reads the raw layer from it, so measurements
+    sharing a folder would share raw rows (seen: the 1M-event run also counted the users of the 100k
+    run's files of the same day, and its marts differed from the reference's)."""
+    folder = WORK / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder / "warehouse.duckdb"
+
+
 def remove_db(db: Path) -> None:
-    """A DuckDB file with its WAL and spill folder (`<file>.tmp/`), so the next run starts fresh."""
-    db.unlink(missing_ok=True)
-    db.with_name(db.name + ".wal").unlink(missing_ok=True)
-    shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
+    """A measurement's folder (`fresh_db`): the DuckDB file, its WAL and spill folder, and its lake."""
+    shutil.rmtree(db.parent, ignore_errors=True)
 
 
 def warm_page_cache(landing: Path) -> None:
@@ -329,8 +338,7 @@ def bench_sizes(cfg: Config, results: dict) -> None:
             for impl in IMPLS:
                 if impl == "pandas" and entry["pandas_skipped"]:
                     continue
-                db = WORK / f"{impl}-{size}.duckdb"
-                remove_db(db)
+                db = fresh_db(f"{impl}-{size}")
                 args = {"landing": str(landing), "day": DAY.isoformat(), "database": str(db), "key": KEY}
                 timeout = cfg.pandas_timeout if impl == "pandas" else RUN_TIMEOUT_S
                 m = measure(impl, args, f"{impl}-{size}-rep{rep + 1}", timeout)
@@ -366,8 +374,7 @@ def bench_backfill(cfg: Config, results: dict) -> None:
     results["backfill"] = entry
     for rep in range(cfg.backfill_reps):
         for mode, task in (("single", "backfill_single"), ("per_partition", "backfill_per_partition")):
-            db = WORK / f"backfill-{mode}.duckdb"
-            remove_db(db)
+            db = fresh_db(f"backfill-{mode}")
             args = {"landing": str(landing), "start": BACKFILL_START.isoformat(), "end": end.isoformat(),
                     "database": str(db), "key": KEY}
             m = measure(task, args, f"backfill-{mode}-rep{rep + 1}")
@@ -432,12 +439,12 @@ def bench_long_history(cfg: Config, results: dict) -> None:
     days = cfg.long_history_days
     landing, facts = landing_data(LONG_HISTORY_EVENTS, days, LONG_HISTORY_START, cfg.seed)
     end = LONG_HISTORY_START + timedelta(days=days - 1)
-    db, home = WORK / "long-history.duckdb", WORK / "long-history-home"
+    home = WORK / "long-history-home"
     entry = {"days": days, "events_rows": sum(d["events_rows"] for d in facts["days"].values())}
     for key, label, extra in (("run", "in-memory event log", {}),
                               ("run_sqlite", "SQLite instance", {"dagster_home": str(home)})):
         print(f"\n== long history: {days} days x ~{LONG_HISTORY_EVENTS} events/day, one range run, {label}", flush=True)
-        remove_db(db)
+        db = fresh_db("long-history")
         shutil.rmtree(home, ignore_errors=True)
         args = {"landing": str(landing), "start": LONG_HISTORY_START.isoformat(), "end": end.isoformat(),
                 "database": str(db), "key": KEY, **extra}
@@ -504,8 +511,7 @@ def bench_overhead(cfg: Config, results: dict) -> None:
     empty.mkdir(parents=True, exist_ok=True)
     runs = []
     for rep in range(cfg.reps):
-        db = WORK / "overhead.duckdb"
-        remove_db(db)
+        db = fresh_db("overhead")
         args = {"landing": str(empty), "day": DAY.isoformat(), "database": str(db), "key": KEY,
                 "runs": cfg.overhead_runs}
         m = measure("overhead", args, f"overhead-rep{rep + 1}")
