@@ -115,9 +115,9 @@ def main(argv: list[str]) -> int:
     for name, times in writes.items():
         print(f"  {name:<34} {statistics.median(times):7.3f}   ({', '.join(f'{t:.3f}' for t in times)})", flush=True)
 
-    files = lake.snapshot_files(served.lake_table(catalog, CLEAN_EVENTS))
-    lake.use_storage(con, served.lake_table(catalog, CLEAN_EVENTS).location())
-    _shadow(con, files)
+    table = served.lake_table(catalog, CLEAN_EVENTS)
+    lake.use_storage(con, table.location())
+    _shadow(con, lake.snapshot_files(table))
     for side in ("file", "lake"):  # the shadow answers the same rows
         _use(con, side, args.warehouse)
         print(f"  rows seen through the {side:<4} side: "

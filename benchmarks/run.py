@@ -397,10 +397,10 @@ def bench_concurrent(cfg: Config, results: dict) -> None:
     results["concurrent"] = entry
     print(f"\n== backfill as {days} runs, N at once: {cfg.concurrency}", flush=True)
     for n in cfg.concurrency:
-        folder = WORK / f"concurrent-{n}"
-        shutil.rmtree(folder, ignore_errors=True)
-        (folder / "home").mkdir(parents=True)
-        env = {**os.environ, "DE_ASSETS_DUCKDB": str(folder / "warehouse.duckdb"), "DAGSTER_HOME": str(folder / "home"),
+        db = fresh_db(f"concurrent-{n}")
+        folder = db.parent
+        (folder / "home").mkdir()
+        env = {**os.environ, "DE_ASSETS_DUCKDB": str(db), "DAGSTER_HOME": str(folder / "home"),
                "DE_ASSETS_LANDING": str(landing), "DE_ASSETS_REPORTS": str(folder / "reports"),
                "DE_ASSETS_PSEUDONYM_KEY": KEY,
                # this checkout's pipeline, not whichever `de_assets` the environment has installed
@@ -418,7 +418,7 @@ def bench_concurrent(cfg: Config, results: dict) -> None:
         with ThreadPoolExecutor(max_workers=n) as pool:
             codes = list(pool.map(one, [BACKFILL_START + timedelta(days=i) for i in range(days)]))
         wall = time.perf_counter() - began
-        with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
+        with duckdb.connect(str(db), read_only=True) as con:
             rows, distinct = con.execute("SELECT count(*), count(DISTINCT message_id) FROM clean.events").fetchone()
         entry["runs"].append({"concurrent": n, "wall_s": wall, "failed_runs": sum(c != 0 for c in codes),
                               "clean_rows": rows, "clean_distinct_ids": distinct, "loadavg": load})
