@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from de_assets.instance import on_outside_dev
-from de_assets.lib import forget, raw_lake, retention, served
+from de_assets.lib import forget, raw_lake, retention, served, staged
 from de_assets.lib.days import range_label, utc_now, utc_today
-from de_assets.lib.tables import CLEAN_EVENTS, DUPLICATES_EVENTS, FORGET_REQUESTS, QUARANTINE_EVENTS, RAW_EVENTS
+from de_assets.lib.tables import FORGET_REQUESTS, RAW_EVENTS
 from de_assets.metadata import REFRESH_RANGE
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
@@ -158,27 +158,30 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
 
 
 def _forget_in_lake(warehouse: Warehouse, con, request_id: str, arrivals: list[date], now: datetime) -> int:
-    """Delete the user's raw rows from the lake, re-publish the changed arrival days of the served
-    event tables (now without the user), then
-    expire every older snapshot and delete the files only they referenced: the user's rows are gone
-    from every data file of the lake (time travel before the erasure goes with them)."""
+    """Delete the user's rows from the lake's tables: the derived ones (clean, quarantine, duplicates:
+    their changed arrival days staged without the user and published, one commit per table), then
+    raw (a delete by filter; last, because the derived rows' lineage is read there), then expire
+    every older snapshot and delete the files only they referenced: the user's rows are gone from
+    every data file of the lake (time travel before the erasure goes with them)."""
     catalog = warehouse.lake_catalog()
-    if catalog is None or not arrivals:
+    if catalog is None:
         return 0
-    if raw_lake.in_lake(con, RAW_EVENTS):  # the raw layer's only copy
-        [(pseudonym,)] = con.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
-                                     [request_id]).fetchall()
-        try:
-            raw_lake.delete_user(catalog, pseudonym)
-        except Exception as error:  # the message may quote the filter, so the pseudonym: not passed on
-            raise dg.Failure(f"forget request {request_id}: the derived rows are erased and audited, but deleting "
-                             f"the user's raw rows from the lake failed ({type(error).__name__}); they are still in "
-                             f"raw.events. Run it again: `de-assets forget-user --resume {request_id}` (or "
-                             "forget_user_job with the same request_id) finishes the lake part") from None
-        raw_lake.attach(con, catalog)
-    for table in (CLEAN_EVENTS, QUARANTINE_EVENTS, DUPLICATES_EVENTS):
-        if catalog.table_exists(table.name):  # never published: nothing to erase there
-            served.publish(con, catalog, table, days=arrivals)
+    [(pseudonym,)] = con.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
+                                 [request_id]).fetchall()
+    try:
+        with staged.overlay(con):
+            changed = forget.erase_derived_in_lake(con, pseudonym)
+            for table, days in changed.items():
+                served.publish(con, catalog, table, days=days, compression=warehouse.lake_compression)
+        if not changed and not arrivals:  # nothing of the user anywhere (a suppression recorded on purpose)
+            return 0
+        raw_lake.delete_user(catalog, pseudonym)
+    except Exception as error:  # the message may quote the filter, so the pseudonym: not passed on
+        raise dg.Failure(f"forget request {request_id}: the request is recorded and audited, but erasing the "
+                         f"user's rows from the lake failed ({type(error).__name__}); some are still there. Run it "
+                         f"again: `de-assets forget-user --resume {request_id}` (or forget_user_job with the same "
+                         "request_id) finishes the lake part") from None
+    raw_lake.attach(con, catalog)
     return served.erase_history(catalog, now.replace(tzinfo=timezone.utc))
 
 
@@ -251,6 +254,8 @@ def roll_back_served(context: dg.OpExecutionContext, config: RollbackConfig, war
             restored = served.rollback(con, catalog, config.to, tables, start, end, commit=not warehouse.dry_run)
         except ValueError as error:  # a time before any snapshot, an unknown or expired snapshot id
             raise dg.Failure(f"cannot roll back to {config.to}: {error}") from None
+        if restored and not warehouse.dry_run:
+            raw_lake.attach(con, catalog)  # the warehouse's views of the clean tables read the restored snapshot
     report = "| table | partition | rows before | rows after |\n|---|---|--:|--:|\n" + "\n".join(
         f"| {r.table} | {r.partition} | {r.rows_before:,} | {r.rows_after:,} |" for r in restored)
     verb = "would restore" if warehouse.dry_run else "restored"

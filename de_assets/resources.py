@@ -134,11 +134,11 @@ class Warehouse(DuckDBResource):
             con.execute("SET TimeZone = 'UTC'")
             con.execute(NO_DOWNLOADS)
             ensure_tables(con)
-            if self._scratch is not None:  # the run's raw rows go into the copy, never into the lake
-                if any(raw_lake.in_lake(con, t) for t in raw_lake.RAW_TABLES):
+            if self._scratch is not None:  # the run's raw and clean rows go into the copy, never into the lake
+                if any(raw_lake.in_lake(con, t) for t in raw_lake.LAKE_TABLES):
                     raw_lake.materialize(con, self._stored_lake())
             elif self.raw_in_lake:
-                raw_lake.attach(con, self.lake_catalog())  # raw.events / raw.requests: views over the lake
+                raw_lake.attach(con, self.lake_catalog())  # raw.*, clean.*, quarantine.*: views over the lake
             if self._scratch is not None and Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con

@@ -224,13 +224,13 @@ def test_accounting_names_the_file_that_does_not_balance(pipeline):
     clean; c.parquet 1 clean. One clean row of b.csv goes missing: only b.csv is unbalanced."""
     from datetime import date
 
-    from de_assets.lib import clean, reconcile
+    from de_assets.lib import clean, reconcile, staged
 
     assert pipeline.run("2026-11-02").success
     day = [date(2026, 11, 2)]
-    with duckdb.connect(str(pipeline.db)) as con:
+    with duckdb.connect(str(pipeline.db)) as con, staged.overlay(con):  # clean.events is kept in the lake
         assert reconcile.accounting(con, clean.EVENTS, "events", day)["files_checked"] == 3
-        con.execute("DELETE FROM clean.events WHERE message_id = 'm26'")
+        con.execute(f"DELETE FROM {staged.target(con, clean.EVENTS.clean, day)} WHERE message_id = 'm26'")
         books = reconcile.accounting(con, clean.EVENTS, "events", day)
     assert not books["balanced"] and books["files_unbalanced"] == 1
     assert (books["rows_landed"], books["rows_clean"], books["rows_quarantined"], books["rows_duplicate"]) == (

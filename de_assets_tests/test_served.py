@@ -97,12 +97,29 @@ def test_a_range_that_fails_a_blocking_check_is_not_served(tmp_path, golden_land
     # at the production gate, 11-01 (1 of 4) and 11-02 (6 of 21) of the golden events are held back:
     # the gate fails for the range, so clean/clean_events is not published; its quarantine evidence is
     p = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2)
-    p.run(DAYS[0], DAYS[-1], raise_on_error=False)
+    result = p.run(DAYS[0], DAYS[-1], raise_on_error=False)
     reader = served.connect(served.open_lake(str(p.db), create=False))
     assert reader.execute("SELECT count(*) FROM clean.events").fetchone()[0] == 0
-    assert p.query("SELECT count(*) AS n FROM clean.events")["n"][0] > 0  # in the warehouse, for inspection
+    # the lake is the clean rows' only store: the warehouse's clean.events reads it, so nothing unchecked is
+    # stored anywhere; what the range would have served stays in the check's metadata
+    assert p.query("SELECT count(*) AS n FROM clean.events")["n"][0] == 0
+    gate = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["clean", "clean_events"]
+            and e.check_name == "quarantine_rate_within_threshold" and not e.passed]
+    assert sorted(e.partition for e in gate) == ["2026-11-01", "2026-11-02"]
     assert reader.execute("SELECT count(*) FROM quarantine.events").fetchone()[0] == \
         p.query("SELECT count(*) AS n FROM quarantine.events")["n"][0] > 0
+
+
+def test_a_re_run_that_fails_a_blocking_check_keeps_serving_the_rows_served_before(tmp_path, golden_landing):
+    assert Pipeline(tmp_path, golden_landing).run(DAYS[0], DAYS[-1]).success
+    reader = served.connect(served.open_lake(str(tmp_path / "warehouse.duckdb"), create=False))
+    before = rows(reader, CLEAN_EVENTS)
+    strict = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2)
+    strict.run(DAYS[0], DAYS[-1], raise_on_error=False)  # the gate fails on 11-01 and 11-02
+    reader = served.connect(served.open_lake(str(strict.db), create=False))
+    assert rows(reader, CLEAN_EVENTS) == before and len(before) > 0
+    with duckdb.connect(str(strict.db), read_only=True) as warehouse:
+        assert rows(warehouse, CLEAN_EVENTS) == before
 
 
 def test_retention_deletes_old_partitions_from_the_lake(pipeline):

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import clean, health, marts, reconcile, served
+from de_assets.lib import clean, health, marts, reconcile, served, staged
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.days import days_between, ranges_label, short_label
 from de_assets.metadata import (
@@ -146,7 +146,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         start, end = partition_dates(context)
         limit = settings.max_quarantine_rate
         earliest = settings.earliest_event_ts()
-        with warehouse.connect() as con:
+        # the rows are staged in the connection (lib/staged.py): the checks judge them there, and only a
+        # range whose blocking checks pass is committed to the lake (`finish`, `warehouse.publish`)
+        with warehouse.connect() as con, staged.overlay(con):
             has_users = reconcile.remember_first_days(con, spec, start, end)
             health_before = health.series_counts(con, clean_key.to_user_string(), start)
             served_before = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")

@@ -9,7 +9,9 @@ For each raw row, exactly one of:
 * **quarantined** unparseable, or failing the pandera contract; kept with the reason.
 * **clean**      typed, normalized, and written to the clean table.
 
-All writes for the range happen in one transaction after deleting the range (idempotent).
+All writes for the range happen in one transaction after deleting the range (idempotent). The
+three tables are kept in the lake: a step writes them in its staging overlay (`lib/staged.py`) and
+publishes the staged days once its checks passed.
 
 A duplicate whose content differs from the original delivery's (`CleanSpec.content_columns`:
 every raw field except the lineage columns, the key itself and, for events, `sent_at` /
@@ -33,7 +35,7 @@ from datetime import date
 import pandas as pd
 import pandera.pandas as pa
 
-from de_assets.lib import contracts
+from de_assets.lib import contracts, staged
 from de_assets.lib.clean_sql import EVENTS_TYPED, REQUESTS_TYPED
 from de_assets.lib.days import days_between, short_label
 from de_assets.lib.sql import transaction
@@ -426,16 +428,20 @@ def _clean_batch(
 
 def _write(con, spec: CleanSpec, params: dict, gated: list[date]) -> None:
     """Replace the range's quarantine and duplicate rows, and the clean rows of its days that are
-    not held back (`gated`), in one transaction."""
+    not held back (`gated`), in one transaction; tables kept in the lake are written to the step's
+    staging overlay (`lib/staged.py`), which the step publishes once its checks passed."""
     key = spec.key
+    days = days_between(params["start"], params["end"])
+    clean_t, quarantine_t, duplicates_t = (staged.target(con, t, days)
+                                           for t in (spec.clean, spec.quarantine, spec.duplicates))
     with transaction(con):
-        for table in (spec.quarantine, spec.duplicates):
-            con.execute(f"DELETE FROM {table.name} WHERE arrival_date BETWEEN $start AND $end", params)
-        con.execute(f"DELETE FROM {spec.clean.name} WHERE arrival_date BETWEEN $start AND $end "
+        for table in (quarantine_t, duplicates_t):
+            con.execute(f"DELETE FROM {table} WHERE arrival_date BETWEEN $start AND $end", params)
+        con.execute(f"DELETE FROM {clean_t} WHERE arrival_date BETWEEN $start AND $end "
                     "AND NOT list_contains($gated::DATE[], arrival_date)", {**params, "gated": gated})
         con.execute(
             f"""
-            INSERT INTO {spec.quarantine.name} BY NAME
+            INSERT INTO {quarantine_t} BY NAME
             SELECT c.arrival_date, c.source_file, c.line_no, f.reason,
                    {_raw_row_json(spec.raw)} AS raw_row, c.ingested_at,
                    CASE f.fate WHEN 'held_back' THEN 'held_back' ELSE 'rejected' END AS status
@@ -444,11 +450,11 @@ def _write(con, spec: CleanSpec, params: dict, gated: list[date]) -> None:
             """
         )
         con.execute(
-            f"INSERT INTO {spec.duplicates.name} BY NAME SELECT c.arrival_date, c.source_file, c.line_no, "
+            f"INSERT INTO {duplicates_t} BY NAME SELECT c.arrival_date, c.source_file, c.line_no, "
             f"c.{key} AS dedupe_key, x.conflicting_fields IS NOT NULL AS conflict, x.conflicting_fields "
             f"FROM _cur c JOIN _fate f USING (row_id) LEFT JOIN _conflict x USING (row_id) WHERE f.fate = 'duplicate'"
         )
         con.execute(  # a held-back day has no row of fate 'clean': its served rows stay as they are
-            f"INSERT INTO {spec.clean.name} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
+            f"INSERT INTO {clean_t} BY NAME SELECT {spec.clean_select} FROM (SELECT * EXCLUDE (row_id) "
             f"FROM _typed WHERE row_id IN (SELECT row_id FROM _fate WHERE fate = 'clean'))"
         )

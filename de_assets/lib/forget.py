@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 
-from de_assets.lib import raw_lake
+from de_assets.lib import raw_lake, staged
 from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
@@ -33,6 +33,7 @@ from de_assets.lib.tables import (
     FORGOTTEN_ROWS,
     QUARANTINE_EVENTS,
     RAW_EVENTS,
+    Table,
 )
 
 USER_MATCH = "(user_id = $p OR anonymous_id = $p)"
@@ -41,6 +42,15 @@ SUPPRESSED = f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE status <> 'no_
 SUPPRESSED_MATCH = f"(user_id IN ({SUPPRESSED}) OR anonymous_id IN ({SUPPRESSED}))"
 _ROW_LINEAGE = "arrival_date, source_file, line_no"  # identifies a raw row, and its clean/quarantine/duplicate row
 _LINEAGE_TABLE = "_forget_rows"
+# The subject's rows in the tables derived from raw. A duplicates row by lineage: it is the clean step's
+# verdict on exactly one raw row (same day, file and line), found in `_LINEAGE_TABLE` (the subject's raw
+# rows). Not by message id: another user's re-delivery of the same id is a duplicate too, and deleting it
+# would leave that user's raw row without a fate.
+_DERIVED: tuple[tuple[Table, str], ...] = (
+    (DUPLICATES_EVENTS, f"({_ROW_LINEAGE}) IN (SELECT {_ROW_LINEAGE} FROM {_LINEAGE_TABLE})"),
+    (CLEAN_EVENTS, f"user_key = $p OR {USER_MATCH}"),
+    (QUARANTINE_EVENTS, "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p"),
+)
 
 
 class RequestError(ValueError):
@@ -172,9 +182,6 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
         f"SELECT DISTINCT event_date FROM {CLEAN_EVENTS.name} WHERE user_key = $p OR {USER_MATCH} ORDER BY 1", params
     ).fetchall()]
     raw = RAW_EVENTS.name
-    # The subject's raw rows by lineage: a duplicates row is the clean step's verdict on exactly one
-    # raw row (same day, file and line). Not by message id: another user's re-delivery of the same id
-    # is a duplicate too, and deleting it would leave that user's raw row without a fate.
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_LINEAGE_TABLE} AS SELECT {_ROW_LINEAGE} FROM {raw} WHERE {USER_MATCH}",
                 params)
     per_day = con.execute(
@@ -183,13 +190,11 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     counts: dict[str, int] = {}
     try:
         with transaction(con):
-            counts[DUPLICATES_EVENTS.name] = _delete(
-                con, DUPLICATES_EVENTS.name, f"({_ROW_LINEAGE}) IN (SELECT {_ROW_LINEAGE} FROM {_LINEAGE_TABLE})", {})
-            counts[CLEAN_EVENTS.name] = _delete(con, CLEAN_EVENTS.name, f"user_key = $p OR {USER_MATCH}", params)
-            counts[QUARANTINE_EVENTS.name] = _delete(
-                con, QUARANTINE_EVENTS.name,
-                "raw_row->>'$.user_id' = $p OR raw_row->>'$.anonymous_id' = $p", params)
-            # raw rows in the lake are deleted there by the caller, after this transaction (`maintenance.forget_user`)
+            # tables kept in the lake (raw, clean, duplicates, quarantine, whenever there is a lake) are
+            # only counted here; the caller erases them there after this transaction (`erase_derived_in_lake`)
+            for table, where in _DERIVED:
+                counts[table.name] = _delete(con, table.name, where, _params(where, params),
+                                             count_only=raw_lake.in_lake(con, table))
             counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params,
                                               count_only=raw_lake.in_lake(con, RAW_EVENTS))
             deleted = sum(counts.values())
@@ -216,6 +221,30 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     return Erasure(request_id, status, counts, affected, sorted({arrival for arrival, _, _ in per_day}))
 
 
+def erase_derived_in_lake(con, pseudonym: str) -> dict[Table, list[date]]:
+    """Delete the subject's rows from the derived tables kept in the lake, in the connection's
+    staging overlay (`staged.overlay`); returns, per table, the arrival days staged, which the caller
+    publishes. The days are those of the table's matching rows, not of the subject's raw rows: raw
+    is kept 30 days, clean 400. Reads the subject's raw rows (duplicates are found by lineage), so it
+    runs before they are deleted; done again after a failure, it finds nothing left to delete."""
+    params = {"p": pseudonym}
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_LINEAGE_TABLE} AS SELECT {_ROW_LINEAGE} FROM {RAW_EVENTS.name} "
+                f"WHERE {USER_MATCH}", params)
+    staged_days: dict[Table, list[date]] = {}
+    try:
+        for table, where in _DERIVED:
+            if not raw_lake.in_lake(con, table):
+                continue
+            days = [d for (d,) in con.execute(f"SELECT DISTINCT arrival_date FROM {table.name} WHERE {where} "
+                                              "ORDER BY 1", _params(where, params)).fetchall()]
+            if days:
+                con.execute(f"DELETE FROM {staged.target(con, table, days)} WHERE {where}", _params(where, params))
+                staged_days[table] = days
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_LINEAGE_TABLE}")
+    return staged_days
+
+
 def executed(con, request_id: str) -> Erasure:
     """An executed request as the warehouse recorded it: status, rows deleted per table and the event
     days they spanned (the audit), the arrival days they came from (`raw.forgotten_rows`). What is
@@ -228,6 +257,11 @@ def executed(con, request_id: str) -> Erasure:
     arrivals = [d for (d,) in con.execute(f"SELECT DISTINCT arrival_date FROM {FORGOTTEN_ROWS.name} "
                                           "WHERE request_id = ? ORDER BY 1", [request_id]).fetchall()]
     return Erasure(request_id, status, {t: n for t, n, _, _ in audit}, affected, arrivals)
+
+
+def _params(where: str, params: dict) -> dict:
+    """The parameters a `_DERIVED` condition uses (DuckDB refuses unused ones)."""
+    return {k: v for k, v in params.items() if f"${k}" in where}
 
 
 def _delete(con, table: str, where: str, params: dict, count_only: bool = False) -> int:

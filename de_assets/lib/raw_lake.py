@@ -31,7 +31,7 @@ from typing import NamedTuple
 import duckdb
 from pyiceberg.expressions import EqualTo
 
-from de_assets.lib import lake, served
+from de_assets.lib import lake, served, staged
 from de_assets.lib.forget import SUPPRESSED
 from de_assets.lib.sql import ident, insert_rows, literal, transaction
 from de_assets.lib.tables import (
@@ -43,6 +43,10 @@ from de_assets.lib.tables import (
 )
 
 RAW_TABLES = served.RAW_TABLES
+# Every table whose system of record is the lake: the warehouse connection sees each as a view over
+# its current snapshot (`attach`). The raw ones are written by the ingestion steps, the cleaning's
+# through a staging overlay (`lib/staged.py`).
+LAKE_TABLES: tuple[Table, ...] = (*RAW_TABLES, *staged.TABLES)
 OUTBOX = "de-assets.registrations"  # snapshot-summary property: the registrations of the commit's files
 _DAY = "arrival_date"
 
@@ -54,9 +58,7 @@ def relation_kind(con, table: Table) -> str | None:
     return rows[0][0] if rows else None
 
 
-def in_lake(con, table: Table) -> bool:
-    """Whether the connection sees ``table`` as a view over the lake (rows change only through the lake)."""
-    return relation_kind(con, table) == "VIEW"
+in_lake = staged.in_lake
 
 
 def _view_sql(con, table: Table, files: list[str]) -> str:
@@ -79,9 +81,9 @@ def _view_location(con, table: Table) -> str | None:
 
 
 def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
-    """Make the connection's raw tables views over the lake's current snapshots (moving the rows an
-    earlier version kept in the file to the lake first, once)."""
-    for table in RAW_TABLES:
+    """Make the connection's raw, clean and quarantine tables (`LAKE_TABLES`) views over the lake's
+    current snapshots (moving the rows an earlier version kept in the file to the lake first, once)."""
+    for table in LAKE_TABLES:
         iceberg = served.lake_table(catalog, table)
         if relation_kind(con, table) == "BASE TABLE":
             _adopt(con, catalog, table)
@@ -95,19 +97,27 @@ def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
 
 
 def _adopt(con, catalog, table: Table) -> None:
-    """Move the raw rows of an earlier version's warehouse file to the lake (an overwrite of their
-    days: a move interrupted and done again gives the same table), then drop the file's table."""
-    days = [d for (d,) in con.execute(f"SELECT DISTINCT {_DAY} FROM {table.name} ORDER BY 1").fetchall()]
+    """Move the rows of an earlier version's warehouse file to the lake, then drop the file's table:
+    the days the lake does not hold yet, in one overwrite of them (a move interrupted and done again
+    gives the same table). A day the lake holds keeps the lake's rows: an earlier version published
+    every day whose checks passed, so a day of the file that differs is one a blocking check kept
+    from readers, and stays unserved."""
+    iceberg = served.lake_table(catalog, table)
+    lake.use_storage(con, iceberg.location())
+    held = {d for (d,) in con.execute(
+        f"SELECT DISTINCT {_DAY} FROM ({_view_sql(con, table, lake.snapshot_files(iceberg))})").fetchall()}
+    days = [d for (d,) in con.execute(f"SELECT DISTINCT {_DAY} FROM {table.name} ORDER BY 1").fetchall()
+            if d not in held]
     if days:
         served.publish(con, catalog, table, days=days)
     con.execute(f"DROP TABLE {table.name}")
 
 
 def materialize(con, catalog=None) -> None:
-    """Turn the raw views of a scratch warehouse (a dry run's copy) into tables of their rows, first
+    """Turn the lake views of a scratch warehouse (a dry run's copy) into tables of their rows, first
     brought up to the lake's current snapshots when ``catalog`` is given, so the run can write its
-    raw rows there without touching the lake (nor creating anything in its catalog)."""
-    for table in RAW_TABLES:
+    rows there without touching the lake (nor creating anything in its catalog)."""
+    for table in LAKE_TABLES:
         if relation_kind(con, table) != "VIEW":
             continue
         if catalog is not None and catalog.table_exists(table.name):

@@ -69,7 +69,7 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
                     f"SELECT count(*) FROM {table.name} "
                     f"WHERE {column} < ? {guard}", [cutoff, *kept],
                 ).fetchall()
-                if not raw_lake.in_lake(con, table):  # a raw table in the lake: deleted there by the caller
+                if not raw_lake.in_lake(con, table):  # a table kept in the lake: deleted there by the caller
                     con.execute(f"DELETE FROM {table.name} WHERE {column} < ? {guard}", [cutoff, *kept])
                 held = [d for d in kept if d < cutoff]
                 row = dict(run_id=run_id, run_at=now, layer=layer, table_name=table.name, cutoff=cutoff,

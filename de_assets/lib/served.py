@@ -27,7 +27,7 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.expressions import And, LessThan, NotIn
 
-from de_assets.lib import lake
+from de_assets.lib import lake, staged
 from de_assets.lib.privacy import PSEUDONYM_COLUMNS
 from de_assets.lib.sql import ident, literal, transaction
 from de_assets.lib.tables import ALL_TABLES, FORGET_AUDIT, FORGET_REQUESTS, RAW_EVENTS, RAW_REQUESTS, Table
@@ -89,9 +89,11 @@ def lake_table(catalog, table: Table):
 
 
 def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date | None = None,
-            end: date | None = None, days: list[date] | None = None, compression: str = "zstd") -> int | None:
-    """Publish the warehouse's rows of ``table`` for the partitions of [start, end] (or exactly
-    ``days``; all rows of an unpartitioned table) to the lake in one commit; returns the snapshot id.
+            end: date | None = None, days: list[date] | None = None, compression: str = "zstd",
+            relation: str | None = None) -> int | None:
+    """Publish the warehouse's rows of ``table`` (or of ``relation``, rows shaped like it) for the
+    partitions of [start, end] (or exactly ``days``; all rows of an unpartitioned table) to the lake
+    in one commit; returns the snapshot id.
     ``compression`` is the Parquet codec of the files DuckDB writes (`LAKE_CODECS`; the feature flag
     `lake_compression`); files pyiceberg writes (unpartitioned tables) use the table's
     `write.parquet.compression-codec` (zstd)."""
@@ -100,11 +102,11 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
     target = lake_table(catalog, table)
     column = partition_column(table)
     if column is None:
-        data = con.sql(f"SELECT {select_list(table)} FROM {table.name}").to_arrow_table()
+        data = con.sql(f"SELECT {select_list(table)} FROM {relation or table.name}").to_arrow_table()
         snapshot = lake.replace_all(target, data.cast(arrow_schema(table)))
     else:
         values = sorted(set(days)) if days is not None else table.partition_values(start, end)
-        rows = f"SELECT {select_list(table)} FROM {table.name} WHERE list_contains($v, {column})"
+        rows = f"SELECT {select_list(table)} FROM {relation or table.name} WHERE list_contains($v, {column})"
         # DuckDB writes the files (fast, streaming; no Arrow copy of the rows), Iceberg commits them
         files = write_data_files(con, target, rows, values, column, compression)
         snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
@@ -204,7 +206,9 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
         if not days:
             continue
         changed = [(p, now.get(p, (0, 0))[0], then.get(p, (0, 0))[0]) for p in days]
-        if commit:
+        if commit and staged.in_lake(con, table):  # the lake is its only copy
+            publish(con, catalog, table, days=days, relation="_then")
+        elif commit:
             with transaction(con):
                 con.execute(f"DELETE FROM {table.name} WHERE list_contains($v, {column})", {"v": days})
                 con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _then WHERE list_contains($v, {column})",

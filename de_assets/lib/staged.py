@@ -1,0 +1,138 @@
+"""Staged writes to tables whose system of record is the lake (`clean.*`, `quarantine.*`): a step
+writes its partitions into an in-memory overlay that shadows the tables in its own connection, its
+checks read the staged rows under the tables' usual names, and it commits the staged partitions to
+the lake (`served.publish`, one commit per table) only when its blocking checks passed. Nothing of
+it is written to the warehouse file, and a step that fails or is killed before its commit leaves
+the lake as it was.
+
+How: `overlay(con)` attaches an in-memory catalog `staged_<id>` and puts its schemas in the
+connection's `search_path` before the warehouse's own (the warehouse's `main` stays first, so
+`current_database()` and unqualified names do not change). `target(con, table, days)` is where a
+writer deletes and inserts: a table of the staged partitions' rows (first copied from the lake, so
+a writer that keeps some of a day's rows finds them), and a view under the table's own name (the
+lake's rows of every other partition, then the staged rows). DuckDB resolves `clean.events`
+through the search path, so every query of the step reads the view, while other connections and
+every reader of the lake still see the last commit.
+
+A table that is not in the lake (a dry run's scratch copy, an in-memory warehouse without a lake)
+is written in place, as before: `target` returns its own name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from datetime import date
+
+from de_assets.lib.sql import ident, literal
+from de_assets.lib.tables import (
+    CLEAN_EVENTS,
+    CLEAN_REQUESTS,
+    DUPLICATES_EVENTS,
+    DUPLICATES_REQUESTS,
+    QUARANTINE_EVENTS,
+    QUARANTINE_REQUESTS,
+    Table,
+)
+
+# The cleaning's tables: kept in the lake, written through an overlay.
+TABLES: tuple[Table, ...] = (CLEAN_EVENTS, CLEAN_REQUESTS, QUARANTINE_EVENTS, QUARANTINE_REQUESTS,
+                             DUPLICATES_EVENTS, DUPLICATES_REQUESTS)
+_PREFIX = "staged_"
+_DAYS = "_staged_days"  # table_name, day: the partitions staged so far
+
+
+def _home(con) -> str:
+    return con.execute("SELECT current_database()").fetchone()[0]
+
+
+def active(con) -> str | None:
+    """The connection's overlay catalog, or None when it has none."""
+    path = con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
+    for entry in path.split(","):
+        catalog = entry.split(".")[0].strip('"')
+        if catalog.startswith(_PREFIX):
+            return catalog
+    return None
+
+
+@contextmanager
+def overlay(con):
+    """Shadow the lake's `clean.*` / `quarantine.*` views of this connection with staged partitions
+    for the duration of the block (see the module's docstring). Staged rows not committed by then
+    are dropped with it."""
+    if active(con) is not None:
+        raise RuntimeError("this connection already has a staging overlay")
+    home = _home(con)
+    name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
+    con.execute(f"ATTACH ':memory:' AS {name}")
+    try:
+        con.execute(f"CREATE TABLE {name}.main.{_DAYS} (table_name VARCHAR, day DATE)")
+        staged_schemas = list(dict.fromkeys(t.schema for t in TABLES))
+        for schema in staged_schemas:
+            con.execute(f"CREATE SCHEMA {name}.{schema}")
+        own = [s for (s,) in con.execute(
+            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal ORDER BY 1",
+            [home]).fetchall()]
+        entries = [f"{ident(home)}.main", *(f"{name}.{s}" for s in staged_schemas),
+                   *(f"{ident(home)}.{s}" for s in own if s != "main")]
+        con.execute(f"SET search_path = {literal(','.join(entries))}")
+        yield name
+    finally:
+        con.execute("RESET search_path")
+        con.execute(f"DETACH {name}")
+
+
+def _kind(con, home: str, table: Table) -> str | None:
+    rows = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = ? "
+                       "AND table_schema = ? AND table_name = ?", [home, *table.name.split(".")]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def in_lake(con, table: Table) -> bool:
+    """Whether the connection's warehouse sees ``table`` as a view over the lake (its rows change
+    only through the lake)."""
+    return _kind(con, _home(con), table) == "VIEW"
+
+
+def target(con, table: Table, days: list[date]) -> str:
+    """Where a writer of ``table``'s partitions ``days`` deletes and inserts: the overlay's table of
+    staged rows when ``table`` is in the lake (the partitions are staged first, with the rows the
+    lake holds for them), else the table itself. Raises when a table in the lake is written outside
+    an overlay (its rows would go nowhere)."""
+    home = _home(con)
+    if _kind(con, home, table) != "VIEW":
+        return table.name
+    name = active(con)
+    if name is None:
+        raise RuntimeError(f"{table.name} is kept in the lake: write it inside staged.overlay(con), then publish it")
+    schema, short = table.name.split(".")
+    rows = f"{name}.main.{ident(f'{schema}__{short}')}"
+    column = table.partition_column
+    lake_view = f"{ident(home)}.{schema}.{ident(short)}"
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                       [name, f"{schema}__{short}"]).fetchone()[0]:
+        con.execute(f"CREATE TABLE {rows} AS SELECT * FROM {lake_view} WHERE false")
+        con.execute(
+            f"CREATE VIEW {name}.{schema}.{ident(short)} AS "
+            f"SELECT * FROM {lake_view} WHERE {column} NOT IN "
+            f"(SELECT day FROM {name}.main.{_DAYS} WHERE table_name = {literal(table.name)}) "
+            f"UNION ALL SELECT * FROM {rows}"
+        )
+    staged = {d for (d,) in con.execute(f"SELECT day FROM {name}.main.{_DAYS} WHERE table_name = ?",
+                                        [table.name]).fetchall()}
+    new = sorted(set(days) - staged)
+    if new:
+        con.execute(f"INSERT INTO {rows} SELECT * FROM {lake_view} WHERE list_contains($v::DATE[], {column})",
+                    {"v": new})
+        con.execute(f"INSERT INTO {name}.main.{_DAYS} SELECT ?, unnest(?::DATE[])", [table.name, new])
+    return rows
+
+
+def staged_days(con, table: Table) -> list[date]:
+    """The partitions of ``table`` staged in the connection's overlay (none without one)."""
+    name = active(con)
+    if name is None:
+        return []
+    return [d for (d,) in con.execute(f"SELECT day FROM {name}.main.{_DAYS} WHERE table_name = ? ORDER BY 1",
+                                      [table.name]).fetchall()]

@@ -1,0 +1,105 @@
+"""The cleaning's tables are kept in the lake and written through a staging overlay (`lib/staged.py`):
+what a step stages is seen by that step's connection only, and reaches the lake, and every other
+reader, only when the step publishes it."""
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from de_assets.lib import raw_lake, served, staged
+from de_assets.lib.tables import CLEAN_EVENTS, ensure_tables
+
+D1, D2 = date(2026, 11, 1), date(2026, 11, 2)
+
+
+def _add(con, relation: str, day: date, *ids: str) -> None:
+    for message_id in ids:
+        con.execute(f"INSERT INTO {relation} BY NAME SELECT ?::DATE AS arrival_date, ?::DATE AS event_date, "
+                    "? AS message_id", [day, day, message_id])
+
+
+def _ids(con, relation: str = CLEAN_EVENTS.name) -> list[tuple]:
+    return con.execute(f"SELECT arrival_date, message_id FROM {relation} ORDER BY ALL").fetchall()
+
+
+def _lake_ids(catalog) -> list[tuple]:
+    """What any engine reading the lake sees (pyiceberg alone, no DuckDB)."""
+    data = catalog.load_table(CLEAN_EVENTS.name).scan(selected_fields=("arrival_date", "message_id")).to_arrow()
+    return sorted(zip(data["arrival_date"].to_pylist(), data["message_id"].to_pylist()))
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    """A warehouse file whose clean tables are views over a lake holding D1: a, b and D2: c."""
+    db = tmp_path / "warehouse.duckdb"
+    catalog = served.open_lake(str(db))
+    con = duckdb.connect(str(db))
+    con.execute("SET TimeZone = 'UTC'")
+    ensure_tables(con)
+    _add(con, CLEAN_EVENTS.name, D1, "a", "b")
+    _add(con, CLEAN_EVENTS.name, D2, "c")
+    raw_lake.attach(con, catalog)
+    yield con, catalog
+    con.close()
+
+
+def test_an_earlier_versions_clean_rows_move_to_the_lake_except_days_the_lake_already_serves(tmp_path):
+    db = tmp_path / "warehouse.duckdb"
+    catalog = served.open_lake(str(db))
+    with duckdb.connect(str(db)) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        ensure_tables(con)
+        _add(con, CLEAN_EVENTS.name, D1, "a")
+        served.publish(con, catalog, CLEAN_EVENTS, days=[D1])  # served: D1 = a
+        _add(con, CLEAN_EVENTS.name, D1, "unchecked")  # a later write of D1 a blocking check kept from readers
+        _add(con, CLEAN_EVENTS.name, D2, "c")  # never published (before the lake)
+        raw_lake.attach(con, catalog)
+        assert raw_lake.relation_kind(con, CLEAN_EVENTS) == "VIEW"
+        assert _ids(con) == _lake_ids(catalog) == [(D1, "a"), (D2, "c")]
+        snapshot = catalog.load_table(CLEAN_EVENTS.name).current_snapshot().snapshot_id
+        raw_lake.attach(con, catalog)
+        assert catalog.load_table(CLEAN_EVENTS.name).current_snapshot().snapshot_id == snapshot  # moved once
+
+
+def test_staged_rows_are_seen_by_the_step_alone_until_it_publishes_them(warehouse):
+    con, catalog = warehouse
+    other = con.cursor()  # another connection of the same warehouse, in the same process
+    with staged.overlay(con):
+        rows = staged.target(con, CLEAN_EVENTS, [D2])
+        assert _ids(con, rows) == [(D2, "c")]  # the day's rows as the lake holds them
+        con.execute(f"DELETE FROM {rows} WHERE message_id = 'c'")
+        _add(con, rows, D2, "d", "e")
+        assert _ids(con) == [(D1, "a"), (D1, "b"), (D2, "d"), (D2, "e")]  # the step reads its staged day
+        assert _ids(other) == _lake_ids(catalog) == [(D1, "a"), (D1, "b"), (D2, "c")]  # nobody else does
+        assert staged.staged_days(con, CLEAN_EVENTS) == [D2]
+        served.publish(con, catalog, CLEAN_EVENTS, days=[D2])
+        assert _lake_ids(catalog) == [(D1, "a"), (D1, "b"), (D2, "d"), (D2, "e")]
+    raw_lake.attach(con, catalog)
+    assert _ids(con) == [(D1, "a"), (D1, "b"), (D2, "d"), (D2, "e")]
+
+
+def test_staged_rows_never_published_are_dropped_with_the_overlay(warehouse):
+    con, catalog = warehouse
+    with staged.overlay(con):
+        con.execute(f"DELETE FROM {staged.target(con, CLEAN_EVENTS, [D1])}")
+        assert _ids(con) == [(D2, "c")]
+    assert staged.active(con) is None
+    assert _ids(con) == _lake_ids(catalog) == [(D1, "a"), (D1, "b"), (D2, "c")]
+
+
+def test_a_table_kept_in_the_lake_is_never_written_outside_an_overlay(warehouse):
+    con, _ = warehouse
+    with pytest.raises(RuntimeError, match="clean.events is kept in the lake"):
+        staged.target(con, CLEAN_EVENTS, [D1])
+    with staged.overlay(con), pytest.raises(RuntimeError, match="already has a staging overlay"):
+        with staged.overlay(con):
+            pass
+
+
+def test_a_table_not_in_the_lake_is_written_in_place():
+    with duckdb.connect() as con:
+        ensure_tables(con)
+        assert staged.target(con, CLEAN_EVENTS, [D1]) == CLEAN_EVENTS.name
+        with staged.overlay(con):
+            assert staged.target(con, CLEAN_EVENTS, [D1]) == CLEAN_EVENTS.name
