@@ -19,7 +19,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from de_assets import checks
-from de_assets.lib import health
+from de_assets.lib import health, staged
 from de_assets.lib.days import days_between
 from de_assets.lib.tables import Table
 from de_assets.metadata import LAKE_SNAPSHOT_ID, days_metadata, run_metadata
@@ -65,6 +65,15 @@ def finish(
     metadata = run_metadata(con, table, start, end)
     if publish_to is not None and not failed:
         snapshot = publish_to.publish(con, table, start, end)
+        if snapshot is not None:
+            metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
+    elif publish_to is not None and table in staged.TABLES:
+        # the cleaning's tables are partitioned like its checks (by arrival day): a day that failed a
+        # blocking check keeps what was served before, the others are served (a day held back by the
+        # quarantine-rate gate too: its clean rows are the ones served before, its evidence is new)
+        blocked = checks.blocked_days(results)
+        days = [d for d in days_between(start, end) if d not in blocked]
+        snapshot = publish_to.publish(con, table, days=days) if days else None
         if snapshot is not None:
             metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
     return metadata, results

@@ -77,6 +77,20 @@ def check_results(con, asset_key: dg.AssetKey, table: Table, start: date, end: d
     return results
 
 
+# The cleaning's quality gate: a day above the quarantine rate is held back by the cleaning itself (its
+# staged clean rows are the ones served before, its evidence is in quarantine and duplicates), so its
+# failure blocks the steps downstream but not the publishing of that evidence.
+HOLD_BACK_GATE = "quarantine_rate_within_threshold"
+
+
+def blocked_days(results: list[dg.AssetCheckEvaluation]) -> set[date]:
+    """The partitions (days) on which a blocking (ERROR) check other than the hold-back gate failed:
+    the days whose rows must not be published."""
+    return {date.fromisoformat(str(r.partition)[:10]) for r in results
+            if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR and r.blocking
+            and r.check_name != HOLD_BACK_GATE}
+
+
 def failure_alerts(results: list[dg.AssetCheckEvaluation], run_id: str) -> list[Alert]:
     """An alert per failed blocking (ERROR) check and run, naming the days it failed on; its
     partition is the first..last failed day (one day: that day)."""

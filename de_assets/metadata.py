@@ -61,7 +61,8 @@ def _dry_run_diff(con, table: Table, where: str, start: date, end: date, rows: i
         return {}
     schema, name = table.name.split(".")
     exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'stored' AND schema_name = ? AND table_name = ?",
+        "SELECT count(*) FROM information_schema.tables WHERE table_catalog = 'stored' AND table_schema = ? "
+        "AND table_name = ?",  # a table, or a view over the lake (raw, clean, quarantine)
         [schema, name],
     ).fetchall()[0][0]
     stored = con.execute(f"SELECT count(*) FROM stored.{table.name} WHERE {where}", [start, end]).fetchall()[0][0] if exists else 0

@@ -38,7 +38,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, ops_store, paths, raw_lake, served
+from de_assets.lib import alerts, contracts, ops_store, paths, raw_lake, served, staged
 from de_assets.lib.lake import NO_DOWNLOADS
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
@@ -142,6 +142,16 @@ class Warehouse(DuckDBResource):
             if self._scratch is not None and Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con
+
+    @contextmanager
+    def staging(self, con):
+        """The connection's staging overlay for the cleaning's tables (`lib/staged.py`): written and
+        checked there, committed by `publish`. On leaving it, the warehouse's views read the lake's
+        new snapshots, so whoever opens the file next sees what was committed."""
+        with staged.overlay(con):
+            yield
+        if self.raw_in_lake:
+            raw_lake.attach(con, self.lake_catalog())
 
     @contextmanager
     def private(self):

@@ -93,16 +93,18 @@ def test_a_dry_run_publishes_nothing(pipeline):
     assert snapshots() == before
 
 
-def test_a_range_that_fails_a_blocking_check_is_not_served(tmp_path, golden_landing):
+def test_days_that_fail_a_blocking_check_are_not_served(tmp_path, golden_landing):
     # at the production gate, 11-01 (1 of 4) and 11-02 (6 of 21) of the golden events are held back:
-    # the gate fails for the range, so clean/clean_events is not published; its quarantine evidence is
+    # the gate fails on those days, so their clean rows are not published; their quarantine evidence is
     p = Pipeline(tmp_path, golden_landing, max_quarantine_rate=0.2)
     result = p.run(DAYS[0], DAYS[-1], raise_on_error=False)
     reader = served.connect(served.open_lake(str(p.db), create=False))
-    assert reader.execute("SELECT count(*) FROM clean.events").fetchone()[0] == 0
-    # the lake is the clean rows' only store: the warehouse's clean.events reads it, so nothing unchecked is
-    # stored anywhere; what the range would have served stays in the check's metadata
-    assert p.query("SELECT count(*) AS n FROM clean.events")["n"][0] == 0
+    # the days that failed are not served, the day that passed is (11-03: m30..m36); the lake is the clean
+    # rows' only store (the warehouse's clean.events reads it), so nothing unchecked is stored anywhere:
+    # what the failed days would have served stays in the check's metadata
+    by_day = "SELECT arrival_date::VARCHAR, count(*) FROM clean.events GROUP BY 1 ORDER BY 1"
+    assert reader.execute(by_day).fetchall() == [("2026-11-03", 7)]
+    assert p.query(by_day).values.tolist() == [["2026-11-03", 7]]
     gate = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["clean", "clean_events"]
             and e.check_name == "quarantine_rate_within_threshold" and not e.passed]
     assert sorted(e.partition for e in gate) == ["2026-11-01", "2026-11-02"]

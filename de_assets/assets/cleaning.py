@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import clean, health, marts, reconcile, served, staged
+from de_assets.lib import clean, health, marts, reconcile, served
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.days import days_between, ranges_label, short_label
 from de_assets.metadata import (
@@ -110,7 +110,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         + checks.check_specs(quarantine_key, spec.quarantine)
         + [
             checks.spec(
-                "quarantine_rate_within_threshold",
+                checks.HOLD_BACK_GATE,
                 clean_key,
                 blocking=True,
                 description="At most `max_quarantine_rate` (default 20%, DE_ASSETS_MAX_QUARANTINE_RATE) of a "
@@ -148,7 +148,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         earliest = settings.earliest_event_ts()
         # the rows are staged in the connection (lib/staged.py): the checks judge them there, and only a
         # range whose blocking checks pass is committed to the lake (`finish`, `warehouse.publish`)
-        with warehouse.connect() as con, staged.overlay(con):
+        with warehouse.connect() as con, warehouse.staging(con):
             has_users = reconcile.remember_first_days(con, spec, start, end)
             health_before = health.series_counts(con, clean_key.to_user_string(), start)
             served_before = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
@@ -166,7 +166,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             for day, r in daily_reports.items():  # every check is evaluated per day
                 books = books_by_day[day]
                 extra += [
-                    checks.evaluation(clean_key, "quarantine_rate_within_threshold", day, not r.gated_days, {
+                    checks.evaluation(clean_key, checks.HOLD_BACK_GATE, day, not r.gated_days, {
                         "quarantine_rate": round(r.quarantine_rate, 4),
                         "max_quarantine_rate": limit,
                         "held_back": bool(r.gated_days),
@@ -193,7 +193,8 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 publish_to=warehouse,
             )
             if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
-                warehouse.publish(con, spec.duplicates, start, end)
+                blocked = checks.blocked_days(clean_results)
+                warehouse.publish(con, spec.duplicates, days=[d for d in days_between(start, end) if d not in blocked])
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
             late_days = reconcile.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
