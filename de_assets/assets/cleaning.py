@@ -146,8 +146,8 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         start, end = partition_dates(context)
         limit = settings.max_quarantine_rate
         earliest = settings.earliest_event_ts()
-        # the rows are staged in the connection (lib/staged.py): the checks judge them there, and only a
-        # range whose blocking checks pass is committed to the lake (`finish`, `warehouse.publish`)
+        # the rows are staged in the connection (lib/staged.py): the checks judge them there, and only the
+        # days whose blocking checks pass are committed to the lake (`finish`, `warehouse.publish`)
         with warehouse.connect() as con, warehouse.staging(con):
             has_users = reconcile.remember_first_days(con, spec, start, end)
             health_before = health.series_counts(con, clean_key.to_user_string(), start)
