@@ -323,3 +323,30 @@ def test_a_forget_whose_lake_delete_failed_is_finished_by_resume(tmp_path, monke
     assert lake_files_with(tmp_path / "lake", carol) == []
     assert _query(db, "SELECT count(*) FROM pipeline_health.forget_audit") == [(4,)]  # one row per table, once
     assert [n for _, n in _query(db, DAU)] == [3, 3, 2]
+
+
+def test_forget_erases_clean_rows_whose_raw_rows_retention_already_deleted(pipeline):
+    """Raw is kept 30 days, clean 400: the days to rewrite in the lake come from each table's own
+    matching rows, not from the user's raw rows (which no longer say that 11-01 held any)."""
+    from de_assets.lib import served
+    from de_assets_tests.conftest import TEST_KEY
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    retention = {"ops": {"enforce_retention": {"config": {"raw_days": 1, "clean_days": None, "as_of": "2026-11-03"}}}}
+    assert pipeline.defs.resolve_job_def("retention_job").execute_in_process(
+        instance=pipeline.instance, run_config=retention).success
+    catalog = served.open_lake(str(pipeline.db), create=False)
+    raw_days = catalog.load_table("raw.events").scan(selected_fields=("arrival_date",)).to_arrow()
+    assert date(2026, 11, 1) not in set(raw_days["arrival_date"].to_pylist())  # 11-01's raw rows are gone
+    user = served.connect(catalog).execute("SELECT min(user_id) FROM clean.events WHERE arrival_date = '2026-11-01'"
+                                           ).fetchone()[0]
+    assert user is not None
+    with duckdb.connect(str(pipeline.db)) as con:
+        request_id = forget.record_request(con, user, "dpo", forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+    assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
+        instance=pipeline.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
+    left = served.connect(catalog).execute(
+        "SELECT count(*) FROM clean.events WHERE user_id = $p OR anonymous_id = $p OR user_key = $p", {"p": user})
+    assert left.fetchone()[0] == 0
+    assert pipeline.query("SELECT count(*) AS n FROM clean.events WHERE user_id = ? OR user_key = ?",
+                          [user, user])["n"][0] == 0
