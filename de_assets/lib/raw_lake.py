@@ -51,13 +51,7 @@ OUTBOX = "de-assets.registrations"  # snapshot-summary property: the registratio
 _DAY = "arrival_date"
 
 
-def relation_kind(con, table: Table) -> str | None:
-    """'BASE TABLE', 'VIEW' or None: what ``table`` is in the connection."""
-    rows = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = current_database() "
-                      "AND table_schema = ? AND table_name = ?", table.name.split(".")).fetchall()
-    return rows[0][0] if rows else None
-
-
+relation_kind = staged.relation_kind
 in_lake = staged.in_lake
 
 

@@ -11,20 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from de_assets.lib import raw_lake
+from de_assets.lib import raw_lake, staged
 from de_assets.lib.sql import transaction
 from de_assets.lib.tables import (
-    CLEAN_EVENTS,
-    CLEAN_REQUESTS,
     DAILY_ENGAGEMENT,
-    DUPLICATES_EVENTS,
-    DUPLICATES_REQUESTS,
     EXPERIMENT_RESULTS,
     FUNNEL_DAILY,
     KPI_ANOMALIES,
     KPI_CHANGES,
-    QUARANTINE_EVENTS,
-    QUARANTINE_REQUESTS,
     RAW_EVENTS,
     RAW_REQUESTS,
     RETENTION_LOG,
@@ -35,8 +29,7 @@ from de_assets.lib.tables import (
 
 LAYERS: dict[str, tuple[Table, ...]] = {
     "raw": (RAW_EVENTS, RAW_REQUESTS),
-    "clean": (CLEAN_EVENTS, CLEAN_REQUESTS, QUARANTINE_EVENTS, QUARANTINE_REQUESTS, DUPLICATES_EVENTS,
-              DUPLICATES_REQUESTS),
+    "clean": staged.TABLES,  # clean, quarantine and duplicates
     # retention_cohorts is keyed by cohort week, not a day: it is kept with the marts' window off
     "marts": (DAILY_ENGAGEMENT, FUNNEL_DAILY, REVENUE_DAILY, SERVICE_LATENCY, KPI_CHANGES, KPI_ANOMALIES,
               EXPERIMENT_RESULTS),

@@ -83,16 +83,18 @@ def overlay(con):
         con.execute(f"DETACH {name}")
 
 
-def _kind(con, home: str, table: Table) -> str | None:
-    rows = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = ? "
-                       "AND table_schema = ? AND table_name = ?", [home, *table.name.split(".")]).fetchall()
+def relation_kind(con, table: Table) -> str | None:
+    """'BASE TABLE', 'VIEW' or None: what ``table`` is in the connection's warehouse (the overlay
+    leaves `current_database()` there)."""
+    rows = con.execute("SELECT table_type FROM information_schema.tables WHERE table_catalog = current_database() "
+                       "AND table_schema = ? AND table_name = ?", table.name.split(".")).fetchall()
     return rows[0][0] if rows else None
 
 
 def in_lake(con, table: Table) -> bool:
     """Whether the connection's warehouse sees ``table`` as a view over the lake (its rows change
     only through the lake)."""
-    return _kind(con, _home(con), table) == "VIEW"
+    return relation_kind(con, table) == "VIEW"
 
 
 def target(con, table: Table, days: list[date]) -> str:
@@ -100,9 +102,9 @@ def target(con, table: Table, days: list[date]) -> str:
     staged rows when ``table`` is in the lake (the partitions are staged first, with the rows the
     lake holds for them), else the table itself. Raises when a table in the lake is written outside
     an overlay (its rows would go nowhere)."""
-    home = _home(con)
-    if _kind(con, home, table) != "VIEW":
+    if not in_lake(con, table):
         return table.name
+    home = _home(con)
     name = active(con)
     if name is None:
         raise RuntimeError(f"{table.name} is kept in the lake: write it inside staged.overlay(con), then publish it")
