@@ -67,7 +67,7 @@ def finish(
         snapshot = publish_to.publish(con, table, start, end)
         if snapshot is not None:
             metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
-    elif publish_to is not None and table in staged.TABLES:
+    elif publish_to is not None and table in staged.CLEANING:
         # the cleaning's tables are partitioned like its checks (by arrival day): a day that failed a
         # blocking check keeps what was served before, the others are served (a day held back by the
         # quarantine-rate gate too: its clean rows are the ones served before, its evidence is new)

@@ -138,14 +138,14 @@ class Warehouse(DuckDBResource):
                 if any(raw_lake.in_lake(con, t) for t in raw_lake.LAKE_TABLES):
                     raw_lake.materialize(con, self._stored_lake())
             elif self.raw_in_lake:
-                raw_lake.attach(con, self.lake_catalog())  # raw.*, clean.*, quarantine.*: views over the lake
+                raw_lake.attach(con, self.lake_catalog())  # raw, clean, quarantine, marts: views over the lake
             if self._scratch is not None and Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
             yield con
 
     @contextmanager
     def staging(self, con):
-        """The connection's staging overlay for the cleaning's tables (`lib/staged.py`): written and
+        """The connection's staging overlay for the lake's cleaning and mart tables (`lib/staged.py`): written and
         checked there, committed by `publish`. On leaving it, the warehouse's views read the lake's
         new snapshots, so whoever opens the file next sees what was committed."""
         with staged.overlay(con):

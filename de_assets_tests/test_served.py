@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from de_assets import cli, lake
-from de_assets.lib import ops_store, served
+from de_assets.lib import marts, ops_store, served, staged
 from de_assets.lib.tables import CLEAN_EVENTS, DAILY_ENGAGEMENT
 from de_assets_tests.conftest import Pipeline
 
@@ -122,6 +122,46 @@ def test_a_re_run_that_fails_a_blocking_check_keeps_serving_the_rows_served_befo
     assert rows(reader, CLEAN_EVENTS) == before and len(before) > 0
     with duckdb.connect(str(strict.db), read_only=True) as warehouse:
         assert rows(warehouse, CLEAN_EVENTS) == before
+
+
+def test_every_data_table_is_kept_in_the_lake_alone(pipeline):
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
+        kinds = dict(warehouse.execute(
+            "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema IN ('raw', 'clean', 'quarantine', 'marts')").fetchall())
+    # the file holds no row of them: each is a view over the lake's current snapshot (the file registry
+    # and the forget-user counts, raw's bookkeeping, are the file's own tables)
+    data = {t.name for t in (*served.RAW_TABLES, *served.PUBLISHED) if t.schema != "pipeline_health"}
+    assert {name for name in data if kinds.get(name) != "VIEW"} == set()
+    assert {name for name, kind in kinds.items() if kind != "VIEW"} == {"raw.source_files", "raw.forgotten_rows"}
+
+
+def test_a_mart_range_that_fails_a_blocking_check_is_stored_nowhere(pipeline, monkeypatch):
+    assert pipeline.run(DAYS[0], DAYS[-1]).success
+    catalog = served.open_lake(str(pipeline.db), create=False)
+    before = rows(served.connect(catalog), DAILY_ENGAGEMENT)
+    snapshot = catalog.load_table(DAILY_ENGAGEMENT.name).current_snapshot().snapshot_id
+    write = marts.replace_range
+
+    def writes_a_day_twice(con, table, select_sql, start, end):  # a bug the mart's unique_key check catches
+        written = write(con, table, select_sql, start, end)
+        if table is DAILY_ENGAGEMENT:
+            target = staged.target(con, table, table.partition_values(start, end))
+            con.execute(f"INSERT INTO {target} SELECT * FROM {target} WHERE event_date = ?", [DAYS[0]])
+        return written
+
+    monkeypatch.setattr(marts, "replace_range", writes_a_day_twice)
+    result = pipeline.run(DAYS[0], DAYS[-1], raise_on_error=False)
+    failed = {(e.asset_key.to_user_string(), e.check_name, e.partition)
+              for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {("marts/daily_engagement", "unique_key", DAYS[0])}
+    # nothing of the rejected range was committed, and the warehouse file stores none of it either:
+    # readers and the next steps keep the rows served before
+    assert catalog.load_table(DAILY_ENGAGEMENT.name).current_snapshot().snapshot_id == snapshot
+    assert rows(served.connect(catalog), DAILY_ENGAGEMENT) == before
+    with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
+        assert rows(warehouse, DAILY_ENGAGEMENT) == before
 
 
 def test_retention_deletes_old_partitions_from_the_lake(pipeline):

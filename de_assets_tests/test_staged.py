@@ -1,4 +1,4 @@
-"""The cleaning's tables are kept in the lake and written through a staging overlay (`lib/staged.py`):
+"""The lake's data tables (the cleaning's and the marts) are written through a staging overlay (`lib/staged.py`):
 what a step stages is seen by that step's connection only, and reaches the lake, and every other
 reader, only when the step publishes it."""
 
@@ -7,8 +7,8 @@ from datetime import date
 import duckdb
 import pytest
 
-from de_assets.lib import raw_lake, served, staged
-from de_assets.lib.tables import CLEAN_EVENTS, ensure_tables
+from de_assets.lib import marts, raw_lake, served, staged
+from de_assets.lib.tables import CLEAN_EVENTS, RETENTION_COHORTS, ensure_tables
 
 D1, D2 = date(2026, 11, 1), date(2026, 11, 2)
 
@@ -103,3 +103,30 @@ def test_a_table_not_in_the_lake_is_written_in_place():
         assert staged.target(con, CLEAN_EVENTS, [D1]) == CLEAN_EVENTS.name
         with staged.overlay(con):
             assert staged.target(con, CLEAN_EVENTS, [D1]) == CLEAN_EVENTS.name
+
+
+def test_a_weekly_mart_is_staged_and_published_by_its_activity_weeks(tmp_path):
+    # retention_cohorts is partitioned by activity week (a Monday): a run over days rewrites the weeks
+    # they touch (`Table.partition_values`), and only those reach the lake
+    db = tmp_path / "warehouse.duckdb"
+    catalog = served.open_lake(str(db))
+    cell = ("SELECT ?::DATE AS cohort_week, 0 AS weeks_since, ? AS cohort_size, ? AS retained_users, "
+            "1.0 AS retention_rate, ?::DATE AS activity_week")
+    oct26, nov02 = date(2026, 10, 26), date(2026, 11, 2)
+    with duckdb.connect(str(db)) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        ensure_tables(con)
+        for week in (oct26, nov02):
+            con.execute(f"INSERT INTO {RETENTION_COHORTS.name} BY NAME {cell}", [week, 5, 5, week])
+        raw_lake.attach(con, catalog)  # both weeks moved to the lake, the file's table dropped
+        assert raw_lake.relation_kind(con, RETENTION_COHORTS) == "VIEW"
+        with staged.overlay(con):
+            # days 11-03..11-04 touch the week of 11-02 only: its cell is replaced, 10-26's is kept
+            rewritten = ("SELECT DATE '2026-11-02' AS cohort_week, 0 AS weeks_since, 7 AS cohort_size, "
+                         "7 AS retained_users, 1.0 AS retention_rate, DATE '2026-11-02' AS activity_week "
+                         "WHERE $start::DATE <= $end::DATE")
+            marts.replace_range(con, RETENTION_COHORTS, rewritten, date(2026, 11, 3), date(2026, 11, 4))
+            assert staged.staged_days(con, RETENTION_COHORTS) == [nov02]
+            served.publish(con, catalog, RETENTION_COHORTS, date(2026, 11, 3), date(2026, 11, 4))
+    data = catalog.load_table(RETENTION_COHORTS.name).scan().to_arrow().sort_by("activity_week")
+    assert list(zip(data["activity_week"].to_pylist(), data["cohort_size"].to_pylist())) == [(oct26, 5), (nov02, 7)]

@@ -97,7 +97,9 @@ def _mart(
     ):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        with warehouse.connect() as con:
+        # the mart is kept in the lake: written in the connection's staging overlay, checked there, and
+        # published by `finish` only when no blocking check failed (lib/staged.py)
+        with warehouse.connect() as con, warehouse.staging(con):
             before = served.partition_fingerprints(con, table, start=start, end=end)
             write(con, start, end, settings)
             changed = served.changed_partitions(before, served.partition_fingerprints(con, table, start=start, end=end))
@@ -244,7 +246,7 @@ def experiment_results(
         metrics=dict(config.metrics), window_days=config.window_days, alpha=config.alpha, control=config.control,
         cuped=config.cuped, lookback_days=config.lookback_days,
     )
-    with warehouse.connect() as con:
+    with warehouse.connect() as con, warehouse.staging(con):  # kept in the lake, like every mart (_mart)
         written = experiment_readout.write(con, start, end, plan)
         per_day: dict[date, dict] = {}
         for day in days_between(start, end):  # the readout as of each day, control first

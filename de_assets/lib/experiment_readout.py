@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from de_assets.lib import ab_stats
+from de_assets.lib import ab_stats, staged
 from de_assets.lib.days import days_between
 from de_assets.lib.sql import insert_rows, literal, transaction
 from de_assets.lib.tables import EXPERIMENT_RESULTS
@@ -195,13 +195,15 @@ def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, thet
 
 
 def write(con, start: date, end: date, plan: Plan) -> list[dict]:
-    """Replace the readouts as of each day in [start, end]; return the rows written."""
+    """Replace the readouts as of each day in [start, end] (in the connection's staging overlay when
+    the table is kept in the lake, `lib/staged.py`); return the rows written."""
     rows = [r for day in days_between(start, end) for r in compute(con, day, plan)]
     columns = EXPERIMENT_RESULTS.column_names
+    table = staged.target(con, EXPERIMENT_RESULTS, days_between(start, end))
     with transaction(con):
-        con.execute(f"DELETE FROM {EXPERIMENT_RESULTS.name} WHERE as_of_date BETWEEN ? AND ?", [start, end])
+        con.execute(f"DELETE FROM {table} WHERE as_of_date BETWEEN ? AND ?", [start, end])
         if rows:
-            insert_rows(con, EXPERIMENT_RESULTS.name, columns, [[r[c] for c in columns] for r in rows])
+            insert_rows(con, table, columns, [[r[c] for c in columns] for r in rows])
     return rows
 
 

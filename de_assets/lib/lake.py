@@ -241,6 +241,23 @@ def replace_all(table: Table, data: pa.Table, *, attempts: int = 5, backoff: flo
     return _commit(table, lambda props: table.overwrite(data, snapshot_properties=props), attempts, backoff)
 
 
+def metadata_locations(catalog: Catalog) -> dict[str, str]:
+    """Every table's current metadata file, ``{"namespace.table": location}``, in one query of the SQL
+    catalog's own table (`iceberg_tables`, the JDBC catalog's layout): what tells a reader whether
+    its views are still current without loading any table. Empty for other catalogs (the caller
+    loads each table instead)."""
+    if not isinstance(catalog, SqlCatalog):
+        return {}
+    from pyiceberg.catalog.sql import IcebergTables
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+    with Session(catalog.engine) as session:
+        rows = session.execute(select(IcebergTables.table_namespace, IcebergTables.table_name,
+                                      IcebergTables.metadata_location)
+                               .where(IcebergTables.catalog_name == catalog.name)).all()
+    return {f"{namespace}.{name}": location for namespace, name, location in rows if location}
+
+
 def add_missing_columns(table: Table, schema: pa.Schema) -> Table:
     """Add the columns of ``schema`` the table lacks (a column added to the contract later); returns the table."""
     have = {f.name for f in table.schema().fields}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from de_assets.anomaly import detect, episodes
+from de_assets.lib import staged
 from de_assets.lib.health import HEALTH_SERIES_SQL
 from de_assets.lib.sql import literal, transaction
 from de_assets.lib.tables import (
@@ -249,12 +250,14 @@ def replace_range(con, table: Table, select_sql: str, start: date, end: date) ->
     """Delete the table's rows for [start, end] and insert the query's rows, in one transaction.
 
     A weekly table (retention, keyed by activity week) has the weeks that contain the range rewritten.
-    Returns the number of rows written.
+    A mart kept in the lake is written in the connection's staging overlay (`lib/staged.py`), which
+    the step publishes once its checks passed. Returns the number of rows written.
     """
+    rows = staged.target(con, table, table.partition_values(start, end))
     with transaction(con):
-        con.execute(f"DELETE FROM {table.name} WHERE {table.range_predicate('?', '?')}", [start, end])
+        con.execute(f"DELETE FROM {rows} WHERE {table.range_predicate('?', '?')}", [start, end])
         written = con.execute(
-            f"INSERT INTO {table.name} BY NAME {select_sql}", {"start": start, "end": end}
+            f"INSERT INTO {rows} BY NAME {select_sql}", {"start": start, "end": end}
         ).fetchone()[0]
     return written
 

@@ -14,7 +14,7 @@ file, and seen by every other step as DuckDB views over their current snapshot.
   twice.
 * **Reading** (`attach`): the warehouse connection's `raw.events` / `raw.requests` are views over the
   current snapshot's data files, typed as declared (`lib/tables/raw.py`), rebuilt when the table's
-  metadata changed (the metadata location is kept as the view's comment). A step sees one snapshot
+  metadata changed (the metadata location is kept in the view's comment; one catalog query tells which). A step sees one snapshot
   for as long as it holds its connection.
 * **An earlier version's warehouse** kept the raw rows in the file: the first connection moves them
   to the lake (one overwrite of their days, idempotent) and drops the file's table.
@@ -24,6 +24,7 @@ file, and seen by every other step as DuckDB views over their current snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date, datetime
 from typing import NamedTuple
@@ -44,8 +45,8 @@ from de_assets.lib.tables import (
 
 RAW_TABLES = served.RAW_TABLES
 # Every table whose system of record is the lake: the warehouse connection sees each as a view over
-# its current snapshot (`attach`). The raw ones are written by the ingestion steps, the cleaning's
-# through a staging overlay (`lib/staged.py`).
+# its current snapshot (`attach`). The raw ones are written by the ingestion steps, the cleaning's and
+# the marts through a staging overlay (`lib/staged.py`).
 LAKE_TABLES: tuple[Table, ...] = (*RAW_TABLES, *staged.TABLES)
 OUTBOX = "de-assets.registrations"  # snapshot-summary property: the registrations of the commit's files
 _DAY = "arrival_date"
@@ -75,19 +76,34 @@ def _view_location(con, table: Table) -> str | None:
 
 
 def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
-    """Make the connection's raw, clean and quarantine tables (`LAKE_TABLES`) views over the lake's
+    """Make the connection's raw, clean, quarantine and mart tables (`LAKE_TABLES`) views over the lake's
     current snapshots (moving the rows an earlier version kept in the file to the lake first, once)."""
+    current = lake.metadata_locations(catalog)  # one catalog query: most views are current already
+    comments = dict(con.execute(
+        "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
+        "WHERE database_name = current_database() AND NOT internal").fetchall())
     for table in LAKE_TABLES:
+        location = current.get(table.name)
+        if location is not None and comments.get(table.name) == _stamp(table, location):
+            lake.use_storage(con, location)  # same scheme as the data files
+            continue  # the view already reads the current snapshot, with the declared columns
         iceberg = served.lake_table(catalog, table)
         if relation_kind(con, table) == "BASE TABLE":
             _adopt(con, catalog, table)
             iceberg.refresh()
-        location = iceberg.metadata_location
+        stamp = _stamp(table, iceberg.metadata_location)
         lake.use_storage(con, iceberg.location())
-        if _view_location(con, table) == location:
+        if _view_location(con, table) == stamp:
             continue  # the view already reads this snapshot
         con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, lake.snapshot_files(iceberg))}")
-        con.execute(f"COMMENT ON VIEW {table.name} IS {literal(location)}")
+        con.execute(f"COMMENT ON VIEW {table.name} IS {literal(stamp)}")
+
+
+def _stamp(table: Table, location: str) -> str:
+    """What a view's comment records: the snapshot's metadata file it reads, and its columns (a column
+    declared since makes the view be rebuilt, and added to the lake table)."""
+    columns = ",".join(f"{c.name}:{c.type}" for c in table.columns)
+    return f"{location}#{hashlib.sha256(columns.encode()).hexdigest()[:12]}"
 
 
 def _adopt(con, catalog, table: Table) -> None:
@@ -98,9 +114,10 @@ def _adopt(con, catalog, table: Table) -> None:
     from readers, and stays unserved."""
     iceberg = served.lake_table(catalog, table)
     lake.use_storage(con, iceberg.location())
+    column = served.partition_column(table)
     held = {d for (d,) in con.execute(
-        f"SELECT DISTINCT {_DAY} FROM ({_view_sql(con, table, lake.snapshot_files(iceberg))})").fetchall()}
-    days = [d for (d,) in con.execute(f"SELECT DISTINCT {_DAY} FROM {table.name} ORDER BY 1").fetchall()
+        f"SELECT DISTINCT {column} FROM ({_view_sql(con, table, lake.snapshot_files(iceberg))})").fetchall()}
+    days = [d for (d,) in con.execute(f"SELECT DISTINCT {column} FROM {table.name} ORDER BY 1").fetchall()
             if d not in held]
     if days:
         served.publish(con, catalog, table, days=days)

@@ -29,7 +29,7 @@ from de_assets.lib.tables import (
 
 LAYERS: dict[str, tuple[Table, ...]] = {
     "raw": (RAW_EVENTS, RAW_REQUESTS),
-    "clean": staged.TABLES,  # clean, quarantine and duplicates
+    "clean": staged.CLEANING,  # clean, quarantine and duplicates
     # retention_cohorts is keyed by cohort week, not a day: it is kept with the marts' window off
     "marts": (DAILY_ENGAGEMENT, FUNNEL_DAILY, REVENUE_DAILY, SERVICE_LATENCY, KPI_CHANGES, KPI_ANOMALIES,
               EXPERIMENT_RESULTS),

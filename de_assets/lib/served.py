@@ -11,10 +11,10 @@ warehouse table: by arrival day, event day, activity week or as-of day) and the 
 `pipeline_health` tables (small, unpartitioned, replaced whole). Not served: the raw layer and the
 forget-user requests (identifiers of people who asked to be forgotten).
 
-A step publishes only when its blocking checks passed: a range of marts that failed them stays in
-the warehouse for inspection but never reaches a reader. The cleaning's tables (`clean.*`,
-`quarantine.*`) have the lake as their only store: the cleaning stages its rows (`lib/staged.py`),
-and what it does not publish is not stored at all.
+A step publishes only when its blocking checks passed. The data tables (`clean.*`, `quarantine.*`,
+`marts.*`) have the lake as their only store: a step stages its rows (`lib/staged.py`), and what it
+does not publish is not stored at all (the previous rows stay served; the failing figures are in the
+checks' metadata).
 """
 
 from __future__ import annotations
@@ -181,9 +181,8 @@ def rollback(con: duckdb.DuckDBPyConnection, catalog, when: datetime | str | int
              start: date | None = None, end: date | None = None, commit: bool = True) -> list[Restored]:
     """Restore the partitions of ``tables`` (within [start, end] if given: the partitions a run over
     those days writes) that differ from the lake as of ``when`` (a time, or a snapshot id of one
-    table), in the lake and, for a table the warehouse file keeps (the marts), there too: per table,
-    one warehouse transaction and one lake
-    commit of exactly those partitions. A table younger than ``when`` had no rows then: its
+    table), in the lake (for a table the warehouse file keeps, an earlier version's, there too): per
+    table, one lake commit of exactly those partitions. A table younger than ``when`` had no rows then: its
     partitions are emptied. A new commit, not a reset of the table's history: commits of other
     partitions made after ``when`` stay, concurrent writers are safe, and the rollback itself can be
     read past (``--as-of``) and undone. ``commit=False`` (dry run) changes nothing and reports what

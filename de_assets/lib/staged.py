@@ -1,4 +1,4 @@
-"""Staged writes to tables whose system of record is the lake (`clean.*`, `quarantine.*`): a step
+"""Staged writes to tables whose system of record is the lake (`clean.*`, `quarantine.*`, `marts.*`): a step
 writes its partitions into an in-memory overlay that shadows the tables in its own connection, its
 checks read the staged rows under the tables' usual names, and it commits the staged partitions to
 the lake (`served.publish`, one commit per table) only when its blocking checks passed. Nothing of
@@ -28,16 +28,28 @@ from de_assets.lib.sql import ident, literal
 from de_assets.lib.tables import (
     CLEAN_EVENTS,
     CLEAN_REQUESTS,
+    DAILY_ENGAGEMENT,
     DUPLICATES_EVENTS,
     DUPLICATES_REQUESTS,
+    EXPERIMENT_RESULTS,
+    FUNNEL_DAILY,
+    KPI_ANOMALIES,
+    KPI_CHANGES,
     QUARANTINE_EVENTS,
     QUARANTINE_REQUESTS,
+    RETENTION_COHORTS,
+    REVENUE_DAILY,
+    SERVICE_LATENCY,
     Table,
 )
 
-# The cleaning's tables: kept in the lake, written through an overlay.
-TABLES: tuple[Table, ...] = (CLEAN_EVENTS, CLEAN_REQUESTS, QUARANTINE_EVENTS, QUARANTINE_REQUESTS,
-                             DUPLICATES_EVENTS, DUPLICATES_REQUESTS)
+# The cleaning's tables (partitioned by arrival day, like its checks) and the marts: kept in the lake,
+# written through an overlay.
+CLEANING: tuple[Table, ...] = (CLEAN_EVENTS, CLEAN_REQUESTS, QUARANTINE_EVENTS, QUARANTINE_REQUESTS,
+                               DUPLICATES_EVENTS, DUPLICATES_REQUESTS)
+MARTS: tuple[Table, ...] = (DAILY_ENGAGEMENT, FUNNEL_DAILY, RETENTION_COHORTS, REVENUE_DAILY, SERVICE_LATENCY,
+                            KPI_CHANGES, KPI_ANOMALIES, EXPERIMENT_RESULTS)
+TABLES: tuple[Table, ...] = (*CLEANING, *MARTS)
 _PREFIX = "staged_"
 _DAYS = "_staged_days"  # table_name, day: the partitions staged so far
 
@@ -58,7 +70,7 @@ def active(con) -> str | None:
 
 @contextmanager
 def overlay(con):
-    """Shadow the lake's `clean.*` / `quarantine.*` views of this connection with staged partitions
+    """Shadow the lake's `clean.*` / `quarantine.*` / `marts.*` views of this connection with staged partitions
     for the duration of the block (see the module's docstring). Staged rows not committed by then
     are dropped with it."""
     if active(con) is not None:
@@ -98,7 +110,8 @@ def in_lake(con, table: Table) -> bool:
 
 
 def target(con, table: Table, days: list[date]) -> str:
-    """Where a writer of ``table``'s partitions ``days`` deletes and inserts: the overlay's table of
+    """Where a writer of ``table``'s partitions ``days`` (partition values: a weekly table's Mondays,
+    `Table.partition_values`) deletes and inserts: the overlay's table of
     staged rows when ``table`` is in the lake (the partitions are staged first, with the rows the
     lake holds for them), else the table itself. Raises when a table in the lake is written outside
     an overlay (its rows would go nowhere)."""
