@@ -19,7 +19,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from de_assets import checks
-from de_assets.lib import health, staged
+from de_assets.lib import health
 from de_assets.lib.days import days_between
 from de_assets.lib.tables import Table
 from de_assets.metadata import LAKE_SNAPSHOT_ID, days_metadata, run_metadata
@@ -48,8 +48,9 @@ def finish(
 ) -> tuple[dict, list[dg.AssetCheckEvaluation]]:
     """Record a `partition_kpis` row per day, attach each day's metadata to its partition
     (rows, preview, seconds, rows/s, freshness, `no_data`, plus `per_day`), evaluate the checks per
-    day and alert on failed blocking ones; with `publish_to`, publish the range to the lake for
-    readers when no blocking check failed. Returns the run-level metadata and the evaluations."""
+    day and alert on failed blocking ones; with `publish_to`, publish to the lake for readers the
+    partitions of the range on which no blocking check failed. Returns the run-level metadata and
+    the evaluations."""
     seconds = time.perf_counter() - started
     kpis = health.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts)
     landed = health.source_rows_per_day(con, table, start, end)
@@ -63,17 +64,14 @@ def finish(
     failed = checks.failure_alerts(results, context.run.run_id)
     alerting.send(failed, log=context.log)
     metadata = run_metadata(con, table, start, end)
-    if publish_to is not None and not failed:
-        snapshot = publish_to.publish(con, table, start, end)
-        if snapshot is not None:
-            metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
-    elif publish_to is not None and table in staged.CLEANING:
-        # the cleaning's tables are partitioned like its checks (by arrival day): a day that failed a
-        # blocking check keeps what was served before, the others are served (a day held back by the
-        # quarantine-rate gate too: its clean rows are the ones served before, its evidence is new)
-        blocked = checks.blocked_days(results)
-        days = [d for d in days_between(start, end) if d not in blocked]
-        snapshot = publish_to.publish(con, table, days=days) if days else None
+    if publish_to is not None:
+        # per partition: one holding a day that failed a blocking check keeps what was served before
+        # (its staged rows are dropped with the overlay, lib/staged.py), the others are served; a day
+        # the cleaning's quarantine-rate gate held back is served too (its clean rows are the ones
+        # served before, its evidence in quarantine is new)
+        blocked = {table.partition_value(d) for d in checks.blocked_days(results)}
+        values = [p for p in table.partition_values(start, end) if p not in blocked]
+        snapshot = publish_to.publish(con, table, days=values) if values else None
         if snapshot is not None:
             metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
     return metadata, results

@@ -137,11 +137,7 @@ def test_every_data_table_is_kept_in_the_lake_alone(pipeline):
     assert {name for name, kind in kinds.items() if kind != "VIEW"} == {"raw.source_files", "raw.forgotten_rows"}
 
 
-def test_a_mart_range_that_fails_a_blocking_check_is_stored_nowhere(pipeline, monkeypatch):
-    assert pipeline.run(DAYS[0], DAYS[-1]).success
-    catalog = served.open_lake(str(pipeline.db), create=False)
-    before = rows(served.connect(catalog), DAILY_ENGAGEMENT)
-    snapshot = catalog.load_table(DAILY_ENGAGEMENT.name).current_snapshot().snapshot_id
+def test_a_mart_day_that_fails_a_blocking_check_is_stored_nowhere_and_the_others_are_served(pipeline, monkeypatch):
     write = marts.replace_range
 
     def writes_a_day_twice(con, table, select_sql, start, end):  # a bug the mart's unique_key check catches
@@ -151,13 +147,29 @@ def test_a_mart_range_that_fails_a_blocking_check_is_stored_nowhere(pipeline, mo
             con.execute(f"INSERT INTO {target} SELECT * FROM {target} WHERE event_date = ?", [DAYS[0]])
         return written
 
-    monkeypatch.setattr(marts, "replace_range", writes_a_day_twice)
-    result = pipeline.run(DAYS[0], DAYS[-1], raise_on_error=False)
-    failed = {(e.asset_key.to_user_string(), e.check_name, e.partition)
-              for e in result.get_asset_check_evaluations() if not e.passed and e.blocking}
-    assert failed == {("marts/daily_engagement", "unique_key", DAYS[0])}
-    # nothing of the rejected range was committed, and the warehouse file stores none of it either:
-    # readers and the next steps keep the rows served before
+    def blocking_failures(result):
+        return {(e.asset_key.to_user_string(), e.check_name, e.partition)
+                for e in result.get_asset_check_evaluations() if not e.passed and e.blocking}
+
+    catalog = served.open_lake(str(pipeline.db))
+    by_day = f"SELECT event_date::VARCHAR, dau FROM {DAILY_ENGAGEMENT.name} ORDER BY 1"
+    with monkeypatch.context() as patch:
+        patch.setattr(marts, "replace_range", writes_a_day_twice)
+        result = pipeline.run(DAYS[0], DAYS[-1], raise_on_error=False)
+    assert blocking_failures(result) == {("marts/daily_engagement", "unique_key", DAYS[0])}
+    # the day that failed is stored nowhere (the lake, and the file's view of it, never had it); the
+    # other days of the range are served (golden dau: 3, 4, 3)
+    assert served.connect(catalog).execute(by_day).fetchall() == [(DAYS[1], 4), (DAYS[2], 3)]
+    with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
+        assert warehouse.execute(by_day).fetchall() == [(DAYS[1], 4), (DAYS[2], 3)]
+    assert pipeline.run(DAYS[0], DAYS[-1]).success  # the bug fixed: every day served
+    before = rows(served.connect(catalog), DAILY_ENGAGEMENT)
+    snapshot = catalog.load_table(DAILY_ENGAGEMENT.name).current_snapshot().snapshot_id
+    assert served.connect(catalog).execute(by_day).fetchall() == [(DAYS[0], 3), (DAYS[1], 4), (DAYS[2], 3)]
+    monkeypatch.setattr(marts, "replace_range", writes_a_day_twice)  # a later run with the bug again
+    assert blocking_failures(pipeline.run(DAYS[0], DAYS[0], raise_on_error=False)) == {
+        ("marts/daily_engagement", "unique_key", DAYS[0])}
+    # nothing committed: readers and the file's view keep the rows served before
     assert catalog.load_table(DAILY_ENGAGEMENT.name).current_snapshot().snapshot_id == snapshot
     assert rows(served.connect(catalog), DAILY_ENGAGEMENT) == before
     with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
