@@ -58,6 +58,16 @@ def test_the_lake_serves_exactly_the_warehouse_tables(pipeline):
     arrow = catalog.load_table("marts.daily_engagement").scan().to_arrow().sort_by("event_date")
     assert arrow.column("dau").to_pylist() == [3, 4, 3]
     assert len(catalog.load_table(CLEAN_EVENTS.name).scan().to_arrow()) == 24
+    # every data table is kept in the lake alone: the warehouse file holds no row of them, each is a view
+    # over the lake's current snapshot (the file registry and the forget-user counts, raw's bookkeeping,
+    # are the file's own tables)
+    with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
+        kinds = dict(warehouse.execute(
+            "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema IN ('raw', 'clean', 'quarantine', 'marts')").fetchall())
+    data = {t.name for t in (*served.RAW_TABLES, *served.PUBLISHED) if t.schema != "pipeline_health"}
+    assert {name for name in data if kinds.get(name) != "VIEW"} == set()
+    assert {name for name, kind in kinds.items() if kind != "VIEW"} == {"raw.source_files", "raw.forgotten_rows"}
 
 
 def test_readers_read_a_snapshot_and_the_past(pipeline):
@@ -122,19 +132,6 @@ def test_a_re_run_that_fails_a_blocking_check_keeps_serving_the_rows_served_befo
     assert rows(reader, CLEAN_EVENTS) == before and len(before) > 0
     with duckdb.connect(str(strict.db), read_only=True) as warehouse:
         assert rows(warehouse, CLEAN_EVENTS) == before
-
-
-def test_every_data_table_is_kept_in_the_lake_alone(pipeline):
-    assert pipeline.run(DAYS[0], DAYS[-1]).success
-    with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
-        kinds = dict(warehouse.execute(
-            "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
-            "WHERE table_schema IN ('raw', 'clean', 'quarantine', 'marts')").fetchall())
-    # the file holds no row of them: each is a view over the lake's current snapshot (the file registry
-    # and the forget-user counts, raw's bookkeeping, are the file's own tables)
-    data = {t.name for t in (*served.RAW_TABLES, *served.PUBLISHED) if t.schema != "pipeline_health"}
-    assert {name for name in data if kinds.get(name) != "VIEW"} == set()
-    assert {name for name, kind in kinds.items() if kind != "VIEW"} == {"raw.source_files", "raw.forgotten_rows"}
 
 
 def test_a_mart_day_that_fails_a_blocking_check_is_stored_nowhere_and_the_others_are_served(pipeline, monkeypatch):
