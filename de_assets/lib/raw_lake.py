@@ -68,13 +68,6 @@ def _view_sql(con, table: Table, files: list[str]) -> str:
     return f"SELECT {columns} FROM {lake.files_sql(files)}"
 
 
-def _view_location(con, table: Table) -> str | None:
-    schema, name = table.name.split(".")
-    rows = con.execute("SELECT comment FROM duckdb_views() WHERE database_name = current_database() "
-                      "AND schema_name = ? AND view_name = ?", [schema, name]).fetchall()
-    return rows[0][0] if rows else None
-
-
 def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
     """Make the connection's raw, clean, quarantine and mart tables (`LAKE_TABLES`) views over the lake's
     current snapshots (moving the rows an earlier version kept in the file to the lake first, once)."""
@@ -93,7 +86,7 @@ def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
             iceberg.refresh()
         stamp = _stamp(table, iceberg.metadata_location)
         lake.use_storage(con, iceberg.location())
-        if _view_location(con, table) == stamp:
+        if comments.get(table.name) == stamp:
             continue  # the view already reads this snapshot
         con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, lake.snapshot_files(iceberg))}")
         con.execute(f"COMMENT ON VIEW {table.name} IS {literal(stamp)}")
