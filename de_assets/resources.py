@@ -134,20 +134,30 @@ class Warehouse(DuckDBResource):
             con.execute("SET TimeZone = 'UTC'")
             con.execute(NO_DOWNLOADS)
             ensure_tables(con)
-            if self._scratch is not None:  # the run's raw and clean rows go into the copy, never into the lake
-                if any(raw_lake.in_lake(con, t) for t in raw_lake.LAKE_TABLES):
-                    raw_lake.materialize(con, self._stored_lake())
+            kept_overlay = None
+            if self._scratch is not None:  # a dry run reads the lake and writes into its own overlay, never the lake
+                stored_lake = self._stored_lake()
+                if stored_lake is not None and any(raw_lake.in_lake(con, t) for t in raw_lake.LAKE_TABLES):
+                    raw_lake.attach(con, stored_lake, read_only=True)
+                    kept_overlay = str(self._scratch.with_suffix(".staged.duckdb"))
             elif self.raw_in_lake:
                 raw_lake.attach(con, self.lake_catalog())  # raw, clean, quarantine, marts: views over the lake
             if self._scratch is not None and Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
-            yield con
+            if kept_overlay is None:
+                yield con
+            else:  # what the run's earlier steps wrote (lib/staged.py)
+                with staged.overlay(con, kept_overlay):
+                    yield con
 
     @contextmanager
     def staging(self, con):
         """The connection's staging overlay for the lake's cleaning and mart tables (`lib/staged.py`): written and
         checked there, committed by `publish`. On leaving it, the warehouse's views read the lake's
         new snapshots, so whoever opens the file next sees what was committed."""
+        if staged.active(con) is not None:  # a dry run's, kept for the whole run (`connect`)
+            yield
+            return
         with staged.overlay(con):
             yield
         if self.raw_in_lake:

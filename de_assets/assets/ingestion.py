@@ -148,6 +148,22 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
                      "nothing was committed. Re-run it.")
 
 
+def _ingest_into_overlay(context, warehouse: Warehouse, con, landing_root, key: str, source: str, table: Table,
+                         start: date, end: date, reingest: bool):
+    """A dry run's ingestion over a lake: read and projected as a real run does (a private DuckDB seeded
+    with the registry), then the rows staged in the run's overlay instead of committed to the lake
+    (`raw_lake.stage`), and the registrations written to the scratch copy. Returns the reports per day."""
+    with warehouse.private() as private:
+        raw_lake.seed(con, private, source, start, end)
+        privacy.install_macros(private, key)
+        if reingest:
+            ingest.clear_partition(private, source, start, end)
+        reports = ingest.ingest_days(private, landing_root, source, start, end, context.run.run_id)
+        raw_lake.stage(private, con, table, start, end, reingest)
+        raw_lake.write_back(private, con, source, start, end)
+    return reports
+
+
 def _raw_asset(source: str, table: Table, upstream: list, description: str) -> dg.AssetsDefinition:
     # Key `raw/raw_<source>`: the UI labels a node with the key's last part only, so it names the layer
     # too. The op keeps its name `raw__<source>` (run config `ops: {raw__events: ...}`).
@@ -187,10 +203,14 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
                                                  table, start, end, config.reingest)
             else:  # a dry run (into its scratch copy), or an in-memory warehouse without a lake
                 con = held.enter_context(warehouse.connect())
-                privacy.install_macros(con, key)
-                if config.reingest:
-                    ingest.clear_partition(con, source, start, end)
-                reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
+                if raw_lake.in_lake(con, table):  # a dry run over a lake: the rows go into the run's overlay
+                    reports = _ingest_into_overlay(context, warehouse, con, settings.landing_root, key, source,
+                                                   table, start, end, config.reingest)
+                else:
+                    privacy.install_macros(con, key)
+                    if config.reingest:
+                        ingest.clear_partition(con, source, start, end)
+                    reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
             warehouse.copy_registrations(con, source, start, end)  # what the landing sensor reads
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]

@@ -33,6 +33,7 @@ import duckdb
 from pyiceberg.expressions import EqualTo
 
 from de_assets.lib import lake, served, staged
+from de_assets.lib.days import days_between
 from de_assets.lib.forget import SUPPRESSED
 from de_assets.lib.sql import ident, insert_rows, literal, transaction
 from de_assets.lib.tables import (
@@ -68,9 +69,11 @@ def _view_sql(con, table: Table, files: list[str]) -> str:
     return f"SELECT {columns} FROM {lake.files_sql(files)}"
 
 
-def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
+def attach(con: duckdb.DuckDBPyConnection, catalog, read_only: bool = False) -> None:
     """Make the connection's raw, clean, quarantine and mart tables (`LAKE_TABLES`) views over the lake's
-    current snapshots (moving the rows an earlier version kept in the file to the lake first, once)."""
+    current snapshots (moving the rows an earlier version kept in the file to the lake first, once).
+    ``read_only`` (a dry run's scratch copy of the warehouse): only bring its views up to the current
+    snapshots; nothing is created or moved in the catalog."""
     current = lake.metadata_locations(catalog)  # one catalog query: most views are current already
     comments = dict(con.execute(
         "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
@@ -80,7 +83,10 @@ def attach(con: duckdb.DuckDBPyConnection, catalog) -> None:
         if location is not None and comments.get(table.name) == _stamp(table, location):
             lake.use_storage(con, location)  # same scheme as the data files
             continue  # the view already reads the current snapshot, with the declared columns
-        iceberg = served.lake_table(catalog, table)
+        if read_only and (relation_kind(con, table) != "VIEW"
+                          or (location is None and not catalog.table_exists(table.name))):
+            continue  # an earlier version's table, or not in the lake yet: the dry run writes it in place
+        iceberg = catalog.load_table(table.name) if read_only else served.lake_table(catalog, table)
         if relation_kind(con, table) == "BASE TABLE":
             _adopt(con, catalog, table)
             iceberg.refresh()
@@ -115,24 +121,6 @@ def _adopt(con, catalog, table: Table) -> None:
     if days:
         served.publish(con, catalog, table, days=days)
     con.execute(f"DROP TABLE {table.name}")
-
-
-def materialize(con, catalog=None) -> None:
-    """Turn the lake views of a scratch warehouse (a dry run's copy) into tables of their rows, first
-    brought up to the lake's current snapshots when ``catalog`` is given, so the run can write its
-    rows there without touching the lake (nor creating anything in its catalog)."""
-    for table in LAKE_TABLES:
-        if relation_kind(con, table) != "VIEW":
-            continue
-        if catalog is not None and catalog.table_exists(table.name):
-            iceberg = catalog.load_table(table.name)
-            lake.use_storage(con, iceberg.location())
-            files = lake.snapshot_files(iceberg)
-            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS {_view_sql(con, table, files)}")
-        schema, name = table.name.split(".")
-        con.execute(f"CREATE TABLE {schema}._{name}_rows AS SELECT * FROM {table.name}")
-        con.execute(f"DROP VIEW {table.name}")
-        con.execute(f"ALTER TABLE {schema}._{name}_rows RENAME TO {name}")
 
 
 def write_files(con, catalog, table: Table, days: list[date], compression: str) -> list[str]:
@@ -208,11 +196,11 @@ def _reads(source: str, start: date, end: date) -> list[tuple[Table, str, list]]
     ]
 
 
-def _copy(src, dst, table: Table, where: str, params: list) -> None:
+def _copy(src, dst, table: Table, where: str, params: list, into: str | None = None) -> None:
     rows = src.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
     dst.register("_copied_rows", rows)
     try:
-        dst.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _copied_rows")
+        dst.execute(f"INSERT INTO {into or table.name} BY NAME SELECT * FROM _copied_rows")
     finally:
         dst.unregister("_copied_rows")
 
@@ -259,6 +247,16 @@ def write_back(private, con, source: str, start: date, end: date) -> None:
         for table in (SOURCE_FILES, FORGOTTEN_ROWS):
             con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
             _copy(private, con, table, where, params)
+
+
+def stage(private, con, table: Table, start: date, end: date, replace: bool) -> None:
+    """What `commit` does to the lake, done to the connection's staging overlay instead (a dry run's):
+    the private connection's rows of ``table`` on [start, end] added to its staged days, or
+    (``replace``: a re-ingest) replacing them."""
+    target = staged.target(con, table, days_between(start, end))
+    if replace:
+        con.execute(f"DELETE FROM {target} WHERE {_DAY} BETWEEN ? AND ?", [start, end])
+    _copy(private, con, table, f"{_DAY} BETWEEN ? AND ?", [start, end], into=target)
 
 
 def delete_user(catalog, pseudonym: str) -> None:
