@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 
@@ -79,7 +79,9 @@ class Warehouse(DuckDBResource):
     Insertion order is not preserved (no table here relies on row order), so big inserts stream.
 
     In a dry run the run works on a copy (`<database>.dry_run/<run id>.duckdb`, deleted when the
-    run ends); the stored warehouse is attached read-only as `stored` so steps can diff against it.
+    run ends) through one connection for the whole run, reading the lake in place and writing into
+    a staging overlay in memory; the stored warehouse is attached read-only as `stored` so steps can
+    diff against it.
     """
 
     memory_limit: str = "600MB"
@@ -93,6 +95,8 @@ class Warehouse(DuckDBResource):
     _scratch: Path | None = PrivateAttr(default=None)
     _catalog: object = PrivateAttr(default=None)
     _ops_engine: object = PrivateAttr(default=None)
+    _dry_con: object = PrivateAttr(default=None)  # a dry run's connection to its scratch copy
+    _dry_overlay: ExitStack = PrivateAttr(default_factory=ExitStack)
 
     @property
     def dry_run(self) -> bool:
@@ -115,6 +119,10 @@ class Warehouse(DuckDBResource):
                 shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._dry_overlay.close()
+        if self._dry_con is not None:
+            self._dry_con.close()
+            self._dry_con = None
         if self._scratch is not None:
             shutil.rmtree(self._scratch.parent, ignore_errors=True)
             self._scratch = None
@@ -123,32 +131,43 @@ class Warehouse(DuckDBResource):
     def connect(self, wait_s: float | None = None):
         """The warehouse connection; waits up to `wait_s` (default `lock_wait_s`) for the file's lock
         while a step of another run holds it (`ops_engine`, which a sensor may call, passes a few seconds)."""
-        target = str(self._scratch) if self._scratch is not None else self.database
-        if target != ":memory:":
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        if self._scratch is not None:
+            yield self._dry_run_connection()
+            return
+        if self.database != ":memory:":
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         wait = self.lock_wait_s if wait_s is None else wait_s
-        with _connection_in_turn(target, self.connection_config, wait, dg.get_dagster_logger()) as con:
-            con.execute(f"SET memory_limit = '{self.memory_limit}'")
-            # Row order inside tables carries no meaning here; without it large inserts stream.
-            con.execute("SET preserve_insertion_order = false")
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(NO_DOWNLOADS)
-            ensure_tables(con)
-            kept_overlay = None
-            if self._scratch is not None:  # a dry run reads the lake and writes into its own overlay, never the lake
-                stored_lake = self._stored_lake()
-                if stored_lake is not None and any(raw_lake.in_lake(con, t) for t in raw_lake.LAKE_TABLES):
-                    raw_lake.attach(con, stored_lake, read_only=True)
-                    kept_overlay = str(self._scratch.with_suffix(".staged.duckdb"))
-            elif self.raw_in_lake:
+        with _connection_in_turn(self.database, self.connection_config, wait, dg.get_dagster_logger()) as con:
+            self._configure(con)
+            if self.raw_in_lake:
                 raw_lake.attach(con, self.lake_catalog())  # raw, clean, quarantine, marts: views over the lake
-            if self._scratch is not None and Path(self.database).exists():
+            yield con
+
+    def _configure(self, con) -> None:
+        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        # Row order inside tables carries no meaning here; without it large inserts stream.
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(NO_DOWNLOADS)
+        ensure_tables(con)
+
+    def _dry_run_connection(self):
+        """A dry run's one connection to its scratch copy, opened by its first step and kept until the
+        run ends (the copy is the run's own: there is no turn to take). Its lake tables stay views over
+        the lake's snapshots as of that first step (nothing of the history is copied), and a staging
+        overlay in memory (`lib/staged.py`) holds what each step writes, raw included, for the steps
+        after it: only the partitions the run wrote, spilling to disk beyond the memory limit."""
+        if self._dry_con is None:
+            con = duckdb.connect(str(self._scratch), config=self.connection_config)
+            self._configure(con)
+            stored_lake = self._stored_lake()
+            if stored_lake is not None and any(raw_lake.in_lake(con, t) for t in raw_lake.LAKE_TABLES):
+                raw_lake.attach(con, stored_lake, read_only=True)
+                self._dry_overlay.enter_context(staged.overlay(con))
+            if Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
-            if kept_overlay is None:
-                yield con
-            else:  # what the run's earlier steps wrote (lib/staged.py)
-                with staged.overlay(con, kept_overlay):
-                    yield con
+            self._dry_con = con
+        return self._dry_con
 
     @contextmanager
     def staging(self, con):

@@ -6,7 +6,6 @@ import json
 from datetime import date, datetime, timezone
 
 import dagster as dg
-import duckdb
 
 from de_assets import sensors
 from de_assets.generator import Dirt, generate
@@ -250,9 +249,10 @@ def test_dry_run_writes_nothing_and_reports_the_diff(pipeline):
 def test_a_dry_run_copies_no_history_only_the_partitions_it_writes(pipeline, monkeypatch):
     """A dry run reads the lake's current snapshots in place: its scratch copy of the warehouse keeps
     the lake tables as views (no row of the stored history is copied), and what the run writes is
-    kept in its staging overlay, for the partitions it wrote only. Looked at just before the scratch
-    is deleted at the end of the run."""
+    kept in its staging overlay, for the partitions it wrote only. Looked at through the run's
+    connection just before the run ends."""
     from de_assets.lib import staged
+    from de_assets.lib.tables import CLEAN_EVENTS
     from de_assets.resources import Warehouse
 
     assert pipeline.run("2026-11-01", "2026-11-02").success
@@ -260,27 +260,38 @@ def test_a_dry_run_copies_no_history_only_the_partitions_it_writes(pipeline, mon
     teardown = Warehouse.teardown_after_execution
 
     def look_then_teardown(self, context):
-        with duckdb.connect(str(self._scratch), read_only=True) as scratch:
-            seen["kinds"] = dict(scratch.execute(
-                "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
-                "WHERE table_schema IN ('raw', 'clean', 'marts')").fetchall())
-        with duckdb.connect(str(self._scratch.with_suffix(".staged.duckdb")), read_only=True) as overlay:
-            seen["staged"] = overlay.execute(
-                "SELECT table_name, list(DISTINCT day::VARCHAR ORDER BY day::VARCHAR) FROM _staged_days "
-                "GROUP BY 1 ORDER BY 1").fetchall()
-            seen["clean_rows"] = overlay.execute("SELECT count(*) FROM clean__events").fetchone()[0]
+        con = self._dry_con
+        seen["kinds"] = dict(con.execute(
+            "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema IN ('raw', 'clean', 'marts')").fetchall())
+        seen["staged"] = {t.name: [str(d) for d in staged.staged_days(con, t)] for t in (*staged.RAW, *staged.TABLES)}
+        seen["clean_rows"] = con.execute(f"SELECT count(*) FROM {staged.target(con, CLEAN_EVENTS, [])}").fetchone()[0]
         teardown(self, context)
 
     monkeypatch.setattr(Warehouse, "teardown_after_execution", look_then_teardown)
     assert pipeline.run("2026-11-03", dry_run=True).success
     for table in ("raw.events", "raw.requests", "clean.events", "marts.daily_engagement"):
         assert seen["kinds"][table] == "VIEW", table  # over the lake: 11-01 and 11-02 are not copied
-    staged_days = dict(seen["staged"])
+    staged_days = seen["staged"]
     # the arrival day the run ingested and cleaned, and the event day of its marts; nothing else
     assert staged_days["raw.events"] == staged_days["clean.events"] == ["2026-11-03"]
     assert staged_days["marts.daily_engagement"] == ["2026-11-03"]
-    assert set(staged_days) <= {t.name for t in (*staged.RAW, *staged.TABLES)}
     assert seen["clean_rows"] == 7  # 11-03's clean events (m30..m36), as a real run serves them
+
+
+def test_a_dry_run_of_a_re_ingest_replaces_the_days_raw_rows_instead_of_adding_to_them(pipeline):
+    assert pipeline.run("2026-11-01").success
+    stored = pipeline.query("SELECT count(*) AS n FROM raw.events WHERE arrival_date = '2026-11-01'")["n"][0]
+    files = len(list((pipeline.landing / "events" / "2026-11-01").iterdir()))
+    dry = pipeline.defs.resolve_job_def("daily_pipeline").execute_in_process(
+        partition_key="2026-11-01", instance=pipeline.instance,
+        run_config={"ops": {"raw__events": {"config": {"reingest": True}}},
+                    "resources": {"run_mode": {"config": {"dry_run": True}}}})
+    assert dry.success
+    [raw] = [m.metadata for m in dry.asset_materializations_for_node("raw__events")]
+    assert raw["files_ingested"].value == files  # every file read again ...
+    # ... and the day's rows replaced by them, not added: the same rows as stored
+    assert (raw["stored_rows"].value, raw["would_write_rows"].value, raw["row_diff"].value) == (stored, stored, 0)
 
 
 def test_a_dry_run_pages_nobody(tmp_path, golden_landing):

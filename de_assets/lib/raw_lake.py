@@ -252,8 +252,13 @@ def write_back(private, con, source: str, start: date, end: date) -> None:
 def stage(private, con, table: Table, start: date, end: date, replace: bool) -> None:
     """What `commit` does to the lake, done to the connection's staging overlay instead (a dry run's):
     the private connection's rows of ``table`` on [start, end] added to its staged days, or
-    (``replace``: a re-ingest) replacing them."""
-    target = staged.target(con, table, days_between(start, end))
+    (``replace``: a re-ingest) replacing them. A day that gets no new row is not staged: the steps
+    after it read it from the lake, as in a real run."""
+    days = days_between(start, end) if replace else [d for (d,) in private.execute(
+        f"SELECT DISTINCT {_DAY} FROM {table.name} WHERE {_DAY} BETWEEN ? AND ?", [start, end]).fetchall()]
+    if not days:
+        return
+    target = staged.target(con, table, days)
     if replace:
         con.execute(f"DELETE FROM {target} WHERE {_DAY} BETWEEN ? AND ?", [start, end])
     _copy(private, con, table, f"{_DAY} BETWEEN ? AND ?", [start, end], into=target)

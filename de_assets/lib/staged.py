@@ -15,15 +15,13 @@ through the search path, so every query of the step reads the view, while other 
 every reader of the lake still see the last commit.
 
 A dry run never writes the lake: its scratch copy of the warehouse keeps the lake tables as views
-over the current snapshots (nothing copied), and its overlay, raw tables included, is a file that
-every step of the run attaches again (`Warehouse.connect`): the scratch holds only the partitions
-the run wrote. A table that is not in the lake (an earlier version's file, an in-memory warehouse
+over the current snapshots (nothing copied), and one overlay, raw tables included, lasts the whole
+run (`Warehouse.connect`): it holds only the partitions the run wrote. A table that is not in the lake (an earlier version's file, an in-memory warehouse
 without a lake) is written in place, as before: `target` returns its own name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from contextlib import contextmanager
 from datetime import date
@@ -76,24 +74,20 @@ def active(con) -> str | None:
 
 
 @contextmanager
-def overlay(con, path: str | None = None):
-    """Shadow the lake's views of this connection (`clean.*` / `quarantine.*` / `marts.*`, and `raw.*` for a dry
+def overlay(con):
+    """Shadow the lake's views of this connection (`clean.*` / `quarantine.*` / `marts.*`, and `raw.*` in a dry
     run) with staged partitions for the duration of the block (see the module's docstring). Staged
-    rows not committed by then are dropped with it, unless the overlay is kept in the file ``path``:
-    a dry run's, which every step of the run attaches again, so each reads what the steps before it
-    wrote (`Warehouse.connect`)."""
+    rows not committed by then are dropped with it."""
     if active(con) is not None:
         raise RuntimeError("this connection already has a staging overlay")
     home = _home(con)
-    # a kept overlay's views name its catalog: it is attached under the same name every time
-    tag = hashlib.sha256(path.encode()).hexdigest() if path else uuid.uuid4().hex
-    name = f"{_PREFIX}{tag[:12]}"
-    con.execute(f"ATTACH {literal(path or ':memory:')} AS {name}")
+    name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
+    con.execute(f"ATTACH ':memory:' AS {name}")
     try:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {name}.main.{_DAYS} (table_name VARCHAR, day DATE)")
+        con.execute(f"CREATE TABLE {name}.main.{_DAYS} (table_name VARCHAR, day DATE)")
         staged_schemas = list(dict.fromkeys(t.schema for t in (*RAW, *TABLES)))
         for schema in staged_schemas:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {name}.{schema}")
+            con.execute(f"CREATE SCHEMA {name}.{schema}")
         own = [s for (s,) in con.execute(
             "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal ORDER BY 1",
             [home]).fetchall()]
