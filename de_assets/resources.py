@@ -119,13 +119,15 @@ class Warehouse(DuckDBResource):
                 shutil.copyfile(self.database + suffix, str(self._scratch) + suffix)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self._dry_overlay.close()
-        if self._dry_con is not None:
-            self._dry_con.close()
-            self._dry_con = None
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch.parent, ignore_errors=True)
-            self._scratch = None
+        try:
+            self._dry_overlay.close()  # a dry run's staged rows are dropped with its overlay
+        finally:  # and the scratch copy goes, whatever happened
+            if self._dry_con is not None:
+                self._dry_con.close()
+                self._dry_con = None
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch.parent, ignore_errors=True)
+                self._scratch = None
 
     @contextmanager
     def connect(self, wait_s: float | None = None):
