@@ -315,13 +315,20 @@ _SUMMED = ("dagster/row_count", "rows_quarantined", "rows_duplicate", "rows_dupl
 def _print_summary(result) -> None:
     import dagster as dg
 
-    from de_assets.metadata import DRY_RUN
+    from de_assets.metadata import DRY_RUN, WEEK
 
-    # A range run records one materialization per partition, each with that day's figures: add them up.
+    # A range run records one materialization per partition, each with that day's figures: add them up
+    # (a weekly table's days each show their week's rows: counted once per week).
     rows: dict[str, dict] = {}
+    weeks: set[tuple[str, str]] = set()
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        total = rows.setdefault(event.asset_key.to_user_string(), {})
+        key = event.asset_key.to_user_string()
+        total = rows.setdefault(key, {})
+        if WEEK in meta:
+            if (key, meta[WEEK]) in weeks:
+                meta.pop("dagster/row_count", None)
+            weeks.add((key, meta[WEEK]))
         for k, v in meta.items():
             summed = k in _SUMMED and isinstance(v, int) and isinstance(total.get(k), int)
             total[k] = total[k] + v if summed else v

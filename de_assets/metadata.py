@@ -27,6 +27,7 @@ EVENT_DAYS = "event_days"  # clean/*: the event days whose clean rows it changed
 FIRST_DAYS_MOVED = "first_days_moved"  # clean/*: event days that gained or lost a user's first day (a..b, or none)
 HEALTH_DAYS = "health_days"  # clean/*: arrival days whose pipeline-health figures it changed (a..b, or none)
 CHANGED_DAYS = "changed_days"  # marts/*: the partitions whose rows the step changed (a..b, c..d, or none)
+WEEK = "week"  # a weekly table's day: the Monday of the week whose rows its row count and preview show
 
 
 def column_schema(table: Table) -> dg.TableSchema:
@@ -150,5 +151,6 @@ def days_metadata(con, table: Table, start: date, end: date,
         out[day] = {
             "dagster/row_count": counts.get(partition, 0),
             "preview": dg.MetadataValue.md(_markdown(preview_cols, previews.get(partition, []))),
+            **({WEEK: str(partition)} if table.weekly else {}),
         }
     return out

@@ -145,6 +145,10 @@ def test_a_range_with_some_empty_days_names_them(tmp_path, monkeypatch, capsys, 
     out = capsys.readouterr().out
     assert "daily_pipeline 2026-10-30..2026-11-05: SUCCESS" in out
     assert "no data landed for 2026-10-30..2026-10-31, 2026-11-04..2026-11-05 (no file under" in out
+    # the weekly retention_cohorts counts each activity week once (fixtures/golden/expected: one row of
+    # week 10-26, two of week 11-02), not once per day of the week (3 x 1 + 4 x 2 = 11)
+    [retention] = [line.split() for line in out.splitlines() if line.strip().startswith("marts/retention_cohorts ")]
+    assert retention[1:3] == ["3", "rows"]
     # a day whose files were ingested counts as landed, even once its landing file is deleted
     (golden_landing / "events" / "2026-11-01" / "batch-1.ndjson").unlink()
     assert cli.main(["run", "--start", "2026-11-01", "--landing", str(golden_landing)]) == 0
