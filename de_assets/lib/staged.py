@@ -16,8 +16,9 @@ every reader of the lake still see the last commit.
 
 A dry run never writes the lake: its scratch copy of the warehouse keeps the lake tables as views
 over the current snapshots (nothing copied), and one overlay, raw tables included, lasts the whole
-run (`Warehouse.connect`): it holds only the partitions the run wrote. A table that is not in the lake (an earlier version's file, an in-memory warehouse
-without a lake) is written in place, as before: `target` returns its own name.
+run (`Warehouse._dry_run_connection`): it holds only the partitions the run wrote. A table that is
+not in the lake (an earlier version's file, an in-memory warehouse without a lake) is written in
+place, as before: `target` returns its own name.
 """
 
 from __future__ import annotations
