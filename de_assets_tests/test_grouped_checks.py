@@ -223,7 +223,10 @@ def old_day_metadata(con, table, day):
         f"SELECT {', '.join(preview_cols)} FROM {table.name} WHERE {where} ORDER BY {order} LIMIT {PREVIEW_ROWS}",
         [day, day],
     ).fetchall()
-    return {"dagster/row_count": rows, "preview": dg.MetadataValue.md(_markdown(preview_cols, preview))}
+    out = {"dagster/row_count": rows, "preview": dg.MetadataValue.md(_markdown(preview_cols, preview))}
+    if table.weekly:  # since session 17 a weekly table's day also names its week (the CLI counts it once)
+        out["week"] = str(day - timedelta(days=day.weekday()))
+    return out
 
 
 @pytest.mark.parametrize("table", [CLEAN_EVENTS, CLEAN_REQUESTS, RAW_EVENTS, QUARANTINE_EVENTS, DAILY_ENGAGEMENT,
@@ -236,6 +239,8 @@ def test_grouped_day_metadata_is_the_per_day_metadata(varied, table, max_grouped
         assert grouped[day] == old_day_metadata(varied, table, day), (table.name, day)
         assert day_metadata(varied, table, day) == grouped[day]
     assert grouped[EMPTY]["dagster/row_count"] == (2 if table is RETENTION_COHORTS else 0)  # its week's rows
+    if table is RETENTION_COHORTS:  # START is a Monday: its week's days name it, the next week's the Monday after
+        assert [grouped[d(n)]["week"] for n in (0, 6, 7, 13)] == ["2026-11-02", "2026-11-02", "2026-11-09", "2026-11-09"]
     assert grouped[d(1)]["dagster/row_count"] == {CLEAN_EVENTS: 20, CLEAN_REQUESTS: 12, RAW_EVENTS: 5,
                                                   QUARANTINE_EVENTS: 1, DAILY_ENGAGEMENT: 1, FUNNEL_DAILY: 6,
                                                   RETENTION_COHORTS: 2}[table]
