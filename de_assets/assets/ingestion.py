@@ -103,6 +103,15 @@ def bad_file_alert(context: dg.AssetExecutionContext, path: str, status: str, re
 INGEST_ATTEMPTS = 3  # tries when another run registers files of the same days meanwhile
 
 
+def _ingest_files(con, landing_root, key: str, source: str, start: date, end: date, reingest: bool, run_id: str):
+    """Read the new files of [start, end] (a re-ingest: every file of those days again) into ``con``'s raw
+    table and registry, pseudonymized with ``key``; returns the reports per day."""
+    privacy.install_macros(con, key)
+    if reingest:
+        ingest.clear_partition(con, source, start, end)
+    return ingest.ingest_days(con, landing_root, source, start, end, run_id)
+
+
 def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_root, key: str, source: str,
                       table: Table, start: date, end: date, reingest: bool):
     """Ingest the new files of [start, end] into the lake (`lib/raw_lake.py`); returns the warehouse
@@ -120,10 +129,7 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
                 raw_lake.repair_registry(con, catalog, table, source)
                 raw_lake.seed(con, private, source, start, end)
                 before = raw_lake.inputs_of(con, source, start, end)
-            privacy.install_macros(private, key)
-            if reingest:
-                ingest.clear_partition(private, source, start, end)
-            reports = ingest.ingest_days(private, landing_root, source, start, end, context.run.run_id)
+            reports = _ingest_files(private, landing_root, key, source, start, end, reingest, context.run.run_id)
             files = raw_lake.write_files(private, catalog, table, days_between(start, end),
                                          warehouse.lake_compression)
             turn = held.enter_context(ExitStack())  # a short turn: the commit, then the bookkeeping
@@ -155,10 +161,7 @@ def _ingest_into_overlay(context, warehouse: Warehouse, con, landing_root, key: 
     (`raw_lake.stage`), and the registrations written to the scratch copy. Returns the reports per day."""
     with warehouse.private() as private:
         raw_lake.seed(con, private, source, start, end)
-        privacy.install_macros(private, key)
-        if reingest:
-            ingest.clear_partition(private, source, start, end)
-        reports = ingest.ingest_days(private, landing_root, source, start, end, context.run.run_id)
+        reports = _ingest_files(private, landing_root, key, source, start, end, reingest, context.run.run_id)
         raw_lake.stage(private, con, table, start, end, reingest)
         raw_lake.write_back(private, con, source, start, end)
     return reports
@@ -207,10 +210,8 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
                     reports = _ingest_into_overlay(context, warehouse, con, settings.landing_root, key, source,
                                                    table, start, end, config.reingest)
                 else:
-                    privacy.install_macros(con, key)
-                    if config.reingest:
-                        ingest.clear_partition(con, source, start, end)
-                    reports = ingest.ingest_days(con, settings.landing_root, source, start, end, context.run.run_id)
+                    reports = _ingest_files(con, settings.landing_root, key, source, start, end, config.reingest,
+                                            context.run.run_id)
             warehouse.copy_registrations(con, source, start, end)  # what the landing sensor reads
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]

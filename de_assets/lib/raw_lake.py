@@ -83,11 +83,11 @@ def attach(con: duckdb.DuckDBPyConnection, catalog, read_only: bool = False) -> 
         if location is not None and comments.get(table.name) == _stamp(table, location):
             lake.use_storage(con, location)  # same scheme as the data files
             continue  # the view already reads the current snapshot, with the declared columns
-        if read_only and (relation_kind(con, table) != "VIEW"
-                          or (location is None and not catalog.table_exists(table.name))):
+        kind = relation_kind(con, table)
+        if read_only and (kind != "VIEW" or (location is None and not catalog.table_exists(table.name))):
             continue  # an earlier version's table, or not in the lake yet: the dry run writes it in place
         iceberg = catalog.load_table(table.name) if read_only else served.lake_table(catalog, table)
-        if relation_kind(con, table) == "BASE TABLE":
+        if kind == "BASE TABLE":
             _adopt(con, catalog, table)
             iceberg.refresh()
         stamp = _stamp(table, iceberg.metadata_location)
