@@ -8,6 +8,13 @@
   `data/dagster_home`), writes the dev `dagster.yaml` when there is none, and initializes the
   storage, all under an exclusive file lock, so several processes starting at once on a fresh
   home do not race on the schema (alembic: "more than one head present").
+* `DevInstance`: the dev profile's instance class. The same SQLite files in the home folder as
+  Dagster's default storage, but the event log keeps one connection per database file instead of
+  opening a new engine and connection for every statement (`KeptConnectionEventLogStorage`): a range
+  run records ~70 events per day (materializations, planned materializations, one check
+  evaluation per check and day), and opening a connection re-reads the file's schema each time.
+  Measured: a 60-day range run, 4,185 events, 57.6 s -> 26.1 s (21.0 s with the in-memory event
+  log). Production uses PostgreSQL, whose storage pools its connections already.
 * `sweep_dead_runs()`: marks failed the runs whose process is gone. Dagster's run monitoring does
   not watch runs executed in process (`de-assets run` uses `execute_in_process`: no run launcher)
   and the default run launcher has no worker health check, so a killed run stays STARTED forever
@@ -19,10 +26,20 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import yaml
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.pool import NullPool, QueuePool
 
 from de_assets.lib import paths, processes
 
@@ -95,8 +112,12 @@ HEADERS = {
 
 STORAGE = {
     "dev": """\
-# Storage: no `storage` key, so Dagster's default: runs, event logs and schedule/sensor ticks in
-# SQLite files under this folder (history/, schedules/), wherever the folder is.
+# Storage: no `storage` key, so SQLite files under this folder (history/, schedules/), wherever the
+# folder is: runs, event logs and schedule/sensor ticks, laid out as Dagster's default storage. The
+# instance class only keeps one connection per event-log file open (de_assets/instance.py).
+instance_class:
+  module: de_assets.instance
+  class: DevInstance
 """,
     "prod": """\
 # Runs, event logs and schedule/sensor ticks in PostgreSQL (dagster-postgres), from the environment.
@@ -112,6 +133,97 @@ storage:
       scheme: postgresql+psycopg2
 """,
 }
+
+
+class KeptConnectionEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log (one file per run, plus the index), with one open connection kept
+    per file for the most recent files. Dagster's class creates an engine and a connection for every
+    statement, and each new connection parses the file's schema again: ~9 ms per event, most of a
+    long range run. Access stays serialized by the class's own lock, as in Dagster's class; a
+    connection is never shared across a fork (a child process opens its own)."""
+
+    KEEP = 16  # files with a kept connection: the index, the running runs, the runs the UI reads
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines_pid = os.getpid()
+        super().__init__(base_dir, inst_data)
+
+    def _engine(self, shard: str) -> Engine:
+        if self._engines_pid != os.getpid():  # forked: the parent's connections are not ours to use
+            for inherited in self._engines.values():
+                inherited.dispose(close=False)
+            self._engines.clear()
+            self._engines_pid = os.getpid()
+        engine = self._engines.pop(shard, None)
+        if engine is None:
+            # one connection, used under the class's lock only, by whichever thread holds it
+            engine = create_engine(self.conn_string_for_shard(shard), poolclass=QueuePool, pool_size=1,
+                                   max_overflow=0, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                                 "check_same_thread": False})
+        self._engines[shard] = engine
+        while len(self._engines) > self.KEEP:
+            self._engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            if shard not in self._initialized_dbs:  # as Dagster's class does (it needs more than one connection)
+                engine = create_engine(self.conn_string_for_shard(shard), poolclass=NullPool,
+                                       connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+                self._initdb(engine)
+                engine.dispose()
+                self._initialized_dbs.add(shard)
+            with self._engine(shard).connect() as conn, conn.begin():
+                yield conn
+
+    def wipe(self) -> None:
+        with self._db_lock:  # close every kept connection before Dagster deletes the files
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+        super().wipe()
+
+    def dispose(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+        super().dispose()
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, **config_value)
+
+
+class _DevSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage of a home folder, with `KeptConnectionEventLogStorage` as its event log."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        super().__init__(base_dir, inst_data)
+        self._event_log_storage = KeptConnectionEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class DevInstance(dg.DagsterInstance):
+    """The dev profile's instance (`instance_class` in its dagster.yaml): Dagster's default instance
+    of a home folder, storage included, except for the event log's kept connections."""
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str):
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        defaults["storage"] = ConfigurableClassData(
+            __name__, _DevSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False)
+        )
+        return defaults
 
 
 def render(profile: str) -> str:

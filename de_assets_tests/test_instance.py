@@ -53,7 +53,8 @@ def test_prod_profile_is_generated_from_the_shared_settings():
     prod = (ROOT / "deploy" / "prod" / "dagster.yaml").read_text()
     assert prod == setup.render("prod"), "regenerate: python -m de_assets.instance prod > deploy/prod/dagster.yaml"
     dev, prod = yaml.safe_load(setup.render("dev")), yaml.safe_load(prod)
-    assert "storage" not in dev  # Dagster's default: SQLite files in the home folder
+    assert "storage" not in dev  # SQLite files in the home folder, laid out as Dagster's default
+    assert dev.pop("instance_class") == {"module": "de_assets.instance", "class": "DevInstance"}
     assert set(prod.pop("storage")) == {"postgres"}
     assert dev == prod  # everything but the storage is shared
 
@@ -93,11 +94,76 @@ def test_the_cli_creates_a_dev_instance_like_production(demo_home):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert isinstance(instance.event_log_storage, setup.KeptConnectionEventLogStorage)
         assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags[setup.HOST_TAG] == processes.host() and run.tags[setup.PID_TAG].split(":")[0].isdigit()
+
+
+def _checked_job(n_days: int):
+    """A small daily job writing one asset with a per-day check: the events a range run records."""
+    daily = dg.DailyPartitionsDefinition(start_date="2026-11-01")
+
+    @dg.asset(partitions_def=daily, check_specs=[dg.AssetCheckSpec("ok", asset="thing")])
+    def thing(context: dg.AssetExecutionContext):
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="ok", passed=True)
+
+    return dg.Definitions(assets=[thing]).resolve_implicit_global_asset_job_def(), daily.get_partition_keys()[:n_days]
+
+
+def test_the_dev_event_log_keeps_dagsters_layout_so_either_storage_reads_what_the_other_wrote(tmp_path):
+    """The dev instance (`DevInstance`) writes its events where Dagster's default storage would, so a
+    home created by either reads the same runs, events, materializations and check evaluations."""
+    job, days = _checked_job(3)
+    (tmp_path / "dagster.yaml").write_text(setup.render("dev"))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance, setup.DevInstance)
+        assert isinstance(instance.event_log_storage, setup.KeptConnectionEventLogStorage)
+        ours = [job.execute_in_process(partition_key=day, instance=instance).run_id for day in days]
+    assert {p.name for p in (tmp_path / "history" / "runs").glob("*.db")} == {"index.db"} | {f"{r}.db" for r in ours}
+
+    plain = tmp_path / "plain"  # the same folder under Dagster's default instance (no instance_class)
+    plain.mkdir()
+    (plain / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    for name in ("history", "schedules"):
+        (plain / name).symlink_to(tmp_path / name)
+    with dg.DagsterInstance.from_config(str(plain)) as instance:
+        assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
+        assert {r.run_id for r in instance.get_runs()} == set(ours)
+        records = instance.fetch_materializations(dg.AssetKey("thing"), limit=10).records
+        assert sorted(r.partition_key for r in records) == days
+        assert all(r.run_id in ours for r in records)
+        assert sum(1 for run_id in ours for e in instance.all_logs(run_id)
+                   if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION") == 3
+        theirs = job.execute_in_process(partition_key=days[0], instance=instance).run_id
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        latest = instance.fetch_materializations(dg.AssetKey("thing"), limit=1).records[0]
+        assert latest.run_id == theirs and latest.partition_key == days[0]
+
+
+def test_the_dev_event_log_keeps_a_bounded_number_of_connections_and_none_across_a_fork(tmp_path):
+    job, days = _checked_job(1)
+    (tmp_path / "dagster.yaml").write_text(setup.render("dev"))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        run_ids = [job.execute_in_process(partition_key=days[0], instance=instance).run_id
+                   for _ in range(storage.KEEP + 3)]
+        assert len(storage._engines) == storage.KEEP  # the least recently used files are let go
+        assert "index" in storage._engines and run_ids[-1] in storage._engines and run_ids[0] not in storage._engines
+        assert len(instance.all_logs(run_ids[0])) > 0  # reopened when read again
+
+        kept = dict(storage._engines)
+        storage._engines_pid = -1  # as in a child process after a fork
+        assert len(instance.all_logs(run_ids[-1])) > 0
+        assert storage._engines_pid == os.getpid() and list(storage._engines) == [run_ids[-1]]
+        assert storage._engines[run_ids[-1]] is not kept[run_ids[-1]]
+
+        instance.wipe()  # closes the kept connections, then deletes the run files (and empties the index)
+        assert list(storage._engines) == ["index"] and not list((tmp_path / "history" / "runs").glob(f"{run_ids[-1]}.db"))
+        assert job.execute_in_process(partition_key=days[0], instance=instance).success
 
 
 def _ticks_by_sensor(instance) -> dict[str, list]:
