@@ -190,3 +190,50 @@ def test_generated_srm_is_flagged(tmp_path):
     readout = [e for e in result.get_asset_materialization_events()
                if e.asset_key.path == ["marts", "experiment_results"]][-1].materialization.metadata
     assert "**Verdict:** none" in readout["readout checkout-button-color"].value
+
+
+def test_a_range_reads_its_windows_from_one_copy_and_gives_every_days_readout(con, monkeypatch):
+    """A range run copies the events its readouts read once per chunk of as-of days (`_copy_events`)
+    instead of reading each day's window from `clean.events` again: every as-of day's rows equal the
+    one-day readout read from `clean.events` itself, across chunk boundaries, with windows (10-day
+    lookback, 3-day attribution and CUPED pre-period) that start before the range and move with it."""
+    con.execute("SELECT setseed(0.42)")
+    con.execute("""
+        CREATE TEMP TABLE sim AS
+        SELECT 'u' || i AS user_key, CASE WHEN i % 7 = 0 THEN 'exp-b' ELSE 'exp-a' END AS experiment_id,
+               CASE WHEN random() < 0.5 THEN 'control' ELSE 'treatment' END AS variant_id,
+               TIMESTAMP '2026-10-20 00:00' + to_minutes((random() * 60 * 24 * 30)::BIGINT) AS exposed_at
+        FROM range(400) t(i)""")
+    con.execute("""
+        INSERT INTO clean.events (message_id, type, event, user_key, event_ts, event_date, experiment_id, variant_id,
+                                  revenue, arrival_date)
+        SELECT gen_random_uuid()::VARCHAR, 'track', 'Experiment Viewed', user_key, exposed_at, exposed_at::DATE,
+               experiment_id, variant_id, NULL, exposed_at::DATE FROM sim
+        UNION ALL  -- a few users shown the other arm too (crossover)
+        SELECT gen_random_uuid()::VARCHAR, 'track', 'Experiment Viewed', user_key, exposed_at + INTERVAL 1 HOUR,
+               (exposed_at + INTERVAL 1 HOUR)::DATE, experiment_id,
+               CASE WHEN variant_id = 'control' THEN 'treatment' ELSE 'control' END, NULL, exposed_at::DATE
+        FROM sim WHERE user_key LIKE '%3'
+        UNION ALL  -- orders and cart adds from 6 days before to 6 days after each exposure
+        SELECT gen_random_uuid()::VARCHAR, 'track', CASE WHEN random() < 0.5 THEN 'Order Completed' ELSE 'Product Added' END,
+               user_key, ts, ts::DATE, NULL, NULL, round(5 + 50 * random(), 2), ts::DATE
+        FROM (SELECT user_key, exposed_at + to_minutes(((random() - 0.5) * 12 * 24 * 60)::BIGINT) AS ts
+              FROM sim, range(3))""")
+    plan = er.Plan(lookback_days=10, window_days=3, cuped=True)
+    start, end = date(2026, 11, 1), date(2026, 11, 12)
+    one_by_one = [r for day in range((end - start).days + 1)
+                  for r in er.compute(con, start + timedelta(days=day), plan)]
+    assert len({r["as_of_date"] for r in one_by_one}) == 12 and any(r["crossover_users"] for r in one_by_one)
+    assert any(r["p_value"] is not None for r in one_by_one)
+
+    monkeypatch.setattr(er, "RANGE_CHUNK_DAYS", 5)  # 12 days: chunks of 5, 5 and 2
+    copied: list[tuple] = []
+    original = er._copy_events
+    monkeypatch.setattr(er, "_copy_events", lambda c, first, last, p: (copied.append((first, last)), original(c, first, last, p)))
+    written = er.write(con, start, end, plan)
+    assert copied == [(date(2026, 11, 1), date(2026, 11, 5)), (date(2026, 11, 6), date(2026, 11, 10)),
+                      (date(2026, 11, 11), date(2026, 11, 12))]
+    assert written == one_by_one
+    stored = con.execute("SELECT count(*) FROM marts.experiment_results").fetchone()[0]
+    assert stored == len(one_by_one)
+    assert con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{er.EVENTS_COPY}'").fetchone()[0] == 0

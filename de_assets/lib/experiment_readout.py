@@ -17,6 +17,13 @@ Definitions (as of the end of the partition day):
   rates, Welch's t-test for revenue); CUPED (optional) adjusts each user's metric with the same
   metric in the window before exposure, theta pooled over all arms.
 * SRM: chi-square goodness of fit of exposed users per variant against the planned split.
+
+A range run reads each as-of day's 90-day window of the same few events again: from the lake's
+files, one per arrival day, that cost ~0.25 s per as-of day over a 557-day history of 14,500 events
+(153 s of a 331-s range run). So `write` copies the events a readout reads (exposures and metric
+events, `_copy_events`) once per `RANGE_CHUNK_DAYS` as-of days into a temp table and reads each
+day's window from it; a one-day run reads `clean.events` directly, as before, so a daily run holds
+no copy of its 90-day window. Same rows, same statistics (`test_experiment_readout.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from de_assets.lib.sql import insert_rows, literal, transaction
 from de_assets.lib.tables import EXPERIMENT_RESULTS
 
 DEFAULT_LOOKBACK_DAYS = 90  # exposures of the readout as of day d: d - 89 .. d
+RANGE_CHUNK_DAYS = 31  # as-of days of a range run whose events are copied at once (bounds the copy)
+EVENTS_COPY = "_exp_events"
 DEFAULT_METRICS = {"purchase": "Order Completed", "add_to_cart": "Product Added"}
 REVENUE_METRIC = "revenue_per_user"
 REVENUE_EVENT = "Order Completed"
@@ -67,9 +76,31 @@ def _metric_columns(plan: Plan) -> str:
     return ",\n               ".join(cols)
 
 
-def build_users(con, as_of: date, plan: Plan) -> None:
-    """Temp table `_exp_users`: one row per experiment x exposed user, with y_/x_ per metric."""
-    events = ", ".join(literal(e) for e in {*plan.metrics.values(), REVENUE_EVENT})
+def _events(plan: Plan) -> str:
+    """The metric events, as a SQL list."""
+    return ", ".join(literal(e) for e in sorted({*plan.metrics.values(), REVENUE_EVENT}))
+
+
+def _copy_events(con, first: date, last: date, plan: Plan) -> None:
+    """Temp table `EVENTS_COPY`: every row of `clean.events` that `build_users` reads for an as-of
+    day in [first, last] (its exposures, and its metric events from a window before them)."""
+    window = f"INTERVAL {int(plan.window_days)} DAY"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {EVENTS_COPY} AS
+        SELECT type, event, experiment_id, variant_id, user_key, event_ts, event_date, revenue
+        FROM clean.events
+        WHERE type = 'track' AND (event = 'Experiment Viewed' OR event IN ({_events(plan)}))
+          AND event_date BETWEEN $from - {window} AND $last
+        """,
+        {"from": first - timedelta(days=plan.lookback_days - 1), "last": last},
+    )
+
+
+def build_users(con, as_of: date, plan: Plan, source: str = "clean.events") -> None:
+    """Temp table `_exp_users`: one row per experiment x exposed user, with y_/x_ per metric, from the
+    events of `source` (`clean.events`, or its copy for a range, `_copy_events`)."""
+    events = _events(plan)
     window = f"INTERVAL {int(plan.window_days)} DAY"
     con.execute(
         f"""
@@ -77,7 +108,7 @@ def build_users(con, as_of: date, plan: Plan) -> None:
         WITH users AS (
             SELECT experiment_id, user_key, min(variant_id) AS variant_id,
                    count(DISTINCT variant_id) AS arms, min(event_ts) AS first_exposure
-            FROM clean.events
+            FROM {source}
             WHERE type = 'track' AND event = 'Experiment Viewed' AND experiment_id IS NOT NULL
               AND variant_id IS NOT NULL AND user_key IS NOT NULL
               AND event_date BETWEEN $from AND $as_of
@@ -87,7 +118,7 @@ def build_users(con, as_of: date, plan: Plan) -> None:
             SELECT u.experiment_id, u.user_key, e.event, e.revenue,
                    e.event_ts > u.first_exposure AND e.event_ts <= u.first_exposure + {window} AS post,
                    e.event_ts < u.first_exposure AND e.event_ts >= u.first_exposure - {window} AS pre
-            FROM users u JOIN clean.events e ON e.user_key = u.user_key
+            FROM users u JOIN {source} e ON e.user_key = u.user_key
             WHERE u.arms = 1 AND e.type = 'track' AND e.event IN ({events})
               AND e.event_date BETWEEN $from - {window} AND $as_of
         )
@@ -133,9 +164,9 @@ def _pooled(sums: dict[tuple[str, str], dict], experiment: str) -> tuple[float, 
     return m["cov_xy"], m["var_x"], m["mean_x"]
 
 
-def compute(con, as_of: date, plan: Plan) -> list[dict]:
+def compute(con, as_of: date, plan: Plan, source: str = "clean.events") -> list[dict]:
     """The readout rows for every experiment with exposures in the lookback window."""
-    build_users(con, as_of, plan)
+    build_users(con, as_of, plan, source)
     health = {
         exp: (crossover, users)
         for exp, crossover, users in con.execute(
@@ -197,7 +228,16 @@ def _row(as_of, experiment, variant, control, metric, arms, srm, crossover, thet
 def write(con, start: date, end: date, plan: Plan) -> list[dict]:
     """Replace the readouts as of each day in [start, end] (in the connection's staging overlay when
     the table is kept in the lake, `lib/staged.py`); return the rows written."""
-    rows = [r for day in days_between(start, end) for r in compute(con, day, plan)]
+    days = days_between(start, end)
+    if len(days) == 1:
+        rows = compute(con, start, plan)
+    else:
+        rows = []
+        for i in range(0, len(days), RANGE_CHUNK_DAYS):
+            chunk = days[i:i + RANGE_CHUNK_DAYS]
+            _copy_events(con, chunk[0], chunk[-1], plan)
+            rows += [r for day in chunk for r in compute(con, day, plan, source=EVENTS_COPY)]
+        con.execute(f"DROP TABLE IF EXISTS {EVENTS_COPY}")
     columns = EXPERIMENT_RESULTS.column_names
     table = staged.target(con, EXPERIMENT_RESULTS, days_between(start, end))
     with transaction(con):
