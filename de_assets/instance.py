@@ -149,6 +149,10 @@ class KeptConnectionEventLogStorage(SqliteEventLogStorage):
         self._engines_pid = os.getpid()
         super().__init__(base_dir, inst_data)
 
+    def _new_engine(self, shard: str, poolclass, check_same_thread: bool = True, **pool) -> Engine:
+        return create_engine(self.conn_string_for_shard(shard), poolclass=poolclass, **pool, connect_args={
+            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": check_same_thread})
+
     def _engine(self, shard: str) -> Engine:
         if self._engines_pid != os.getpid():  # forked: the parent's connections are not ours to use
             for inherited in self._engines.values():
@@ -158,9 +162,8 @@ class KeptConnectionEventLogStorage(SqliteEventLogStorage):
         engine = self._engines.pop(shard, None)
         if engine is None:
             # one connection, used under the class's lock only, by whichever thread holds it
-            engine = create_engine(self.conn_string_for_shard(shard), poolclass=QueuePool, pool_size=1,
-                                   max_overflow=0, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                                                                 "check_same_thread": False})
+            engine = self._new_engine(shard, poolclass=QueuePool, pool_size=1, max_overflow=0,
+                                      check_same_thread=False)
         self._engines[shard] = engine
         while len(self._engines) > self.KEEP:
             self._engines.popitem(last=False)[1].dispose()
@@ -170,8 +173,7 @@ class KeptConnectionEventLogStorage(SqliteEventLogStorage):
     def _connect(self, shard: str) -> Iterator[Connection]:
         with self._db_lock:
             if shard not in self._initialized_dbs:  # as Dagster's class does (it needs more than one connection)
-                engine = create_engine(self.conn_string_for_shard(shard), poolclass=NullPool,
-                                       connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+                engine = self._new_engine(shard, poolclass=NullPool)
                 self._initdb(engine)
                 engine.dispose()
                 self._initialized_dbs.add(shard)

@@ -81,10 +81,15 @@ def _events(plan: Plan) -> str:
     return ", ".join(literal(e) for e in sorted({*plan.metrics.values(), REVENUE_EVENT}))
 
 
+def _window(plan: Plan) -> str:
+    """The attribution window (and CUPED's pre-period), as a SQL interval."""
+    return f"INTERVAL {int(plan.window_days)} DAY"
+
+
 def _copy_events(con, first: date, last: date, plan: Plan) -> None:
     """Temp table `EVENTS_COPY`: every row of `clean.events` that `build_users` reads for an as-of
     day in [first, last] (its exposures, and its metric events from a window before them)."""
-    window = f"INTERVAL {int(plan.window_days)} DAY"
+    window = _window(plan)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {EVENTS_COPY} AS
@@ -101,7 +106,7 @@ def build_users(con, as_of: date, plan: Plan, source: str = "clean.events") -> N
     """Temp table `_exp_users`: one row per experiment x exposed user, with y_/x_ per metric, from the
     events of `source` (`clean.events`, or its copy for a range, `_copy_events`)."""
     events = _events(plan)
-    window = f"INTERVAL {int(plan.window_days)} DAY"
+    window = _window(plan)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _exp_users AS
@@ -239,7 +244,7 @@ def write(con, start: date, end: date, plan: Plan) -> list[dict]:
             rows += [r for day in chunk for r in compute(con, day, plan, source=EVENTS_COPY)]
         con.execute(f"DROP TABLE IF EXISTS {EVENTS_COPY}")
     columns = EXPERIMENT_RESULTS.column_names
-    table = staged.target(con, EXPERIMENT_RESULTS, days_between(start, end))
+    table = staged.target(con, EXPERIMENT_RESULTS, days)
     with transaction(con):
         con.execute(f"DELETE FROM {table} WHERE as_of_date BETWEEN ? AND ?", [start, end])
         if rows:
