@@ -45,14 +45,17 @@ def finish(
     extra_results: tuple[dg.AssetCheckEvaluation, ...] = (),
     per_day: dict[date, dict] | None = None,
     publish_to: Warehouse | None = None,
+    kpis_to=None,
 ) -> tuple[dict, list[dg.AssetCheckEvaluation]]:
     """Record a `partition_kpis` row per day, attach each day's metadata to its partition
     (rows, preview, seconds, rows/s, freshness, `no_data`, plus `per_day`), evaluate the checks per
     day and alert on failed blocking ones; with `publish_to`, publish to the lake for readers the
     partitions of the range on which no blocking check failed. Returns the run-level metadata and
-    the evaluations."""
+    the evaluations. `kpis_to`: the warehouse connection the KPI rows go to, when ``con`` is a
+    private one (`Warehouse.computing`)."""
     seconds = time.perf_counter() - started
-    kpis = health.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts)
+    kpis = health.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts,
+                              into=kpis_to)
     landed = health.source_rows_per_day(con, table, start, end)
     rows = days_metadata(con, table, start, end)
     add_day_metadata(context, asset_key, {

@@ -38,7 +38,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-from de_assets.lib import alerts, contracts, ops_store, paths, raw_lake, served, staged
+from de_assets.lib import alerts, contracts, health, ops_store, paths, raw_lake, served, staged
 from de_assets.lib.lake import NO_DOWNLOADS
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
@@ -202,6 +202,22 @@ class Warehouse(DuckDBResource):
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
 
+    @contextmanager
+    def computing(self, reads: tuple, kpis: bool = False):
+        """Where a mart step computes without holding the warehouse file (`PrivateStep`): a private
+        connection reading the lake's snapshots as of a short turn on the file, with ``reads`` (the
+        lake tables its result depends on) pinned, and with ``kpis`` a copy of the KPI rows. A dry run,
+        or a warehouse without a lake, computes on the file as before, holding it throughout."""
+        if self.lake_catalog() is None:
+            with self.connect() as con, self.staging(con):
+                yield PrivateStep(con=con, file=con)
+            return
+        with self.private() as private, ExitStack() as overlay:
+            step = PrivateStep(con=private, warehouse=self, reads=tuple(reads), kpis=kpis, overlay=overlay)
+            with self.connect() as con:  # a short turn: the snapshots (and KPI rows) the step reads
+                step.pin(con)
+            yield step
+
     @property
     def raw_in_lake(self) -> bool:
         """Whether the raw layer's system of record is the lake: yes whenever there is one (local or
@@ -294,6 +310,57 @@ class Warehouse(DuckDBResource):
         with duckdb.connect() as con:
             ops_store.load_alerts(self.ops_engine(), con)
             return served.publish(con, catalog, ALERTS)
+
+
+class PrivateStep:
+    """A mart step computing without the warehouse file (`Warehouse.computing`). ``con`` is a private
+    connection reading the lake through views copied from the warehouse in a short turn (their
+    snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
+    its checks. `turn()` then takes the file for what must not interleave with other steps: if a
+    table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
+    series read was recorded), it is pinned again there and `repinned` is set, and the caller
+    computes again, still holding the file; then the KPI rows, the commit, and the materialization
+    are recorded. So a materialization is still recorded after the snapshots it read and before any
+    later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
+
+    def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, reads: tuple = (), kpis: bool = False,
+                 overlay: ExitStack | None = None):
+        self.con = con
+        self.file = file  # the warehouse connection: inside `turn()` (throughout, for a step on the file)
+        self.repinned = False
+        self._warehouse, self._reads, self._kpis, self._overlay = warehouse, reads, kpis, overlay
+        self._pins: tuple | None = None
+
+    def _inputs(self, con) -> tuple:
+        return raw_lake.view_stamps(con, self._reads), health.series_fingerprint(con) if self._kpis else None
+
+    def pin(self, file) -> None:
+        """Read the lake as the warehouse connection ``file`` reads it now (and its KPI rows), with
+        nothing staged: what was staged before is dropped."""
+        self._overlay.close()
+        raw_lake.copy_views(file, self.con)
+        if self._kpis:
+            health.copy_kpis(file, self.con)
+        self._pins = self._inputs(self.con)
+        self._overlay.enter_context(staged.overlay(self.con))
+
+    @contextmanager
+    def turn(self):
+        """The warehouse connection, held for the block (see the class's docstring)."""
+        if self._warehouse is None:
+            yield self.file
+            return
+        with self._warehouse.connect() as file:
+            self.file = file
+            try:
+                if self._inputs(file) != self._pins:
+                    self.pin(file)
+                    self.repinned = True
+                yield file
+                # the file's views read what was committed, as after `staging`: for whoever opens it next
+                raw_lake.attach(file, self._warehouse.lake_catalog())
+            finally:
+                self.file = None
 
 
 def _record_run_process(context: dg.InitResourceContext) -> None:

@@ -240,3 +240,28 @@ def test_cleaning_and_marts_record_their_materialization_while_they_hold_the_war
     monkeypatch.setattr(Warehouse, "connect", connect)
     assert pipeline.run("2026-11-01").success
     assert seen_at_close == {key: True for key in watched}
+
+
+def test_marts_compute_without_holding_the_warehouse_file(pipeline, monkeypatch):
+    """A mart's query runs in a private connection over the lake's snapshots (`Warehouse.computing`),
+    so steps of other runs can write meanwhile; the file is taken only for the commit."""
+    from de_assets.lib import experiment_readout, marts
+    from de_assets.resources import _turns
+
+    held: dict[str, bool] = {}
+    real_replace, real_readout = marts.replace_range, experiment_readout.write
+
+    def replace_range(con, table, *args, **kwargs):
+        held[table.name] = os.path.realpath(pipeline.db) in _turns
+        return real_replace(con, table, *args, **kwargs)
+
+    def readout(con, *args, **kwargs):
+        held["marts.experiment_results"] = os.path.realpath(pipeline.db) in _turns
+        return real_readout(con, *args, **kwargs)
+
+    monkeypatch.setattr(marts, "replace_range", replace_range)
+    monkeypatch.setattr(experiment_readout, "write", readout)
+    assert pipeline.run("2026-11-01").success
+    assert held == {name: False for name in (
+        "marts.daily_engagement", "marts.funnel_daily", "marts.retention_cohorts", "marts.revenue_daily",
+        "marts.service_latency", "marts.kpi_changes", "marts.kpi_anomalies", "marts.experiment_results")}

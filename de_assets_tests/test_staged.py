@@ -130,3 +130,101 @@ def test_a_weekly_mart_is_staged_and_published_by_its_activity_weeks(tmp_path):
             served.publish(con, catalog, RETENTION_COHORTS, date(2026, 11, 3), date(2026, 11, 4))
     data = catalog.load_table(RETENTION_COHORTS.name).scan().to_arrow().sort_by("activity_week")
     assert list(zip(data["activity_week"].to_pylist(), data["cohort_size"].to_pylist())) == [(oct26, 5), (nov02, 7)]
+
+
+# --- a mart step computes without the warehouse file (`Warehouse.computing`) ----------------------------------
+
+@pytest.fixture
+def lake_warehouse(tmp_path):
+    """A Warehouse resource whose lake serves clean events D1: a, b and D2: c."""
+    from de_assets.resources import RunMode, Warehouse
+
+    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"), run_mode=RunMode())
+    with warehouse.connect() as con, warehouse.staging(con):
+        for day, ids in ((D1, ("a", "b")), (D2, ("c",))):
+            _add(con, staged.target(con, CLEAN_EVENTS, [day]), day, *ids)
+        warehouse.publish(con, CLEAN_EVENTS, days=[D1, D2])
+    return warehouse
+
+
+def _commit_clean_events(warehouse, day: date, *ids: str) -> None:
+    """What another run's cleaning does meanwhile: the day's clean rows replaced, published."""
+    with warehouse.connect() as con, warehouse.staging(con):
+        target = staged.target(con, CLEAN_EVENTS, [day])
+        con.execute(f"DELETE FROM {target} WHERE arrival_date = ?", [day])
+        _add(con, target, day, *ids)
+        warehouse.publish(con, CLEAN_EVENTS, days=[day])
+
+
+def _holds_the_file(warehouse) -> bool:
+    import os
+
+    from de_assets import resources
+
+    return os.path.realpath(warehouse.database) in resources._turns
+
+
+def test_a_mart_step_computes_on_the_lake_without_holding_the_file_and_takes_it_to_commit(lake_warehouse):
+    from de_assets.lib.tables import PARTITION_KPIS
+
+    with lake_warehouse.computing((CLEAN_EVENTS,)) as step:
+        assert not _holds_the_file(lake_warehouse)  # pinned in a short turn, then let go
+        assert _ids(step.con) == [(D1, "a"), (D1, "b"), (D2, "c")]  # the lake, read in the private connection
+        target = staged.target(step.con, RETENTION_COHORTS, [date(2026, 10, 26)])  # staged there
+        step.con.execute(f"INSERT INTO {target} (activity_week, cohort_week, weeks_since) VALUES "
+                         "('2026-10-26', '2026-10-26', 0)")
+        with step.turn() as file:
+            assert _holds_the_file(lake_warehouse) and not step.repinned
+            file.execute(f"INSERT INTO {PARTITION_KPIS.name} (partition, asset, run_id) VALUES (?, 'marts/x', 'r')", [D1])
+            lake_warehouse.publish(step.con, RETENTION_COHORTS, days=[date(2026, 10, 26)])
+        assert not _holds_the_file(lake_warehouse)
+    catalog = lake_warehouse.lake_catalog()
+    assert catalog.load_table(RETENTION_COHORTS.name).scan().to_arrow().num_rows == 1
+    with lake_warehouse.connect() as con:  # the KPI row went to the file
+        assert con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} WHERE asset = 'marts/x'").fetchone() == (1,)
+
+
+def test_a_mart_step_whose_input_was_committed_meanwhile_computes_again_in_its_turn(lake_warehouse):
+    """Another run's cleaning commits the table a mart reads between the mart's pin and its commit:
+    the mart must not commit (nor record as built after that cleaning) what it computed on the old
+    snapshot. In its turn it is pinned again on the new one, with what it staged dropped."""
+    with lake_warehouse.computing((CLEAN_EVENTS,)) as step:
+        target = staged.target(step.con, CLEAN_EVENTS, [D2])
+        step.con.execute(f"DELETE FROM {target}")  # something staged on the old snapshot
+        _commit_clean_events(lake_warehouse, D1, "a2")
+        assert _ids(step.con) == [(D1, "a"), (D1, "b")]  # still the pinned snapshot, with the staged write
+        with step.turn():
+            assert step.repinned
+            assert _ids(step.con) == [(D1, "a2"), (D2, "c")]  # the new snapshot; the staged write dropped
+            assert staged.staged_days(step.con, CLEAN_EVENTS) == []
+
+
+def test_a_mart_step_is_not_pinned_again_for_tables_it_does_not_read(lake_warehouse):
+    with lake_warehouse.computing((RETENTION_COHORTS,)) as step:
+        _commit_clean_events(lake_warehouse, D1, "a2")
+        with step.turn():
+            assert not step.repinned
+            assert _ids(step.con) == [(D1, "a"), (D1, "b"), (D2, "c")]
+
+
+def test_a_mart_step_reading_the_health_series_is_pinned_again_when_a_cleaning_records_kpis(lake_warehouse):
+    """kpi_anomalies scores the cleanings' KPI rows: a cleaning that records them meanwhile (even one
+    whose rows a blocking check kept from the lake) makes it compute again."""
+    from de_assets.lib import health
+    from de_assets.lib.tables import PARTITION_KPIS
+
+    def record(asset: str) -> None:
+        with lake_warehouse.connect() as con:
+            health.record_kpis(con, asset, "other-run", CLEAN_EVENTS, D1, D1, 1.0)
+
+    with lake_warehouse.computing((), kpis=True) as step:
+        assert step.con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name}").fetchone() == (0,)
+        record("marts/daily_engagement")  # not what the health series read
+        with step.turn():
+            assert not step.repinned
+    with lake_warehouse.computing((), kpis=True) as step:
+        record("clean/clean_events")
+        with step.turn():
+            assert step.repinned
+            assert step.con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} "
+                                    "WHERE asset = 'clean/clean_events'").fetchone() == (1,)

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from de_assets import checks
-from de_assets.lib import experiment_readout, marts, report, served
+from de_assets.lib import experiment_readout, marts, report, served, staged, tables
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, ranges_label
@@ -30,6 +30,17 @@ from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Ware
 OWNERS = ["team:analytics"]
 CLEAN_EVENTS = dg.AssetKey(["clean", "clean_events"])
 CLEAN_REQUESTS = dg.AssetKey(["clean", "clean_requests"])
+
+
+# The lake table behind each asset a mart may read.
+_LAKE_TABLE_OF = {CLEAN_EVENTS: tables.CLEAN_EVENTS, CLEAN_REQUESTS: tables.CLEAN_REQUESTS,
+                  **{dg.AssetKey(t.name.split(".")): t for t in staged.MARTS}}
+
+
+def lake_tables_of(deps: list) -> tuple[Table, ...]:
+    """The lake tables behind a mart's `deps`: what it reads, pinned while it computes."""
+    keys = [d.asset_key if isinstance(d, dg.AssetDep) else dg.AssetDep(d).asset_key for d in deps]
+    return tuple(dict.fromkeys(_LAKE_TABLE_OF[key] for key in keys))
 
 
 def _write_funnels(con, start, end, settings: PipelineSettings) -> None:
@@ -63,19 +74,22 @@ def anomaly_alerts(con, start, end, run_id: str) -> list[tuple[date, Alert]]:
 
 def _mart(
     table: Table, deps: list, description: str, *, sql: str | None = None, write=None, kinds=("duckdb", "sql"),
-    alerts=None,
+    alerts=None, reads_kpis: bool = False,
 ) -> dg.AssetsDefinition:
     """The served mart `table` (asset key `marts/<table>`): partitioned by event day, single-run
     backfills, rows of [start, end] replaced by the rows of `sql` (a query over `$start`, `$end`), or
     written by `write(con, start, end, settings)`. Its checks are the table's rules (`table.checks`).
     `alerts(con, start, end, run_id)`, when given, lists the alerts the written rows raise. Each
-    materialization records the partitions whose rows changed (`changed_days`)."""
+    materialization records the partitions whose rows changed (`changed_days`). It computes without
+    the warehouse file (`Warehouse.computing`) on the lake tables of its `deps`, and, with
+    `reads_kpis`, the KPI rows of the health series."""
     if (sql is None) == (write is None):
         raise ValueError(f"_mart({table.name}): give exactly one of sql= and write=")
     if write is None:
         def write(con, start, end, settings: PipelineSettings) -> None:
             marts.replace_range(con, table, sql, start, end)
     key = dg.AssetKey(table.name.split("."))  # marts.daily_engagement -> marts/daily_engagement
+    reads = lake_tables_of(deps)
 
     @dg.asset(
         key=key,
@@ -97,20 +111,27 @@ def _mart(
     ):
         started = time.perf_counter()
         start, end = partition_dates(context)
-        # the mart is kept in the lake: written in the connection's staging overlay, checked there, and
-        # published by `finish` only when no blocking check failed (lib/staged.py)
-        with warehouse.connect() as con, warehouse.staging(con):
+
+        def build(con) -> list[date]:  # the partitions whose rows changed
             before = served.partition_fingerprints(con, table, start=start, end=end)
             write(con, start, end, settings)
-            changed = served.changed_partitions(before, served.partition_fingerprints(con, table, start=start, end=end))
-            metadata, results = finish(context, con, alerting, context.asset_key, table, start, end, started,
-                                       publish_to=warehouse)
-            # read by the late_data_refresh sensor: later days' marts that read these (layers.LATER_READERS)
-            metadata[CHANGED_DAYS] = ranges_label(contiguous_ranges(changed))
-            if alerts is not None:
-                metadata.update(alerting.page(alerts(con, start, end, context.run.run_id), context.run.tags,
-                                              log=context.log))
-            yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
+            return served.changed_partitions(before, served.partition_fingerprints(con, table, start=start, end=end))
+
+        # computed in a private connection over pinned snapshots and staged there (lib/staged.py); the
+        # file is taken only to commit: `finish` publishes the partitions no blocking check failed
+        with warehouse.computing(reads, kpis=reads_kpis) as step:
+            changed = build(step.con)
+            with step.turn() as file:
+                if step.repinned:  # an input was committed meanwhile: again, on the new snapshots
+                    changed = build(step.con)
+                metadata, results = finish(context, step.con, alerting, context.asset_key, table, start, end, started,
+                                           publish_to=warehouse, kpis_to=file)
+                # read by the late_data_refresh sensor: later days' marts that read these (layers.LATER_READERS)
+                metadata[CHANGED_DAYS] = ranges_label(contiguous_ranges(changed))
+                if alerts is not None:
+                    metadata.update(alerting.page(alerts(step.con, start, end, context.run.run_id), context.run.tags,
+                                                  log=context.log))
+                yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
         yield from check_events(context, results)
 
     return _asset
@@ -185,6 +206,7 @@ kpi_anomalies = _mart(
     write=lambda con, start, end, settings: marts.kpi_anomalies(con, start, end, settings.anomaly_min_volume),
     kinds=("duckdb", "pandas"),
     alerts=anomaly_alerts,
+    reads_kpis=True,
 )
 
 # Marts that read each user's first event day ever, from the whole history: when a cleaning moves users'
@@ -246,24 +268,33 @@ def experiment_results(
         metrics=dict(config.metrics), window_days=config.window_days, alpha=config.alpha, control=config.control,
         cuped=config.cuped, lookback_days=config.lookback_days,
     )
-    with warehouse.connect() as con, warehouse.staging(con):  # kept in the lake, like every mart (_mart)
-        written = experiment_readout.write(con, start, end, plan)
-        per_day: dict[date, dict] = {}
-        for day in days_between(start, end):  # the readout as of each day, control first
-            by_experiment: dict[str, list[dict]] = {}
-            latest = sorted((r for r in written if r["as_of_date"] == day),
-                            key=lambda r: (r["experiment_id"], r["metric"], not r["is_control"], r["variant_id"]))
-            for row in latest:
-                by_experiment.setdefault(row["experiment_id"], []).append(row)
-            figures: dict = {"experiments": len(by_experiment)}
-            for experiment, rows in by_experiment.items():
-                figures[f"readout {experiment}"] = dg.MetadataValue.md(experiment_readout.markdown(experiment, rows, plan))
-                figures[f"srm_p_value {experiment}"] = float(rows[0]["srm_p_value"])
-            per_day[day] = figures
-        metadata, results = finish(context, con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end, started,
-                                   per_day=per_day, publish_to=warehouse)
-        yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
+    with warehouse.computing(lake_tables_of([CLEAN_EVENTS])) as step:  # as every mart does (_mart)
+        written = experiment_readout.write(step.con, start, end, plan)
+        with step.turn() as file:
+            if step.repinned:  # clean events were committed meanwhile: again, on the new snapshot
+                written = experiment_readout.write(step.con, start, end, plan)
+            metadata, results = finish(context, step.con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end,
+                                       started, per_day=_readouts(written, start, end, plan), publish_to=warehouse,
+                                       kpis_to=file)
+            yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
     yield from check_events(context, results)
+
+
+def _readouts(written: list[dict], start: date, end: date, plan: experiment_readout.Plan) -> dict[date, dict]:
+    """Per day of [start, end], the readout as of that day (control first), as metadata."""
+    per_day: dict[date, dict] = {}
+    for day in days_between(start, end):
+        by_experiment: dict[str, list[dict]] = {}
+        latest = sorted((r for r in written if r["as_of_date"] == day),
+                        key=lambda r: (r["experiment_id"], r["metric"], not r["is_control"], r["variant_id"]))
+        for row in latest:
+            by_experiment.setdefault(row["experiment_id"], []).append(row)
+        figures: dict = {"experiments": len(by_experiment)}
+        for experiment, rows in by_experiment.items():
+            figures[f"readout {experiment}"] = dg.MetadataValue.md(experiment_readout.markdown(experiment, rows, plan))
+            figures[f"srm_p_value {experiment}"] = float(rows[0]["srm_p_value"])
+        per_day[day] = figures
+    return per_day
 
 
 REPORT_SECTIONS = dg.TableSchema(columns=[

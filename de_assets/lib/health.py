@@ -56,11 +56,12 @@ def freshness_seconds(con, table: Table, start: date, end: date, now: datetime) 
 
 def record_kpis(
     con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
-    counts: dict[date, DayCounts] | None = None,
+    counts: dict[date, DayCounts] | None = None, into=None,
 ) -> dict[date, dict]:
-    """Replace this run's KPI rows for the asset's days; return each day's figures as numeric
-    metadata for the UI plots: its share of the step's seconds, the step's rows/s and
-    its freshness (left out when the day has no event to measure it by)."""
+    """Replace this run's KPI rows for the asset's days (measured in ``con``, written in ``into``:
+    the warehouse, when the step computed in a private connection; default ``con``); return each
+    day's figures as numeric metadata for the UI plots: its share of the step's seconds, the step's
+    rows/s and its freshness (left out when the day has no event to measure it by)."""
     now = utc_now()
     counts = counts if counts is not None else rows_per_day(con, table, start, end)
     fresh = freshness_seconds(con, table, start, end, now)
@@ -74,10 +75,11 @@ def record_kpis(
             freshness = (now - (datetime(day.year, day.month, day.day) + timedelta(days=1))).total_seconds()
         rows.append((day, asset, run_id, c.rows_in, c.rows_out, c.rows_quarantined, c.rows_duplicate,
                      seconds * share, throughput, freshness, now))
-    con.execute(f"DELETE FROM {PARTITION_KPIS.name} WHERE asset = ? AND run_id = ? AND partition BETWEEN ? AND ?",
-                [asset, run_id, start, end])
+    into = con if into is None else into
+    into.execute(f"DELETE FROM {PARTITION_KPIS.name} WHERE asset = ? AND run_id = ? AND partition BETWEEN ? AND ?",
+                 [asset, run_id, start, end])
     if rows:
-        insert_rows(con, PARTITION_KPIS.name, PARTITION_KPIS.column_names, rows)
+        insert_rows(into, PARTITION_KPIS.name, PARTITION_KPIS.column_names, rows)
     return {
         r[0]: {
             "seconds": round(r[7], 3),
@@ -170,6 +172,32 @@ HEALTH_SERIES_SQL = f"""
         FROM ({LATEST_KPIS}) WHERE asset LIKE 'clean/%' GROUP BY partition)
     UNPIVOT INCLUDE NULLS (value FOR metric IN (rows_in, quarantine_rate, duplicate_rate))
 """
+
+
+# What the health series read of the KPI rows, in one figure that changes whenever they change: a
+# step computing the series in a private copy (`copy_kpis`) checks it before committing.
+_SERIES_FINGERPRINT = f"""
+    SELECT count(*), max(recorded_at), sum(hash(partition, asset, run_id, rows_in, rows_quarantined, rows_duplicate))
+    FROM {PARTITION_KPIS.name} WHERE asset LIKE 'clean/%'
+"""
+
+
+def series_fingerprint(con) -> tuple:
+    """A fingerprint of the KPI rows the health series (`HEALTH_SERIES_SQL`) read."""
+    return con.execute(_SERIES_FINGERPRINT).fetchone()
+
+
+def copy_kpis(src, dst) -> tuple:
+    """Replace ``dst``'s KPI rows (a private connection's) by ``src``'s (the warehouse's); returns their
+    `series_fingerprint`."""
+    rows = src.sql(f"SELECT * FROM {PARTITION_KPIS.name}").to_arrow_table()
+    dst.execute(f"DELETE FROM {PARTITION_KPIS.name}")
+    dst.register("_kpi_rows", rows)
+    try:
+        dst.execute(f"INSERT INTO {PARTITION_KPIS.name} BY NAME SELECT * FROM _kpi_rows")
+    finally:
+        dst.unregister("_kpi_rows")
+    return series_fingerprint(dst)
 
 
 def series_counts(con, asset: str, since: date) -> dict[date, tuple[int, int, int]]:

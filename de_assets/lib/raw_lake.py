@@ -98,6 +98,37 @@ def attach(con: duckdb.DuckDBPyConnection, catalog, read_only: bool = False) -> 
         con.execute(f"COMMENT ON VIEW {table.name} IS {literal(stamp)}")
 
 
+def view_stamps(con, tables: tuple[Table, ...]) -> dict[str, str | None]:
+    """What each of ``tables`` reads in the connection: its view's stamp (the snapshot's metadata file
+    and the columns, `_stamp`), None for a table that is not a view over the lake."""
+    stamps = dict(con.execute(
+        "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
+        "WHERE database_name = current_database() AND NOT internal").fetchall())
+    return {t.name: stamps.get(t.name) for t in tables}
+
+
+def copy_views(src, dst) -> dict[str, str | None]:
+    """Make ``dst`` (a private connection, `Warehouse.private`) read the lake tables as ``src`` (the
+    warehouse, its views brought up to the current snapshots when it was opened) reads them: each
+    view's definition copied, no manifest read again. Returns the views' stamps (`view_stamps`)."""
+    views = src.execute(
+        "SELECT schema_name || '.' || view_name, sql, comment FROM duckdb_views() "
+        "WHERE database_name = current_database() AND NOT internal").fetchall()
+    defined = {name: (sql, comment) for name, sql, comment in views}
+    for table in LAKE_TABLES:
+        if table.name not in defined:
+            continue  # not in the lake (an earlier version's table): the private connection's stays empty
+        sql, comment = defined[table.name]
+        kind = relation_kind(dst, table)  # an empty table (`Warehouse.private`), or the view copied before
+        if kind is not None:
+            dst.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {table.name}")
+        if comment:
+            lake.use_storage(dst, comment.rsplit("#", 1)[0])  # before the view binds its files
+        dst.execute(sql)
+        dst.execute(f"COMMENT ON VIEW {table.name} IS {literal(comment)}")
+    return view_stamps(dst, LAKE_TABLES)
+
+
 def _stamp(table: Table, location: str) -> str:
     """What a view's comment records: the snapshot's metadata file it reads, and its columns (a column
     declared since makes the view be rebuilt, and added to the lake table)."""
