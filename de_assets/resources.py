@@ -43,7 +43,9 @@ from de_assets.lib.lake import NO_DOWNLOADS
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
 from de_assets.lib.sql import literal
-from de_assets.lib.tables import ALERTS, SOURCE_FILES, ensure_tables
+from de_assets.lib.tables import (
+    ALERTS, ALL_TABLES, CLEAN_EVENTS, CLEAN_REQUESTS, PARTITION_KPIS, SOURCE_FILES, ensure_tables,
+)
 
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on the runs of a backfill launched from the UI
 
@@ -185,10 +187,10 @@ class Warehouse(DuckDBResource):
             raw_lake.attach(con, self.lake_catalog())
 
     @contextmanager
-    def private(self):
-        """A private in-memory DuckDB connection with every warehouse table created (empty), the same
-        memory limit and time zone, spilling to its own folder: where a step computes what it commits
-        to the lake without holding the warehouse file."""
+    def private(self, tables: bool = True):
+        """A private in-memory DuckDB connection with every warehouse table created (empty; only the
+        schemas without ``tables``), the same memory limit and time zone, spilling to its own folder:
+        where a step computes what it commits to the lake without holding the warehouse file."""
         spill = Path(f"{self.database if self.database != ':memory:' else 'data/memory'}.tmp") / uuid.uuid4().hex
         spill.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(config={"memory_limit": self.memory_limit, "temp_directory": str(spill)})
@@ -196,24 +198,35 @@ class Warehouse(DuckDBResource):
             con.execute("SET preserve_insertion_order = false")
             con.execute("SET TimeZone = 'UTC'")
             con.execute(NO_DOWNLOADS)
-            ensure_tables(con)
+            if tables:
+                ensure_tables(con)
+            else:
+                for schema in dict.fromkeys(t.schema for t in ALL_TABLES):
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             yield con
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
 
     @contextmanager
-    def computing(self, reads: tuple, kpis: bool = False):
-        """Where a mart step computes without holding the warehouse file (`PrivateStep`): a private
-        connection reading the lake's snapshots as of a short turn on the file, with ``reads`` (the
-        lake tables its result depends on) pinned, and with ``kpis`` a copy of the KPI rows. A dry run,
-        or a warehouse without a lake, computes on the file as before, holding it throughout."""
+    def computing(self, table, reads: tuple, kpis: bool = False):
+        """Where the step writing the mart ``table`` computes without holding the warehouse file
+        (`PrivateStep`): a private connection reading the lake's snapshots as of a short turn on the
+        file (the views of ``table``, of ``reads``, the lake tables its result depends on, which are
+        pinned, and of the clean tables its KPIs are measured on), with ``kpis`` a copy of the KPI
+        rows. Nothing else of the warehouse is there (a query of another table fails, it does not
+        read an empty one). A dry run, or a warehouse without a lake, computes on the file as
+        before, holding it throughout."""
         if self.lake_catalog() is None:
             with self.connect() as con, self.staging(con):
                 yield PrivateStep(con=con, file=con)
             return
-        with self.private() as private, ExitStack() as overlay:
-            step = PrivateStep(con=private, warehouse=self, reads=tuple(reads), kpis=kpis, overlay=overlay)
+        views = (table, *reads, *MEASURED_ON)
+        with self.private(tables=False) as private, ExitStack() as overlay:
+            if kpis:
+                private.execute(PARTITION_KPIS.ddl())
+            step = PrivateStep(con=private, warehouse=self, views=views, reads=tuple(reads), kpis=kpis,
+                               overlay=overlay)
             with self.connect() as con:  # a short turn: the snapshots (and KPI rows) the step reads
                 step.pin(con)
             yield step
@@ -312,23 +325,28 @@ class Warehouse(DuckDBResource):
             return served.publish(con, catalog, ALERTS)
 
 
+# What every served step's KPIs and metadata are measured on (`health.source_rows_per_day`, `freshness_seconds`).
+MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
+
+
 class PrivateStep:
     """A mart step computing without the warehouse file (`Warehouse.computing`). ``con`` is a private
     connection reading the lake through views copied from the warehouse in a short turn (their
     snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
     its checks. `turn()` then takes the file for what must not interleave with other steps: if a
     table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
-    series read was recorded), it is pinned again there and `repinned` is set, and the caller
-    computes again, still holding the file; then the KPI rows, the commit, and the materialization
-    are recorded. So a materialization is still recorded after the snapshots it read and before any
+    series read was recorded), it is pinned again there, `committed_meanwhile` names what changed,
+    and the caller computes again, still holding the file; then the KPI rows, the commit, and the
+    materialization are recorded. So a materialization is still recorded after the snapshots it read and before any
     later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
 
-    def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, reads: tuple = (), kpis: bool = False,
-                 overlay: ExitStack | None = None):
+    def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, views: tuple = (), reads: tuple = (),
+                 kpis: bool = False, overlay: ExitStack | None = None):
         self.con = con
         self.file = file  # the warehouse connection: inside `turn()` (throughout, for a step on the file)
-        self.repinned = False
-        self._warehouse, self._reads, self._kpis, self._overlay = warehouse, reads, kpis, overlay
+        self.committed_meanwhile = ""  # in `turn()`: what was committed since the pin ("" when nothing was)
+        self._warehouse, self._views, self._reads, self._kpis = warehouse, views, reads, kpis
+        self._overlay = overlay
         self._pins: tuple | None = None
 
     def _inputs(self, con) -> tuple:
@@ -338,7 +356,7 @@ class PrivateStep:
         """Read the lake as the warehouse connection ``file`` reads it now (and its KPI rows), with
         nothing staged: what was staged before is dropped."""
         self._overlay.close()
-        raw_lake.copy_views(file, self.con)
+        raw_lake.copy_views(file, self.con, self._views)
         if self._kpis:
             health.copy_kpis(file, self.con)
         self._pins = self._inputs(self.con)
@@ -353,9 +371,12 @@ class PrivateStep:
         with self._warehouse.connect() as file:
             self.file = file
             try:
-                if self._inputs(file) != self._pins:
+                (stamps, kpis), (pinned_stamps, pinned_kpis) = self._inputs(file), self._pins
+                changed = [name for name, stamp in stamps.items() if stamp != pinned_stamps[name]]
+                changed += ["KPI rows"] if kpis != pinned_kpis else []
+                if changed:
+                    self.committed_meanwhile = ", ".join(changed)
                     self.pin(file)
-                    self.repinned = True
                 yield file
                 # the file's views read what was committed, as after `staging`: for whoever opens it next
                 raw_lake.attach(file, self._warehouse.lake_catalog())

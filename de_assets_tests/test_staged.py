@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from de_assets.lib import marts, raw_lake, served, staged
-from de_assets.lib.tables import CLEAN_EVENTS, RETENTION_COHORTS, ensure_tables
+from de_assets.lib.tables import CLEAN_EVENTS, KPI_ANOMALIES, RAW_EVENTS, RETENTION_COHORTS, ensure_tables
 
 D1, D2 = date(2026, 11, 1), date(2026, 11, 2)
 
@@ -167,14 +167,14 @@ def _holds_the_file(warehouse) -> bool:
 def test_a_mart_step_computes_on_the_lake_without_holding_the_file_and_takes_it_to_commit(lake_warehouse):
     from de_assets.lib.tables import PARTITION_KPIS
 
-    with lake_warehouse.computing((CLEAN_EVENTS,)) as step:
+    with lake_warehouse.computing(RETENTION_COHORTS, (CLEAN_EVENTS,)) as step:
         assert not _holds_the_file(lake_warehouse)  # pinned in a short turn, then let go
         assert _ids(step.con) == [(D1, "a"), (D1, "b"), (D2, "c")]  # the lake, read in the private connection
         target = staged.target(step.con, RETENTION_COHORTS, [date(2026, 10, 26)])  # staged there
         step.con.execute(f"INSERT INTO {target} (activity_week, cohort_week, weeks_since) VALUES "
                          "('2026-10-26', '2026-10-26', 0)")
         with step.turn() as file:
-            assert _holds_the_file(lake_warehouse) and not step.repinned
+            assert _holds_the_file(lake_warehouse) and not step.committed_meanwhile
             file.execute(f"INSERT INTO {PARTITION_KPIS.name} (partition, asset, run_id) VALUES (?, 'marts/x', 'r')", [D1])
             lake_warehouse.publish(step.con, RETENTION_COHORTS, days=[date(2026, 10, 26)])
         assert not _holds_the_file(lake_warehouse)
@@ -184,26 +184,35 @@ def test_a_mart_step_computes_on_the_lake_without_holding_the_file_and_takes_it_
         assert con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} WHERE asset = 'marts/x'").fetchone() == (1,)
 
 
+def test_a_mart_step_reads_only_the_tables_it_was_given_and_fails_on_any_other(lake_warehouse):
+    """Its private connection holds the views of its table, its inputs and the clean tables, nothing
+    else: a query of another table fails instead of reading an empty one."""
+    with lake_warehouse.computing(RETENTION_COHORTS, (CLEAN_EVENTS,)) as step:
+        assert step.con.execute(f"SELECT count(*) FROM {RETENTION_COHORTS.name}").fetchone() == (0,)
+        with pytest.raises(duckdb.CatalogException):
+            step.con.execute(f"SELECT count(*) FROM {RAW_EVENTS.name}")
+
+
 def test_a_mart_step_whose_input_was_committed_meanwhile_computes_again_in_its_turn(lake_warehouse):
     """Another run's cleaning commits the table a mart reads between the mart's pin and its commit:
     the mart must not commit (nor record as built after that cleaning) what it computed on the old
     snapshot. In its turn it is pinned again on the new one, with what it staged dropped."""
-    with lake_warehouse.computing((CLEAN_EVENTS,)) as step:
+    with lake_warehouse.computing(RETENTION_COHORTS, (CLEAN_EVENTS,)) as step:
         target = staged.target(step.con, CLEAN_EVENTS, [D2])
         step.con.execute(f"DELETE FROM {target}")  # something staged on the old snapshot
         _commit_clean_events(lake_warehouse, D1, "a2")
         assert _ids(step.con) == [(D1, "a"), (D1, "b")]  # still the pinned snapshot, with the staged write
         with step.turn():
-            assert step.repinned
+            assert step.committed_meanwhile == "clean.events"  # what the step logs
             assert _ids(step.con) == [(D1, "a2"), (D2, "c")]  # the new snapshot; the staged write dropped
             assert staged.staged_days(step.con, CLEAN_EVENTS) == []
 
 
 def test_a_mart_step_is_not_pinned_again_for_tables_it_does_not_read(lake_warehouse):
-    with lake_warehouse.computing((RETENTION_COHORTS,)) as step:
+    with lake_warehouse.computing(RETENTION_COHORTS, ()) as step:
         _commit_clean_events(lake_warehouse, D1, "a2")
         with step.turn():
-            assert not step.repinned
+            assert not step.committed_meanwhile
             assert _ids(step.con) == [(D1, "a"), (D1, "b"), (D2, "c")]
 
 
@@ -217,14 +226,14 @@ def test_a_mart_step_reading_the_health_series_is_pinned_again_when_a_cleaning_r
         with lake_warehouse.connect() as con:
             health.record_kpis(con, asset, "other-run", CLEAN_EVENTS, D1, D1, 1.0)
 
-    with lake_warehouse.computing((), kpis=True) as step:
+    with lake_warehouse.computing(KPI_ANOMALIES, (), kpis=True) as step:
         assert step.con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name}").fetchone() == (0,)
         record("marts/daily_engagement")  # not what the health series read
         with step.turn():
-            assert not step.repinned
-    with lake_warehouse.computing((), kpis=True) as step:
+            assert not step.committed_meanwhile
+    with lake_warehouse.computing(KPI_ANOMALIES, (), kpis=True) as step:
         record("clean/clean_events")
         with step.turn():
-            assert step.repinned
+            assert step.committed_meanwhile == "KPI rows"
             assert step.con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} "
                                     "WHERE asset = 'clean/clean_events'").fetchone() == (1,)

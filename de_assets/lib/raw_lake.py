@@ -107,17 +107,17 @@ def view_stamps(con, tables: tuple[Table, ...]) -> dict[str, str | None]:
     return {t.name: stamps.get(t.name) for t in tables}
 
 
-def copy_views(src, dst) -> dict[str, str | None]:
-    """Make ``dst`` (a private connection, `Warehouse.private`) read the lake tables as ``src`` (the
+def copy_views(src, dst, tables: tuple[Table, ...]) -> None:
+    """Make ``dst`` (a private connection, `Warehouse.private`) read the lake ``tables`` as ``src`` (the
     warehouse, its views brought up to the current snapshots when it was opened) reads them: each
-    view's definition copied, no manifest read again. Returns the views' stamps (`view_stamps`)."""
+    view's definition and stamp copied, no manifest read again."""
     views = src.execute(
         "SELECT schema_name || '.' || view_name, sql, comment FROM duckdb_views() "
         "WHERE database_name = current_database() AND NOT internal").fetchall()
     defined = {name: (sql, comment) for name, sql, comment in views}
-    for table in LAKE_TABLES:
+    for table in dict.fromkeys(tables):
         if table.name not in defined:
-            continue  # not in the lake (an earlier version's table): the private connection's stays empty
+            continue  # not in the lake (an earlier version's table): as `dst` has it
         sql, comment = defined[table.name]
         kind = relation_kind(dst, table)  # an empty table (`Warehouse.private`), or the view copied before
         if kind is not None:
@@ -125,8 +125,8 @@ def copy_views(src, dst) -> dict[str, str | None]:
         if comment:
             lake.use_storage(dst, comment.rsplit("#", 1)[0])  # before the view binds its files
         dst.execute(sql)
-        dst.execute(f"COMMENT ON VIEW {table.name} IS {literal(comment)}")
-    return view_stamps(dst, LAKE_TABLES)
+        if comment:
+            dst.execute(f"COMMENT ON VIEW {table.name} IS {literal(comment)}")
 
 
 def _stamp(table: Table, location: str) -> str:
