@@ -325,7 +325,7 @@ class Warehouse(DuckDBResource):
             return served.publish(con, catalog, ALERTS)
 
 
-# What every served step's KPIs and metadata are measured on (`health.source_rows_per_day`, `freshness_seconds`).
+# What a served step's KPIs and metadata are measured on (`health.source_rows_per_day`, `freshness_seconds`).
 MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
 
 
@@ -337,8 +337,8 @@ class PrivateStep:
     table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
     series read was recorded), it is pinned again there, `committed_meanwhile` names what changed,
     and the caller computes again, still holding the file; then the KPI rows, the commit, and the
-    materialization are recorded. So a materialization is still recorded after the snapshots it read and before any
-    later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
+    materialization are recorded. So a materialization is still recorded after the snapshots it read
+    and before any later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
 
     def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, views: tuple = (), reads: tuple = (),
                  kpis: bool = False, overlay: ExitStack | None = None):

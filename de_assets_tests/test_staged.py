@@ -175,7 +175,8 @@ def test_a_mart_step_computes_on_the_lake_without_holding_the_file_and_takes_it_
                          "('2026-10-26', '2026-10-26', 0)")
         with step.turn() as file:
             assert _holds_the_file(lake_warehouse) and not step.committed_meanwhile
-            file.execute(f"INSERT INTO {PARTITION_KPIS.name} (partition, asset, run_id) VALUES (?, 'marts/x', 'r')", [D1])
+            file.execute(f"INSERT INTO {PARTITION_KPIS.name} (partition, asset, run_id) VALUES (?, 'marts/x', 'r')",
+                         [D1])
             lake_warehouse.publish(step.con, RETENTION_COHORTS, days=[date(2026, 10, 26)])
         assert not _holds_the_file(lake_warehouse)
     catalog = lake_warehouse.lake_catalog()

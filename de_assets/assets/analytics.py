@@ -123,7 +123,8 @@ def _mart(
             changed = build(step.con)
             with step.turn() as file:
                 if step.committed_meanwhile:  # an input was committed meanwhile: again, on the new snapshots
-                    context.log.info(f"{table.name}: {step.committed_meanwhile} committed while it computed: computing again")
+                    context.log.info(f"{table.name}: {step.committed_meanwhile} committed while it computed: "
+                                     "computing again")
                     changed = build(step.con)
                 metadata, results = finish(context, step.con, alerting, context.asset_key, table, start, end, started,
                                            publish_to=warehouse, kpis_to=file)
