@@ -498,9 +498,10 @@ def concurrent_section(results: dict) -> list[str]:
              r["failed_runs"], f"{r['clean_rows']:,}", f"{r['clean_distinct_ids']:,}"] for r in c["runs"]]
     note = remeasured_note(c)
     return [f"{c['days']} days x {c['events_per_day']:,} events/day as one `de-assets run` per day, N at a time "
-            "(fresh warehouse, lake and Dagster home per N). Steps that write the DuckDB warehouse file take "
-            "turns on it (handed over within ~10 ms), so runs compute in parallel only outside those "
-            "steps (process start, Dagster bookkeeping, checks' events, lake commits).", "",
+            "(fresh warehouse, lake and Dagster home per N). The cleaning steps take turns on the DuckDB "
+            "warehouse file (handed over within ~10 ms); ingestion and the marts compute beside it and take "
+            "it only briefly, to read the registry or to commit (docs/lake.md). On 2 cores runs at once are "
+            "bound by CPU as much as by the turns.", "",
             *note,
             table(["runs at once", "wall s", "speedup", "failed runs", "clean.events rows", "distinct ids"], rows), ""]
 
