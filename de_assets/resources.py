@@ -209,14 +209,14 @@ class Warehouse(DuckDBResource):
             shutil.rmtree(spill, ignore_errors=True)
 
     @contextmanager
-    def computing(self, table, reads: tuple, kpis: bool = False):
+    def computing(self, table, reads: tuple, kpis: bool = False, log=None):
         """Where the step writing the mart ``table`` computes without holding the warehouse file
         (`PrivateStep`): a private connection reading the lake's snapshots as of a short turn on the
         file (the views of ``table``, of ``reads``, the lake tables its result depends on, which are
         pinned, and of the clean tables its KPIs are measured on), with ``kpis`` a copy of the KPI
         rows. Nothing else of the warehouse is there (a query of another table fails, it does not
-        read an empty one). A dry run, or a warehouse without a lake, computes on the file as
-        before, holding it throughout."""
+        read an empty one). ``log`` says when the step computes again (`PrivateStep.turn`). A dry
+        run, or a warehouse without a lake, computes on the file as before, holding it throughout."""
         if self.lake_catalog() is None:
             with self.connect() as con, self.staging(con):
                 yield PrivateStep(con=con, file=con)
@@ -226,7 +226,7 @@ class Warehouse(DuckDBResource):
             if kpis:
                 private.execute(PARTITION_KPIS.ddl())
             step = PrivateStep(con=private, warehouse=self, views=views, reads=tuple(reads), kpis=kpis,
-                               overlay=overlay)
+                               overlay=overlay, log=log)
             with self.connect() as con:  # a short turn: the snapshots (and KPI rows) the step reads
                 step.pin(con)
             yield step
@@ -341,12 +341,12 @@ class PrivateStep:
     and before any later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
 
     def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, views: tuple = (), reads: tuple = (),
-                 kpis: bool = False, overlay: ExitStack | None = None):
+                 kpis: bool = False, overlay: ExitStack | None = None, log=None):
         self.con = con
         self.file = file  # the warehouse connection: inside `turn()` (throughout, for a step on the file)
         self.committed_meanwhile = ""  # in `turn()`: what was committed since the pin ("" when nothing was)
         self._warehouse, self._views, self._reads, self._kpis = warehouse, views, reads, kpis
-        self._overlay = overlay
+        self._overlay, self._log = overlay, log
         self._pins: tuple | None = None
 
     def _inputs(self, con) -> tuple:
@@ -376,6 +376,9 @@ class PrivateStep:
                 changed += ["KPI rows"] if kpis != pinned_kpis else []
                 if changed:
                     self.committed_meanwhile = ", ".join(changed)
+                    if self._log is not None:
+                        self._log.info(f"{self._views[0].name}: {self.committed_meanwhile} committed while it "
+                                       "computed: computing again")
                     self.pin(file)
                 yield file
                 # the file's views read what was committed, as after `staging`: for whoever opens it next

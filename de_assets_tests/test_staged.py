@@ -198,13 +198,16 @@ def test_a_mart_step_whose_input_was_committed_meanwhile_computes_again_in_its_t
     """Another run's cleaning commits the table a mart reads between the mart's pin and its commit:
     the mart must not commit (nor record as built after that cleaning) what it computed on the old
     snapshot. In its turn it is pinned again on the new one, with what it staged dropped."""
-    with lake_warehouse.computing(RETENTION_COHORTS, (CLEAN_EVENTS,)) as step:
+    logged: list[str] = []
+    log = type("Log", (), {"info": staticmethod(logged.append)})
+    with lake_warehouse.computing(RETENTION_COHORTS, (CLEAN_EVENTS,), log=log) as step:
         target = staged.target(step.con, CLEAN_EVENTS, [D2])
         step.con.execute(f"DELETE FROM {target}")  # something staged on the old snapshot
         _commit_clean_events(lake_warehouse, D1, "a2")
         assert _ids(step.con) == [(D1, "a"), (D1, "b")]  # still the pinned snapshot, with the staged write
         with step.turn():
-            assert step.committed_meanwhile == "clean.events"  # what the step logs
+            assert step.committed_meanwhile == "clean.events"
+            assert logged == ["marts.retention_cohorts: clean.events committed while it computed: computing again"]
             assert _ids(step.con) == [(D1, "a2"), (D2, "c")]  # the new snapshot; the staged write dropped
             assert staged.staged_days(step.con, CLEAN_EVENTS) == []
 

@@ -119,12 +119,10 @@ def _mart(
 
         # computed in a private connection over pinned snapshots and staged there (lib/staged.py); the
         # file is taken only to commit: `finish` publishes the partitions no blocking check failed
-        with warehouse.computing(table, reads, kpis=reads_kpis) as step:
+        with warehouse.computing(table, reads, kpis=reads_kpis, log=context.log) as step:
             changed = build(step.con)
             with step.turn() as file:
                 if step.committed_meanwhile:  # an input was committed meanwhile: again, on the new snapshots
-                    context.log.info(f"{table.name}: {step.committed_meanwhile} committed while it computed: "
-                                     "computing again")
                     changed = build(step.con)
                 metadata, results = finish(context, step.con, alerting, context.asset_key, table, start, end, started,
                                            publish_to=warehouse, kpis_to=file)
@@ -270,12 +268,11 @@ def experiment_results(
         metrics=dict(config.metrics), window_days=config.window_days, alpha=config.alpha, control=config.control,
         cuped=config.cuped, lookback_days=config.lookback_days,
     )
-    with warehouse.computing(EXPERIMENT_RESULTS, lake_tables_of([CLEAN_EVENTS])) as step:  # as every mart does
+    # as every mart does (_mart)
+    with warehouse.computing(EXPERIMENT_RESULTS, lake_tables_of([CLEAN_EVENTS]), log=context.log) as step:
         written = experiment_readout.write(step.con, start, end, plan)
         with step.turn() as file:
             if step.committed_meanwhile:  # clean events were committed meanwhile: again, on the new snapshot
-                context.log.info(f"{EXPERIMENT_RESULTS.name}: {step.committed_meanwhile} committed while it computed: "
-                                 "computing again")
                 written = experiment_readout.write(step.con, start, end, plan)
             metadata, results = finish(context, step.con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end,
                                        started, per_day=_readouts(written, start, end, plan), publish_to=warehouse,

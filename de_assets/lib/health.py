@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from de_assets.lib.days import days_between, utc_now
-from de_assets.lib.sql import insert_rows, transaction
+from de_assets.lib.sql import copy_rows, insert_rows, transaction
 from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
@@ -187,17 +187,10 @@ def series_fingerprint(con) -> tuple:
     return con.execute(_SERIES_FINGERPRINT).fetchone()
 
 
-def copy_kpis(src, dst) -> tuple:
-    """Replace ``dst``'s KPI rows (a private connection's) by ``src``'s (the warehouse's); returns their
-    `series_fingerprint`."""
-    rows = src.sql(f"SELECT * FROM {PARTITION_KPIS.name}").to_arrow_table()
+def copy_kpis(src, dst) -> None:
+    """Replace ``dst``'s KPI rows (a private connection's) by ``src``'s (the warehouse's)."""
     dst.execute(f"DELETE FROM {PARTITION_KPIS.name}")
-    dst.register("_kpi_rows", rows)
-    try:
-        dst.execute(f"INSERT INTO {PARTITION_KPIS.name} BY NAME SELECT * FROM _kpi_rows")
-    finally:
-        dst.unregister("_kpi_rows")
-    return series_fingerprint(dst)
+    copy_rows(src, dst, PARTITION_KPIS.name)
 
 
 def series_counts(con, asset: str, since: date) -> dict[date, tuple[int, int, int]]:

@@ -35,7 +35,7 @@ from pyiceberg.expressions import EqualTo
 from de_assets.lib import lake, served, staged
 from de_assets.lib.days import days_between
 from de_assets.lib.forget import SUPPRESSED
-from de_assets.lib.sql import ident, insert_rows, literal, transaction
+from de_assets.lib.sql import copy_rows, ident, insert_rows, literal, transaction
 from de_assets.lib.tables import (
     FORGET_REQUESTS,
     FORGOTTEN_ROWS,
@@ -75,9 +75,7 @@ def attach(con: duckdb.DuckDBPyConnection, catalog, read_only: bool = False) -> 
     ``read_only`` (a dry run's scratch copy of the warehouse): only bring its views up to the current
     snapshots; nothing is created or moved in the catalog."""
     current = lake.metadata_locations(catalog)  # one catalog query: most views are current already
-    comments = dict(con.execute(
-        "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
-        "WHERE database_name = current_database() AND NOT internal").fetchall())
+    comments = {name: comment for name, (_, comment) in _views(con).items()}
     for table in LAKE_TABLES:
         location = current.get(table.name)
         if location is not None and comments.get(table.name) == _stamp(table, location):
@@ -98,30 +96,30 @@ def attach(con: duckdb.DuckDBPyConnection, catalog, read_only: bool = False) -> 
         con.execute(f"COMMENT ON VIEW {table.name} IS {literal(stamp)}")
 
 
+def _views(con) -> dict[str, tuple[str, str | None]]:
+    """The connection's own views: ``{"schema.view": (CREATE statement, comment)}``."""
+    return {name: (sql, comment) for name, sql, comment in con.execute(
+        "SELECT schema_name || '.' || view_name, sql, comment FROM duckdb_views() "
+        "WHERE database_name = current_database() AND NOT internal").fetchall()}
+
+
 def view_stamps(con, tables: tuple[Table, ...]) -> dict[str, str | None]:
     """What each of ``tables`` reads in the connection: its view's stamp (the snapshot's metadata file
     and the columns, `_stamp`), None for a table that is not a view over the lake."""
-    stamps = dict(con.execute(
-        "SELECT schema_name || '.' || view_name, comment FROM duckdb_views() "
-        "WHERE database_name = current_database() AND NOT internal").fetchall())
-    return {t.name: stamps.get(t.name) for t in tables}
+    views = _views(con)
+    return {t.name: views.get(t.name, (None, None))[1] for t in tables}
 
 
 def copy_views(src, dst, tables: tuple[Table, ...]) -> None:
     """Make ``dst`` (a private connection, `Warehouse.private`) read the lake ``tables`` as ``src`` (the
     warehouse, its views brought up to the current snapshots when it was opened) reads them: each
-    view's definition and stamp copied, no manifest read again."""
-    views = src.execute(
-        "SELECT schema_name || '.' || view_name, sql, comment FROM duckdb_views() "
-        "WHERE database_name = current_database() AND NOT internal").fetchall()
-    defined = {name: (sql, comment) for name, sql, comment in views}
+    view's definition and stamp copied (replacing the one copied before), no manifest read again."""
+    defined = _views(src)
     for table in dict.fromkeys(tables):
         if table.name not in defined:
             continue  # not in the lake (an earlier version's table): as `dst` has it
         sql, comment = defined[table.name]
-        kind = relation_kind(dst, table)  # an empty table (`Warehouse.private`), or the view copied before
-        if kind is not None:
-            dst.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {table.name}")
+        dst.execute(f"DROP VIEW IF EXISTS {table.name}")
         if comment:
             lake.use_storage(dst, comment.rsplit("#", 1)[0])  # before the view binds its files
         dst.execute(sql)
@@ -227,20 +225,11 @@ def _reads(source: str, start: date, end: date) -> list[tuple[Table, str, list]]
     ]
 
 
-def _copy(src, dst, table: Table, where: str, params: list, into: str | None = None) -> None:
-    rows = src.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
-    dst.register("_copied_rows", rows)
-    try:
-        dst.execute(f"INSERT INTO {into or table.name} BY NAME SELECT * FROM _copied_rows")
-    finally:
-        dst.unregister("_copied_rows")
-
-
 def seed(con, private, source: str, start: date, end: date) -> None:
     """Copy what ingesting ``source`` on [start, end] reads from the warehouse (``con``) into a private
     connection (empty tables, `Warehouse.private`)."""
     for table, where, params in _reads(source, start, end):
-        _copy(con, private, table, where, params)
+        copy_rows(con, private, table.name, where, params)
 
 
 class Inputs(NamedTuple):
@@ -277,7 +266,7 @@ def write_back(private, con, source: str, start: date, end: date) -> None:
     with transaction(con):
         for table in (SOURCE_FILES, FORGOTTEN_ROWS):
             con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
-            _copy(private, con, table, where, params)
+            copy_rows(private, con, table.name, where, params)
 
 
 def stage(private, con, table: Table, start: date, end: date, replace: bool) -> None:
@@ -292,7 +281,7 @@ def stage(private, con, table: Table, start: date, end: date, replace: bool) -> 
     target = staged.target(con, table, days)
     if replace:
         con.execute(f"DELETE FROM {target} WHERE {_DAY} BETWEEN ? AND ?", [start, end])
-    _copy(private, con, table, f"{_DAY} BETWEEN ? AND ?", [start, end], into=target)
+    copy_rows(private, con, table.name, f"{_DAY} BETWEEN ? AND ?", [start, end], into=target)
 
 
 def delete_user(catalog, pseudonym: str) -> None:

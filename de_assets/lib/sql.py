@@ -40,3 +40,14 @@ def insert_rows(con, table: str, columns: list[str], rows: list) -> None:
     names = ", ".join(ident(c) for c in columns)
     lists = ", ".join(f"unnest(${i + 1})" for i in range(len(columns)))
     con.execute(f"INSERT INTO {table} ({names}) SELECT {lists}", [list(col) for col in zip(*rows)])
+
+
+def copy_rows(src, dst, table: str, where: str = "true", params: list | None = None, into: str | None = None) -> None:
+    """Insert into ``into`` (default ``table``) of connection ``dst`` the rows of ``table`` in connection
+    ``src`` matching ``where``, by column name, through Arrow (two DuckDB connections share no tables)."""
+    rows = src.sql(f"SELECT * FROM {table} WHERE {where}", params=params or []).to_arrow_table()
+    dst.register("_copied_rows", rows)
+    try:
+        dst.execute(f"INSERT INTO {into or table} BY NAME SELECT * FROM _copied_rows")
+    finally:
+        dst.unregister("_copied_rows")
