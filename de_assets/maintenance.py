@@ -8,7 +8,7 @@ import dagster as dg
 from de_assets.instance import on_outside_dev
 from de_assets.lib import forget, raw_lake, retention, served, staged
 from de_assets.lib.days import range_label, utc_now, utc_today
-from de_assets.lib.tables import FORGET_REQUESTS, RAW_EVENTS
+from de_assets.lib.tables import FORGET_REQUESTS, RAW_EVENTS, RETENTION_LOG
 from de_assets.metadata import REFRESH_RANGE
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
@@ -57,9 +57,11 @@ def enforce_retention(context: dg.OpExecutionContext, config: RetentionConfig, w
     policy = retention.Policy(config.raw_days, config.clean_days, config.marts_days)
     protected = days_needed_by_runs(context.instance, context.run_id)
     now = utc_now()
-    with warehouse.connect() as con:
-        report = retention.enforce(con, policy, today, protected, context.run_id, now)
+    with warehouse.connect() as con, warehouse.held(RETENTION_LOG) as audit:
+        report = retention.enforce(con, policy, today, protected, context.run_id, now, log=audit)
         lake_files = _retain_in_lake(warehouse, con, report, protected, now - timedelta(days=config.snapshot_days))
+        warehouse.hand_back(audit, RETENTION_LOG, run_id=context.run_id)  # the audit: after the deletions
+        warehouse.publish_held(RETENTION_LOG)
     deleted = sum(r["rows_deleted"] for r in report)
     table = "| layer | table | cutoff | rows deleted | kept for runs |\n|---|---|---|--:|---|\n" + "\n".join(
         f"| {r['layer']} | {r['table_name']} | {r['cutoff']} | {r['rows_deleted']:,} | {r['days_kept_for_runs'] or '-'} |"

@@ -314,15 +314,39 @@ class Warehouse(DuckDBResource):
             return None
         return served.publish(con, catalog, table, start, end, days=days, compression=self.lake_compression)
 
-    def publish_alerts(self) -> int | None:
-        """Publish the alerts held in the catalog database to the lake as `pipeline_health.alerts`
-        (replaced whole, one commit); None when nothing is published (a dry run)."""
+    @contextmanager
+    def held(self, *tables):
+        """An in-memory DuckDB connection with a copy of each of ``tables`` (operational tables held in
+        the catalog database, `ops_store.HELD`) as it is there now: where a step computes them with
+        the same SQL as any table, then hands back the rows it owns (`hand_back`)."""
+        engine = self.ops_engine()
+        with duckdb.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            for table in tables:
+                ops_store.load(engine, con, table)
+            yield con
+
+    def hand_back(self, con, table, **match) -> int:
+        """Write the rows of ``con``'s copy of ``table`` (`held`) that match ``match`` (column=value, or
+        column=(low, high)) to the catalog database in one transaction, replacing the rows held there
+        that match it (`ops_store.replace`). Nothing in a dry run. Returns the rows written."""
+        if self.dry_run:
+            return 0
+        return ops_store.replace(self.ops_engine(), table, con, **match)
+
+    def publish_held(self, table) -> int | None:
+        """Publish an operational table as the catalog database holds it now (every run's rows, not
+        one step's copy) to the lake (replaced whole, one commit); None when nothing is published
+        (a dry run, no lake)."""
         catalog = self.lake_catalog()
         if catalog is None:
             return None
-        with duckdb.connect() as con:
-            ops_store.load_alerts(self.ops_engine(), con)
-            return served.publish(con, catalog, ALERTS)
+        with self.held(table) as con:
+            return served.publish(con, catalog, table)
+
+    def publish_alerts(self) -> int | None:
+        """Publish the alerts held in the catalog database to the lake as `pipeline_health.alerts`."""
+        return self.publish_held(ALERTS)
 
 
 # What a served step's KPIs and metadata are measured on (`health.source_rows_per_day`, `freshness_seconds`).

@@ -1,10 +1,9 @@
 """`de-assets status`: one screen on the state of the platform, read-only.
 
 From the Dagster instance: the newest materialized partition of every asset group (and the assets
-lagging behind it), the latest runs and the asset checks that failed in them. From the warehouse
-(read-only, `de_assets/lib/status.py`): the SLOs of the newest evaluated partition, from the lake's
-latest snapshot while a run holds the warehouse's write lock; from the catalog database: the open
-alerts (never locked by a run).
+lagging behind it), the latest runs and the asset checks that failed in them. From the catalog database
+(`de_assets/lib/status.py`; never locked by a run): the SLOs of the newest evaluated partition and the
+open alerts.
 """
 
 from __future__ import annotations
@@ -97,32 +96,18 @@ def render(instance: dg.DagsterInstance, defs: dg.Definitions, database: str, ho
                      f"{_partition_label(run)}")
         failed_checks += [f"  {check}  (run {run.run_id[:8]})" for check in failed]
     lines += ["", "Failed checks in those runs:"] + (failed_checks or ["  none"])
-    wh = warehouse_status.read(database, now)
-    source, slos_shown = "", True
-    if wh.locked:  # a run writes: the lake's latest snapshot never waits for it (de_assets/lake.py)
-        try:
-            with lake.connect() as con:
-                wh = warehouse_status.read_from(con, now)
-            source = " (from the lake's latest snapshot)"
-            lines += ["", f"Warehouse: {database} is locked by a writer (a run in progress?): SLOs below are "
-                          "the lake's latest published snapshot"]
-        except Exception as error:  # no lake yet, or it cannot be read: say so, never fail
-            lines += ["", f"Warehouse: {wh.error}; the lake cannot be read either ({type(error).__name__}): "
-                          "SLOs not shown, try again when the run finishes"]
-            slos_shown = False
-    elif wh.error:
-        lines += ["", f"Warehouse: {wh.error}"]
-        slos_shown = False
-    if slos_shown:
-        lines += ["", f"SLOs of the newest evaluated partition ({wh.slo_partition or 'none yet'}){source}:"]
-        for slo, status, actual, comparison, target, burn in wh.slos:
-            value = "no data" if actual is None else f"{actual:.4g}"
-            budget = f", error budget {burn:.0%} used" if burn is not None else ""
-            lines.append(f"  {slo:<18} {status:<9} {value} (target {comparison} {target:g}){budget}")
-    try:  # alerts live in the catalog database, which no run locks (lib/ops_store.py)
-        warehouse_status.read_alerts(lake.catalog(database).engine, now, wh)
+    wh = warehouse_status.WarehouseStatus()
+    try:  # SLOs and alerts live in the catalog database, which no run locks (lib/ops_store.py)
+        engine = lake.catalog(database).engine
+        warehouse_status.read_slos(engine, wh)
+        warehouse_status.read_alerts(engine, now, wh)
     except FileNotFoundError:  # no catalog yet: nothing ran, nothing was raised
-        wh.open_alerts, wh.alerts = 0, []
+        pass
+    lines += ["", f"SLOs of the newest evaluated partition ({wh.slo_partition or 'none yet'}):"]
+    for slo, status, actual, comparison, target, burn in wh.slos:
+        value = "no data" if actual is None else f"{actual:.4g}"
+        budget = f", error budget {burn:.0%} used" if burn is not None else ""
+        lines.append(f"  {slo:<18} {status:<9} {value} (target {comparison} {target:g}){budget}")
     shown = f", {len(wh.alerts)} shown" if wh.open_alerts > len(wh.alerts) else ""
     lines += ["", f"Open alerts (seen in the last {warehouse_status.OPEN_DAYS} days: {wh.open_alerts}{shown}):"]
     for severity, kind, _asset, _partition, message, last_seen, occurrences in wh.alerts:

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from de_assets.definitions import build_defs
-from de_assets.lib.tables import ensure_tables
+from de_assets.lib.tables import IN_CATALOG_DATABASE, ensure_tables
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import build_resources
 
@@ -86,6 +86,11 @@ class Pipeline:
         """`sql` over the alerts as the catalog database holds them (`pipeline_health.alerts`)."""
         return alerts_query(self.db, sql, params)
 
+    def held(self, sql: str, params=None):
+        """`sql` over the operational tables the catalog database holds (`ops_store.HELD`: alerts, SLO
+        status, retention log, configuration experiments), as it holds them now."""
+        return held_query(self.db, sql, params)
+
     def tables(self) -> list[str]:
         return self.query(
             "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables ORDER BY 1"
@@ -95,10 +100,18 @@ class Pipeline:
 def alerts_query(database, sql: str, params=None):
     """`sql` over the alerts held in the catalog database beside warehouse file `database`, as the
     table `pipeline_health.alerts` (a DataFrame)."""
+    return held_query(database, sql, params)
+
+
+def held_query(database, sql: str, params=None):
+    """`sql` over every operational table held in the catalog database beside warehouse file
+    `database` (`ops_store.HELD`), under their served names (a DataFrame)."""
     from de_assets.lib import ops_store, served
 
     with duckdb.connect() as con:
-        ops_store.load_alerts(served.open_lake(str(database)).engine, con)
+        engine = served.open_lake(str(database)).engine
+        for table in ops_store.HELD:
+            ops_store.load(engine, con, table)
         return con.execute(sql, params or []).df()
 
 
@@ -134,9 +147,17 @@ def memory_warehouse(key: str = "k"):
 
     c = duckdb.connect()
     c.execute("SET TimeZone = 'UTC'")
-    ensure_tables(c)
+    every_table(c)
     privacy.install_macros(c, key)
     return c
+
+
+def every_table(c) -> None:
+    """Every table in DuckDB connection `c`: the warehouse's, and the copies of those the catalog
+    database holds (`Warehouse.held`), which the SQL core computes like any other."""
+    ensure_tables(c)
+    for table in IN_CATALOG_DATABASE:
+        c.execute(table.ddl())
 
 
 @pytest.fixture
@@ -144,7 +165,7 @@ def con():
     """An in-memory warehouse with every table, for unit tests of the SQL core."""
     c = duckdb.connect()
     c.execute("SET TimeZone = 'UTC'")
-    ensure_tables(c)
+    every_table(c)
     yield c
     c.close()
 

@@ -138,7 +138,7 @@ def test_a_sparse_history_raises_no_alert(tmp_path):
     # median of at most 5 rows and the rates see at most 5 rows: not_applicable; freshness: the days
     # were loaded months later (backfill). Clean data: no failed check. So: no alert at all.
     assert _alerts(p) == {}
-    statuses = p.query("SELECT slo, list(DISTINCT status ORDER BY status) s FROM pipeline_health.slo_status GROUP BY 1")
+    statuses = p.held("SELECT slo, list(DISTINCT status ORDER BY status) s FROM pipeline_health.slo_status GROUP BY 1")
     # (a rate on a day without rows has no number either: below min_volume too)
     assert {slo: list(s) for slo, s in statuses.values.tolist()} == {
         "completeness": ["no_data", "not_applicable"], "duplicate_rate": ["not_applicable"],
@@ -162,7 +162,7 @@ def test_without_the_volume_rules_the_same_history_pages_and_backfill_holds_them
         base = [counts[i - 7 * w] for w in range(1, 5) if i - 7 * w >= 0]
         if base and statistics.median(base) and n / statistics.median(base) < 0.8:
             breaches += 1
-    completeness = p.query("SELECT count(*) n FROM pipeline_health.slo_status "
+    completeness = p.held("SELECT count(*) n FROM pipeline_health.slo_status "
                            "WHERE slo = 'completeness' AND status = 'breached'").n[0]
     assert completeness == breaches > 5
     # plus the duplicate rate of the last day (1 of 4 rows > 10%); no KPI anomaly: the detector
@@ -174,5 +174,5 @@ def test_without_the_volume_rules_the_same_history_pages_and_backfill_holds_them
     (tmp_path / "quiet").mkdir()
     assert _run(quiet, {"min_volume": 0}).success
     assert _alerts(quiet) == {}
-    assert quiet.query("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0] \
-        == p.query("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0]
+    assert quiet.held("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0] \
+        == p.held("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0]

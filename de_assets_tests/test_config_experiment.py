@@ -57,7 +57,7 @@ def test_compression_experiment_runs_through_dagster(pipeline, tmp_path):
     meta = {k: v.value for k, v in event.materialization.metadata.items()}
     assert meta["identical_tables"] is True
     assert "Served tables identical in every run: **yes**" in meta["readout"]
-    rows = pipeline.query("SELECT arm, metric, value, identical_tables FROM pipeline_health.config_experiments")
+    rows = pipeline.held("SELECT arm, metric, value, identical_tables FROM pipeline_health.config_experiments")
     assert len(rows) == 2 * 1 * len(ce.METRICS)
     assert rows.identical_tables.all()
     stored = rows[rows.metric == "bytes_stored"].set_index("arm").value

@@ -100,7 +100,7 @@ def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "every_step_reported"]
     assert sorted((e.partition, e.passed) for e in evaluations) == [
         ("2026-11-01", True), ("2026-11-02", True), ("2026-11-03", True)]
-    slo = pipeline.query("SELECT partition::VARCHAR p, slo, actual, status FROM pipeline_health.slo_status "
+    slo = pipeline.held("SELECT partition::VARCHAR p, slo, actual, status FROM pipeline_health.slo_status "
                          "WHERE slo = 'quarantine_rate' ORDER BY p")
     # quarantined / rows in over both sources: 11-01 events 1/4 (no requests); 11-02 (6 + 2) / (21 + 9);
     # 11-03 (0 + 1) / (8 + 3). All above the 5% target, but on 4, 30 and 11 rows: fewer than the
@@ -159,7 +159,7 @@ def test_breaches_of_history_are_recorded_but_not_paged(tmp_path, golden_landing
     p = Pipeline(tmp_path, golden_landing)  # default: days that ended more than 2 days ago are history
     result = _slo_run(p, {"min_volume": 0})
     assert result.success
-    assert p.query("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0] == 3
+    assert p.held("SELECT count(*) n FROM pipeline_health.slo_status WHERE status = 'breached'").n[0] == 3
     assert p.alerts("SELECT count(*) n FROM pipeline_health.alerts WHERE kind = 'slo_breach'").n[0] == 0
     [meta] = {m.materialization.metadata["alerts_suppressed"].value: m.materialization.metadata
               for m in result.get_asset_materialization_events()

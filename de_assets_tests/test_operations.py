@@ -503,8 +503,14 @@ def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(
     assert after.values.tolist() == [["2026-11-01", 4], ["2026-11-03", 8]]
     # clean keeps days from 11-02 (20 - 18): nothing to delete but 11-01, which is protected
     assert pipeline.query("SELECT count(*) n FROM clean.events WHERE arrival_date = '2026-11-01'").n[0] == 3
-    log = pipeline.query("SELECT table_name, cutoff::VARCHAR c, rows_deleted, days_kept_for_runs k "
-                         "FROM pipeline_health.retention_log ORDER BY table_name")
+    # the audit is held in the catalog database, and served
+    log = pipeline.held("SELECT table_name, cutoff::VARCHAR c, rows_deleted, days_kept_for_runs k "
+                        "FROM pipeline_health.retention_log ORDER BY table_name")
+    from de_assets.lib import served
+
+    served_log = served.connect(served.open_lake(str(pipeline.db), create=False)).execute(
+        "SELECT table_name, rows_deleted FROM pipeline_health.retention_log ORDER BY 1").fetchall()
+    assert served_log == [(t, n) for t, n in log[["table_name", "rows_deleted"]].values]
     raw_events = log[log.table_name == "raw.events"].iloc[0]
     assert (raw_events.c, raw_events.rows_deleted, raw_events.k) == ("2026-11-03", 21, "2026-11-01")
     assert set(log.table_name) >= {"raw.events", "raw.requests", "clean.events", "quarantine.events"}

@@ -343,8 +343,9 @@ EVENT_DAY_READERS = {CLEAN_EVENTS: [(experiment_results.key, experiment_readout.
 )
 def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
     start, end = partition_dates(context)
-    with warehouse.connect() as con:  # held until the materialization is recorded (see cleaning.py)
-        pages = report.build_pages(con, start, end)
+    # held until the materialization is recorded (see cleaning.py); the SLOs from the catalog database
+    with warehouse.connect() as con, warehouse.held(tables.SLO_STATUS) as slos:
+        pages = report.build_pages(con, start, end, slos=slos)
         yield _write_pages(context, warehouse.dry_run, Path(settings.reports_root), pages)
 
 

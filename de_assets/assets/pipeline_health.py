@@ -149,14 +149,17 @@ SLO_KEY = dg.AssetKey(["pipeline_health", "slo_status"])
 def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: Warehouse, alerting: Alerting):
     start, end = partition_dates(context)
     targets = health.SloTargets(**config.model_dump())
-    with warehouse.connect() as con:
-        evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(con, day, targets)]
+    # measured on the KPI rows (the warehouse), written to the SLO rows held in the catalog database
+    with warehouse.connect() as con, warehouse.held(SLO_STATUS) as slos:
+        evaluated = [row for day in days_between(start, end)
+                     for row in health.evaluate_slos(con, day, targets, store=slos)]
+        warehouse.hand_back(slos, SLO_STATUS, partition=(start, end))
         breaches = [r for r in evaluated if r["status"] == "breached"]
         paging = alerting.page([(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],
                                context.run.tags, log=context.log)
-        per_day = days_metadata(con, SLO_STATUS, start, end)
-        metadata = {**run_metadata(con, SLO_STATUS, start, end), **paging}
-        warehouse.publish(con, SLO_STATUS)
+        per_day = days_metadata(slos, SLO_STATUS, start, end)
+        metadata = {**run_metadata(slos, SLO_STATUS, start, end), **paging}
+        warehouse.publish_held(SLO_STATUS)  # inside the turn: two runs' SLO steps publish one after the other
     warehouse.publish_alerts()  # alerts of the whole run (sensors' too), as of its end
     results = []
     for r in evaluated:
@@ -281,10 +284,13 @@ def config_experiments(
          metric, value, identical)
         for r in results for metric, value in r.metrics.items()
     ]
-    with warehouse.connect() as con:
-        con.execute(f"DELETE FROM {CONFIG_EXPERIMENTS.name} WHERE experiment_id = ?", [experiment_id])
-        con.executemany(f"INSERT INTO {CONFIG_EXPERIMENTS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        warehouse.publish(con, CONFIG_EXPERIMENTS)
+    # in the catalog database; published in a turn on the warehouse, so two publishers never
+    # overtake each other (the later commit holds every row handed back before it)
+    with warehouse.connect(), warehouse.held(CONFIG_EXPERIMENTS) as held:
+        held.execute(f"DELETE FROM {CONFIG_EXPERIMENTS.name} WHERE experiment_id = ?", [experiment_id])
+        held.executemany(f"INSERT INTO {CONFIG_EXPERIMENTS.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        warehouse.hand_back(held, CONFIG_EXPERIMENTS, experiment_id=experiment_id)
+        warehouse.publish_held(CONFIG_EXPERIMENTS)
     context.log.info(text)
     metadata = {
         "readout": dg.MetadataValue.md(text),

@@ -235,8 +235,10 @@ def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None
     }
 
 
-def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
-    """Evaluate every SLO for `day`, store them in `pipeline_health.slo_status`, return the rows.
+def evaluate_slos(con, day: date, targets: SloTargets, store=None) -> list[dict]:
+    """Evaluate every SLO for `day` (measured on ``con``'s KPI rows), store them in
+    `pipeline_health.slo_status` of ``store`` (default ``con``; the step's copy of the table held in
+    the catalog database, `Warehouse.held`), return the rows.
 
     Status is met, breached, no_data (nothing to measure yet), not_applicable (too little volume
     for the ratio to mean something: see `SloTargets.min_volume`) or backfill (freshness of a
@@ -244,6 +246,7 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
     stale-partition sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
     """
     now = utc_now()
+    store = con if store is None else store
     budget = SLO_WINDOW_DAYS * (1 - targets.objective)
     measured = measure(con, day, targets)
     rows = []
@@ -256,7 +259,7 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
         else:
             met = actual <= target if comparison == "<=" else actual >= target
             status = "met" if met else "breached"
-        [(breached_before,)] = con.execute(
+        [(breached_before,)] = store.execute(
             f"SELECT count(*) FROM {SLO_STATUS.name} WHERE slo = ? AND status = 'breached' "
             "AND partition BETWEEN ? - 27 AND ? - 1",
             [name, day, day],
@@ -266,7 +269,7 @@ def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
                    breached_days_28d=breached, error_budget_days=budget,
                    budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now)
         rows.append(row)
-    with transaction(con):
-        con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
-        insert_rows(con, SLO_STATUS.name, list(rows[0]), [list(r.values()) for r in rows])
+    with transaction(store):
+        store.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
+        insert_rows(store, SLO_STATUS.name, list(rows[0]), [list(r.values()) for r in rows])
     return rows

@@ -6,11 +6,15 @@ transactions, never through the DuckDB warehouse file, so a step holding the war
 it wait, and it works wherever the catalog is reachable (another machine, a pod).
 
 Held here so far: the HTTP events source's cursor and circuit breaker per source, and its dead
-letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`; the served table
-`pipeline_health.alerts` is a copy published to the lake); a copy of the file registry, which the
-landing sensor reads (the registry itself is written in the warehouse with the files' rows). The
-other operational tables (KPIs, SLOs, audits) are still in the warehouse file: docs/lake.md, "Still
-to do".
+letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`); the SLO status per partition
+(`pipeline_health.slo_status`); the retention audit (`pipeline_health.retention_log`); the
+configuration experiments' measurements (`pipeline_health.config_experiments`); a copy of the file
+registry, which the landing sensor reads (the registry itself is written in the warehouse with the
+files' rows). The tables declared in `lib/tables/` (`HELD`) are computed in DuckDB like any other: a
+step gets a copy in an in-memory DuckDB connection (`load`), writes it there with the same SQL, and
+hands the rows it owns back in one transaction (`replace`); served readers read the copy published
+to the lake. The partition KPIs, the forget-user requests and audit, and the file registry itself
+are still in the warehouse file: docs/lake.md, "Still to do".
 """
 
 from __future__ import annotations
@@ -67,6 +71,25 @@ HTTP_DEAD_LETTERS = sa.Table(
 # processes raising the same new alert at once insert it once, and only the one that did pages.
 ALERTS = _declared(tables.ALERTS, "de_assets_alerts")
 
+# The SLOs of each partition (`lib/health.py`, the `pipeline_health/slo_status` asset): a re-evaluation
+# replaces its partitions' rows.
+SLO_STATUS = _declared(tables.SLO_STATUS, "de_assets_slo_status")
+
+# What each retention run deleted per table (`lib/retention.py`): an audit, appended to.
+RETENTION_LOG = _declared(tables.RETENTION_LOG, "de_assets_retention_log")
+
+# The configuration experiments' measurements (`pipeline_health/config_experiments`): a re-run of an
+# experiment replaces its rows.
+CONFIG_EXPERIMENTS = _declared(tables.CONFIG_EXPERIMENTS, "de_assets_config_experiments")
+
+# The tables declared in `lib/tables/` whose rows are held here, and their SQL tables.
+HELD: dict[tables.Table, sa.Table] = {
+    tables.ALERTS: ALERTS,
+    tables.SLO_STATUS: SLO_STATUS,
+    tables.RETENTION_LOG: RETENTION_LOG,
+    tables.CONFIG_EXPERIMENTS: CONFIG_EXPERIMENTS,
+}
+
 # A copy of the file registry (`raw.source_files`: one row per landed file, written in the warehouse
 # with the file's rows): what the landing sensor reads to tell new files from ingested ones without
 # opening the warehouse file, which a run may hold. Each raw step replaces the rows of its days here
@@ -99,7 +122,7 @@ def ensure(engine: sa.Engine) -> sa.Engine:
 _WAREHOUSE_TABLES = {
     HTTP_SOURCE_STATE: "raw.http_source_state",
     HTTP_DEAD_LETTERS: "raw.http_dead_letters",
-    ALERTS: tables.ALERTS.name,
+    **{held: table.name for table, held in HELD.items()},
 }
 
 
@@ -157,21 +180,51 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def load_alerts(engine: sa.Engine, con) -> None:
-    """(Re)create `pipeline_health.alerts` in DuckDB connection ``con`` (an in-memory one) as a copy of
-    the alerts held here: what is published to the lake, and what `de-assets status` lists."""
+def load(engine: sa.Engine, con, table: tables.Table) -> None:
+    """(Re)create ``table`` (one of `HELD`) in DuckDB connection ``con`` (an in-memory one) as a copy
+    of the rows held here: what a step computes on and hands back (`replace`), what is published to
+    the lake, what `de-assets status` lists."""
+    held = HELD[table]
     with engine.connect() as c:
-        exists = sa.inspect(c).has_table(ALERTS.name)  # a catalog no alert was written to yet: none
-        rows = [dict(r._mapping) for r in c.execute(sa.select(ALERTS))] if exists else []
-    batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(tables.ALERTS))
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {tables.ALERTS.schema}")
-    con.execute(f"DROP TABLE IF EXISTS {tables.ALERTS.name}")
-    con.execute(tables.ALERTS.ddl())
-    con.register("_alerts_rows", batch)
+        exists = sa.inspect(c).has_table(held.name)  # a catalog nothing was written to yet: no rows
+        rows = [dict(r._mapping) for r in c.execute(sa.select(held))] if exists else []
+    batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(table))
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
+    con.execute(f"DROP TABLE IF EXISTS {table.name}")
+    con.execute(table.ddl())
+    con.register("_held_rows", batch)
     try:
-        con.execute(f"INSERT INTO {tables.ALERTS.name} BY NAME SELECT * FROM _alerts_rows")
+        con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _held_rows")
     finally:
-        con.unregister("_alerts_rows")
+        con.unregister("_held_rows")
+
+
+def load_alerts(engine: sa.Engine, con) -> None:
+    """`load` of `pipeline_health.alerts`."""
+    load(engine, con, tables.ALERTS)
+
+
+def replace(engine: sa.Engine, table: tables.Table, con, **match) -> int:
+    """Make the rows of ``table`` (one of `HELD`) held here that match ``match`` equal to the rows of
+    ``con``'s copy (`load`) that match it, in one transaction. ``match``: column=value, or
+    column=(low, high) for a range (both ends included). A step hands back exactly the rows it owns
+    (its partitions, its run, its experiment), so steps of other runs writing other rows at once
+    lose nothing. Returns the rows written."""
+    held = HELD[table]
+    sql, params = [], []
+    for column, value in match.items():
+        sql.append(f'"{column}" BETWEEN ? AND ?' if isinstance(value, tuple) else f'"{column}" = ?')
+        params += list(value) if isinstance(value, tuple) else [value]
+    result = con.execute(f"SELECT * FROM {table.name} WHERE {' AND '.join(sql) or 'true'}", params)
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, row)) for row in result.fetchall()]
+    clause = [held.c[column].between(*value) if isinstance(value, tuple) else held.c[column] == value
+              for column, value in match.items()]
+    with engine.begin() as c:
+        c.execute(sa.delete(held).where(*clause))
+        if rows:
+            c.execute(sa.insert(held), rows)
+    return len(rows)
 
 
 def replace_registrations(engine: sa.Engine, source: str, start, end, rows: list[dict]) -> None:

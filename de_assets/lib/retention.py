@@ -48,9 +48,12 @@ class Policy:
         return {layer: today - timedelta(days=n) for layer, n in days.items() if n is not None}
 
 
-def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str, now) -> list[dict]:
-    """Delete every partition older than its layer's window, except protected days; log and return
-    one row per table: what was deleted and what was kept for a running backfill."""
+def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str, now, log=None) -> list[dict]:
+    """Delete every partition older than its layer's window, except protected days; log (in
+    `pipeline_health.retention_log` of ``log``, default ``con``: the step's copy of the audit held in
+    the catalog database, `Warehouse.held`) and return one row per table: what was deleted and what
+    was kept for a running backfill."""
+    log = con if log is None else log
     report = []
     kept = sorted(protected)
     with transaction(con):
@@ -67,7 +70,7 @@ def enforce(con, policy: Policy, today: date, protected: set[date], run_id: str,
                 held = [d for d in kept if d < cutoff]
                 row = dict(run_id=run_id, run_at=now, layer=layer, table_name=table.name, cutoff=cutoff,
                            rows_deleted=rows, days_kept_for_runs=", ".join(map(str, held)))
-                con.execute(f"INSERT INTO {RETENTION_LOG.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                log.execute(f"INSERT INTO {RETENTION_LOG.name} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                             list(row.values()))
                 report.append(row)
     return report

@@ -1,6 +1,6 @@
-"""What `de-assets status` reads: the SLOs of the newest evaluated partition (from the warehouse, or
-the lake while a run holds it) and the open alerts (from the catalog's SQL database, `lib/ops_store.py`,
-where runs and sensors record them: never locked by a run). Read-only; no Dagster.
+"""What `de-assets status` reads: the SLOs of the newest evaluated partition and the open alerts, both
+from the catalog's SQL database (`lib/ops_store.py`), where runs and sensors record them: never
+locked by a run, whatever holds the warehouse file. Read-only; no Dagster.
 
 An alert is "open" while it keeps being raised: its `last_seen` is within `OPEN_DAYS` days of now
 (an alert is raised once per dedupe key and refreshed each time the problem is seen again).
@@ -23,39 +23,17 @@ SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 
 
 @dataclass
 class WarehouseStatus:
-    """`error` is set (and the rest empty) when the warehouse cannot be read."""
-
-    error: str | None = None
-    locked: bool = False
     slo_partition: str | None = None
     slos: list[tuple] = field(default_factory=list)  # (slo, status, actual, comparison, target, budget_burn)
     open_alerts: int = 0
     alerts: list[tuple] = field(default_factory=list)  # (severity, kind, asset, partition, message, last_seen, n)
 
 
-def _table_exists(con, name: str) -> bool:
-    schema, table = name.split(".")
-    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                       [schema, table]).fetchone()[0] > 0  # tables and views (the lake serves views)
-
-
-def read(database: str, now: datetime) -> WarehouseStatus:
-    """SLOs of the newest partition in `pipeline_health.slo_status`. Never takes the write lock: a
-    warehouse held by a writer (a run in progress) gives `error` (and `locked`), not an exception."""
-    try:
-        con = duckdb.connect(database, read_only=True)
-    except duckdb.Error as error:
-        if "lock" in str(error).lower():
-            return WarehouseStatus(error=f"{database} is locked by a writer (a run in progress?)", locked=True)
-        return WarehouseStatus(error=f"{database} cannot be opened read-only ({type(error).__name__})")
-    with con:
-        return read_from(con, now)
-
-
-def read_from(con, now: datetime) -> WarehouseStatus:
-    """The same from any connection that has the SLO table (the warehouse, or the lake's views)."""
-    status = WarehouseStatus()
-    if _table_exists(con, SLO_STATUS.name):
+def read_slos(engine, status: WarehouseStatus) -> WarehouseStatus:
+    """Fill `status` with the SLOs of the newest partition in `pipeline_health.slo_status`, as the
+    catalog database (``engine``) holds them now."""
+    with duckdb.connect() as con:
+        ops_store.load(engine, con, SLO_STATUS)
         row = con.execute(f"SELECT max(partition) FROM {SLO_STATUS.name}").fetchone()
         if row[0] is not None:
             status.slo_partition = str(row[0])

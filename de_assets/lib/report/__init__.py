@@ -37,9 +37,10 @@ def build_page(con, day: date, days: int = 90) -> Page:
     return _page(load(con, day, days))
 
 
-def build_pages(con, first: date, last: date, days: int = 90) -> list[Page]:
-    """The pages of every day from `first` to `last`; each the same as `build_page` of its day."""
-    return [_page(data) for data in load_range(con, first, last, days)]
+def build_pages(con, first: date, last: date, days: int = 90, slos=None) -> list[Page]:
+    """The pages of every day from `first` to `last`; each the same as `build_page` of its day
+    (``slos``: where the SLO rows are read, default ``con``)."""
+    return [_page(data) for data in load_range(con, first, last, days, slos)]
 
 
 def build(con, day: date, days: int = 90) -> str:

@@ -77,8 +77,10 @@ def load(con, day: date, days: int = 90) -> ReportData:
     return load_range(con, day, day, days)[0]
 
 
-def load_range(con, first: date, last: date, days: int = 90) -> list[ReportData]:
-    """`load` of every day from `first` to `last`, with one query per table for the whole range.
+def load_range(con, first: date, last: date, days: int = 90, slos=None) -> list[ReportData]:
+    """`load` of every day from `first` to `last`, with one query per table for the whole range
+    (`pipeline_health.slo_status` from ``slos``, default ``con``: a copy of the SLO rows the catalog
+    database holds, `Warehouse.held`).
 
     Each table is read once over the union of the pages' windows and cut per page in Python, so page
     d holds exactly the rows its own query bounded by d would return, in the same order (long
@@ -121,7 +123,7 @@ def load_range(con, first: date, last: date, days: int = 90) -> list[ReportData]
               WHERE partition BETWEEN ? AND ? AND rows_in > 0 AND rows_per_second > 0) k
           ON k.partition BETWEEN d.day - CAST(? AS INTEGER) AND d.day
         GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""", (*pages, *span, days - 1)), "day")
-    slos = _by_day(_query(con, "SELECT partition, slo, comparison, target, actual, status, breached_days_28d, "
+    slos = _by_day(_query(con if slos is None else slos, "SELECT partition, slo, comparison, target, actual, status, breached_days_28d, "
                                "budget_burn FROM pipeline_health.slo_status WHERE partition BETWEEN ? AND ? "
                                "ORDER BY partition, slo", pages), "partition")
     kpis = _by_day(_query(con, """SELECT c.event_date, c.kpi, c.value, c.dod, c.wow, c.mom, c.yoy, a.expected,

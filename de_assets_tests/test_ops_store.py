@@ -1,0 +1,90 @@
+"""Operational tables held in the catalog's SQL database (`lib/ops_store.py`), not the warehouse file:
+the SLO status, the retention audit and the configuration experiments (the alerts: `test_alerts.py`).
+
+Expected values are counted by hand from the golden fixture (fixtures/golden/README.md) or written
+into the store by the test itself.
+"""
+
+from datetime import date, datetime
+
+import duckdb
+import sqlalchemy as sa
+
+from de_assets.lib import ops_store, served
+from de_assets.lib.tables import CONFIG_EXPERIMENTS, RETENTION_LOG, SLO_STATUS
+
+T1 = datetime(2026, 11, 2, 6, 0)
+
+
+def _slo(day: str, slo: str, status: str = "met") -> dict:
+    return dict(partition=date.fromisoformat(day), slo=slo, target=0.05, comparison="<=", actual=0.01,
+                status=status, breached_days_28d=0, error_budget_days=2.8, budget_burn=0.0, evaluated_at=T1)
+
+
+def _held(engine, table) -> list[tuple]:
+    with duckdb.connect() as con:
+        ops_store.load(engine, con, table)
+        return con.execute(f"SELECT * FROM {table.name} ORDER BY ALL").fetchall()
+
+
+def test_a_step_hands_back_only_the_rows_it_owns_so_a_step_of_another_run_loses_nothing(tmp_path):
+    engine = ops_store.ensure(served.open_lake(str(tmp_path / "w.duckdb")).engine)
+    with engine.begin() as c:
+        c.execute(sa.insert(ops_store.SLO_STATUS), [_slo("2026-11-01", "completeness")])
+    with duckdb.connect() as step:
+        ops_store.load(engine, step, SLO_STATUS)  # this step's copy: 11-01 only
+        with engine.begin() as c:  # meanwhile another run records 11-05
+            c.execute(sa.insert(ops_store.SLO_STATUS), [_slo("2026-11-05", "completeness")])
+        step.execute("DELETE FROM pipeline_health.slo_status WHERE partition = '2026-11-01'")
+        step.execute("INSERT INTO pipeline_health.slo_status VALUES "
+                     "('2026-11-01', 'completeness', 0.8, '>=', 0.5, 'breached', 1, 2.8, 0.357, '2026-11-02 07:00')")
+        assert ops_store.replace(engine, SLO_STATUS, step, partition=(date(2026, 11, 1), date(2026, 11, 3))) == 1
+    rows = _held(engine, SLO_STATUS)
+    assert [(str(r[0]), r[5]) for r in rows] == [("2026-11-01", "breached"), ("2026-11-05", "met")]
+
+
+def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(tmp_path):
+    """A warehouse file of an earlier version kept SLOs, the retention audit and the experiments in its own
+    tables: the first `ops_engine()` moves their rows and drops the tables from the file."""
+    from de_assets.resources import RunMode, Warehouse
+
+    db = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA pipeline_health")
+        for table in (SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS):
+            con.execute(table.ddl())
+        con.execute("INSERT INTO pipeline_health.slo_status VALUES "
+                    "('2026-11-01', 'completeness', 0.8, '>=', 0.9, 'met', 0, 2.8, 0.0, '2026-11-02 06:00'), "
+                    "('2026-11-02', 'completeness', 0.8, '>=', 0.5, 'breached', 1, 2.8, 0.357, '2026-11-03 06:00')")
+        con.execute("INSERT INTO pipeline_health.retention_log VALUES "
+                    "('r1', '2026-11-20 03:00', 'raw', 'raw.events', '2026-11-03', 21, '')")
+        con.execute("INSERT INTO pipeline_health.config_experiments VALUES "
+                    "('e1', '2026-11-20 04:00', 'A', '{}', 1, 'wall_seconds', 12.5, true)")
+    engine = Warehouse(database=str(db), run_mode=RunMode()).ops_engine()
+    assert [(str(r[0]), r[5]) for r in _held(engine, SLO_STATUS)] == [("2026-11-01", "met"), ("2026-11-02", "breached")]
+    assert [(r[0], r[3], r[5]) for r in _held(engine, RETENTION_LOG)] == [("r1", "raw.events", 21)]
+    assert [(r[0], r[5], r[6]) for r in _held(engine, CONFIG_EXPERIMENTS)] == [("e1", "wall_seconds", 12.5)]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'pipeline_health' "
+                           "AND table_name IN ('slo_status', 'retention_log', 'config_experiments')").fetchone()[0] == 0
+    assert ops_store.to_adopt(engine) == []
+
+
+def test_slos_are_recorded_in_the_catalog_database_replaced_on_a_re_run_and_untouched_by_a_dry_run(pipeline):
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    with duckdb.connect(str(pipeline.db), read_only=True) as con:  # not in the warehouse file
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'slo_status'").fetchone()[0] == 0
+    first = pipeline.held("SELECT partition::VARCHAR p, slo, evaluated_at FROM pipeline_health.slo_status ORDER BY 1, 2")
+    assert len(first) == 4 * 3  # 4 SLOs x 3 days
+    assert pipeline.run("2026-11-02", dry_run=True).success
+    assert pipeline.held("SELECT partition::VARCHAR p, slo, evaluated_at FROM pipeline_health.slo_status "
+                         "ORDER BY 1, 2").equals(first)
+    assert pipeline.run("2026-11-02").success  # a re-run replaces its day's rows, keeps the others
+    again = pipeline.held("SELECT partition::VARCHAR p, slo, evaluated_at FROM pipeline_health.slo_status ORDER BY 1, 2")
+    assert len(again) == 12
+    changed = again.evaluated_at != first.evaluated_at
+    assert sorted(set(again.p[changed])) == ["2026-11-02"]
+    # and served as the catalog database holds them
+    reader = served.connect(served.open_lake(str(pipeline.db), create=False))
+    assert reader.execute("SELECT count(*), count(DISTINCT evaluated_at) FROM pipeline_health.slo_status").fetchone() \
+        == (12, len(set(again.evaluated_at)))
