@@ -36,6 +36,7 @@ def finish(
     context: dg.AssetExecutionContext,
     con,
     alerting: Alerting,
+    warehouse: Warehouse,
     asset_key: dg.AssetKey,
     table: Table,
     start: date,
@@ -44,18 +45,16 @@ def finish(
     counts: dict[date, health.DayCounts] | None = None,
     extra_results: tuple[dg.AssetCheckEvaluation, ...] = (),
     per_day: dict[date, dict] | None = None,
-    publish_to: Warehouse | None = None,
-    kpis_to=None,
+    publish: bool = False,
 ) -> tuple[dict, list[dg.AssetCheckEvaluation]]:
-    """Record a `partition_kpis` row per day, attach each day's metadata to its partition
-    (rows, preview, seconds, rows/s, freshness, `no_data`, plus `per_day`), evaluate the checks per
-    day and alert on failed blocking ones; with `publish_to`, publish to the lake for readers the
-    partitions of the range on which no blocking check failed. Returns the run-level metadata and
-    the evaluations. `kpis_to`: the warehouse connection the KPI rows go to, when ``con`` is a
-    private one (`Warehouse.computing`)."""
+    """Record a `partition_kpis` row per day (measured on ``con``, held in the catalog database:
+    `Warehouse.record_kpis`), attach each day's metadata to its partition (rows, preview, seconds,
+    rows/s, freshness, `no_data`, plus `per_day`), evaluate the checks per day and alert on failed
+    blocking ones; with `publish`, publish to the lake for readers the partitions of the range on
+    which no blocking check failed. Returns the run-level metadata and the evaluations."""
     seconds = time.perf_counter() - started
-    kpis = health.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds, counts,
-                              into=kpis_to)
+    kpis = warehouse.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds,
+                                 counts)
     landed = health.source_rows_per_day(con, table, start, end)
     rows = days_metadata(con, table, start, end)
     add_day_metadata(context, asset_key, {
@@ -67,14 +66,14 @@ def finish(
     failed = checks.failure_alerts(results, context.run.run_id)
     alerting.send(failed, log=context.log)
     metadata = run_metadata(con, table, start, end)
-    if publish_to is not None:
+    if publish:
         # per partition: one holding a day that failed a blocking check keeps what was served before
         # (its staged rows are dropped with the overlay, lib/staged.py), the others are served; a day
         # the cleaning's quarantine-rate gate held back is served too (its clean rows are the ones
         # served before, its evidence in quarantine is new)
         blocked = {table.partition_value(d) for d in checks.blocked_days(results)}
         values = [p for p in table.partition_values(start, end) if p not in blocked]
-        snapshot = publish_to.publish(con, table, days=values) if values else None
+        snapshot = warehouse.publish(con, table, days=values) if values else None
         if snapshot is not None:
             metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
     return metadata, results

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import sqlalchemy as sa
 
 from de_assets.lib import forget
 from de_assets.lib.config_experiment import ArmResult, measure
@@ -62,5 +63,9 @@ class PipelineRunner:
         wall = time.perf_counter() - started
         if not result.success:
             raise dg.Failure(f"arm {arm} (repetition {repetition}, flags {flags}) failed: run {result.run_id}")
-        metrics, prints = measure(database, wall)
+        ops = sa.create_engine(sandboxed["catalog_uri"])  # the arm's catalog database: its KPI rows
+        try:
+            metrics, prints = measure(database, wall, ops)
+        finally:
+            ops.dispose()
         return ArmResult(arm, repetition, metrics, prints)

@@ -35,8 +35,10 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
+from sqlalchemy.pool import StaticPool
 
 from de_assets.lib import alerts, contracts, health, ops_store, paths, raw_lake, served, staged
 from de_assets.lib.lake import NO_DOWNLOADS
@@ -97,6 +99,7 @@ class Warehouse(DuckDBResource):
     _scratch: Path | None = PrivateAttr(default=None)
     _catalog: object = PrivateAttr(default=None)
     _ops_engine: object = PrivateAttr(default=None)
+    _dry_hand_backs: list = PrivateAttr(default_factory=list)  # a dry run's (table, match, rows) kept, not written
     _dry_con: object = PrivateAttr(default=None)  # a dry run's connection to its scratch copy
     _dry_overlay: ExitStack = PrivateAttr(default_factory=ExitStack)
 
@@ -219,12 +222,12 @@ class Warehouse(DuckDBResource):
         run, or a warehouse without a lake, computes on the file as before, holding it throughout."""
         if self.lake_catalog() is None:
             with self.connect() as con, self.staging(con):
+                if kpis:
+                    self.load_held(con, PARTITION_KPIS, asset=HEALTH_SERIES_ASSETS)
                 yield PrivateStep(con=con, file=con)
             return
         views = (table, *reads, *MEASURED_ON)
         with self.private(tables=False) as private, ExitStack() as overlay:
-            if kpis:
-                private.execute(PARTITION_KPIS.ddl())
             step = PrivateStep(con=private, warehouse=self, views=views, reads=tuple(reads), kpis=kpis,
                                overlay=overlay, log=log)
             with self.connect() as con:  # a short turn: the snapshots (and KPI rows) the step reads
@@ -263,10 +266,11 @@ class Warehouse(DuckDBResource):
         """The catalog database with the operational tables the lake keeps (`lib/ops_store.py`), as a
         SQLAlchemy engine. Once per catalog, state an earlier version kept in the warehouse file is
         moved there (`ops_store.adopt_from_warehouse`; not in a dry run, which never changes it)."""
-        if self.database == ":memory:" and self.catalog_uri is None:
-            raise dg.Failure("An in-memory warehouse has no catalog database for operational state: set "
-                             "DE_ASSETS_DUCKDB to a file, or DE_ASSETS_CATALOG_URI.")
         if self._ops_engine is not None:
+            return self._ops_engine
+        if self.database == ":memory:" and self.catalog_uri is None:  # throwaway, like the warehouse
+            self._ops_engine = ops_store.ensure(sa.create_engine(
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}))
             return self._ops_engine
         if self._catalog is None:
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
@@ -315,24 +319,53 @@ class Warehouse(DuckDBResource):
         return served.publish(con, catalog, table, start, end, days=days, compression=self.lake_compression)
 
     @contextmanager
-    def held(self, *tables):
+    def held(self, *tables, **match):
         """An in-memory DuckDB connection with a copy of each of ``tables`` (operational tables held in
-        the catalog database, `ops_store.HELD`) as it is there now: where a step computes them with
-        the same SQL as any table, then hands back the rows it owns (`hand_back`)."""
-        engine = self.ops_engine()
+        the catalog database, `ops_store.HELD`; only the rows that match ``match``, `ops_store.load`)
+        as it is there now: where a step computes them with the same SQL as any table, then hands
+        back the rows it owns (`hand_back`)."""
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
             for table in tables:
-                ops_store.load(engine, con, table)
+                self.load_held(con, table, **match)
             yield con
 
+    def load_held(self, con, table, **match) -> None:
+        """Copy the rows of ``table`` held in the catalog database that match ``match`` into DuckDB
+        connection ``con`` (`ops_store.load`); in a dry run, with the rows the run handed back so far
+        in place of those they replace (the run's own KPIs and SLOs, never written there)."""
+        ops_store.load(self.ops_engine(), con, table, **match)
+        for handed, handed_match, rows in self._dry_hand_backs:
+            if handed is table:
+                where, params = ops_store.duck_where(handed_match)
+                con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
+                con.register("_dry_rows", rows)
+                try:
+                    con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _dry_rows WHERE {where}", params)
+                finally:
+                    con.unregister("_dry_rows")
+
     def hand_back(self, con, table, **match) -> int:
-        """Write the rows of ``con``'s copy of ``table`` (`held`) that match ``match`` (column=value, or
-        column=(low, high)) to the catalog database in one transaction, replacing the rows held there
-        that match it (`ops_store.replace`). Nothing in a dry run. Returns the rows written."""
+        """Write the rows of ``con``'s copy of ``table`` (`held`) that match ``match`` to the catalog
+        database in one transaction, replacing the rows held there that match it
+        (`ops_store.replace`). A dry run writes nothing there: it keeps them for its own later
+        steps (`load_held`). Returns the rows written."""
         if self.dry_run:
-            return 0
+            where, params = ops_store.duck_where(match)
+            rows = con.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
+            self._dry_hand_backs.append((table, match, rows))
+            return rows.num_rows
         return ops_store.replace(self.ops_engine(), table, con, **match)
+
+    def record_kpis(self, con, asset: str, run_id: str, table, start: date, end: date, seconds: float,
+                    counts: dict | None = None) -> dict[date, dict]:
+        """`health.record_kpis` measured on ``con``: this run's KPI rows of the asset's days, replaced
+        in the catalog database; returns each day's figures for the UI."""
+        match = dict(asset=asset, run_id=run_id, partition=(start, end))
+        with self.held(PARTITION_KPIS, **match) as kpis:
+            figures = health.record_kpis(con, asset, run_id, table, start, end, seconds, counts, into=kpis)
+            self.hand_back(kpis, PARTITION_KPIS, **match)
+        return figures
 
     def publish_held(self, table) -> int | None:
         """Publish an operational table as the catalog database holds it now (every run's rows, not
@@ -348,6 +381,9 @@ class Warehouse(DuckDBResource):
         """Publish the alerts held in the catalog database to the lake as `pipeline_health.alerts`."""
         return self.publish_held(ALERTS)
 
+
+# The KPI rows the health series read (`health.HEALTH_SERIES_SQL`: the cleanings'), as an `ops_store` match.
+HEALTH_SERIES_ASSETS = "clean/%"
 
 # What a served step's KPIs and metadata are measured on (`health.source_rows_per_day`, `freshness_seconds`).
 MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
@@ -374,16 +410,19 @@ class PrivateStep:
         self._pins: tuple | None = None
 
     def _inputs(self, con) -> tuple:
-        return raw_lake.view_stamps(con, self._reads), health.series_fingerprint(con) if self._kpis else None
+        kpis = (ops_store.fingerprint(self._warehouse.ops_engine(), PARTITION_KPIS, asset=HEALTH_SERIES_ASSETS)
+                if self._kpis else None)
+        return raw_lake.view_stamps(con, self._reads), kpis
 
     def pin(self, file) -> None:
-        """Read the lake as the warehouse connection ``file`` reads it now (and its KPI rows), with
-        nothing staged: what was staged before is dropped."""
+        """Read the lake as the warehouse connection ``file`` reads it now (and the KPI rows as the
+        catalog database holds them), with nothing staged: what was staged before is dropped."""
         self._overlay.close()
         raw_lake.copy_views(file, self.con, self._views)
+        pins = self._inputs(self.con)  # the KPI rows' figure before they are copied: a write in between shows
         if self._kpis:
-            health.copy_kpis(file, self.con)
-        self._pins = self._inputs(self.con)
+            self._warehouse.load_held(self.con, PARTITION_KPIS, asset=HEALTH_SERIES_ASSETS)
+        self._pins = pins
         self._overlay.enter_context(staged.overlay(self.con))
 
     @contextmanager

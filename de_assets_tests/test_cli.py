@@ -57,7 +57,7 @@ def test_demo_generates_and_materializes_every_partition(tmp_path, monkeypatch, 
         assert days[0] == 3 and str(days[1]) == "2026-11-08" and str(days[2]) == "2026-11-10"
         assert con.execute("SELECT min(dau) FROM marts.daily_engagement").fetchone()[0] > 0
         # the pipeline measured itself: 14 assets x 3 partitions, 4 SLOs x 3 partitions
-        assert con.execute("SELECT count(*) FROM pipeline_health.partition_kpis").fetchone()[0] == 42
+    assert held_query(db, "SELECT count(*) n FROM pipeline_health.partition_kpis").n[0] == 42
     assert held_query(db, "SELECT count(DISTINCT (partition, slo)) n FROM pipeline_health.slo_status").n[0] == 12
     # a second demo reuses the landed files and changes nothing
     assert cli.main(argv) == 0

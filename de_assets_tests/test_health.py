@@ -90,8 +90,8 @@ def test_budget_burn_accumulates_over_28_days_and_late_loads_are_backfills(con):
 def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     result = pipeline.run("2026-11-01", "2026-11-03")
     assert result.success
-    kpis = pipeline.query("SELECT partition::VARCHAR p, asset, rows_in, rows_out, rows_quarantined q, rows_duplicate d "
-                          "FROM pipeline_health.partition_kpis")
+    kpis = pipeline.held("SELECT partition::VARCHAR p, asset, rows_in, rows_out, rows_quarantined q, rows_duplicate d "
+                         "FROM pipeline_health.partition_kpis")
     assert len(kpis) == 14 * 3  # 14 pipeline assets x 3 partitions, one run
     events = kpis[kpis.asset == "clean/clean_events"].sort_values("p")[["rows_in", "rows_out", "q", "d"]].values.tolist()
     # README: raw rows per arrival day 4 / 21 / 8 (the re-delivered file is not ingested);

@@ -6,12 +6,13 @@ import duckdb
 import numpy as np
 
 from de_assets.lib import marts
-from de_assets.lib.tables import REVENUE_DAILY, ensure_tables
+from de_assets.lib.tables import REVENUE_DAILY
+from de_assets_tests.conftest import every_table
 
 
 def test_kpi_anomalies_flags_an_injected_spike_and_only_it():
     con = duckdb.connect()
-    ensure_tables(con)
+    every_table(con)
     rng = np.random.default_rng(3)
     first = date(2026, 1, 5)  # a Monday
     days = [first + timedelta(days=i) for i in range(84)]
@@ -34,7 +35,7 @@ def test_kpi_anomalies_flags_an_injected_spike_and_only_it():
 
 def test_kpi_anomalies_rerun_is_idempotent_and_ignores_later_days():
     con = duckdb.connect()
-    ensure_tables(con)
+    every_table(con)
     day0 = date(2026, 3, 2)
     for i in range(40):
         con.execute("INSERT INTO marts.kpi_changes (event_date, kpi, value) VALUES (?, 'dau', ?)",
@@ -50,7 +51,7 @@ def test_kpi_anomalies_rerun_is_idempotent_and_ignores_later_days():
 
 def test_kpi_anomalies_also_score_the_pipeline_health_series():
     con = duckdb.connect()
-    ensure_tables(con)
+    every_table(con)
     first = date(2026, 1, 5)
     days = [first + timedelta(days=i) for i in range(42)]
     for i, day in enumerate(days):
@@ -69,7 +70,7 @@ def test_kpi_anomaly_episode_is_one_alert():
     from de_assets.assets.analytics import anomaly_alerts
 
     con = duckdb.connect()
-    ensure_tables(con)
+    every_table(con)
     rng = np.random.default_rng(4)
     first = date(2026, 1, 5)
     days = [first + timedelta(days=i) for i in range(70)]
@@ -120,7 +121,7 @@ def test_revenue_is_summed_exactly_so_a_re_run_gives_the_same_figure():
     """Floating-point sums depend on the order rows are added in (DuckDB aggregates in parallel: re-runs
     of a 30-day backfill differed in the last digits); revenue is summed as DECIMAL, exactly."""
     con = duckdb.connect()
-    ensure_tables(con)
+    every_table(con)
     day = date(2026, 11, 1)
     for i, revenue in enumerate([0.1, 0.2, 0.3]):
         con.execute("INSERT INTO clean.events (arrival_date, event_date, message_id, type, event, user_key, revenue) "

@@ -1,5 +1,6 @@
 """Operational tables held in the catalog's SQL database (`lib/ops_store.py`), not the warehouse file:
-the SLO status, the retention audit and the configuration experiments (the alerts: `test_alerts.py`).
+the partition KPIs, the SLO status, the retention audit and the configuration experiments (the alerts:
+`test_alerts.py`).
 
 Expected values are counted by hand from the golden fixture (fixtures/golden/README.md) or written
 into the store by the test itself.
@@ -11,7 +12,7 @@ import duckdb
 import sqlalchemy as sa
 
 from de_assets.lib import ops_store, served
-from de_assets.lib.tables import CONFIG_EXPERIMENTS, RETENTION_LOG, SLO_STATUS
+from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, RETENTION_LOG, SLO_STATUS
 
 T1 = datetime(2026, 11, 2, 6, 0)
 
@@ -44,15 +45,17 @@ def test_a_step_hands_back_only_the_rows_it_owns_so_a_step_of_another_run_loses_
 
 
 def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(tmp_path):
-    """A warehouse file of an earlier version kept SLOs, the retention audit and the experiments in its own
-    tables: the first `ops_engine()` moves their rows and drops the tables from the file."""
+    """A warehouse file of an earlier version kept KPIs, SLOs, the retention audit and the experiments in
+    its own tables: the first `ops_engine()` moves their rows and drops the tables from the file."""
     from de_assets.resources import RunMode, Warehouse
 
     db = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE SCHEMA pipeline_health")
-        for table in (SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS):
+        for table in (PARTITION_KPIS, SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS):
             con.execute(table.ddl())
+        con.execute("INSERT INTO pipeline_health.partition_kpis VALUES "
+                    "('2026-11-01', 'clean/clean_events', 'r0', 4, 3, 1, 0, 0.5, 8.0, 3600.0, '2026-11-02 05:00')")
         con.execute("INSERT INTO pipeline_health.slo_status VALUES "
                     "('2026-11-01', 'completeness', 0.8, '>=', 0.9, 'met', 0, 2.8, 0.0, '2026-11-02 06:00'), "
                     "('2026-11-02', 'completeness', 0.8, '>=', 0.5, 'breached', 1, 2.8, 0.357, '2026-11-03 06:00')")
@@ -61,12 +64,13 @@ def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(t
         con.execute("INSERT INTO pipeline_health.config_experiments VALUES "
                     "('e1', '2026-11-20 04:00', 'A', '{}', 1, 'wall_seconds', 12.5, true)")
     engine = Warehouse(database=str(db), run_mode=RunMode()).ops_engine()
+    assert [(str(r[0]), r[1], r[3]) for r in _held(engine, PARTITION_KPIS)] == [("2026-11-01", "clean/clean_events", 4)]
     assert [(str(r[0]), r[5]) for r in _held(engine, SLO_STATUS)] == [("2026-11-01", "met"), ("2026-11-02", "breached")]
     assert [(r[0], r[3], r[5]) for r in _held(engine, RETENTION_LOG)] == [("r1", "raw.events", 21)]
     assert [(r[0], r[5], r[6]) for r in _held(engine, CONFIG_EXPERIMENTS)] == [("e1", "wall_seconds", 12.5)]
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'pipeline_health' "
-                           "AND table_name IN ('slo_status', 'retention_log', 'config_experiments')").fetchone()[0] == 0
+                           "AND table_name <> 'forget_requests' AND table_name <> 'forget_audit'").fetchone()[0] == 0
     assert ops_store.to_adopt(engine) == []
 
 
@@ -88,3 +92,20 @@ def test_slos_are_recorded_in_the_catalog_database_replaced_on_a_re_run_and_unto
     reader = served.connect(served.open_lake(str(pipeline.db), create=False))
     assert reader.execute("SELECT count(*), count(DISTINCT evaluated_at) FROM pipeline_health.slo_status").fetchone() \
         == (12, len(set(again.evaluated_at)))
+
+
+def test_kpis_are_held_in_the_catalog_database_and_a_dry_run_reads_its_own_without_writing_them(pipeline):
+    """Every step's KPI rows go to the catalog database. A dry run writes none there, yet its later
+    steps read the rows its earlier steps recorded, as a real run would: the SLOs of a day only the
+    dry run cleaned are measured on them."""
+    assert pipeline.run("2026-11-01", "2026-11-02").success
+    with duckdb.connect(str(pipeline.db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'partition_kpis'").fetchone()[0] == 0
+    before = pipeline.held("SELECT count(*) n, max(recorded_at) t FROM pipeline_health.partition_kpis")
+    assert before.n[0] == 14 * 2  # 14 pipeline assets x 2 days
+    result = pipeline.run("2026-11-03", dry_run=True)
+    assert result.success
+    assert pipeline.held("SELECT count(*) n, max(recorded_at) t FROM pipeline_health.partition_kpis").equals(before)
+    [quarantine] = [e for e in result.get_asset_check_evaluations() if e.check_name == "slo_quarantine_rate"]
+    # golden fixture: 11-03 quarantines 0 of 8 events and 1 of 3 requests
+    assert quarantine.metadata["actual"].value == round(1 / 11, 5)

@@ -173,16 +173,15 @@ def test_a_mart_step_computes_on_the_lake_without_holding_the_file_and_takes_it_
         target = staged.target(step.con, RETENTION_COHORTS, [date(2026, 10, 26)])  # staged there
         step.con.execute(f"INSERT INTO {target} (activity_week, cohort_week, weeks_since) VALUES "
                          "('2026-10-26', '2026-10-26', 0)")
-        with step.turn() as file:
+        with step.turn():
             assert _holds_the_file(lake_warehouse) and not step.committed_meanwhile
-            file.execute(f"INSERT INTO {PARTITION_KPIS.name} (partition, asset, run_id) VALUES (?, 'marts/x', 'r')",
-                         [D1])
+            lake_warehouse.record_kpis(step.con, "marts/x", "r", RETENTION_COHORTS, D1, D1, 1.0)
             lake_warehouse.publish(step.con, RETENTION_COHORTS, days=[date(2026, 10, 26)])
         assert not _holds_the_file(lake_warehouse)
     catalog = lake_warehouse.lake_catalog()
     assert catalog.load_table(RETENTION_COHORTS.name).scan().to_arrow().num_rows == 1
-    with lake_warehouse.connect() as con:  # the KPI row went to the file
-        assert con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} WHERE asset = 'marts/x'").fetchone() == (1,)
+    with lake_warehouse.held(PARTITION_KPIS) as kpis:  # the KPI row went to the catalog database
+        assert kpis.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} WHERE asset = 'marts/x'").fetchone() == (1,)
 
 
 def test_a_mart_step_reads_only_the_tables_it_was_given_and_fails_on_any_other(lake_warehouse):
@@ -223,12 +222,11 @@ def test_a_mart_step_is_not_pinned_again_for_tables_it_does_not_read(lake_wareho
 def test_a_mart_step_reading_the_health_series_is_pinned_again_when_a_cleaning_records_kpis(lake_warehouse):
     """kpi_anomalies scores the cleanings' KPI rows: a cleaning that records them meanwhile (even one
     whose rows a blocking check kept from the lake) makes it compute again."""
-    from de_assets.lib import health
     from de_assets.lib.tables import PARTITION_KPIS
 
-    def record(asset: str) -> None:
+    def record(asset: str) -> None:  # another run's step, as it finishes
         with lake_warehouse.connect() as con:
-            health.record_kpis(con, asset, "other-run", CLEAN_EVENTS, D1, D1, 1.0)
+            lake_warehouse.record_kpis(con, asset, "other-run", CLEAN_EVENTS, D1, D1, 1.0)
 
     with lake_warehouse.computing(KPI_ANOMALIES, (), kpis=True) as step:
         assert step.con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name}").fetchone() == (0,)

@@ -1,7 +1,7 @@
 """Group `analytics`: the served marts, partitioned by event day (see contracts.md)."""
 
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -121,11 +121,11 @@ def _mart(
         # file is taken only to commit: `finish` publishes the partitions no blocking check failed
         with warehouse.computing(table, reads, kpis=reads_kpis, log=context.log) as step:
             changed = build(step.con)
-            with step.turn() as file:
+            with step.turn():
                 if step.committed_meanwhile:  # an input was committed meanwhile: again, on the new snapshots
                     changed = build(step.con)
-                metadata, results = finish(context, step.con, alerting, context.asset_key, table, start, end, started,
-                                           publish_to=warehouse, kpis_to=file)
+                metadata, results = finish(context, step.con, alerting, warehouse, context.asset_key, table, start, end,
+                                           started, publish=True)
                 # read by the late_data_refresh sensor: later days' marts that read these (layers.LATER_READERS)
                 metadata[CHANGED_DAYS] = ranges_label(contiguous_ranges(changed))
                 if alerts is not None:
@@ -271,12 +271,11 @@ def experiment_results(
     # as every mart does (_mart)
     with warehouse.computing(EXPERIMENT_RESULTS, lake_tables_of([CLEAN_EVENTS]), log=context.log) as step:
         written = experiment_readout.write(step.con, start, end, plan)
-        with step.turn() as file:
+        with step.turn():
             if step.committed_meanwhile:  # clean events were committed meanwhile: again, on the new snapshot
                 written = experiment_readout.write(step.con, start, end, plan)
-            metadata, results = finish(context, step.con, alerting, context.asset_key, EXPERIMENT_RESULTS, start, end,
-                                       started, per_day=_readouts(written, start, end, plan), publish_to=warehouse,
-                                       kpis_to=file)
+            metadata, results = finish(context, step.con, alerting, warehouse, context.asset_key, EXPERIMENT_RESULTS,
+                                       start, end, started, per_day=_readouts(written, start, end, plan), publish=True)
             yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
     yield from check_events(context, results)
 
@@ -343,9 +342,11 @@ EVENT_DAY_READERS = {CLEAN_EVENTS: [(experiment_results.key, experiment_readout.
 )
 def insights(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: PipelineSettings):
     start, end = partition_dates(context)
-    # held until the materialization is recorded (see cleaning.py); the SLOs from the catalog database
-    with warehouse.connect() as con, warehouse.held(tables.SLO_STATUS) as slos:
-        pages = report.build_pages(con, start, end, slos=slos)
+    # held until the materialization is recorded (see cleaning.py); the SLOs and KPIs of the pages'
+    # windows from the catalog database
+    window = (start - timedelta(days=report.DAYS - 1), end)
+    with warehouse.connect() as con, warehouse.held(tables.SLO_STATUS, tables.PARTITION_KPIS, partition=window) as own:
+        pages = report.build_pages(con, start, end, own=own)
         yield _write_pages(context, warehouse.dry_run, Path(settings.reports_root), pages)
 
 

@@ -8,6 +8,7 @@ from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile, served
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.days import days_between, ranges_label, short_label
+from de_assets.lib.tables import PARTITION_KPIS
 from de_assets.metadata import (
     EVENT_DAYS,
     FIRST_DAYS_MOVED,
@@ -41,6 +42,14 @@ def _reasons_table(report: clean.CleanReport) -> dg.MetadataValue:
     )
 
 
+def _health_counts(warehouse: Warehouse, clean_key: dg.AssetKey, since) -> dict:
+    """What the health series take from this cleaning's KPI rows from arrival day `since` on, as the
+    catalog database holds them (`health.series_counts`)."""
+    asset = clean_key.to_user_string()
+    with warehouse.held(PARTITION_KPIS, asset=asset, partition=(since, None)) as kpis:
+        return health.series_counts(kpis, asset, since)
+
+
 def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end, clean_day) -> dict:
     """Rebuild the later arrival days that served a re-delivery of a key first delivered in
     [start, end] (`reconcile.stale_later_days`: they were built before these days were ingested), so
@@ -55,9 +64,9 @@ def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key,
     for day in days:
         started = time.perf_counter()
         reports[day] = r = clean_day(day)
-        health.record_kpis(con, clean_key.to_user_string(), context.run.run_id, spec.clean, day, day,
-                           time.perf_counter() - started,
-                           {day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)})
+        warehouse.record_kpis(con, clean_key.to_user_string(), context.run.run_id, spec.clean, day, day,
+                              time.perf_counter() - started,
+                              {day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)})
     for table in (spec.clean, spec.duplicates, spec.quarantine):  # one lake commit per table
         warehouse.publish(con, table, days=days)
     for day, r in reports.items():
@@ -150,7 +159,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         # days whose blocking checks pass are committed to the lake (`finish`, `warehouse.publish`)
         with warehouse.connect() as con, warehouse.staging(con):
             has_users = reconcile.remember_first_days(con, spec, start, end)
-            health_before = health.series_counts(con, clean_key.to_user_string(), start)
+            health_before = _health_counts(warehouse, clean_key, start)
             served_before = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
             # in batches of whole days (lib/clean.py): memory stays bounded however long the backfill
             daily_reports = clean.clean_days(
@@ -188,9 +197,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 for day, r in daily_reports.items()
             }
             clean_meta, clean_results = finish(
-                context, con, alerting, clean_key, spec.clean, start, end, started, counts=counts,
+                context, con, alerting, warehouse, clean_key, spec.clean, start, end, started, counts=counts,
                 extra_results=tuple(extra), per_day={day: r.as_metadata() for day, r in daily_reports.items()},
-                publish_to=warehouse,
+                publish=True,
             )
             if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
                 blocked = checks.blocked_days(clean_results)
@@ -198,9 +207,9 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             # the step's time is on clean/*; the quarantine rows only carry their own reporting time
             late_days = reconcile.late_event_days(con, spec, start, end)
             quarantine_meta, quarantine_results = finish(
-                context, con, alerting, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
+                context, con, alerting, warehouse, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
                 per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
-                publish_to=warehouse,
+                publish=True,
             )
             # of the run, read by the late_data_refresh sensor: the event days whose clean rows changed
             # (a re-run that serves the same rows changes nothing downstream), and the marts they made stale
@@ -213,8 +222,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             refresh = reconcile.marts_to_refresh(start, end, [d for d in changed if d < start], repaired["days"],
                                              repaired["event_days"], marts.TRAILING_WINDOW_DAYS) if changed else []
             moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
-            health_moved = served.changed_partitions(health_before,
-                                                     health.series_counts(con, clean_key.to_user_string(), start))
+            health_moved = served.changed_partitions(health_before, _health_counts(warehouse, clean_key, start))
             late = {
                 LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
                 REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",

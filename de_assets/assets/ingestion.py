@@ -218,7 +218,7 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
             alerting.send([bad_file_alert(context, path, status, reason) for path, status, reason in problems],
                           log=context.log)
             metadata, results = finish(
-                context, con, alerting, context.asset_key, table, start, end, started,
+                context, con, alerting, warehouse, context.asset_key, table, start, end, started,
                 per_day={day: r.as_metadata() for day, r in reports.items()},
             )
         yield dg.MaterializeResult(metadata=metadata)

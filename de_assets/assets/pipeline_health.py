@@ -1,7 +1,7 @@
 """Group `pipeline_health`: the pipeline's own KPIs per partition, and its SLOs with error budgets."""
 
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -81,7 +81,9 @@ def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse):
         for e in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
         if e.dagster_event.asset_key in MEASURED
     }
-    with warehouse.connect() as con:
+    # the KPI rows of the range (every run's), held in the catalog database; published in a turn on the
+    # warehouse, so two publishers never overtake each other
+    with warehouse.connect(), warehouse.held(PARTITION_KPIS, partition=(start, end)) as con:
         reported = con.execute(
             f"SELECT partition, list(DISTINCT asset) FROM {PARTITION_KPIS.name} "
             "WHERE run_id = ? AND partition BETWEEN ? AND ? GROUP BY partition",
@@ -99,7 +101,7 @@ def partition_kpis(context: dg.AssetExecutionContext, warehouse: Warehouse):
             per_day[day] = {**rows[day], **_day_summary(con, run_id, day)}
         add_day_metadata(context, key, per_day)
         metadata = run_metadata(con, PARTITION_KPIS, start, end)
-        warehouse.publish(con, PARTITION_KPIS)  # the pipeline's log, served whole (small)
+        warehouse.publish_held(PARTITION_KPIS)  # the pipeline's log, served whole (small)
     yield dg.MaterializeResult(metadata=metadata)
     yield from check_events(context, results)
 
@@ -149,10 +151,12 @@ SLO_KEY = dg.AssetKey(["pipeline_health", "slo_status"])
 def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: Warehouse, alerting: Alerting):
     start, end = partition_dates(context)
     targets = health.SloTargets(**config.model_dump())
-    # measured on the KPI rows (the warehouse), written to the SLO rows held in the catalog database
-    with warehouse.connect() as con, warehouse.held(SLO_STATUS) as slos:
-        evaluated = [row for day in days_between(start, end)
-                     for row in health.evaluate_slos(con, day, targets, store=slos)]
+    # measured on the KPI rows, written to the SLO rows, both held in the catalog database (the KPIs of
+    # the range and the 4 weeks before it: the completeness baseline); in a turn on the warehouse, so
+    # two runs' SLO steps publish one after the other
+    with warehouse.connect(), warehouse.held(SLO_STATUS) as slos:
+        warehouse.load_held(slos, PARTITION_KPIS, partition=(start - timedelta(days=health.SLO_WINDOW_DAYS), end))
+        evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(slos, day, targets)]
         warehouse.hand_back(slos, SLO_STATUS, partition=(start, end))
         breaches = [r for r in evaluated if r["status"] == "breached"]
         paging = alerting.page([(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from de_assets.lib import ops_store
 from de_assets.lib.flags import parse_flags
 from de_assets.lib.tables import ALL_TABLES, PARTITION_KPIS
 
@@ -68,11 +69,13 @@ def fingerprint(con) -> dict[str, tuple]:
     return out
 
 
-def measure(database: Path, wall: float) -> tuple[dict[str, float], dict[str, tuple]]:
+def measure(database: Path, wall: float, ops) -> tuple[dict[str, float], dict[str, tuple]]:
     """What an arm's finished warehouse says: stage seconds and rows from its own
-    `pipeline_health.partition_kpis`, bytes stored (DuckDB file + the lake's files), fingerprints."""
-    with duckdb.connect(str(database), read_only=True) as con:
-        [(ingest, clean, marts, rows_in, quarantined)] = con.execute(
+    `pipeline_health.partition_kpis` (held in its catalog database, SQLAlchemy engine ``ops``), bytes
+    stored (DuckDB file + the lake's files), fingerprints."""
+    with duckdb.connect() as kpis:
+        ops_store.load(ops, kpis, PARTITION_KPIS)
+        [(ingest, clean, marts, rows_in, quarantined)] = kpis.execute(
             f"""SELECT sum(seconds) FILTER (WHERE asset LIKE 'raw/%'),
                        sum(seconds) FILTER (WHERE asset LIKE 'clean/%'),
                        sum(seconds) FILTER (WHERE asset LIKE 'marts/%'),
@@ -80,6 +83,7 @@ def measure(database: Path, wall: float) -> tuple[dict[str, float], dict[str, tu
                        sum(rows_quarantined) FILTER (WHERE asset LIKE 'clean/%')
                 FROM {PARTITION_KPIS.name}"""
         ).fetchall()
+    with duckdb.connect(str(database), read_only=True) as con:
         prints = fingerprint(con)
     stored = database.stat().st_size + _dir_bytes(database.parent / "lake")
     return {

@@ -1,8 +1,10 @@
 """The pipeline measuring itself: one `pipeline_health.partition_kpis` row per partition x asset x run.
 
-Every step calls `record_kpis` as it finishes, on its own connection, so failed, gated and partial
-runs are recorded too. A range run writes one row per day; the step's seconds are shared among the
-days in proportion to their input rows, and `rows_per_second` is the step's overall throughput.
+Every step records its rows as it finishes (`Warehouse.record_kpis`: measured on the step's
+connection, held in the catalog database, `lib/ops_store.py`), so failed, gated and partial runs are
+recorded too. The functions here are SQL over DuckDB connections holding the rows they read. A
+range run writes one row per day; the step's seconds are shared among the days in proportion to
+their input rows, and `rows_per_second` is the step's overall throughput.
 
 Data freshness is "event time -> available": seconds from the newest event of the partition (never
 a future-dated one) to the moment the step finished. Raw partitions, whose rows are not typed yet,
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from de_assets.lib.days import days_between, utc_now
-from de_assets.lib.sql import copy_rows, insert_rows, transaction
+from de_assets.lib.sql import insert_rows, transaction
 from de_assets.lib.tables import PARTITION_KPIS, SLO_STATUS, Table
 
 # Where a table's event time is read from: (table, timestamp column, day column of the partition).
@@ -58,8 +60,8 @@ def record_kpis(
     con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
     counts: dict[date, DayCounts] | None = None, into=None,
 ) -> dict[date, dict]:
-    """Replace this run's KPI rows for the asset's days (measured in ``con``, written in ``into``:
-    the warehouse, when the step computed in a private connection; default ``con``); return each
+    """Replace this run's KPI rows for the asset's days (measured in ``con``, written in ``into``,
+    default ``con``: a copy of the rows the catalog database holds, `Warehouse.record_kpis`); return each
     day's figures as numeric metadata for the UI plots: its share of the step's seconds, the step's
     rows/s and its freshness (left out when the day has no event to measure it by)."""
     now = utc_now()
@@ -172,25 +174,6 @@ HEALTH_SERIES_SQL = f"""
         FROM ({LATEST_KPIS}) WHERE asset LIKE 'clean/%' GROUP BY partition)
     UNPIVOT INCLUDE NULLS (value FOR metric IN (rows_in, quarantine_rate, duplicate_rate))
 """
-
-
-# What the health series read of the KPI rows, in one figure that changes whenever they change: a
-# step computing the series in a private copy (`copy_kpis`) checks it before committing.
-_SERIES_FINGERPRINT = f"""
-    SELECT count(*), max(recorded_at), sum(hash(partition, asset, run_id, rows_in, rows_quarantined, rows_duplicate))
-    FROM {PARTITION_KPIS.name} WHERE asset LIKE 'clean/%'
-"""
-
-
-def series_fingerprint(con) -> tuple:
-    """A fingerprint of the KPI rows the health series (`HEALTH_SERIES_SQL`) read."""
-    return con.execute(_SERIES_FINGERPRINT).fetchone()
-
-
-def copy_kpis(src, dst) -> None:
-    """Replace ``dst``'s KPI rows (a private connection's) by ``src``'s (the warehouse's)."""
-    dst.execute(f"DELETE FROM {PARTITION_KPIS.name}")
-    copy_rows(src, dst, PARTITION_KPIS.name)
 
 
 def series_counts(con, asset: str, since: date) -> dict[date, tuple[int, int, int]]:

@@ -6,15 +6,16 @@ transactions, never through the DuckDB warehouse file, so a step holding the war
 it wait, and it works wherever the catalog is reachable (another machine, a pod).
 
 Held here so far: the HTTP events source's cursor and circuit breaker per source, and its dead
-letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`); the SLO status per partition
+letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`); the partition KPIs every step
+records (`pipeline_health.partition_kpis`); the SLO status per partition
 (`pipeline_health.slo_status`); the retention audit (`pipeline_health.retention_log`); the
 configuration experiments' measurements (`pipeline_health.config_experiments`); a copy of the file
 registry, which the landing sensor reads (the registry itself is written in the warehouse with the
 files' rows). The tables declared in `lib/tables/` (`HELD`) are computed in DuckDB like any other: a
 step gets a copy in an in-memory DuckDB connection (`load`), writes it there with the same SQL, and
 hands the rows it owns back in one transaction (`replace`); served readers read the copy published
-to the lake. The partition KPIs, the forget-user requests and audit, and the file registry itself
-are still in the warehouse file: docs/lake.md, "Still to do".
+to the lake. The forget-user requests and audit, and the file registry itself are still in the
+warehouse file: docs/lake.md, "Still to do".
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ HTTP_DEAD_LETTERS = sa.Table(
 # processes raising the same new alert at once insert it once, and only the one that did pages.
 ALERTS = _declared(tables.ALERTS, "de_assets_alerts")
 
+# The pipeline's own KPIs, one row per partition x asset x run (`lib/health.py`): each step replaces its own
+# rows (its asset, its run, its days) as it finishes.
+PARTITION_KPIS = _declared(tables.PARTITION_KPIS, "de_assets_partition_kpis")
+
 # The SLOs of each partition (`lib/health.py`, the `pipeline_health/slo_status` asset): a re-evaluation
 # replaces its partitions' rows.
 SLO_STATUS = _declared(tables.SLO_STATUS, "de_assets_slo_status")
@@ -85,6 +90,7 @@ CONFIG_EXPERIMENTS = _declared(tables.CONFIG_EXPERIMENTS, "de_assets_config_expe
 # The tables declared in `lib/tables/` whose rows are held here, and their SQL tables.
 HELD: dict[tables.Table, sa.Table] = {
     tables.ALERTS: ALERTS,
+    tables.PARTITION_KPIS: PARTITION_KPIS,
     tables.SLO_STATUS: SLO_STATUS,
     tables.RETENTION_LOG: RETENTION_LOG,
     tables.CONFIG_EXPERIMENTS: CONFIG_EXPERIMENTS,
@@ -180,14 +186,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def load(engine: sa.Engine, con, table: tables.Table) -> None:
+def load(engine: sa.Engine, con, table: tables.Table, **match) -> None:
     """(Re)create ``table`` (one of `HELD`) in DuckDB connection ``con`` (an in-memory one) as a copy
-    of the rows held here: what a step computes on and hands back (`replace`), what is published to
-    the lake, what `de-assets status` lists."""
+    of the rows held here (those that match ``match``, see `_where`): what a step computes on and
+    hands back (`replace`), what is published to the lake, what `de-assets status` lists."""
     held = HELD[table]
     with engine.connect() as c:
         exists = sa.inspect(c).has_table(held.name)  # a catalog nothing was written to yet: no rows
-        rows = [dict(r._mapping) for r in c.execute(sa.select(held))] if exists else []
+        rows = [dict(r._mapping) for r in c.execute(sa.select(held).where(*_where(held, match)))] if exists else []
     batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(table))
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
     con.execute(f"DROP TABLE IF EXISTS {table.name}")
@@ -199,29 +205,70 @@ def load(engine: sa.Engine, con, table: tables.Table) -> None:
         con.unregister("_held_rows")
 
 
+def fingerprint(engine: sa.Engine, table: tables.Table, **match) -> tuple:
+    """A figure of the rows held here that match ``match`` which changes whenever one of them is
+    written: their count, the newest value of each timestamp column, the sum of each number column."""
+    held = HELD[table]
+    figures = [sa.func.count()]
+    for column in table.columns:
+        if column.type == "TIMESTAMP":
+            figures.append(sa.func.max(held.c[column.name]))
+        elif column.type in ("BIGINT", "INTEGER", "DOUBLE"):
+            figures.append(sa.func.sum(held.c[column.name]))
+    with engine.connect() as c:
+        if not sa.inspect(c).has_table(held.name):
+            return ()
+        return tuple(c.execute(sa.select(*figures).where(*_where(held, match))).one())
+
+
+def duck_where(match: dict) -> tuple[str, list]:
+    """``match`` (see `_where`) as a DuckDB condition and its parameters."""
+    sql, params = ["true"], []
+    for column, value in match.items():
+        if isinstance(value, tuple):
+            for op, bound in zip((">=", "<="), value):
+                if bound is not None:
+                    sql.append(f'"{column}" {op} ?')
+                    params.append(bound)
+        else:
+            sql.append(f'"{column}" LIKE ?' if isinstance(value, str) and "%" in value else f'"{column}" = ?')
+            params.append(value)
+    return " AND ".join(sql), params
+
+
+def _where(held: sa.Table, match: dict) -> list:
+    """``match`` as SQLAlchemy conditions: column=value; column=(low, high), both ends included,
+    None for an open end; a text value with a ``%`` is a LIKE pattern."""
+    clause = []
+    for column, value in match.items():
+        c = held.c[column]
+        if isinstance(value, tuple):
+            low, high = value
+            clause += ([c >= low] if low is not None else []) + ([c <= high] if high is not None else [])
+        elif isinstance(value, str) and "%" in value:
+            clause.append(c.like(value))
+        else:
+            clause.append(c == value)
+    return clause
+
+
 def load_alerts(engine: sa.Engine, con) -> None:
     """`load` of `pipeline_health.alerts`."""
     load(engine, con, tables.ALERTS)
 
 
 def replace(engine: sa.Engine, table: tables.Table, con, **match) -> int:
-    """Make the rows of ``table`` (one of `HELD`) held here that match ``match`` equal to the rows of
-    ``con``'s copy (`load`) that match it, in one transaction. ``match``: column=value, or
-    column=(low, high) for a range (both ends included). A step hands back exactly the rows it owns
-    (its partitions, its run, its experiment), so steps of other runs writing other rows at once
-    lose nothing. Returns the rows written."""
+    """Make the rows of ``table`` (one of `HELD`) held here that match ``match`` (see `_where`) equal
+    to the rows of ``con``'s copy (`load`) that match it, in one transaction. A step hands back
+    exactly the rows it owns (its partitions, its run, its experiment), so steps of other runs
+    writing other rows at once lose nothing. Returns the rows written."""
     held = HELD[table]
-    sql, params = [], []
-    for column, value in match.items():
-        sql.append(f'"{column}" BETWEEN ? AND ?' if isinstance(value, tuple) else f'"{column}" = ?')
-        params += list(value) if isinstance(value, tuple) else [value]
-    result = con.execute(f"SELECT * FROM {table.name} WHERE {' AND '.join(sql) or 'true'}", params)
+    where, params = duck_where(match)
+    result = con.execute(f"SELECT * FROM {table.name} WHERE {where}", params)
     columns = [d[0] for d in result.description]
     rows = [dict(zip(columns, row)) for row in result.fetchall()]
-    clause = [held.c[column].between(*value) if isinstance(value, tuple) else held.c[column] == value
-              for column, value in match.items()]
     with engine.begin() as c:
-        c.execute(sa.delete(held).where(*clause))
+        c.execute(sa.delete(held).where(*_where(held, match)))
         if rows:
             c.execute(sa.insert(held), rows)
     return len(rows)

@@ -13,7 +13,7 @@ from datetime import date
 
 from de_assets.lib.report import charts as _charts
 from de_assets.lib.report.charts import Chart
-from de_assets.lib.report.data import ReportData, load, load_range
+from de_assets.lib.report.data import DAYS, ReportData, load, load_range
 from de_assets.lib.report.page import PLOTLY_JS, chart_count, render, write_plotly_js
 
 
@@ -37,10 +37,10 @@ def build_page(con, day: date, days: int = 90) -> Page:
     return _page(load(con, day, days))
 
 
-def build_pages(con, first: date, last: date, days: int = 90, slos=None) -> list[Page]:
+def build_pages(con, first: date, last: date, days: int = DAYS, own=None) -> list[Page]:
     """The pages of every day from `first` to `last`; each the same as `build_page` of its day
-    (``slos``: where the SLO rows are read, default ``con``)."""
-    return [_page(data) for data in load_range(con, first, last, days, slos)]
+    (``own``: where the pipeline's KPI and SLO rows are read, default ``con``)."""
+    return [_page(data) for data in load_range(con, first, last, days, own)]
 
 
 def build(con, day: date, days: int = 90) -> str:
@@ -48,5 +48,5 @@ def build(con, day: date, days: int = 90) -> str:
     return build_page(con, day, days).html
 
 
-__all__ = ["PLOTLY_JS", "Chart", "Page", "ReportData", "build", "build_page", "build_pages", "load", "load_range",
+__all__ = ["DAYS", "PLOTLY_JS", "Chart", "Page", "ReportData", "build", "build_page", "build_pages", "load", "load_range",
            "write_plotly_js"]

@@ -42,6 +42,9 @@ class ReportData:
         return last_complete_week(self.day)
 
 
+DAYS = 90  # the trailing days of each page's daily series
+
+
 def last_complete_week(day: date) -> date:
     """Monday of the newest activity week that ends on or before `day`."""
     return day - timedelta(days=day.weekday() + 7 if day.weekday() < 6 else 6)
@@ -72,15 +75,15 @@ def _by_day(rows: list[dict], column: str) -> dict[date, list[dict]]:
     return out
 
 
-def load(con, day: date, days: int = 90) -> ReportData:
+def load(con, day: date, days: int = DAYS) -> ReportData:
     """The report's data as of the end of `day`: trailing `days` of daily series, the day's snapshot."""
     return load_range(con, day, day, days)[0]
 
 
-def load_range(con, first: date, last: date, days: int = 90, slos=None) -> list[ReportData]:
+def load_range(con, first: date, last: date, days: int = DAYS, own=None) -> list[ReportData]:
     """`load` of every day from `first` to `last`, with one query per table for the whole range
-    (`pipeline_health.slo_status` from ``slos``, default ``con``: a copy of the SLO rows the catalog
-    database holds, `Warehouse.held`).
+    (the pipeline's own tables, `pipeline_health.partition_kpis` and `slo_status`, from ``own``,
+    default ``con``: a copy of the rows the catalog database holds, `Warehouse.held`).
 
     Each table is read once over the union of the pages' windows and cut per page in Python, so page
     d holds exactly the rows its own query bounded by d would return, in the same order (long
@@ -89,6 +92,7 @@ def load_range(con, first: date, last: date, days: int = 90, slos=None) -> list[
     """
     if last < first:
         return []
+    own = con if own is None else own
     lookback = timedelta(days=days - 1)
     span = (first - lookback, last)  # every page's trailing window
     pages = (first, last)  # every page's day
@@ -111,19 +115,19 @@ def load_range(con, first: date, last: date, days: int = 90, slos=None) -> list[
     latency = _by_day(_query(con, "SELECT event_date, service, requests, error_rate, p50_ms, p90_ms, p99_ms "
                                   "FROM marts.service_latency WHERE event_date BETWEEN ? AND ? "
                                   "ORDER BY event_date, service", pages), "event_date")
-    health = _Series(_query(con, f"""SELECT partition, sum(rows_in) AS rows_in,
+    health = _Series(_query(own, f"""SELECT partition, sum(rows_in) AS rows_in,
                                             sum(rows_quarantined) / nullif(sum(rows_in), 0) AS quarantine_rate,
                                             max(freshness_seconds) / 3600 AS freshness_hours
                                      FROM ({LATEST_KPIS}) WHERE asset LIKE 'clean/%' AND partition BETWEEN ? AND ?
                                      GROUP BY 1 ORDER BY 1""", span), "partition")
-    throughput = _by_day(_query(con, f"""
+    throughput = _by_day(_query(own, f"""
         SELECT d.day, k.asset, median(k.rows_per_second) AS rows_per_second, count(*) AS partitions
         FROM (SELECT CAST(unnest(generate_series(CAST(? AS DATE), CAST(? AS DATE), INTERVAL 1 DAY)) AS DATE) AS day) d
         JOIN (SELECT partition, asset, rows_per_second FROM ({LATEST_KPIS})
               WHERE partition BETWEEN ? AND ? AND rows_in > 0 AND rows_per_second > 0) k
           ON k.partition BETWEEN d.day - CAST(? AS INTEGER) AND d.day
         GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2""", (*pages, *span, days - 1)), "day")
-    slos = _by_day(_query(con if slos is None else slos, "SELECT partition, slo, comparison, target, actual, status, breached_days_28d, "
+    slos = _by_day(_query(own, "SELECT partition, slo, comparison, target, actual, status, breached_days_28d, "
                                "budget_burn FROM pipeline_health.slo_status WHERE partition BETWEEN ? AND ? "
                                "ORDER BY partition, slo", pages), "partition")
     kpis = _by_day(_query(con, """SELECT c.event_date, c.kpi, c.value, c.dod, c.wow, c.mom, c.yoy, a.expected,
