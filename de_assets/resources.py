@@ -35,6 +35,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
@@ -359,13 +360,18 @@ class Warehouse(DuckDBResource):
 
     def record_kpis(self, con, asset: str, run_id: str, table, start: date, end: date, seconds: float,
                     counts: dict | None = None) -> dict[date, dict]:
-        """`health.record_kpis` measured on ``con``: this run's KPI rows of the asset's days, replaced
-        in the catalog database; returns each day's figures for the UI."""
+        """This run's KPI rows of the asset's days (`health.kpi_rows`, measured on ``con``), replaced in
+        the catalog database in one transaction (a dry run keeps them, as `hand_back` does); returns
+        each day's figures for the UI."""
+        rows = [dict(zip(PARTITION_KPIS.column_names, r))
+                for r in health.kpi_rows(con, asset, run_id, table, start, end, seconds, counts)]
         match = dict(asset=asset, run_id=run_id, partition=(start, end))
-        with self.held(PARTITION_KPIS, **match) as kpis:
-            figures = health.record_kpis(con, asset, run_id, table, start, end, seconds, counts, into=kpis)
-            self.hand_back(kpis, PARTITION_KPIS, **match)
-        return figures
+        if self.dry_run:
+            batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(PARTITION_KPIS))
+            self._dry_hand_backs.append((PARTITION_KPIS, match, batch))
+        else:
+            ops_store.replace_rows(self.ops_engine(), PARTITION_KPIS, rows, **match)
+        return health.day_figures([tuple(r.values()) for r in rows])
 
     def publish_held(self, table) -> int | None:
         """Publish an operational table as the catalog database holds it now (every run's rows, not

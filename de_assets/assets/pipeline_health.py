@@ -151,11 +151,11 @@ SLO_KEY = dg.AssetKey(["pipeline_health", "slo_status"])
 def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: Warehouse, alerting: Alerting):
     start, end = partition_dates(context)
     targets = health.SloTargets(**config.model_dump())
-    # measured on the KPI rows, written to the SLO rows, both held in the catalog database (the KPIs of
-    # the range and the 4 weeks before it: the completeness baseline); in a turn on the warehouse, so
-    # two runs' SLO steps publish one after the other
-    with warehouse.connect(), warehouse.held(SLO_STATUS) as slos:
-        warehouse.load_held(slos, PARTITION_KPIS, partition=(start - timedelta(days=health.SLO_WINDOW_DAYS), end))
+    # measured on the KPI rows, written to the SLO rows, both held in the catalog database (the range
+    # and the 4 weeks before it: the completeness baseline, the error budget's window); in a turn on
+    # the warehouse, so two runs' SLO steps publish one after the other
+    window = (start - timedelta(days=health.SLO_WINDOW_DAYS), end)
+    with warehouse.connect(), warehouse.held(SLO_STATUS, PARTITION_KPIS, partition=window) as slos:
         evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(slos, day, targets)]
         warehouse.hand_back(slos, SLO_STATUS, partition=(start, end))
         breaches = [r for r in evaluated if r["status"] == "breached"]

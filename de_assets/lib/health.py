@@ -1,7 +1,7 @@
 """The pipeline measuring itself: one `pipeline_health.partition_kpis` row per partition x asset x run.
 
-Every step records its rows as it finishes (`Warehouse.record_kpis`: measured on the step's
-connection, held in the catalog database, `lib/ops_store.py`), so failed, gated and partial runs are
+Every step records its rows as it finishes (`Warehouse.record_kpis`: `kpi_rows` measured on the
+step's connection, held in the catalog database, `lib/ops_store.py`), so failed, gated and partial runs are
 recorded too. The functions here are SQL over DuckDB connections holding the rows they read. A
 range run writes one row per day; the step's seconds are shared among the days in proportion to
 their input rows, and `rows_per_second` is the step's overall throughput.
@@ -56,14 +56,11 @@ def freshness_seconds(con, table: Table, start: date, end: date, now: datetime) 
     return {day: (now - newest).total_seconds() for day, newest in rows if newest is not None}
 
 
-def record_kpis(
+def kpi_rows(
     con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
-    counts: dict[date, DayCounts] | None = None, into=None,
-) -> dict[date, dict]:
-    """Replace this run's KPI rows for the asset's days (measured in ``con``, written in ``into``,
-    default ``con``: a copy of the rows the catalog database holds, `Warehouse.record_kpis`); return each
-    day's figures as numeric metadata for the UI plots: its share of the step's seconds, the step's
-    rows/s and its freshness (left out when the day has no event to measure it by)."""
+    counts: dict[date, DayCounts] | None = None,
+) -> list[tuple]:
+    """This run's KPI rows for the asset's days (columns of `PARTITION_KPIS`), measured in ``con``."""
     now = utc_now()
     counts = counts if counts is not None else rows_per_day(con, table, start, end)
     fresh = freshness_seconds(con, table, start, end, now)
@@ -77,19 +74,37 @@ def record_kpis(
             freshness = (now - (datetime(day.year, day.month, day.day) + timedelta(days=1))).total_seconds()
         rows.append((day, asset, run_id, c.rows_in, c.rows_out, c.rows_quarantined, c.rows_duplicate,
                      seconds * share, throughput, freshness, now))
+    return rows
+
+
+def day_figures(rows: list[tuple]) -> dict[date, dict]:
+    """Each day's KPI figures (`kpi_rows`) as numeric metadata for the UI plots: its share of the
+    step's seconds, the step's rows/s and its freshness (left out when the day has no event to
+    measure it by)."""
+    return {
+        r[0]: {
+            "seconds": round(r[7], 3),
+            "rows_per_second": round(r[8], 1),
+            **({"freshness_seconds": round(r[9], 1)} if r[9] is not None else {}),
+        }
+        for r in rows
+    }
+
+
+def record_kpis(
+    con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
+    counts: dict[date, DayCounts] | None = None, into=None,
+) -> dict[date, dict]:
+    """Replace this run's KPI rows for the asset's days (`kpi_rows`, measured in ``con``) in DuckDB
+    connection ``into`` (default ``con``); return `day_figures`. The pipeline's steps record theirs
+    in the catalog database instead (`Warehouse.record_kpis`)."""
+    rows = kpi_rows(con, asset, run_id, table, start, end, seconds, counts)
     into = con if into is None else into
     into.execute(f"DELETE FROM {PARTITION_KPIS.name} WHERE asset = ? AND run_id = ? AND partition BETWEEN ? AND ?",
                  [asset, run_id, start, end])
     if rows:
         insert_rows(into, PARTITION_KPIS.name, PARTITION_KPIS.column_names, rows)
-    return {
-        r[0]: {
-            "seconds": round(r[7], 3),
-            "rows_per_second": round(throughput, 1),
-            **({"freshness_seconds": round(r[9], 1)} if r[9] is not None else {}),
-        }
-        for r in rows
-    }
+    return day_figures(rows)
 
 
 # Where "was there any data for this day" is read from, per table: (relation, day column) pairs.

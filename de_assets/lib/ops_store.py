@@ -262,11 +262,16 @@ def replace(engine: sa.Engine, table: tables.Table, con, **match) -> int:
     to the rows of ``con``'s copy (`load`) that match it, in one transaction. A step hands back
     exactly the rows it owns (its partitions, its run, its experiment), so steps of other runs
     writing other rows at once lose nothing. Returns the rows written."""
-    held = HELD[table]
     where, params = duck_where(match)
     result = con.execute(f"SELECT * FROM {table.name} WHERE {where}", params)
     columns = [d[0] for d in result.description]
-    rows = [dict(zip(columns, row)) for row in result.fetchall()]
+    return replace_rows(engine, table, [dict(zip(columns, row)) for row in result.fetchall()], **match)
+
+
+def replace_rows(engine: sa.Engine, table: tables.Table, rows: list[dict], **match) -> int:
+    """`replace` with the rows given (each a dict of ``table``'s columns; those not matching
+    ``match`` are the caller's mistake, not checked)."""
+    held = HELD[table]
     with engine.begin() as c:
         c.execute(sa.delete(held).where(*_where(held, match)))
         if rows:
