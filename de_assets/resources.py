@@ -354,7 +354,7 @@ class Warehouse(DuckDBResource):
         if self.dry_run:
             where, params = ops_store.duck_where(match)
             rows = con.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
-            self._dry_hand_backs.append((table, match, rows))
+            self._dry_hand_backs.append((table, match, rows))  # laid over its later copies (`load_held`)
             return rows.num_rows
         return ops_store.replace(self.ops_engine(), table, con, **match)
 
@@ -366,9 +366,9 @@ class Warehouse(DuckDBResource):
         rows = [dict(zip(PARTITION_KPIS.column_names, r))
                 for r in health.kpi_rows(con, asset, run_id, table, start, end, seconds, counts)]
         match = dict(asset=asset, run_id=run_id, partition=(start, end))
-        if self.dry_run:
-            batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(PARTITION_KPIS))
-            self._dry_hand_backs.append((PARTITION_KPIS, match, batch))
+        if self.dry_run:  # kept, as `hand_back` keeps a dry run's rows
+            self._dry_hand_backs.append(
+                (PARTITION_KPIS, match, pa.Table.from_pylist(rows, schema=served.arrow_schema(PARTITION_KPIS))))
         else:
             ops_store.replace_rows(self.ops_engine(), PARTITION_KPIS, rows, **match)
         return health.day_figures([tuple(r.values()) for r in rows])
