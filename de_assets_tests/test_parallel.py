@@ -24,6 +24,7 @@ from de_assets.definitions import build_defs
 from de_assets.lib import served
 from de_assets.generator import generate
 from de_assets.resources import build_resources
+from de_assets_tests.conftest import held_query
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
 
@@ -114,6 +115,14 @@ def test_four_runs_at_once_with_readers_equal_one_sequential_run(tmp_path):
     folder = tmp_path / "parallel"
     with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) - count(DISTINCT message_id) FROM clean.events").fetchone()[0] == 0
+    # the four runs wrote their KPI rows and SLOs into the catalog database at once: none was lost
+    # (14 pipeline assets and 4 SLOs per day, as one run of the day records)
+    assert held_query(folder / "warehouse.duckdb", """
+        SELECT partition::VARCHAR d, count(DISTINCT asset) assets FROM pipeline_health.partition_kpis
+        GROUP BY 1 ORDER BY 1""").values.tolist() == [[day, 14] for day in DAYS]
+    assert held_query(folder / "warehouse.duckdb", """
+        SELECT partition::VARCHAR d, count(*) slos FROM pipeline_health.slo_status
+        GROUP BY 1 ORDER BY 1""").values.tolist() == [[day, 4] for day in DAYS]
     _refresh_until_settled(folder, landing)  # marts a run built before another day's cleaning are re-served
     assert _tables(folder) == _tables(tmp_path / "sequential")
     # readers see what the warehouse holds: every served table of the lake equals its warehouse table
