@@ -45,7 +45,7 @@ from de_assets.lib import alerts, contracts, health, ops_store, paths, raw_lake,
 from de_assets.lib.lake import NO_DOWNLOADS
 from de_assets.lib.days import utc_now
 from de_assets.lib.marts import DEFAULT_FUNNELS
-from de_assets.lib.sql import literal
+from de_assets.lib.sql import insert_arrow, literal
 from de_assets.lib.tables import (
     ALERTS, ALL_TABLES, CLEAN_EVENTS, CLEAN_REQUESTS, PARTITION_KPIS, SOURCE_FILES, ensure_tables,
 )
@@ -340,11 +340,7 @@ class Warehouse(DuckDBResource):
             if handed is table:
                 where, params = ops_store.duck_where(handed_match)
                 con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
-                con.register("_dry_rows", rows)
-                try:
-                    con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _dry_rows WHERE {where}", params)
-                finally:
-                    con.unregister("_dry_rows")
+                insert_arrow(con, table.name, rows, where, params)
 
     def hand_back(self, con, table, **match) -> int:
         """Write the rows of ``con``'s copy of ``table`` (`held`) that match ``match`` to the catalog

@@ -6,27 +6,38 @@ import dagster as dg
 import pytest
 
 from de_assets.lib import health
-from de_assets.lib.tables import DAILY_ENGAGEMENT
+from de_assets.lib.tables import DAILY_ENGAGEMENT, PARTITION_KPIS
 from de_assets_tests.conftest import Pipeline
 
 D = date(2026, 11, 2)
 
 
 def test_record_kpis_shares_seconds_by_rows_and_replaces_its_own_rows(con):
+    from de_assets.resources import RunMode, Warehouse
+
+    warehouse = Warehouse(database=":memory:", run_mode=RunMode())  # its rows: in a throwaway catalog database
+
+    def record(run_id: str, end: date, seconds: float, counts: dict) -> dict:
+        return warehouse.record_kpis(con, "clean/clean_events", run_id, DAILY_ENGAGEMENT, D, end, seconds, counts)
+
+    def held(sql: str) -> list:
+        with warehouse.held(PARTITION_KPIS) as kpis:
+            return kpis.execute(sql).fetchall()
+
     counts = {D: health.DayCounts(300, 280, 15, 5), D + timedelta(days=1): health.DayCounts(100, 100)}
-    meta = health.record_kpis(con, "clean/clean_events", "run-1", DAILY_ENGAGEMENT, D, D + timedelta(days=1), 8.0, counts)
-    rows = con.execute("SELECT partition, rows_in, rows_out, rows_quarantined, rows_duplicate, seconds, "
-                       "rows_per_second FROM pipeline_health.partition_kpis ORDER BY partition").fetchall()
+    meta = record("run-1", D + timedelta(days=1), 8.0, counts)
+    rows = held("SELECT partition, rows_in, rows_out, rows_quarantined, rows_duplicate, seconds, "
+                "rows_per_second FROM pipeline_health.partition_kpis ORDER BY partition")
     # 400 rows in 8 s = 50 rows/s; the first day had 3/4 of the rows -> 6 s of the step
     assert rows == [(D, 300, 280, 15, 5, 6.0, 50.0), (D + timedelta(days=1), 100, 100, 0, 0, 2.0, 50.0)]
     # the metadata of each day: its own share of the seconds, the step's throughput, no freshness
     # (no event of these days in clean.events to measure it by: left out, never -1)
     assert meta == {D: {"seconds": 6.0, "rows_per_second": 50.0},
                     D + timedelta(days=1): {"seconds": 2.0, "rows_per_second": 50.0}}
-    health.record_kpis(con, "clean/clean_events", "run-1", DAILY_ENGAGEMENT, D, D, 1.0, {D: health.DayCounts(1, 1)})
-    assert con.execute("SELECT count(*) FROM pipeline_health.partition_kpis").fetchall()[0][0] == 2  # replaced
-    health.record_kpis(con, "clean/clean_events", "run-2", DAILY_ENGAGEMENT, D, D, 1.0, {D: health.DayCounts(1, 1)})
-    assert con.execute("SELECT count(*) FROM pipeline_health.partition_kpis").fetchall()[0][0] == 3  # a new run adds
+    record("run-1", D, 1.0, {D: health.DayCounts(1, 1)})
+    assert held("SELECT count(*) FROM pipeline_health.partition_kpis")[0][0] == 2  # replaced
+    record("run-2", D, 1.0, {D: health.DayCounts(1, 1)})
+    assert held("SELECT count(*) FROM pipeline_health.partition_kpis")[0][0] == 3  # a new run adds
 
 
 def test_freshness_is_newest_event_to_availability(con):

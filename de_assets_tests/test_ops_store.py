@@ -31,11 +31,11 @@ def _held(engine, table) -> list[tuple]:
 def test_a_step_hands_back_only_the_rows_it_owns_so_a_step_of_another_run_loses_nothing(tmp_path):
     engine = ops_store.ensure(served.open_lake(str(tmp_path / "w.duckdb")).engine)
     with engine.begin() as c:
-        c.execute(sa.insert(ops_store.SLO_STATUS), [_slo("2026-11-01", "completeness")])
+        c.execute(sa.insert(ops_store.HELD[SLO_STATUS]), [_slo("2026-11-01", "completeness")])
     with duckdb.connect() as step:
         ops_store.load(engine, step, SLO_STATUS)  # this step's copy: 11-01 only
         with engine.begin() as c:  # meanwhile another run records 11-05
-            c.execute(sa.insert(ops_store.SLO_STATUS), [_slo("2026-11-05", "completeness")])
+            c.execute(sa.insert(ops_store.HELD[SLO_STATUS]), [_slo("2026-11-05", "completeness")])
         step.execute("DELETE FROM pipeline_health.slo_status WHERE partition = '2026-11-01'")
         step.execute("INSERT INTO pipeline_health.slo_status VALUES "
                      "('2026-11-01', 'completeness', 0.8, '>=', 0.5, 'breached', 1, 2.8, 0.357, '2026-11-02 07:00')")

@@ -91,22 +91,6 @@ def day_figures(rows: list[tuple]) -> dict[date, dict]:
     }
 
 
-def record_kpis(
-    con, asset: str, run_id: str, table: Table, start: date, end: date, seconds: float,
-    counts: dict[date, DayCounts] | None = None, into=None,
-) -> dict[date, dict]:
-    """Replace this run's KPI rows for the asset's days (`kpi_rows`, measured in ``con``) in DuckDB
-    connection ``into`` (default ``con``); return `day_figures`. The pipeline's steps record theirs
-    in the catalog database instead (`Warehouse.record_kpis`)."""
-    rows = kpi_rows(con, asset, run_id, table, start, end, seconds, counts)
-    into = con if into is None else into
-    into.execute(f"DELETE FROM {PARTITION_KPIS.name} WHERE asset = ? AND run_id = ? AND partition BETWEEN ? AND ?",
-                 [asset, run_id, start, end])
-    if rows:
-        insert_rows(into, PARTITION_KPIS.name, PARTITION_KPIS.column_names, rows)
-    return day_figures(rows)
-
-
 # Where "was there any data for this day" is read from, per table: (relation, day column) pairs.
 _SOURCES = {
     "raw.events": ("raw.events", "arrival_date"),
@@ -233,10 +217,10 @@ def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None
     }
 
 
-def evaluate_slos(con, day: date, targets: SloTargets, store=None) -> list[dict]:
-    """Evaluate every SLO for `day` (measured on ``con``'s KPI rows), store them in
-    `pipeline_health.slo_status` of ``store`` (default ``con``; the step's copy of the table held in
-    the catalog database, `Warehouse.held`), return the rows.
+def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
+    """Evaluate every SLO for `day` (measured on ``con``'s KPI rows), store them in its
+    `pipeline_health.slo_status` (the step's copies of the tables held in the catalog database,
+    `Warehouse.held`), return the rows.
 
     Status is met, breached, no_data (nothing to measure yet), not_applicable (too little volume
     for the ratio to mean something: see `SloTargets.min_volume`) or backfill (freshness of a
@@ -244,7 +228,6 @@ def evaluate_slos(con, day: date, targets: SloTargets, store=None) -> list[dict]
     stale-partition sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
     """
     now = utc_now()
-    store = con if store is None else store
     budget = SLO_WINDOW_DAYS * (1 - targets.objective)
     measured = measure(con, day, targets)
     rows = []
@@ -257,7 +240,7 @@ def evaluate_slos(con, day: date, targets: SloTargets, store=None) -> list[dict]
         else:
             met = actual <= target if comparison == "<=" else actual >= target
             status = "met" if met else "breached"
-        [(breached_before,)] = store.execute(
+        [(breached_before,)] = con.execute(
             f"SELECT count(*) FROM {SLO_STATUS.name} WHERE slo = ? AND status = 'breached' "
             "AND partition BETWEEN ? - 27 AND ? - 1",
             [name, day, day],
@@ -267,7 +250,7 @@ def evaluate_slos(con, day: date, targets: SloTargets, store=None) -> list[dict]
                    breached_days_28d=breached, error_budget_days=budget,
                    budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now)
         rows.append(row)
-    with transaction(store):
-        store.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
-        insert_rows(store, SLO_STATUS.name, list(rows[0]), [list(r.values()) for r in rows])
+    with transaction(con):
+        con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
+        insert_rows(con, SLO_STATUS.name, list(rows[0]), [list(r.values()) for r in rows])
     return rows

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from de_assets.lib import served, tables
+from de_assets.lib.sql import insert_arrow
 
 METADATA = sa.MetaData()
 _SQL_TYPES = {"VARCHAR": sa.Text, "TIMESTAMP": sa.DateTime, "INTEGER": sa.Integer, "BIGINT": sa.BigInteger,
@@ -68,33 +69,16 @@ HTTP_DEAD_LETTERS = sa.Table(
 )
 
 
+# The tables declared in `lib/tables/` whose rows are held here (`tables.IN_CATALOG_DATABASE`: the
+# alerts, the partition KPIs, the SLO status, the retention log, the configuration experiments), and
+# their SQL tables, `de_assets_<table>`. Each step replaces only the rows it owns (`replace`).
+HELD: dict[tables.Table, sa.Table] = {
+    table: _declared(table, f"de_assets_{table.name.split('.')[1]}") for table in tables.IN_CATALOG_DATABASE
+}
+
 # Every alert raised, once per dedupe key (`lib/alerts.py`); the primary key is the dedupe key, so two
 # processes raising the same new alert at once insert it once, and only the one that did pages.
-ALERTS = _declared(tables.ALERTS, "de_assets_alerts")
-
-# The pipeline's own KPIs, one row per partition x asset x run (`lib/health.py`): each step replaces its own
-# rows (its asset, its run, its days) as it finishes.
-PARTITION_KPIS = _declared(tables.PARTITION_KPIS, "de_assets_partition_kpis")
-
-# The SLOs of each partition (`lib/health.py`, the `pipeline_health/slo_status` asset): a re-evaluation
-# replaces its partitions' rows.
-SLO_STATUS = _declared(tables.SLO_STATUS, "de_assets_slo_status")
-
-# What each retention run deleted per table (`lib/retention.py`): an audit, appended to.
-RETENTION_LOG = _declared(tables.RETENTION_LOG, "de_assets_retention_log")
-
-# The configuration experiments' measurements (`pipeline_health/config_experiments`): a re-run of an
-# experiment replaces its rows.
-CONFIG_EXPERIMENTS = _declared(tables.CONFIG_EXPERIMENTS, "de_assets_config_experiments")
-
-# The tables declared in `lib/tables/` whose rows are held here, and their SQL tables.
-HELD: dict[tables.Table, sa.Table] = {
-    tables.ALERTS: ALERTS,
-    tables.PARTITION_KPIS: PARTITION_KPIS,
-    tables.SLO_STATUS: SLO_STATUS,
-    tables.RETENTION_LOG: RETENTION_LOG,
-    tables.CONFIG_EXPERIMENTS: CONFIG_EXPERIMENTS,
-}
+ALERTS = HELD[tables.ALERTS]
 
 # A copy of the file registry (`raw.source_files`: one row per landed file, written in the warehouse
 # with the file's rows): what the landing sensor reads to tell new files from ingested ones without
@@ -198,11 +182,7 @@ def load(engine: sa.Engine, con, table: tables.Table, **match) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
     con.execute(f"DROP TABLE IF EXISTS {table.name}")
     con.execute(table.ddl())
-    con.register("_held_rows", batch)
-    try:
-        con.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM _held_rows")
-    finally:
-        con.unregister("_held_rows")
+    insert_arrow(con, table.name, batch)
 
 
 def fingerprint(engine: sa.Engine, table: tables.Table, **match) -> tuple:

@@ -45,9 +45,14 @@ def insert_rows(con, table: str, columns: list[str], rows: list) -> None:
 def copy_rows(src, dst, table: str, where: str = "true", params: list | None = None, into: str | None = None) -> None:
     """Insert into ``into`` (default ``table``) of connection ``dst`` the rows of ``table`` in connection
     ``src`` matching ``where``, by column name, through Arrow (two DuckDB connections share no tables)."""
-    rows = src.sql(f"SELECT * FROM {table} WHERE {where}", params=params or []).to_arrow_table()
-    dst.register("_copied_rows", rows)
+    insert_arrow(dst, into or table, src.sql(f"SELECT * FROM {table} WHERE {where}", params=params or []).to_arrow_table())
+
+
+def insert_arrow(con, table: str, rows, where: str = "true", params: list | None = None) -> None:
+    """Insert the rows of Arrow table ``rows`` matching ``where`` into ``table`` of connection ``con``, by
+    column name."""
+    con.register("_arrow_rows", rows)
     try:
-        dst.execute(f"INSERT INTO {into or table} BY NAME SELECT * FROM _copied_rows")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _arrow_rows WHERE {where}", params or [])
     finally:
-        dst.unregister("_copied_rows")
+        con.unregister("_arrow_rows")

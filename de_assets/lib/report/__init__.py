@@ -33,7 +33,7 @@ def _page(data: ReportData) -> Page:
     return Page(data.day, render(data, charts), charts)
 
 
-def build_page(con, day: date, days: int = 90) -> Page:
+def build_page(con, day: date, days: int = DAYS) -> Page:
     return _page(load(con, day, days))
 
 
@@ -43,7 +43,7 @@ def build_pages(con, first: date, last: date, days: int = DAYS, own=None) -> lis
     return [_page(data) for data in load_range(con, first, last, days, own)]
 
 
-def build(con, day: date, days: int = 90) -> str:
+def build(con, day: date, days: int = DAYS) -> str:
     """The report page as of `day` (HTML)."""
     return build_page(con, day, days).html
 
