@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -401,7 +402,7 @@ def cmd_experiment(args) -> bool:
 
 
 def cmd_forget_user(args) -> bool:
-    """Record the request in the warehouse, erase through Dagster with only the request id, then
+    """Record the request in the catalog database, erase through Dagster with only the request id, then
     re-serve the affected marts; all in process, so the marts are consistent when this returns.
     The plain id is pseudonymized here: neither it nor the pseudonym reaches Dagster's storage."""
     import logging
@@ -412,6 +413,7 @@ def cmd_forget_user(args) -> bool:
     from de_assets.instance import process_tags
     from de_assets.lib import forget
     from de_assets.lib.privacy import pseudonymize
+    from de_assets.lib.tables import FORGET_REQUESTS
     from de_assets.partitions import partition_range_tags
     from de_assets.resources import PipelineSettings, RunMode, Warehouse
 
@@ -429,10 +431,14 @@ def cmd_forget_user(args) -> bool:
         print("forget-user: --user-id and --requested-by are required (or --resume REQUEST_ID)", file=sys.stderr)
         return False
     else:
-        warehouse = Warehouse(database=paths.database(), run_mode=RunMode())
-        with warehouse.connect() as con:
-            request_id = forget.record_request(con, pseudonymize(key, args.user_id), args.requested_by,
-                                               forget.key_fingerprint(key), utc_now())
+        # recorded in the catalog database (where the pipeline keeps its requests), the job's warehouse
+        warehouse = Warehouse(database=paths.database(), catalog_uri=os.getenv("DE_ASSETS_CATALOG_URI") or None,
+                              lake_uri=os.getenv("DE_ASSETS_LAKE") or None, run_mode=RunMode())
+        request_id = uuid.uuid4().hex
+        with warehouse.held(FORGET_REQUESTS, request_id=request_id) as held:
+            forget.record_request(held, pseudonymize(key, args.user_id), args.requested_by,
+                                  forget.key_fingerprint(key), utc_now(), request_id=request_id)
+            warehouse.hand_back(held, FORGET_REQUESTS, request_id=request_id)
     defs = build_defs()
     config = {"request_id": request_id, "no_match_ok": args.no_match_ok, "caller_refreshes_marts": True}
     with dg.DagsterInstance.get() as instance:

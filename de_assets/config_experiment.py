@@ -21,10 +21,10 @@ import dagster as dg
 import duckdb
 import sqlalchemy as sa
 
-from de_assets.lib import forget
+from de_assets.lib import forget, ops_store
 from de_assets.lib.config_experiment import ArmResult, measure
 from de_assets.lib.days import utc_now
-from de_assets.lib.tables import ensure_tables
+from de_assets.lib.tables import FORGET_REQUESTS
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import build_resources
 
@@ -46,14 +46,19 @@ class PipelineRunner:
         sandbox.mkdir(parents=True)
         database = sandbox / "warehouse.duckdb"
         reports = str(sandbox / "reports")
-        if suppressed:
-            with duckdb.connect(str(database)) as con:
-                ensure_tables(con)
-                forget.seed_suppression(con, suppressed, utc_now())
         # the arm's own lake too, whatever DE_ASSETS_CATALOG_URI / DE_ASSETS_LAKE say: an arm never publishes
         # to the served lake
         sandboxed = {"reports_root": reports, "catalog_uri": f"sqlite:///{sandbox.resolve() / 'catalog.db'}",
                      "lake_uri": (sandbox.resolve() / "lake").as_uri()}
+        if suppressed:  # into the arm's catalog database, where its ingests read the suppression list
+            ops = ops_store.ensure(sa.create_engine(sandboxed["catalog_uri"]))
+            try:
+                with duckdb.connect() as con:
+                    ops_store.load(ops, con, FORGET_REQUESTS)
+                    forget.seed_suppression(con, suppressed, utc_now())
+                    ops_store.replace(ops, FORGET_REQUESTS, con)
+            finally:
+                ops.dispose()
         defs = self.build_defs(build_resources(str(database), **{**settings, **flags, **sandboxed}))
         started = time.perf_counter()
         with dg.DagsterInstance.ephemeral() as instance:

@@ -8,7 +8,7 @@ import dagster as dg
 from de_assets.instance import on_outside_dev
 from de_assets.lib import forget, raw_lake, retention, served, staged
 from de_assets.lib.days import range_label, utc_now, utc_today
-from de_assets.lib.tables import FORGET_REQUESTS, RAW_EVENTS, RETENTION_LOG
+from de_assets.lib.tables import FORGET_AUDIT, FORGET_REQUESTS, FORGOTTEN_ROWS, RAW_EVENTS, RETENTION_LOG
 from de_assets.metadata import REFRESH_RANGE
 from de_assets.partitions import daily
 from de_assets.resources import WAREHOUSE_POOL, Warehouse
@@ -131,17 +131,24 @@ class ForgetUserConfig(dg.Config):
        "executed before, it does the lake part again (finishes an erasure whose lake part failed).")
 def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, warehouse: Warehouse):
     now = utc_now()
-    with warehouse.connect() as con:
+    bookkeeping = (FORGET_REQUESTS, FORGET_AUDIT, FORGOTTEN_ROWS)  # held in the catalog database
+    mine = {"request_id": config.request_id}
+    with warehouse.connect() as con, warehouse.held(*bookkeeping, **mine) as held:
         try:
-            erasure = forget.execute_request(con, config.request_id, context.run_id, now, config.no_match_ok)
+            erasure = forget.execute_request(con, held, config.request_id, context.run_id, now, config.no_match_ok)
         except forget.AlreadyExecuted:  # its lake part may have failed: done again (idempotent)
-            erasure = forget.executed(con, config.request_id)
+            erasure = forget.executed(held, config.request_id)
             context.log.info(f"forget request {config.request_id} was executed before ({erasure.status}): "
                              "erasing it from the lake again")
         except forget.RequestError as error:
+            warehouse.hand_back(held, *bookkeeping, **mine)  # a request matching nothing is marked no_match
             raise dg.Failure(str(error)) from None
+        else:  # the audit, the counts and the status in one transaction, before the lake is erased
+            warehouse.hand_back(held, *bookkeeping, **mine)
+        [(pseudonym,)] = held.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
+                                      [config.request_id]).fetchall()
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()
-        lake_files = _forget_in_lake(warehouse, con, config.request_id, erasure.arrivals, now)
+        lake_files = _forget_in_lake(warehouse, con, config.request_id, pseudonym, erasure.arrivals, now)
     deleted = erasure.rows_deleted
     table = "| table | rows deleted |\n|---|--:|\n" + "\n".join(f"| {t} | {n:,} |" for t, n in erasure.counts.items())
     context.log.info(f"forget request {config.request_id} ({erasure.status}): {deleted:,} rows deleted\n{table}")
@@ -159,7 +166,8 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
                                        "lake_files_deleted": lake_files})
 
 
-def _forget_in_lake(warehouse: Warehouse, con, request_id: str, arrivals: list[date], now: datetime) -> int:
+def _forget_in_lake(warehouse: Warehouse, con, request_id: str, pseudonym: str, arrivals: list[date],
+                    now: datetime) -> int:
     """Delete the user's rows from the lake's tables: the derived ones (clean, quarantine, duplicates:
     their changed arrival days staged without the user and published, one commit per table), then
     raw (a delete by filter; last, because the derived rows' lineage is read there), then expire
@@ -168,8 +176,6 @@ def _forget_in_lake(warehouse: Warehouse, con, request_id: str, arrivals: list[d
     catalog = warehouse.lake_catalog()
     if catalog is None:
         return 0
-    [(pseudonym,)] = con.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
-                                 [request_id]).fetchall()
     try:
         with staged.overlay(con):
             changed = forget.erase_derived_in_lake(con, pseudonym)

@@ -276,7 +276,10 @@ class Warehouse(DuckDBResource):
         if self._catalog is None:
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
         engine = ops_store.ensure(self._catalog.engine)
-        if not self.dry_run and Path(self.database).exists() and ops_store.to_adopt(engine):
+        pending = not self.dry_run and ops_store.to_adopt(engine)
+        if pending and not Path(self.database).exists():  # a new warehouse: nothing of an earlier one to move
+            ops_store.adopt_from_warehouse(engine)
+        elif pending:
             try:  # briefly: a sensor must not wait for a step; what is written here meanwhile is kept
                 with self.connect(wait_s=ADOPT_WAIT_S) as con:
                     ops_store.adopt_from_warehouse(engine, con)
@@ -342,17 +345,25 @@ class Warehouse(DuckDBResource):
                 con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
                 insert_arrow(con, table.name, rows, where, params)
 
-    def hand_back(self, con, table, **match) -> int:
-        """Write the rows of ``con``'s copy of ``table`` (`held`) that match ``match`` to the catalog
+    def held_rows(self, table, **match) -> pa.Table:
+        """The rows `load_held` would copy, as an Arrow table (for a query on another connection)."""
+        with self.held(table, **match) as con:
+            return con.sql(f"SELECT * FROM {table.name}").to_arrow_table()
+
+    def hand_back(self, con, *tables, **match) -> int:
+        """Write the rows of ``con``'s copies of ``tables`` (`held`) that match ``match`` to the catalog
         database in one transaction, replacing the rows held there that match it
         (`ops_store.replace`). A dry run writes nothing there: it keeps them for its own later
         steps (`load_held`). Returns the rows written."""
         if self.dry_run:
             where, params = ops_store.duck_where(match)
-            rows = con.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
-            self._dry_hand_backs.append((table, match, rows))  # laid over its later copies (`load_held`)
-            return rows.num_rows
-        return ops_store.replace(self.ops_engine(), table, con, **match)
+            kept = 0
+            for table in tables:
+                rows = con.sql(f"SELECT * FROM {table.name} WHERE {where}", params=params).to_arrow_table()
+                self._dry_hand_backs.append((table, match, rows))  # laid over its later copies (`load_held`)
+                kept += rows.num_rows
+            return kept
+        return ops_store.replace(self.ops_engine(), tables, con, **match)
 
     def record_kpis(self, con, asset: str, run_id: str, table, start: date, end: date, seconds: float,
                     counts: dict | None = None) -> dict[date, dict]:

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -115,6 +116,21 @@ def held_query(database, sql: str, params=None):
         return con.execute(sql, params or []).df()
 
 
+def record_forget_request(database, pseudonym: str, key: str, requested_by: str = "dpo", now=None) -> str:
+    """What `de-assets forget-user` does before its job: record a request for ``pseudonym`` (made with
+    ``key``) in the catalog database beside warehouse file ``database``; its id."""
+    from de_assets.lib import forget, ops_store, served
+    from de_assets.lib.tables import FORGET_REQUESTS
+
+    engine = ops_store.ensure(served.open_lake(str(database)).engine)
+    with duckdb.connect() as held:
+        ops_store.load(engine, held, FORGET_REQUESTS)
+        request_id = forget.record_request(held, pseudonym, requested_by, forget.key_fingerprint(key),
+                                           now or datetime(2026, 11, 20))
+        ops_store.replace(engine, FORGET_REQUESTS, held, request_id=request_id)
+    return request_id
+
+
 @contextmanager
 def held_by_another_process(database):
     """For the block, another process holds the DuckDB file ``database`` open read-write (as a step of
@@ -157,6 +173,7 @@ def every_table(c) -> None:
     database holds (`Warehouse.held`), which the SQL core computes like any other."""
     ensure_tables(c)
     for table in IN_CATALOG_DATABASE:
+        c.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
         c.execute(table.ddl())
 
 

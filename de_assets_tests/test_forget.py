@@ -19,7 +19,7 @@ from de_assets.definitions import build_defs
 from de_assets.lib import forget, ingest, privacy
 from de_assets.partitions import partition_range_tags
 from de_assets.resources import DEV_PSEUDONYM_KEY, MIN_KEY_BYTES, PipelineSettings
-from de_assets_tests.conftest import Pipeline
+from de_assets_tests.conftest import Pipeline, held_query, record_forget_request
 from de_assets_tests.test_pipeline import MARTS, snapshot
 
 CLI_KEY = "k" * MIN_KEY_BYTES
@@ -55,6 +55,11 @@ def _env(monkeypatch, tmp_path):
 def _query(db, sql, params=None):
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def _held(db, sql):
+    """`sql` over the tables held in the catalog database (the forget requests, audit, forgotten rows)."""
+    return [tuple(row) for row in held_query(db, sql).itertuples(index=False)]
 
 
 def _without(landing, user: str) -> int:
@@ -107,7 +112,7 @@ def test_forget_user_cli_leaves_no_trace_in_dagster_suppresses_reingest_and_serv
     assert "marts re-served for 2026-11-02..2026-11-03" in out
     # (d) consistent when the command returns: carol no longer counts on 11-02 and 11-03
     assert [n for _, n in _query(db, DAU)] == [3, 3, 2]
-    [(status, run_id, rows)] = _query(db, "SELECT status, run_id, rows_deleted FROM pipeline_health.forget_requests")
+    [(status, run_id, rows)] = _held(db, "SELECT status, run_id, rows_deleted FROM pipeline_health.forget_requests")
     assert (status, rows) == ("erased", 12)
 
     # (a) neither the plain id nor the pseudonym (nor the requester) is anywhere in Dagster's storage
@@ -140,7 +145,7 @@ def test_forget_user_cli_leaves_no_trace_in_dagster_suppresses_reingest_and_serv
         assert forget.remaining(con, carol) == GONE
     assert [n for _, n in _query(db, DAU)] == [3, 3, 2]
     # the dropped rows are counted per file and request, replaced (not added to) by the re-ingest
-    assert _query(db, "SELECT arrival_date::VARCHAR, source_file, rows FROM raw.forgotten_rows ORDER BY 1, 2") == [
+    assert _held(db, "SELECT arrival_date::VARCHAR, source_file, rows FROM raw.forgotten_rows ORDER BY 1, 2") == [
         ("2026-11-02", "events/2026-11-02/a.ndjson", 3), ("2026-11-02", "events/2026-11-02/c.parquet", 1),
         ("2026-11-03", "events/2026-11-03/a.ndjson.gz", 1), ("2026-11-03", "events/2026-11-03/arr.json", 1)]
     checks = [e for e in rerun.get_asset_check_evaluations() if e.check_name == "rows_reconcile"]
@@ -169,13 +174,13 @@ def test_forget_user_with_an_unknown_id_is_an_error_without_the_id(tmp_path, mon
     assert "matches no row" in text and "Nothing was deleted" in text
     nobody = privacy.pseudonymize(CLI_KEY, "cus_nobody_4821")
     assert "cus_nobody_4821" not in text and nobody not in text
-    assert _query(db, "SELECT status, rows_deleted FROM pipeline_health.forget_requests") == [("no_match", 0)]
-    assert _query(db, f"SELECT count(*) FROM ({forget.SUPPRESSED})") == [(0,)]  # suppresses nothing
+    assert _held(db, "SELECT status, rows_deleted FROM pipeline_health.forget_requests") == [("no_match", 0)]
+    assert _held(db, f"SELECT count(*) FROM ({forget.SUPPRESSED})") == [(0,)]  # suppresses nothing
     assert _query(db, "SELECT count(*) FROM clean.events") == [(3,)]  # README: m01 m02 m03
     # on purpose (a key rotation, a request ahead of the data): recorded, exit 0
     assert cli.main(["forget-user", "--user-id", "cus_nobody_4821", "--requested-by", "dpo", "--no-match-ok"]) == 0
     assert "suppression is recorded" in capsys.readouterr().out
-    assert _query(db, f"SELECT pseudonym FROM ({forget.SUPPRESSED})") == [(nobody,)]
+    assert _held(db, f"SELECT pseudonym FROM ({forget.SUPPRESSED})") == [(nobody,)]
 
 
 def test_forget_job_refuses_identifying_run_config(pipeline):
@@ -221,9 +226,7 @@ def test_key_rotation_as_documented_keeps_forgotten_users_out_and_the_books_bala
     from de_assets_tests.conftest import GOLDEN_MAX_QUARANTINE_RATE, TEST_KEY
 
     def forget_with(defs, key, user_id, **config):
-        with duckdb.connect(str(pipeline.db)) as con:
-            request_id = forget.record_request(con, privacy.pseudonymize(key, user_id), "dpo",
-                                               forget.key_fingerprint(key), datetime(2026, 11, 20))
+        request_id = record_forget_request(pipeline.db, privacy.pseudonymize(key, user_id), key)
         return defs.resolve_job_def("forget_user_job").execute_in_process(
             instance=pipeline.instance, raise_on_error=False,
             run_config={"ops": {"forget_user": {"config": {"request_id": request_id, **config}}}})
@@ -246,7 +249,7 @@ def test_key_rotation_as_documented_keeps_forgotten_users_out_and_the_books_bala
         for key in (TEST_KEY, new_key):
             assert forget.remaining(con, privacy.pseudonymize(key, "carol")) == GONE
         users = {u for (u,) in con.execute("SELECT DISTINCT user_id FROM raw.events").fetchall()}
-        statuses = con.execute("SELECT status FROM pipeline_health.forget_requests").fetchall()
+    statuses = _held(pipeline.db, "SELECT status FROM pipeline_health.forget_requests")
     assert privacy.pseudonymize(new_key, "alice") in users and privacy.pseudonymize(TEST_KEY, "alice") not in users
     assert sorted(s for (s,) in statuses) == ["erased", "no_match", "suppressed"]
     assert pipeline.query(DAU).dau.tolist() == [3, 3, 2]  # README without carol (11-02, 11-03)
@@ -295,7 +298,7 @@ def test_raw_ingest_refuses_the_dev_key_outside_dev(tmp_path, golden_landing):
 
 
 def test_a_forget_whose_lake_delete_failed_is_finished_by_resume(tmp_path, monkeypatch, capsys, golden_landing):
-    """The warehouse part commits first; when deleting the raw rows from the lake then fails, the
+    """The bookkeeping commits first; when deleting the raw rows from the lake then fails, the
     command fails naming the request, and `--resume` finishes the lake part: no file of the lake
     holds the user, and the warehouse part is not done twice."""
     from de_assets.lib import raw_lake
@@ -313,7 +316,7 @@ def test_a_forget_whose_lake_delete_failed_is_finished_by_resume(tmp_path, monke
     capsys.readouterr()
     assert cli.main(["forget-user", "--user-id", "carol", "--requested-by", "dpo@example.org"]) == 1
     err = capsys.readouterr().err
-    [(request_id, status)] = _query(db, "SELECT request_id, status FROM pipeline_health.forget_requests")
+    [(request_id, status)] = _held(db, "SELECT request_id, status FROM pipeline_health.forget_requests")
     assert status == "erased" and f"--resume {request_id}" in err and carol not in err and "carol" not in err
     assert lake_files_with(tmp_path / "lake", carol)  # her raw rows are still in the lake
 
@@ -321,7 +324,7 @@ def test_a_forget_whose_lake_delete_failed_is_finished_by_resume(tmp_path, monke
     assert cli.main(["forget-user", "--resume", request_id]) == 0
     assert "12 rows deleted" in capsys.readouterr().out  # as audited by the first run, not deleted again
     assert lake_files_with(tmp_path / "lake", carol) == []
-    assert _query(db, "SELECT count(*) FROM pipeline_health.forget_audit") == [(4,)]  # one row per table, once
+    assert _held(db, "SELECT count(*) FROM pipeline_health.forget_audit") == [(4,)]  # one row per table, once
     assert [n for _, n in _query(db, DAU)] == [3, 3, 2]
 
 
@@ -341,8 +344,7 @@ def test_forget_erases_clean_rows_whose_raw_rows_retention_already_deleted(pipel
     user = served.connect(catalog).execute("SELECT min(user_id) FROM clean.events WHERE arrival_date = '2026-11-01'"
                                            ).fetchone()[0]
     assert user is not None
-    with duckdb.connect(str(pipeline.db)) as con:
-        request_id = forget.record_request(con, user, "dpo", forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+    request_id = record_forget_request(pipeline.db, user, TEST_KEY)
     assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
         instance=pipeline.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
     left = served.connect(catalog).execute(

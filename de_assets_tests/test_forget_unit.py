@@ -28,7 +28,7 @@ import duckdb
 import pytest
 
 from de_assets.lib import clean, forget, reconcile
-from de_assets.lib.tables import ensure_tables
+from de_assets_tests.conftest import every_table
 
 P, Q, X = "pseud-carol", "pseud-dave", "pseud-erin"
 D0, D1, D2 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
@@ -119,7 +119,7 @@ def test_execute_request_deletes_the_subjects_rows_everywhere_and_only_them(con)
     _warehouse(con)
     assert forget.remaining(con, P) == {"raw.events": 4, "clean.events": 2, "quarantine.events": 1}
     request_id = _request(con)
-    erasure = forget.execute_request(con, request_id, "run-1", NOW)
+    erasure = forget.execute_request(con, con, request_id, "run-1", NOW)
 
     assert erasure.status == "erased"
     assert erasure.counts == {"clean.events_duplicates": 1, "clean.events": 2, "quarantine.events": 1,
@@ -140,7 +140,7 @@ def test_execute_request_keeps_the_books_balanced(con):
     """rows_reconcile: per file, landed - forgotten = clean + quarantined + duplicates = raw rows."""
     _warehouse(con)
     assert reconcile.accounting(con, clean.EVENTS, "events", [D1, D2])["balanced"]
-    forget.execute_request(con, _request(con), "run-1", NOW)
+    forget.execute_request(con, con, _request(con), "run-1", NOW)
     books = reconcile.accounting(con, clean.EVENTS, "events", [D1, D2])
     assert books.get("unbalanced_files") is None and books["balanced"]
     # landed 8, forgotten 4; left: clean m2 m4, quarantined row 8, duplicate row 5
@@ -151,7 +151,7 @@ def test_execute_request_keeps_the_books_balanced(con):
 def test_execute_request_audits_counts_and_marks_the_request_done(con):
     _warehouse(con)
     request_id = _request(con)
-    forget.execute_request(con, request_id, "run-1", NOW)
+    forget.execute_request(con, con, request_id, "run-1", NOW)
     assert con.execute("SELECT status, run_id, completed_at, rows_deleted FROM pipeline_health.forget_requests"
                        ).fetchall() == [("erased", "run-1", NOW, 8)]
     audit = con.execute("SELECT request_id, requested_at, requested_by, subject_hash, table_name, rows_deleted, "
@@ -173,13 +173,13 @@ def test_execute_request_audits_counts_and_marks_the_request_done(con):
 def test_an_executed_request_cannot_run_again_and_an_unknown_one_is_an_error(con):
     _warehouse(con)
     request_id = _request(con)
-    forget.execute_request(con, request_id, "run-1", NOW)
+    forget.execute_request(con, con, request_id, "run-1", NOW)
     with pytest.raises(forget.AlreadyExecuted, match=r"already executed \(status erased\)"):
-        forget.execute_request(con, request_id, "run-2", NOW)
+        forget.execute_request(con, con, request_id, "run-2", NOW)
     done = forget.executed(con, request_id)  # what finishing its lake part again works from
     assert (done.status, done.arrivals) == ("erased", [D1, D2]) and done.rows_deleted > 0
     with pytest.raises(forget.RequestError, match="nope is not recorded in pipeline_health.forget_requests"):
-        forget.execute_request(con, "nope", "run-2", NOW)
+        forget.execute_request(con, con, "nope", "run-2", NOW)
     assert con.execute("SELECT run_id FROM pipeline_health.forget_requests").fetchall() == [("run-1",)]
 
 
@@ -188,7 +188,7 @@ def test_a_request_matching_nothing_is_an_error_without_the_subject_and_suppress
     nobody = "pseud-nobody"
     request_id = _request(con, nobody, by="dpo-nobody@example.org")
     with pytest.raises(forget.RequestError) as raised:
-        forget.execute_request(con, request_id, "run-1", NOW)
+        forget.execute_request(con, con, request_id, "run-1", NOW)
     message = str(raised.value)
     assert "matches no row" in message and "Nothing was deleted" in message and request_id in message
     assert nobody not in message and "dpo-nobody" not in message
@@ -205,7 +205,7 @@ def test_a_request_matching_nothing_is_an_error_without_the_subject_and_suppress
 def test_no_match_ok_records_the_suppression_with_an_audit_of_zeros(con):
     _warehouse(con)
     request_id = _request(con, X)
-    erasure = forget.execute_request(con, request_id, "run-1", NOW, no_match_ok=True)
+    erasure = forget.execute_request(con, con, request_id, "run-1", NOW, no_match_ok=True)
     assert (erasure.status, erasure.rows_deleted, erasure.affected, erasure.arrivals) == ("suppressed", 0, [], [])
     assert con.execute("SELECT status, rows_deleted FROM pipeline_health.forget_requests").fetchall() == [
         ("suppressed", 0)]
@@ -222,7 +222,7 @@ def test_a_failing_erasure_changes_nothing(con):
     request_id = _request(con)
     con.execute("DROP TABLE pipeline_health.forget_audit")  # the audit insert, inside the transaction, fails
     with pytest.raises(duckdb.CatalogException):
-        forget.execute_request(con, request_id, "run-1", NOW)
+        forget.execute_request(con, con, request_id, "run-1", NOW)
     assert forget.remaining(con, P) == {"raw.events": 4, "clean.events": 2, "quarantine.events": 1}
     assert con.execute("SELECT count(*) FROM clean.events_duplicates").fetchone() == (2,)
     assert con.execute("SELECT count(*) FROM raw.forgotten_rows").fetchone() == (0,)
@@ -286,7 +286,7 @@ def test_the_suppression_list_copies_into_another_warehouse(con):
     listed = forget.suppression_list(con)
     assert listed == [("r1", X, "fp", "erased"), ("r2", P, "fp", "pending")]  # r3 (no_match) is not listed
     other = duckdb.connect()
-    ensure_tables(other)
+    every_table(other)
     forget.seed_suppression(other, listed, NOW)
     assert forget.suppression_list(other) == listed
     assert other.execute("SELECT DISTINCT requested_by, requested_at FROM pipeline_health.forget_requests"

@@ -76,10 +76,8 @@ def objects_with(value: str) -> list[str]:
 
 
 def test_the_pipeline_on_an_object_storage_lake_serves_and_forgets(s3_lake, tmp_path, golden_landing, monkeypatch):
-    from datetime import datetime
-
     from de_assets import lake
-    from de_assets.lib import forget
+    from de_assets_tests.conftest import record_forget_request
 
     pipeline = Pipeline(tmp_path, golden_landing, lake_uri=s3_lake)
     assert pipeline.run("2026-11-01", "2026-11-03").success
@@ -106,9 +104,7 @@ def test_the_pipeline_on_an_object_storage_lake_serves_and_forgets(s3_lake, tmp_
     # forget-user: gone from every object of the bucket (data, manifests, metadata)
     carol = privacy.pseudonymize(TEST_KEY, "carol")
     assert objects_with(carol)
-    import duckdb
-    with duckdb.connect(str(pipeline.db)) as con:
-        request_id = forget.record_request(con, carol, "dpo", forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+    request_id = record_forget_request(pipeline.db, carol, TEST_KEY)
     assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
         instance=pipeline.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
     assert objects_with(carol) == []

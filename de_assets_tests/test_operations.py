@@ -523,13 +523,10 @@ def test_retention_deletes_old_partitions_but_not_what_a_running_backfill_needs(
 
 def _forget(p, user_id: str, **config):
     """What `de-assets forget-user` does before the job: record the request; the run gets its id only."""
-    from de_assets.lib import forget
     from de_assets.lib.privacy import pseudonymize
-    from de_assets_tests.conftest import TEST_KEY
+    from de_assets_tests.conftest import TEST_KEY, record_forget_request
 
-    with duckdb.connect(str(p.db)) as con:
-        request_id = forget.record_request(con, pseudonymize(TEST_KEY, user_id), "dpo@example.org",
-                                           forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+    request_id = record_forget_request(p.db, pseudonymize(TEST_KEY, user_id), TEST_KEY, "dpo@example.org")
     return p.defs.resolve_job_def("forget_user_job").execute_in_process(
         instance=p.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id, **config}}}})
 
@@ -551,7 +548,7 @@ def test_forget_user_removes_every_row_audits_and_re_serves_the_marts(pipeline):
     assert result.success
     with duckdb.connect(str(pipeline.db), read_only=True) as con:
         assert forget.remaining(con, carol) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
-    audit = pipeline.query("SELECT * FROM pipeline_health.forget_audit")
+    audit = pipeline.held("SELECT * FROM pipeline_health.forget_audit")  # in the catalog database
     assert set(audit.table_name) == {"raw.events", "clean.events", "quarantine.events", "clean.events_duplicates"}
     assert not audit.astype(str).apply(lambda col: col.str.contains("carol|" + carol)).any().any()  # no id stored
     assert (audit.subject_hash == forget.subject_hash(carol)).all()
@@ -599,7 +596,8 @@ def test_forget_user_then_reingest_keeps_the_user_out(tmp_path, golden_landing):
         assert forget.remaining(con, alice) == {"raw.events": 0, "clean.events": 0, "quarantine.events": 0}
         [(rows, left)] = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {user}) FROM raw.events",
                                      {"p": alice}).fetchall()
-        forgotten = con.execute("SELECT source_file, rows FROM raw.forgotten_rows ORDER BY 1").fetchall()
+    forgotten = [tuple(r) for r in p.held("SELECT source_file, rows FROM raw.forgotten_rows ORDER BY 1")
+                 .itertuples(index=False)]
     assert left == 0
     # her landed lines (grep '"alice"'): 2 in 11-01/batch-1.ndjson, 9 in 11-02/a.ndjson, 2 in 11-03/a.ndjson.gz
     assert forgotten == [("events/2026-11-01/batch-1.ndjson", 2), ("events/2026-11-02/a.ndjson", 9),

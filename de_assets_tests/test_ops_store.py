@@ -1,6 +1,7 @@
 """Operational tables held in the catalog's SQL database (`lib/ops_store.py`), not the warehouse file:
-the partition KPIs, the SLO status, the retention audit and the configuration experiments (the alerts:
-`test_alerts.py`).
+the partition KPIs, the SLO status, the retention audit, the configuration experiments and the
+forget-user requests, audit and forgotten-row counts (the alerts: `test_alerts.py`; forget-user end to
+end: `test_forget.py`).
 
 Expected values are counted by hand from the golden fixture (fixtures/golden/README.md) or written
 into the store by the test itself.
@@ -12,7 +13,15 @@ import duckdb
 import sqlalchemy as sa
 
 from de_assets.lib import ops_store, served
-from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, RETENTION_LOG, SLO_STATUS
+from de_assets.lib.tables import (
+    CONFIG_EXPERIMENTS,
+    FORGET_AUDIT,
+    FORGET_REQUESTS,
+    FORGOTTEN_ROWS,
+    PARTITION_KPIS,
+    RETENTION_LOG,
+    SLO_STATUS,
+)
 
 T1 = datetime(2026, 11, 2, 6, 0)
 
@@ -45,15 +54,23 @@ def test_a_step_hands_back_only_the_rows_it_owns_so_a_step_of_another_run_loses_
 
 
 def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(tmp_path):
-    """A warehouse file of an earlier version kept KPIs, SLOs, the retention audit and the experiments in
-    its own tables: the first `ops_engine()` moves their rows and drops the tables from the file."""
+    """A warehouse file of an earlier version kept KPIs, SLOs, the retention audit, the experiments and
+    the forget-user requests, audit and forgotten-row counts in its own tables: the first
+    `ops_engine()` moves their rows and drops the tables from the file."""
     from de_assets.resources import RunMode, Warehouse
 
     db = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE SCHEMA pipeline_health")
-        for table in (PARTITION_KPIS, SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS):
+        con.execute("CREATE SCHEMA raw")
+        for table in (PARTITION_KPIS, SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS, FORGET_REQUESTS, FORGET_AUDIT,
+                      FORGOTTEN_ROWS):
             con.execute(table.ddl())
+        con.execute("INSERT INTO pipeline_health.forget_requests VALUES "
+                    "('q1', '2026-11-19 09:00', 'dpo', 'pseud-x', 'fp', 'erased', 'run-9', '2026-11-19 09:01', 5)")
+        con.execute("INSERT INTO pipeline_health.forget_audit VALUES "
+                    "('q1', '2026-11-19 09:01', 'dpo', 'hash', 'raw.events', 5, '2026-11-01', '2026-11-02')")
+        con.execute("INSERT INTO raw.forgotten_rows VALUES ('events', '2026-11-01', 'events/2026-11-01/a.ndjson', 5, 'q1')")
         con.execute("INSERT INTO pipeline_health.partition_kpis VALUES "
                     "('2026-11-01', 'clean/clean_events', 'r0', 4, 3, 1, 0, 0.5, 8.0, 3600.0, '2026-11-02 05:00')")
         con.execute("INSERT INTO pipeline_health.slo_status VALUES "
@@ -68,9 +85,12 @@ def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(t
     assert [(str(r[0]), r[5]) for r in _held(engine, SLO_STATUS)] == [("2026-11-01", "met"), ("2026-11-02", "breached")]
     assert [(r[0], r[3], r[5]) for r in _held(engine, RETENTION_LOG)] == [("r1", "raw.events", 21)]
     assert [(r[0], r[5], r[6]) for r in _held(engine, CONFIG_EXPERIMENTS)] == [("e1", "wall_seconds", 12.5)]
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'pipeline_health' "
-                           "AND table_name <> 'forget_requests' AND table_name <> 'forget_audit'").fetchone()[0] == 0
+    assert [(r[0], r[5], r[8]) for r in _held(engine, FORGET_REQUESTS)] == [("q1", "erased", 5)]
+    assert [(r[0], r[4], r[5]) for r in _held(engine, FORGET_AUDIT)] == [("q1", "raw.events", 5)]
+    assert [(r[2], r[3], r[4]) for r in _held(engine, FORGOTTEN_ROWS)] == [("events/2026-11-01/a.ndjson", 5, "q1")]
+    with duckdb.connect(str(db), read_only=True) as con:  # none of them is left in the file: only its registry
+        assert con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall() == [
+            ("raw.source_files",)]
     assert ops_store.to_adopt(engine) == []
 
 

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from de_assets.lib import ingest, privacy, raw_lake, served
-from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES, ensure_tables
-from de_assets_tests.conftest import TEST_KEY, Pipeline, land, segment_event
+from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
+from de_assets_tests.conftest import TEST_KEY, Pipeline, every_table, land, segment_event
 
 DAYS = ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03"]
 LINEAGE = "arrival_date, source_file, line_no"
@@ -109,7 +109,7 @@ def test_raw_rows_an_earlier_version_kept_in_the_warehouse_move_to_the_lake_once
     db = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(db)) as con:  # what an earlier version left: raw rows in the file
         con.execute("SET TimeZone = 'UTC'")
-        ensure_tables(con)
+        every_table(con)  # its tables: the forget requests and counts were in the file too
         privacy.install_macros(con, TEST_KEY)
         ingest.ingest_days(con, golden_landing, "events", date.fromisoformat(DAYS[0]), date.fromisoformat(DAYS[-1]), "old")
         kept = con.execute(f"SELECT {LINEAGE}, message_id, user_id, properties::VARCHAR FROM raw.events "
@@ -222,16 +222,13 @@ def test_a_raw_column_declared_later_reads_as_null_for_the_files_written_before(
 def test_a_user_forgotten_while_a_step_reads_is_not_ingested_after_the_erasure(pipeline, monkeypatch):
     """A forget request completed between a raw step's two turns: the rows the step read were
     pseudonymized before the user was on the suppression list, so it reads again instead of committing them."""
-    from datetime import datetime
-
-    from de_assets.lib import forget
+    from de_assets_tests.conftest import record_forget_request
 
     assert pipeline.run(DAYS[2], selection=[RAW_EVENTS_KEY]).success  # carol is known: the request matches
     carol = privacy.pseudonymize(TEST_KEY, "carol")
 
     def forget_carol():
-        with duckdb.connect(str(pipeline.db)) as wh:
-            request_id = forget.record_request(wh, carol, "dpo", forget.key_fingerprint(TEST_KEY), datetime(2026, 11, 20))
+        request_id = record_forget_request(pipeline.db, carol, TEST_KEY)
         assert pipeline.defs.resolve_job_def("forget_user_job").execute_in_process(
             instance=pipeline.instance, run_config={"ops": {"forget_user": {"config": {"request_id": request_id}}}}).success
 
@@ -241,6 +238,6 @@ def test_a_user_forgotten_while_a_step_reads_is_not_ingested_after_the_erasure(p
     catalog = served.open_lake(str(pipeline.db), create=False)
     data = catalog.load_table(RAW_EVENTS.name).scan(selected_fields=("arrival_date", "user_id")).to_arrow()
     assert data.num_rows > 0 and carol not in set(data["user_id"].to_pylist())
-    forgotten = pipeline.query("SELECT arrival_date::DATE::VARCHAR AS day, sum(rows) AS n FROM raw.forgotten_rows "
-                               "GROUP BY 1 ORDER BY 1")
+    forgotten = pipeline.held("SELECT arrival_date::DATE::VARCHAR AS day, sum(rows) AS n FROM raw.forgotten_rows "
+                              "GROUP BY 1 ORDER BY 1")
     assert forgotten["day"].tolist() == DAYS[2:4]  # erased on the first day, dropped at ingest on the second

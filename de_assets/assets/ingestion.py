@@ -11,7 +11,7 @@ from de_assets import checks
 from de_assets.lib import http_source, ingest, privacy, raw_lake
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, short_label, utc_today
-from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, Table
+from de_assets.lib.tables import FORGOTTEN_ROWS, RAW_EVENTS, RAW_REQUESTS, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import check_events, finish
@@ -105,11 +105,24 @@ INGEST_ATTEMPTS = 3  # tries when another run registers files of the same days m
 
 def _ingest_files(con, landing_root, key: str, source: str, start: date, end: date, reingest: bool, run_id: str):
     """Read the new files of [start, end] (a re-ingest: every file of those days again) into ``con``'s raw
-    table and registry, pseudonymized with ``key``; returns the reports per day."""
+    table and registry, pseudonymized with ``key``, without the suppressed users (counted in ``con``'s
+    copy of `raw.forgotten_rows`); returns the reports per day."""
     privacy.install_macros(con, key)
     if reingest:
         ingest.clear_partition(con, source, start, end)
     return ingest.ingest_days(con, landing_root, source, start, end, run_id)
+
+
+def _load_held_reads(warehouse: Warehouse, private, source: str, start: date, end: date) -> None:
+    """Copy the suppression list and the days' forgotten-row counts (held in the catalog database) into
+    the connection ingestion writes in."""
+    for held_table, match in raw_lake.held_reads(source, start, end):
+        warehouse.load_held(private, held_table, **match)
+
+
+def _hand_back_forgotten(warehouse: Warehouse, con, source: str, start: date, end: date) -> None:
+    """The days' counts of rows dropped for forget requests, as ``con`` holds them now."""
+    warehouse.hand_back(con, FORGOTTEN_ROWS, source=source, arrival_date=(start, end))
 
 
 def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_root, key: str, source: str,
@@ -117,34 +130,41 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
     """Ingest the new files of [start, end] into the lake (`lib/raw_lake.py`); returns the warehouse
     connection (entered on ``held``, for the bookkeeping) and the reports per day.
 
-    The warehouse file is held only twice, briefly: to copy what ingestion reads (registry,
-    suppression list) into a private in-memory DuckDB, and, after the files were read, projected and
-    written as Parquet without it, to commit them (the lake commit, then the registry). When another
-    run registered files of these days in between, or a forget request was recorded (the rows read
-    may hold the user), nothing is committed and the step reads again."""
+    The warehouse file is held only twice, briefly: to copy the registry into a private in-memory
+    DuckDB (the suppression list and the forgotten-row counts come from the catalog database), and,
+    after the files were read, projected and written as Parquet without it, to commit them (the
+    forgotten-row counts, the lake commit, then the registry). When another run registered files of
+    these days in between, or a forget request was recorded or executed (the rows read may hold the
+    user), nothing is committed and the step reads again. The counts go first: a step that fails
+    before the lake commit leaves counts of files it did not ingest, which the re-run's ingest of
+    those files replaces; written after it, a kill in between would lose them for good (the outbox
+    restores the registrations, so the files are never read again)."""
     catalog = warehouse.lake_catalog()
+    engine = warehouse.ops_engine()
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         with warehouse.private() as private:
             with warehouse.connect() as con:  # a short turn: what ingestion reads
                 raw_lake.repair_registry(con, catalog, table, source)
                 raw_lake.seed(con, private, source, start, end)
-                before = raw_lake.inputs_of(con, source, start, end)
+                before = raw_lake.inputs_of(con, engine, source, start, end)
+            _load_held_reads(warehouse, private, source, start, end)  # after the figure: a change shows
             reports = _ingest_files(private, landing_root, key, source, start, end, reingest, context.run.run_id)
             files = raw_lake.write_files(private, catalog, table, days_between(start, end),
                                          warehouse.lake_compression)
             turn = held.enter_context(ExitStack())  # a short turn: the commit, then the bookkeeping
             con = turn.enter_context(warehouse.connect())
             raw_lake.repair_registry(con, catalog, table, source)
-            if (now := raw_lake.inputs_of(con, source, start, end)) != before:
+            if (now := raw_lake.inputs_of(con, engine, source, start, end)) != before:
                 turn.close()  # ends the turn now (closing it again with `held` does nothing)
                 for f in files:
                     Path(f).unlink(missing_ok=True)
                 why = ("another run registered files of these days" if now.registry != before.registry
-                       else "a forget request was recorded")
+                       else "a forget request was recorded or executed")
                 context.log.info(f"{source} on {short_label(start, end)}: {why} meanwhile: "
                                  f"reading again (attempt {attempt + 1} of {INGEST_ATTEMPTS})")
                 continue
             added = raw_lake.new_registrations(private, source, start, end, before.registry)
+            _hand_back_forgotten(warehouse, private, source, start, end)
             raw_lake.commit(catalog, table, files, days_between(start, end), reingest, added)
             raw_lake.write_back(private, con, source, start, end)
             raw_lake.attach(con, catalog)  # the bookkeeping reads the new snapshot
@@ -161,9 +181,11 @@ def _ingest_into_overlay(context, warehouse: Warehouse, con, landing_root, key: 
     (`raw_lake.stage`), and the registrations written to the scratch copy. Returns the reports per day."""
     with warehouse.private() as private:
         raw_lake.seed(con, private, source, start, end)
+        _load_held_reads(warehouse, private, source, start, end)
         reports = _ingest_files(private, landing_root, key, source, start, end, reingest, context.run.run_id)
         raw_lake.stage(private, con, table, start, end, reingest)
         raw_lake.write_back(private, con, source, start, end)
+        _hand_back_forgotten(warehouse, private, source, start, end)  # kept by the dry run, not written
     return reports
 
 
@@ -209,9 +231,11 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
                 if raw_lake.in_lake(con, table):  # a dry run over a lake: the rows go into the run's overlay
                     reports = _ingest_into_overlay(context, warehouse, con, settings.landing_root, key, source,
                                                    table, start, end, config.reingest)
-                else:
+                else:  # the held tables are copied into the (throwaway) warehouse itself
+                    _load_held_reads(warehouse, con, source, start, end)
                     reports = _ingest_files(con, settings.landing_root, key, source, start, end, config.reingest,
                                             context.run.run_id)
+                    _hand_back_forgotten(warehouse, con, source, start, end)
             warehouse.copy_registrations(con, source, start, end)  # what the landing sensor reads
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]

@@ -12,7 +12,7 @@ from de_assets.lib import config_experiment, forget, health
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, short_label, utc_now
 from de_assets.lib.flags import FLAG_NAMES, parse_flags
-from de_assets.lib.tables import CONFIG_EXPERIMENTS, PARTITION_KPIS, SLO_STATUS
+from de_assets.lib.tables import CONFIG_EXPERIMENTS, FORGET_REQUESTS, PARTITION_KPIS, SLO_STATUS
 from de_assets.metadata import days_metadata, definition_metadata, run_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import add_day_metadata, check_events
@@ -269,8 +269,8 @@ def config_experiments(
     experiment_id = config.experiment_id or config_experiment.experiment_id(flags_a, flags_b)
     base = {name: getattr(settings, name) for name in type(settings).model_fields if name not in FLAG_NAMES}
     base["pseudonym_key"] = settings.key(context.log)
-    with warehouse.connect() as con:
-        suppressed = forget.suppression_list(con)  # the arms replay the landing: forgotten users stay out
+    with warehouse.held(FORGET_REQUESTS) as held:
+        suppressed = forget.suppression_list(held)  # the arms replay the landing: forgotten users stay out
 
     def run_arm(arm: str, flags: dict, repetition: int, workdir):
         return pipeline_runner.run_arm(arm, flags, repetition, start, end, workdir, base, suppressed)

@@ -50,16 +50,21 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def fingerprint(con) -> dict[str, tuple]:
-    """Row count and an order-independent hash of every data table (wall-clock and run columns aside).
+# What two arms must serve alike: every data table, and the rows forget requests removed (held in the
+# catalog database); not the pipeline's measurements of itself (`pipeline_health.*`).
+COMPARED = tuple(t for t in ALL_TABLES if t.schema != "pipeline_health")
+_IN_FILE = tuple(t for t in COMPARED if t not in ops_store.HELD)  # what a warehouse connection holds
+
+
+def fingerprint(con, tables=_IN_FILE) -> dict[str, tuple]:
+    """Row count and an order-independent hash of each of ``tables`` in ``con`` (default: those a
+    warehouse connection holds; wall-clock and run columns aside).
 
     Doubles are rounded to 6 decimals first: a parallel sum may add in a different order from run to
     run, which changes the last bits, not the number.
     """
     out = {}
-    for table in ALL_TABLES:
-        if table.schema == "pipeline_health":
-            continue
+    for table in tables:
         hashed = ", ".join(f'round("{c.name}", 6)' if c.type == "DOUBLE" else f'"{c.name}"'
                            for c in table.columns if c.name not in ("ingested_at", "run_id"))
         [(rows, digest)] = con.execute(
@@ -75,6 +80,10 @@ def measure(database: Path, wall: float, ops) -> tuple[dict[str, float], dict[st
     stored (DuckDB file + the lake's files), fingerprints."""
     with duckdb.connect() as kpis:
         ops_store.load(ops, kpis, PARTITION_KPIS)
+        held = [t for t in COMPARED if t in ops_store.HELD]
+        for table in held:
+            ops_store.load(ops, kpis, table)
+        prints = fingerprint(kpis, held)
         [(ingest, clean, marts, rows_in, quarantined)] = kpis.execute(
             f"""SELECT sum(seconds) FILTER (WHERE asset LIKE 'raw/%'),
                        sum(seconds) FILTER (WHERE asset LIKE 'clean/%'),
@@ -84,7 +93,7 @@ def measure(database: Path, wall: float, ops) -> tuple[dict[str, float], dict[st
                 FROM {PARTITION_KPIS.name}"""
         ).fetchall()
     with duckdb.connect(str(database), read_only=True) as con:
-        prints = fingerprint(con)
+        prints |= fingerprint(con)
     stored = database.stat().st_size + _dir_bytes(database.parent / "lake")
     return {
         "wall_seconds": wall,

@@ -7,6 +7,10 @@ nowhere else, so the Dagster run that executes it (`execute_request`) carries on
 request id. The audit keeps a SHA-256 of the pseudonym (to answer "was this user forgotten?" given
 the id and the key) and row counts per table, never the id.
 
+The requests, the audit and `raw.forgotten_rows` are held in the catalog database
+(`lib/ops_store.py`): the functions here compute them with SQL on a DuckDB connection holding copies
+(`Warehouse.held`), and the caller hands the rows it owns back in one transaction.
+
 The recorded requests are also the suppression list: `drop_suppressed` removes the rows of every
 listed pseudonym from each batch `ingest.ingest_days` writes (new files, `reingest: true`, replays),
 so a forgotten user never comes back from the landing files.
@@ -83,9 +87,10 @@ def key_fingerprint(key: str) -> str:
     return hmac.new(key.encode(), b"de_assets/key-fingerprint/v1", hashlib.sha256).hexdigest()[:16]
 
 
-def record_request(con, pseudonym: str, requested_by: str, fingerprint: str, now) -> str:
-    """Record a forget request (status `pending`); it suppresses the subject from now on. Its id."""
-    request_id = uuid.uuid4().hex
+def record_request(con, pseudonym: str, requested_by: str, fingerprint: str, now, request_id: str | None = None) -> str:
+    """Record a forget request (status `pending`, a new id unless given); it suppresses the subject from
+    now on. Its id."""
+    request_id = request_id or uuid.uuid4().hex
     con.execute(
         f"INSERT INTO {FORGET_REQUESTS.name} BY NAME SELECT ? AS request_id, ? AS requested_at, "
         "? AS requested_by, ? AS pseudonym, ? AS key_fingerprint, 'pending' AS status",
@@ -159,14 +164,20 @@ def seed_suppression(con, rows: list[tuple], now) -> None:
                     [request_id, now, pseudonym, fingerprint, status])
 
 
-def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = False) -> Erasure:
+def execute_request(con, held, request_id: str, run_id: str, now, no_match_ok: bool = False) -> Erasure:
     """Delete the recorded subject's rows everywhere, audit it and mark the request done.
+
+    ``con`` holds the data tables: those kept in the lake are only counted here (the caller erases
+    them there afterwards, `erase_derived_in_lake`, `raw_lake.delete_user`), the others are deleted
+    from in one transaction. ``held`` holds copies of the request (`pipeline_health.forget_requests`),
+    its audit and its `raw.forgotten_rows` (``con`` itself in a unit test): they are written there,
+    for the caller to hand back in one transaction before erasing the lake.
 
     Raises `RequestError` when the request is unknown or was executed before, and when nothing
     matches (unless `no_match_ok`: then the suppression alone is kept, status `suppressed`); the
     request is then marked `no_match` and suppresses nothing. No message names the subject.
     """
-    row = con.execute(
+    row = held.execute(
         f"SELECT pseudonym, requested_by, status FROM {FORGET_REQUESTS.name} WHERE request_id = ?", [request_id]
     ).fetchone()
     if row is None:
@@ -187,28 +198,29 @@ def execute_request(con, request_id: str, run_id: str, now, no_match_ok: bool = 
     per_day = con.execute(
         f"SELECT arrival_date, source_file, count(*) FROM {raw} WHERE {USER_MATCH} GROUP BY ALL", params
     ).fetchall()
-    counts: dict[str, int] = {}
+    checks = [*((table, where, _params(where, params)) for table, where in _DERIVED), (RAW_EVENTS, USER_MATCH, params)]
     try:
-        with transaction(con):
-            # tables kept in the lake (raw, clean, duplicates, quarantine, whenever there is a lake) are
-            # only counted here; the caller erases them there after this transaction (`erase_derived_in_lake`)
-            for table, where in _DERIVED:
-                counts[table.name] = _delete(con, table.name, where, _params(where, params),
-                                             count_only=raw_lake.in_lake(con, table))
-            counts[RAW_EVENTS.name] = _delete(con, RAW_EVENTS.name, USER_MATCH, params,
-                                              count_only=raw_lake.in_lake(con, RAW_EVENTS))
-            deleted = sum(counts.values())
-            status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
+        counts = {table.name: _count(con, table.name, where, p) for table, where, p in checks}
+        deleted = sum(counts.values())
+        status = "erased" if deleted else ("suppressed" if no_match_ok else "no_match")
+        with transaction(held):  # the bookkeeping first: when it fails, nothing was deleted
             if status != "no_match":
                 for arrival, source_file, rows in per_day:
-                    _count_forgotten(con, "events", arrival, source_file, rows, request_id)
+                    _count_forgotten(held, "events", arrival, source_file, rows, request_id)
                 for table, rows in counts.items():
-                    con.execute(f"INSERT INTO {FORGET_AUDIT.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                [request_id, now, requested_by, subject_hash(pseudonym), table, rows,
-                                 min(affected) if affected else None, max(affected) if affected else None])
-            con.execute(
+                    held.execute(f"INSERT INTO {FORGET_AUDIT.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [request_id, now, requested_by, subject_hash(pseudonym), table, rows,
+                                  min(affected) if affected else None, max(affected) if affected else None])
+            held.execute(
                 f"UPDATE {FORGET_REQUESTS.name} SET status = ?, run_id = ?, completed_at = ?, rows_deleted = ? "
                 "WHERE request_id = ?", [status, run_id, now, deleted, request_id])
+        # tables kept in the lake (raw, clean, duplicates, quarantine, whenever there is a lake) are only
+        # counted here: the caller erases them there after handing the bookkeeping back (`erase_derived_in_lake`);
+        # the others (an in-memory warehouse without a lake) are deleted from now, raw last (the lineage)
+        with transaction(con):
+            for table, where, p in checks:
+                if deleted and not raw_lake.in_lake(con, table):
+                    con.execute(f"DELETE FROM {table.name} WHERE {where}", p)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_LINEAGE_TABLE}")
     if status == "no_match":
@@ -246,9 +258,10 @@ def erase_derived_in_lake(con, pseudonym: str) -> dict[Table, list[date]]:
 
 
 def executed(con, request_id: str) -> Erasure:
-    """An executed request as the warehouse recorded it: status, rows deleted per table and the event
-    days they spanned (the audit), the arrival days they came from (`raw.forgotten_rows`). What is
-    needed to finish its lake part again when it failed after the warehouse commit."""
+    """An executed request as its bookkeeping recorded it (``con`` holds copies of the request, its
+    audit and its `raw.forgotten_rows`): status, rows deleted per table and the event days they
+    spanned (the audit), the arrival days they came from. What is needed to finish its lake part
+    again when it failed after the bookkeeping was written."""
     [(status,)] = con.execute(f"SELECT status FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
                               [request_id]).fetchall()
     audit = con.execute(f"SELECT table_name, rows_deleted, first_event_day, last_event_day FROM {FORGET_AUDIT.name} "
@@ -264,10 +277,8 @@ def _params(where: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if f"${k}" in where}
 
 
-def _delete(con, table: str, where: str, params: dict, count_only: bool = False) -> int:
+def _count(con, table: str, where: str, params: dict) -> int:
     [(rows,)] = con.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchall()
-    if not count_only:
-        con.execute(f"DELETE FROM {table} WHERE {where}", params)
     return rows
 
 

@@ -9,13 +9,14 @@ Held here so far: the HTTP events source's cursor and circuit breaker per source
 letters (`lib/http_source.py`); every alert raised (`lib/alerts.py`); the partition KPIs every step
 records (`pipeline_health.partition_kpis`); the SLO status per partition
 (`pipeline_health.slo_status`); the retention audit (`pipeline_health.retention_log`); the
-configuration experiments' measurements (`pipeline_health.config_experiments`); a copy of the file
-registry, which the landing sensor reads (the registry itself is written in the warehouse with the
-files' rows). The tables declared in `lib/tables/` (`HELD`) are computed in DuckDB like any other: a
-step gets a copy in an in-memory DuckDB connection (`load`), writes it there with the same SQL, and
-hands the rows it owns back in one transaction (`replace`); served readers read the copy published
-to the lake. The forget-user requests and audit, and the file registry itself are still in the
-warehouse file: docs/lake.md, "Still to do".
+configuration experiments' measurements (`pipeline_health.config_experiments`); the forget-user
+requests (the suppression list), their audit and the raw rows they removed per landed file
+(`raw.forgotten_rows`); a copy of the file registry, which the landing sensor reads (the registry
+itself is written in the warehouse file after the files' lake commit). The tables declared in
+`lib/tables/` (`HELD`) are computed in DuckDB like any other: a step gets a copy in an in-memory
+DuckDB connection (`load`), writes it there with the same SQL, and hands the rows it owns back in
+one transaction (`replace`); served readers read the copy published to the lake. The file registry
+itself is still in the warehouse file: docs/lake.md, "Still to do".
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ HTTP_DEAD_LETTERS = sa.Table(
 
 
 # The tables declared in `lib/tables/` whose rows are held here (`tables.IN_CATALOG_DATABASE`: the
-# alerts, the partition KPIs, the SLO status, the retention log, the configuration experiments), and
+# alerts, the partition KPIs, the SLO status, the retention log, the configuration experiments, the
+# forget-user requests, audit and forgotten rows), and
 # their SQL tables, `de_assets_<table>`. Each step replaces only the rows it owns (`replace`).
 HELD: dict[tables.Table, sa.Table] = {
     table: _declared(table, f"de_assets_{table.name.split('.')[1]}") for table in tables.IN_CATALOG_DATABASE
@@ -128,13 +130,14 @@ def to_adopt(engine: sa.Engine) -> list[str]:
     return [name for name in [*_WAREHOUSE_TABLES.values(), *_COPIED.values()] if name not in done]
 
 
-def adopt_from_warehouse(engine: sa.Engine, con) -> int:
+def adopt_from_warehouse(engine: sa.Engine, con=None) -> int:
     """Move the state a warehouse file of an earlier version kept in its own tables (the HTTP source's
     cursor, breaker and dead letters; the alerts) here, and copy the file registry, once per table: in
     one transaction, the rows whose key is not here yet (state written here since wins; dead letters
     are all appended), recorded in `de_assets_adopted_from_warehouse`; then the warehouse table is
-    dropped (not the registry, which the warehouse keeps). Returns the rows moved."""
-    old = {name for (name,) in con.execute(
+    dropped (not the registry, which the warehouse keeps). Without ``con`` (there is no warehouse file
+    yet: a new install), nothing is there to move, which is recorded the same way. Returns the rows moved."""
+    old = set() if con is None else {name for (name,) in con.execute(
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database()"
     ).fetchall()}
     pending = set(to_adopt(engine))
@@ -161,7 +164,7 @@ def adopt_from_warehouse(engine: sa.Engine, con) -> int:
         except IntegrityError:  # another process moved it meanwhile: its copy stands, this one rolled back
             continue
         moved += len(rows)
-        if table not in _COPIED:
+        if con is not None and table not in _COPIED:
             con.execute(f"DROP TABLE IF EXISTS {name}")
     return moved
 
@@ -237,26 +240,35 @@ def load_alerts(engine: sa.Engine, con) -> None:
     load(engine, con, tables.ALERTS)
 
 
-def replace(engine: sa.Engine, table: tables.Table, con, **match) -> int:
-    """Make the rows of ``table`` (one of `HELD`) held here that match ``match`` (see `_where`) equal
-    to the rows of ``con``'s copy (`load`) that match it, in one transaction. A step hands back
-    exactly the rows it owns (its partitions, its run, its experiment), so steps of other runs
-    writing other rows at once lose nothing. Returns the rows written."""
+def replace(engine: sa.Engine, table: tables.Table | tuple[tables.Table, ...], con, **match) -> int:
+    """Make the rows of ``table`` (one of `HELD`, or several: one transaction for all) held here that
+    match ``match`` (see `_where`) equal to the rows of ``con``'s copy (`load`) that match it, in one
+    transaction. A step hands back exactly the rows it owns (its partitions, its run, its experiment,
+    its request), so steps of other runs writing other rows at once lose nothing. Returns the rows
+    written."""
     where, params = duck_where(match)
-    result = con.execute(f"SELECT * FROM {table.name} WHERE {where}", params)
-    columns = [d[0] for d in result.description]
-    return replace_rows(engine, table, [dict(zip(columns, row)) for row in result.fetchall()], **match)
+    batches = []
+    for one in table if isinstance(table, tuple) else (table,):
+        result = con.execute(f"SELECT * FROM {one.name} WHERE {where}", params)
+        columns = [d[0] for d in result.description]
+        batches.append((one, [dict(zip(columns, row)) for row in result.fetchall()]))
+    return _replace(engine, batches, match)
 
 
 def replace_rows(engine: sa.Engine, table: tables.Table, rows: list[dict], **match) -> int:
     """`replace` with the rows given (each a dict of ``table``'s columns; those not matching
     ``match`` are the caller's mistake, not checked)."""
-    held = HELD[table]
+    return _replace(engine, [(table, rows)], match)
+
+
+def _replace(engine: sa.Engine, batches: list[tuple[tables.Table, list[dict]]], match: dict) -> int:
     with engine.begin() as c:
-        c.execute(sa.delete(held).where(*_where(held, match)))
-        if rows:
-            c.execute(sa.insert(held), rows)
-    return len(rows)
+        for table, rows in batches:
+            held = HELD[table]
+            c.execute(sa.delete(held).where(*_where(held, match)))
+            if rows:
+                c.execute(sa.insert(held), rows)
+    return sum(len(rows) for _, rows in batches)
 
 
 def replace_registrations(engine: sa.Engine, source: str, start, end, rows: list[dict]) -> None:

@@ -32,9 +32,8 @@ from typing import NamedTuple
 import duckdb
 from pyiceberg.expressions import EqualTo
 
-from de_assets.lib import lake, served, staged
+from de_assets.lib import lake, ops_store, served, staged
 from de_assets.lib.days import days_between
-from de_assets.lib.forget import SUPPRESSED
 from de_assets.lib.sql import copy_rows, ident, insert_rows, literal, transaction
 from de_assets.lib.tables import (
     FORGET_REQUESTS,
@@ -214,38 +213,36 @@ def repair_registry(con, catalog, table: Table, source: str) -> int:
     return len(stale)
 
 
-# What an ingestion step reads of the warehouse, and writes back after its lake commit: the source's
-# file registry (every day: earlier days hold the originals of re-deliveries), the suppression list,
-# and the days' counts of rows removed for forget requests.
-def _reads(source: str, start: date, end: date) -> list[tuple[Table, str, list]]:
-    return [
-        (SOURCE_FILES, "source = ?", [source]),
-        (FORGET_REQUESTS, "true", []),
-        (FORGOTTEN_ROWS, "source = ? AND arrival_date BETWEEN ? AND ?", [source, start, end]),
-    ]
+# What an ingestion step reads besides the landed files, and writes back: the source's file registry
+# (every day: earlier days hold the originals of re-deliveries; in the warehouse file), the suppression
+# list and the days' counts of rows removed for forget requests (held in the catalog database,
+# `lib/ops_store.py`: ``match`` of `Warehouse.held`).
+def held_reads(source: str, start: date, end: date) -> list[tuple[Table, dict]]:
+    """The held tables ingesting ``source`` on [start, end] reads, with the rows it reads of each."""
+    return [(FORGET_REQUESTS, {}), (FORGOTTEN_ROWS, {"source": source, "arrival_date": (start, end)})]
 
 
 def seed(con, private, source: str, start: date, end: date) -> None:
-    """Copy what ingesting ``source`` on [start, end] reads from the warehouse (``con``) into a private
-    connection (empty tables, `Warehouse.private`)."""
-    for table, where, params in _reads(source, start, end):
-        copy_rows(con, private, table.name, where, params)
+    """Copy the file registry of ``source`` from the warehouse (``con``) into a private connection
+    (empty tables, `Warehouse.private`); the held tables are loaded there by the caller (`held_reads`)."""
+    copy_rows(con, private, SOURCE_FILES.name, "source = ?", [source])
 
 
 class Inputs(NamedTuple):
     """What an ingestion step's result depends on besides the landed files: the registrations of its
-    days (another run may ingest there) and the suppression list (a user forgotten meanwhile)."""
+    days (another run may ingest there) and the forget requests (a user forgotten meanwhile: a
+    figure of the held rows, `ops_store.fingerprint`)."""
     registry: list[tuple]
-    suppressed: list[str]
+    requests: tuple
 
 
-def inputs_of(con, source: str, start: date, end: date) -> Inputs:
-    """The warehouse's registrations of ``source`` on [start, end] and its suppression list, as of now."""
+def inputs_of(con, engine, source: str, start: date, end: date) -> Inputs:
+    """The warehouse's registrations of ``source`` on [start, end] and the figure of the forget
+    requests held in the catalog database ``engine``, as of now."""
     registry = con.execute(f"SELECT path, sha256, status, ingested_at FROM {SOURCE_FILES.name} "
                            "WHERE source = ? AND arrival_date BETWEEN ? AND ? ORDER BY ALL",
                            [source, start, end]).fetchall()
-    suppressed = [p for (p,) in con.execute(f"SELECT DISTINCT pseudonym FROM ({SUPPRESSED}) ORDER BY 1").fetchall()]
-    return Inputs(registry, suppressed)
+    return Inputs(registry, ops_store.fingerprint(engine, FORGET_REQUESTS))
 
 
 def new_registrations(private, source: str, start: date, end: date, before: list[tuple]) -> list[dict]:
@@ -259,14 +256,12 @@ def new_registrations(private, source: str, start: date, end: date, before: list
 
 
 def write_back(private, con, source: str, start: date, end: date) -> None:
-    """Replace the warehouse's registrations and forgotten-row counts of ``source`` on [start, end] by
-    the private connection's, in one transaction (after the lake commit: the outbox covers a kill
-    before it)."""
+    """Replace the warehouse's registrations of ``source`` on [start, end] by the private connection's,
+    in one transaction (after the lake commit: the outbox covers a kill before it)."""
     where, params = "source = ? AND arrival_date BETWEEN ? AND ?", [source, start, end]
     with transaction(con):
-        for table in (SOURCE_FILES, FORGOTTEN_ROWS):
-            con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
-            copy_rows(private, con, table.name, where, params)
+        con.execute(f"DELETE FROM {SOURCE_FILES.name} WHERE {where}", params)
+        copy_rows(private, con, SOURCE_FILES.name, where, params)
 
 
 def stage(private, con, table: Table, start: date, end: date, replace: bool) -> None:
