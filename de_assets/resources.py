@@ -347,6 +347,8 @@ class Warehouse(DuckDBResource):
 
     def held_rows(self, table, **match) -> pa.Table:
         """The rows `load_held` would copy, as an Arrow table (for a query on another connection)."""
+        if not self._dry_hand_backs:  # nothing to lay over them: no DuckDB needed
+            return ops_store.rows(self.ops_engine(), table, **match)
         with self.held(table, **match) as con:
             return con.sql(f"SELECT * FROM {table.name}").to_arrow_table()
 

@@ -173,15 +173,20 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def rows(engine: sa.Engine, table: tables.Table, **match) -> pa.Table:
+    """The rows of ``table`` (one of `HELD`) held here that match ``match`` (see `_where`), typed as declared."""
+    held = HELD[table]
+    with engine.connect() as c:
+        exists = sa.inspect(c).has_table(held.name)  # a catalog nothing was written to yet: no rows
+        found = [dict(r._mapping) for r in c.execute(sa.select(held).where(*_where(held, match)))] if exists else []
+    return pa.Table.from_pylist(found, schema=served.arrow_schema(table))
+
+
 def load(engine: sa.Engine, con, table: tables.Table, **match) -> None:
     """(Re)create ``table`` (one of `HELD`) in DuckDB connection ``con`` (an in-memory one) as a copy
     of the rows held here (those that match ``match``, see `_where`): what a step computes on and
     hands back (`replace`), what is published to the lake, what `de-assets status` lists."""
-    held = HELD[table]
-    with engine.connect() as c:
-        exists = sa.inspect(c).has_table(held.name)  # a catalog nothing was written to yet: no rows
-        rows = [dict(r._mapping) for r in c.execute(sa.select(held).where(*_where(held, match)))] if exists else []
-    batch = pa.Table.from_pylist(rows, schema=served.arrow_schema(table))
+    batch = rows(engine, table, **match)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
     con.execute(f"DROP TABLE IF EXISTS {table.name}")
     con.execute(table.ddl())
