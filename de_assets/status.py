@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from de_assets import lake
-from de_assets.lib import status as warehouse_status
+from de_assets.lib import status as health_status
 from de_assets.lib.days import short_label, utc_now
 
 LATEST_RUNS = 5
@@ -96,23 +96,23 @@ def render(instance: dg.DagsterInstance, defs: dg.Definitions, database: str, ho
                      f"{_partition_label(run)}")
         failed_checks += [f"  {check}  (run {run.run_id[:8]})" for check in failed]
     lines += ["", "Failed checks in those runs:"] + (failed_checks or ["  none"])
-    wh = warehouse_status.WarehouseStatus()
+    health = health_status.HealthStatus()
     try:  # SLOs and alerts live in the catalog database, which no run locks (lib/ops_store.py)
         engine = lake.catalog(database).engine
-        warehouse_status.read_slos(engine, wh)
-        warehouse_status.read_alerts(engine, now, wh)
+        health_status.read_slos(engine, health)
+        health_status.read_alerts(engine, now, health)
     except FileNotFoundError:  # no catalog yet: nothing ran, nothing was raised
         pass
-    lines += ["", f"SLOs of the newest evaluated partition ({wh.slo_partition or 'none yet'}):"]
-    for slo, status, actual, comparison, target, burn in wh.slos:
+    lines += ["", f"SLOs of the newest evaluated partition ({health.slo_partition or 'none yet'}):"]
+    for slo, status, actual, comparison, target, burn in health.slos:
         value = "no data" if actual is None else f"{actual:.4g}"
         budget = f", error budget {burn:.0%} used" if burn is not None else ""
         lines.append(f"  {slo:<18} {status:<9} {value} (target {comparison} {target:g}){budget}")
-    shown = f", {len(wh.alerts)} shown" if wh.open_alerts > len(wh.alerts) else ""
-    lines += ["", f"Open alerts (seen in the last {warehouse_status.OPEN_DAYS} days: {wh.open_alerts}{shown}):"]
-    for severity, kind, _asset, _partition, message, last_seen, occurrences in wh.alerts:
+    shown = f", {len(health.alerts)} shown" if health.open_alerts > len(health.alerts) else ""
+    lines += ["", f"Open alerts (seen in the last {health_status.OPEN_DAYS} days: {health.open_alerts}{shown}):"]
+    for severity, kind, _asset, _partition, message, last_seen, occurrences in health.alerts:
         text = message if len(message) <= MESSAGE_WIDTH else message[:MESSAGE_WIDTH - 3] + "..."
         lines.append(f"  {severity:<8} {kind:<16} {text} (last {last_seen:%Y-%m-%d %H:%M}, x{occurrences})")
-    if not wh.alerts:
+    if not health.alerts:
         lines.append("  none")
     return "\n".join(lines)

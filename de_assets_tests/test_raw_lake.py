@@ -241,3 +241,31 @@ def test_a_user_forgotten_while_a_step_reads_is_not_ingested_after_the_erasure(p
     forgotten = pipeline.held("SELECT arrival_date::DATE::VARCHAR AS day, sum(rows) AS n FROM raw.forgotten_rows "
                               "GROUP BY 1 ORDER BY 1")
     assert forgotten["day"].tolist() == DAYS[2:4]  # erased on the first day, dropped at ingest on the second
+
+
+def test_a_step_killed_after_its_lake_commit_keeps_the_counts_of_the_rows_it_dropped(pipeline, monkeypatch):
+    """The counts of rows a forget request kept out at ingest are written before the lake commit: a step
+    that dies after the commit (registry not written) loses none of them. The re-run takes the
+    registrations from the commit's outbox, does not read the files again, and the books balance."""
+    from de_assets_tests.conftest import record_forget_request
+
+    carol = privacy.pseudonymize(TEST_KEY, "carol")
+    record_forget_request(pipeline.db, carol, TEST_KEY)  # pending: suppresses her at every ingest
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed after the lake commit")
+
+    monkeypatch.setattr(raw_lake, "write_back", killed)
+    assert not pipeline.run(DAYS[2], selection=[RAW_EVENTS_KEY], raise_on_error=False).success
+    monkeypatch.undo()
+    assert pipeline.query(f"SELECT count(*) AS n FROM {SOURCE_FILES.name}").n[0] == 0  # the registry lost them
+    result = pipeline.run(DAYS[2])
+    assert result.success
+    ingested = [m.metadata["files_ingested"].value for m in result.asset_materializations_for_node("raw__events")]
+    assert ingested == [0]  # registered from the outbox: nothing read twice
+    # carol's landed lines of 11-02 (golden README): 3 in a.ndjson, 1 in c.parquet
+    forgotten = pipeline.held("SELECT source_file, rows FROM raw.forgotten_rows ORDER BY 1")
+    assert [tuple(r) for r in forgotten.itertuples(index=False)] == [
+        ("events/2026-11-02/a.ndjson", 3), ("events/2026-11-02/c.parquet", 1)]
+    books = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile"]
+    assert books and all(e.passed for e in books)

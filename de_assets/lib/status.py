@@ -22,14 +22,17 @@ SEVERITY_ORDER = "CASE severity WHEN 'critical' THEN 0 WHEN 'error' THEN 1 WHEN 
 
 
 @dataclass
-class WarehouseStatus:
+class HealthStatus:
+    """What `de-assets status` shows of the pipeline's health: the newest partition's SLOs and the open alerts,
+    as the catalog database holds them."""
+
     slo_partition: str | None = None
     slos: list[tuple] = field(default_factory=list)  # (slo, status, actual, comparison, target, budget_burn)
     open_alerts: int = 0
     alerts: list[tuple] = field(default_factory=list)  # (severity, kind, asset, partition, message, last_seen, n)
 
 
-def read_slos(engine, status: WarehouseStatus) -> WarehouseStatus:
+def read_slos(engine, status: HealthStatus) -> HealthStatus:
     """Fill `status` with the SLOs of the newest partition in `pipeline_health.slo_status`, as the
     catalog database (``engine``) holds them now."""
     with duckdb.connect() as con:
@@ -43,7 +46,7 @@ def read_slos(engine, status: WarehouseStatus) -> WarehouseStatus:
     return status
 
 
-def read_alerts(engine, now: datetime, status: WarehouseStatus) -> WarehouseStatus:
+def read_alerts(engine, now: datetime, status: HealthStatus) -> HealthStatus:
     """Fill `status` with the alerts seen in the `OPEN_DAYS` days before `now` (naive UTC), most
     severe first, as the catalog database (``engine``) holds them now."""
     since = now - timedelta(days=OPEN_DAYS)
