@@ -107,7 +107,7 @@ def test_changed_landing_file_raises_an_error_alert_and_keeps_what_was_ingested(
     before = snapshot(pipeline, ["raw.events", "clean.events"])
     path = golden_landing / "events" / DAYS[0] / "batch-1.ndjson"
     path.write_text(path.read_text() + '{"messageId":"m99"}\n')
-    result = pipeline.run(DAYS[0])  # the day goes on: a changed file costs only itself
+    assert pipeline.run(DAYS[0]).success  # the day goes on: a changed file costs only itself
     assert snapshot(pipeline, ["raw.events", "clean.events"]) == before
     [(severity, message)] = pipeline.alerts(
         "SELECT severity, message FROM pipeline_health.alerts WHERE kind = 'bad_file'").itertuples(index=False)

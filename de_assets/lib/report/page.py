@@ -39,11 +39,11 @@ tr.anomaly td, tr.breached td { background: #fef2f2; }
 """
 
 # Runs before the charts: without plotly.js, say so and give the charts a no-op so nothing throws.
-GUARD = f"""<script>
-if (!window.Plotly) {{
+GUARD = """<script>
+if (!window.Plotly) {
   document.getElementById("no-plotly").style.display = "block";
-  window.Plotly = {{ newPlot: function () {{}} }};
-}}
+  window.Plotly = { newPlot: function () {} };
+}
 </script>"""
 
 
