@@ -134,17 +134,19 @@ def forget_user(context: dg.OpExecutionContext, config: ForgetUserConfig, wareho
     bookkeeping = (FORGET_REQUESTS, FORGET_AUDIT, FORGOTTEN_ROWS)  # held in the catalog database
     mine = {"request_id": config.request_id}
     with warehouse.connect() as con, warehouse.held(*bookkeeping, **mine) as held:
+        refused = None
         try:
             erasure = forget.execute_request(con, held, config.request_id, context.run_id, now, config.no_match_ok)
         except forget.AlreadyExecuted:  # its lake part may have failed: done again (idempotent)
             erasure = forget.executed(held, config.request_id)
             context.log.info(f"forget request {config.request_id} was executed before ({erasure.status}): "
                              "erasing it from the lake again")
-        except forget.RequestError as error:
-            warehouse.hand_back(held, *bookkeeping, **mine)  # a request matching nothing is marked no_match
-            raise dg.Failure(str(error)) from None
-        else:  # the audit, the counts and the status in one transaction, before the lake is erased
-            warehouse.hand_back(held, *bookkeeping, **mine)
+        except forget.RequestError as error:  # a request matching nothing is marked no_match
+            refused = str(error)
+        # the audit, the counts and the status in one transaction, before the lake is erased
+        warehouse.hand_back(held, *bookkeeping, **mine)
+        if refused:
+            raise dg.Failure(refused)
         [(pseudonym,)] = held.execute(f"SELECT pseudonym FROM {FORGET_REQUESTS.name} WHERE request_id = ?",
                                       [config.request_id]).fetchall()
         [(last_served,)] = con.execute("SELECT max(event_date) FROM marts.daily_engagement").fetchall()

@@ -132,7 +132,7 @@ def to_adopt(engine: sa.Engine) -> list[str]:
 
 def adopt_from_warehouse(engine: sa.Engine, con=None) -> int:
     """Move the state a warehouse file of an earlier version kept in its own tables (the HTTP source's
-    cursor, breaker and dead letters; the alerts) here, and copy the file registry, once per table: in
+    cursor, breaker and dead letters; every table of `HELD`) here, and copy the file registry, once per table: in
     one transaction, the rows whose key is not here yet (state written here since wins; dead letters
     are all appended), recorded in `de_assets_adopted_from_warehouse`; then the warehouse table is
     dropped (not the registry, which the warehouse keeps). Without ``con`` (there is no warehouse file
