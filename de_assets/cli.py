@@ -154,9 +154,9 @@ def _days_without_data(landing_root: str, start: date, end: date) -> list[date]:
 
 
 def _days_registered(start: date, end: date) -> set[date]:
-    """Arrival days of [start, end] with a file in the registry, from its copy in the catalog database
-    (never waits for a run); from the warehouse file while an earlier version's registry is not copied
-    there yet; none before anything was ingested."""
+    """Arrival days of [start, end] with a file in the registry, held in the catalog database (never
+    waits for a run); from the warehouse file while an earlier version's registry is not moved out of
+    it yet; none before anything was ingested."""
     import duckdb
     import sqlalchemy as sa
 
@@ -167,10 +167,10 @@ def _days_registered(start: date, end: date) -> set[date]:
     try:
         engine = ops_store.ensure(lake.catalog().engine)
         if SOURCE_FILES.name not in ops_store.to_adopt(engine):
-            copy = ops_store.SOURCE_FILES
+            held = ops_store.SOURCE_FILES
             with engine.connect() as c:
-                return set(c.execute(sa.select(copy.c.arrival_date).distinct()
-                                     .where(copy.c.arrival_date.between(start, end))).scalars())
+                return set(c.execute(sa.select(held.c.arrival_date).distinct()
+                                     .where(held.c.arrival_date.between(start, end))).scalars())
     except FileNotFoundError:  # no lake yet
         pass
     database = paths.database()

@@ -147,6 +147,8 @@ class Warehouse(DuckDBResource):
         wait = self.lock_wait_s if wait_s is None else wait_s
         with _connection_in_turn(self.database, self.connection_config, wait, dg.get_dagster_logger()) as con:
             self._configure(con)
+            if self._ops_engine is None and self.lake_catalog() is not None:
+                self.ops_engine(con)  # state of an earlier version moved out of the file before it is read
             if self.raw_in_lake:
                 raw_lake.attach(con, self.lake_catalog())  # raw, clean, quarantine, marts: views over the lake
             yield con
@@ -263,10 +265,12 @@ class Warehouse(DuckDBResource):
             self._catalog = served.open_lake(self.database, self.catalog_uri, self.lake_uri)
         return self._catalog
 
-    def ops_engine(self):
+    def ops_engine(self, con=None):
         """The catalog database with the operational tables the lake keeps (`lib/ops_store.py`), as a
         SQLAlchemy engine. Once per catalog, state an earlier version kept in the warehouse file is
-        moved there (`ops_store.adopt_from_warehouse`; not in a dry run, which never changes it)."""
+        moved there (`ops_store.adopt_from_warehouse`; not in a dry run, which never changes it),
+        through ``con`` (the file's connection, held) or a short turn on the file; every step's first
+        connection does it (`connect`), so no step reads that state before it is moved."""
         if self._ops_engine is not None:
             return self._ops_engine
         if self.database == ":memory:" and self.catalog_uri is None:  # throwaway, like the warehouse
@@ -279,10 +283,13 @@ class Warehouse(DuckDBResource):
         pending = not self.dry_run and ops_store.to_adopt(engine)
         if pending and not Path(self.database).exists():  # a new warehouse: nothing of an earlier one to move
             ops_store.adopt_from_warehouse(engine)
+        elif pending and con is not None:
+            ops_store.adopt_from_warehouse(engine, con)
         elif pending:
             try:  # briefly: a sensor must not wait for a step; what is written here meanwhile is kept
-                with self.connect(wait_s=ADOPT_WAIT_S) as con:
-                    ops_store.adopt_from_warehouse(engine, con)
+                with self.connect(wait_s=ADOPT_WAIT_S):  # moves it (`connect` calls back with its connection)
+                    pass
+                return self._ops_engine or engine
             except duckdb.IOException:
                 dg.get_dagster_logger().info("the warehouse file is busy: state of an earlier version is "
                                              "moved to the catalog database next time")
@@ -290,23 +297,10 @@ class Warehouse(DuckDBResource):
         self._ops_engine = engine  # tables created, nothing left to move: no need to look again
         return engine
 
-    def copy_registrations(self, con, source: str, start: date, end: date) -> None:
-        """Copy the file registry's rows of `source` on the arrival days [start, end] from the
-        warehouse connection `con` to the catalog database (`ops_store.SOURCE_FILES`, what the landing
-        sensor reads). Not in a dry run, nor for an in-memory warehouse without a catalog."""
-        if self.lake_catalog() is None:
-            return
-        result = con.execute(f"SELECT * FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
-                             [source, start, end])
-        columns = [d[0] for d in result.description]
-        ops_store.replace_registrations(self.ops_engine(), source, start, end,
-                                        [dict(zip(columns, row)) for row in result.fetchall()])
-
     def registered_checksums(self, checksums: list[str]) -> set[str] | None:
-        """Those of `checksums` (SHA-256 of landed files) the warehouse holds, under any name or day,
-        read from the catalog database's copy of the registry: never waits for a run. None (not known
-        yet) while an earlier version's registry still has to be copied there and a run holds the
-        warehouse file."""
+        """Those of `checksums` (SHA-256 of landed files) in the file registry, under any name or day,
+        read from the catalog database: never waits for a run. None (not known yet) while an earlier
+        version's registry still has to be moved out of the warehouse file and a run holds the file."""
         if self.database == ":memory:" and self.catalog_uri is None:
             return set()
         engine = self.ops_engine()
@@ -334,16 +328,39 @@ class Warehouse(DuckDBResource):
                 self.load_held(con, table, **match)
             yield con
 
-    def load_held(self, con, table, **match) -> None:
+    def load_held(self, con, table, catalog: str | None = None, **match) -> None:
         """Copy the rows of ``table`` held in the catalog database that match ``match`` into DuckDB
-        connection ``con`` (`ops_store.load`); in a dry run, with the rows the run handed back so far
-        in place of those they replace (the run's own KPIs and SLOs, never written there)."""
-        ops_store.load(self.ops_engine(), con, table, **match)
+        connection ``con`` (or its attached database ``catalog``; `ops_store.load`); in a dry run, with
+        the rows the run handed back so far in place of those they replace (the run's own KPIs and
+        SLOs, never written there)."""
+        name = ops_store.load(self.ops_engine(), con, table, catalog, **match)
         for handed, handed_match, rows in self._dry_hand_backs:
             if handed is table:
                 where, params = ops_store.duck_where(handed_match)
-                con.execute(f"DELETE FROM {table.name} WHERE {where}", params)
-                insert_arrow(con, table.name, rows, where, params)
+                con.execute(f"DELETE FROM {name} WHERE {where}", params)
+                if match:  # only the rows the copy was asked for
+                    in_match, match_params = ops_store.duck_where(match)
+                    where, params = f"({where}) AND {in_match}", params + match_params
+                insert_arrow(con, name, rows, where, params)
+
+    @contextmanager
+    def beside(self, con, table, **match):
+        """For the block, ``table`` (held in the catalog database) is readable under its name in the
+        warehouse connection ``con`` (the rows that match ``match``, `load_held`), as a table in an
+        attached in-memory database whose schema comes last on the connection's `search_path`: what
+        a check that queries it by name reads (the raw step's volume check reads `raw.source_files`).
+        The file's own tables and views, and a staging overlay's, resolve as before."""
+        name = f"held_{uuid.uuid4().hex[:12]}"
+        con.execute(f"ATTACH ':memory:' AS {name}")
+        found = con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
+        try:
+            self.load_held(con, table, catalog=name, **match)
+            entries = [e for e in found.split(",") if e] or staged.home_entries(con)
+            con.execute(f"SET search_path = {literal(','.join([*entries, f'{name}.{table.schema}']))}")
+            yield
+        finally:
+            con.execute(f"SET search_path = {literal(found)}" if found else "RESET search_path")
+            con.execute(f"DETACH {name}")
 
     def held_rows(self, table, **match) -> pa.Table:
         """The rows `load_held` would copy, as an Arrow table (for a query on another connection)."""

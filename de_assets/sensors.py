@@ -112,7 +112,7 @@ DAILY_JOBS = ("daily_pipeline",)
     description="Every 30 s: starts `daily_pipeline` for files newly landed under "
     "`<landing root>/<source>/<day>/` that the warehouse does not hold yet (their SHA-256 is not in "
     "`raw.source_files`, under any name or day): one run per contiguous range of arrival days, not "
-    "one per file. The registry is read from its copy in the catalog database, so a run writing the "
+    "one per file. The registry is read from the catalog database, so a run writing the "
     "warehouse never delays a tick. Files of days a queued or running daily_pipeline run covers wait "
     "for the next tick. The cursor (newest modification "
     "time seen) keeps each tick to the day folders that changed.",
@@ -142,10 +142,10 @@ def landing_files(context: dg.SensorEvaluationContext, settings: PipelineSetting
         candidates[f.relative] = (f, landing.sha256_of(f.path))
     if not candidates:
         return dg.SensorResult(skip_reason="no new file to ingest", cursor=json.dumps(next_cursor))
-    # from the catalog database's copy of the registry: no wait for a run holding the warehouse
+    # from the registry held in the catalog database: no wait for a run holding the warehouse
     registered = warehouse.registered_checksums([sha for _, sha in candidates.values()])
     if registered is None:
-        # the registry of an earlier version is not copied yet and a run holds the warehouse file:
+        # the registry of an earlier version is not moved out of the file yet and a run holds it:
         # decide next tick, from the same cursor
         return dg.SkipReason("the warehouse is being written; checking the new files next tick")
     busy = days_needed_by_runs(context.instance, exclude_run_id="", job_names=DAILY_JOBS)

@@ -79,8 +79,9 @@ class Pipeline:
         return job.execute_in_process(tags=partition_range_tags(start, end), **kwargs)
 
     def query(self, sql: str, params=None):
-        with duckdb.connect(str(self.db), read_only=True) as con:
-            con.execute("SET TimeZone = 'UTC'")
+        """``sql`` over the warehouse file, where the tables held in the catalog database that it names
+        (the file registry, `raw.source_files`, ...) read under their names too (`reader`)."""
+        with reader(self.db, sql) as con:
             return con.execute(sql, params or []).df()
 
     def alerts(self, sql: str, params=None):
@@ -96,6 +97,35 @@ class Pipeline:
         return self.query(
             "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables ORDER BY 1"
         )["t"].tolist()
+
+
+@contextmanager
+def reader(database, sql: str | None = None):
+    """A connection reading warehouse file ``database`` only (UTC), where the operational tables held in
+    the catalog database beside it (`ops_store.HELD`) that ``sql`` names (all without ``sql``) read
+    under their served names too, as `Warehouse.beside` shows one to a step: copies in an attached
+    in-memory database whose schemas come last on the `search_path`."""
+    from de_assets.lib import ops_store, served, staged
+    from de_assets.lib.sql import literal
+
+    named = [t for t in ops_store.HELD if sql is None or t.name in sql]
+    if not named:
+        with duckdb.connect(str(database), read_only=True) as con:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        return
+    with duckdb.connect() as con:  # a read-only connection cannot attach an in-memory database: the file is attached
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"ATTACH {literal(str(database))} AS warehouse (READ_ONLY)")
+        con.execute("USE warehouse")
+        if named:
+            engine = served.open_lake(str(database)).engine
+            con.execute("ATTACH ':memory:' AS held")
+            for table in named:
+                ops_store.load(engine, con, table, catalog="held")
+            schemas = dict.fromkeys(f"held.{t.schema}" for t in named)
+            con.execute(f"SET search_path = {literal(','.join([*staged.home_entries(con), *schemas]))}")
+        yield con
 
 
 def alerts_query(database, sql: str, params=None):

@@ -19,7 +19,7 @@ import pytest
 
 from de_assets_tests import bad_inputs
 from de_assets_tests.bad_inputs import DAY, LEAK_TOKENS
-from de_assets_tests.conftest import Pipeline, alerts_query
+from de_assets_tests.conftest import Pipeline, alerts_query, reader
 
 # Hand-derived from bad_inputs.py: what each file that is not wholly readable must be registered as.
 EXPECTED_FILES = {
@@ -73,7 +73,7 @@ def leaks_in_files(root: Path) -> list[str]:
 
 
 def assert_day_served_and_accounted(db: Path, corpus) -> None:
-    with duckdb.connect(str(db), read_only=True) as con:
+    with reader(db) as con:
         clean = [m for (m,) in con.execute("SELECT message_id FROM clean.events").fetchall()]
         assert sorted(clean) == sorted(corpus.good)  # every good record once, no bad record
         files = {Path(p).name: (s, r) for p, s, r in con.execute(

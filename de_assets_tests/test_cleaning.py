@@ -228,11 +228,13 @@ def test_accounting_names_the_file_that_does_not_balance(pipeline):
 
     assert pipeline.run("2026-11-02").success
     day = [date(2026, 11, 2)]
-    forgotten = pipeline.held("SELECT * FROM raw.forgotten_rows")  # none: kept in the catalog database
+    # kept in the catalog database: the forgotten rows (none) and the file registry
+    held = {"forgotten": pipeline.held("SELECT * FROM raw.forgotten_rows"),
+            "registry": pipeline.held("SELECT * FROM raw.source_files")}
     with duckdb.connect(str(pipeline.db)) as con, staged.overlay(con):  # clean.events is kept in the lake
-        assert reconcile.accounting(con, clean.EVENTS, "events", day, forgotten)["files_checked"] == 3
+        assert reconcile.accounting(con, clean.EVENTS, "events", day, **held)["files_checked"] == 3
         con.execute(f"DELETE FROM {staged.target(con, clean.EVENTS.clean, day)} WHERE message_id = 'm26'")
-        books = reconcile.accounting(con, clean.EVENTS, "events", day, forgotten)
+        books = reconcile.accounting(con, clean.EVENTS, "events", day, **held)
     assert not books["balanced"] and books["files_unbalanced"] == 1
     assert (books["rows_landed"], books["rows_clean"], books["rows_quarantined"], books["rows_duplicate"]) == (
         21, 13, 6, 1)

@@ -3,7 +3,7 @@
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import dagster as dg
 import duckdb
@@ -14,7 +14,7 @@ from de_assets import sensors
 from de_assets.definitions import defs
 from de_assets.lib import arrivals, landing
 from de_assets.resources import build_resources
-from de_assets_tests.conftest import held_by_another_process
+from de_assets_tests.conftest import held_by_another_process, reader
 
 
 def test_schedule_runs_yesterdays_partition_after_midnight():
@@ -121,69 +121,81 @@ def test_landing_sensor_decides_while_a_writer_holds_the_warehouse(pipeline):
         == ("2026-11-02", "2026-11-03")
 
 
-def test_the_registry_copy_follows_the_warehouse_registry(pipeline):
-    """What the landing sensor reads equals `raw.source_files`: after a range run, after a run that
-    lands a file into an ingested day, and after a re-ingest of a day whose file was replaced."""
+def test_the_registry_follows_ingests_and_re_ingests(pipeline):
+    """The file registry the landing sensor reads (held in the catalog database) lists exactly the landed
+    files: after a range run, after a run that lands a file into an ingested day, and after a
+    re-ingest of a day whose file was removed."""
     from de_assets.lib import ops_store, served
 
-    def copy():
-        with served.open_lake(str(pipeline.db)).engine.connect() as c:
-            rows = c.execute(sa.select(ops_store.SOURCE_FILES.c.source, ops_store.SOURCE_FILES.c.path,
-                                       ops_store.SOURCE_FILES.c.sha256, ops_store.SOURCE_FILES.c.status)).all()
-        return sorted(map(tuple, rows))
-
     def registry():
-        return sorted(map(tuple, pipeline.query(
-            "SELECT source, path, sha256, status FROM raw.source_files").itertuples(index=False)))
+        held = ops_store.SOURCE_FILES
+        with served.open_lake(str(pipeline.db)).engine.connect() as c:
+            return sorted(c.execute(sa.select(held.c.path).where(held.c.status != "refused")).scalars())
+
+    def landed():
+        return sorted(str(p.relative_to(pipeline.landing)) for p in pipeline.landing.rglob("*.*")
+                      if p.is_file() and p.suffix != ".md")
 
     assert pipeline.run("2026-11-01", "2026-11-03").success
-    assert len(copy()) == 9 and copy() == registry()  # the fixture's 9 files (7 events, 2 requests)
+    assert len(registry()) == 9 and registry() == landed()  # the fixture's 9 files (7 events, 2 requests)
     _land(pipeline.landing / "events" / "2026-11-02", "late.ndjson",
           '{"messageId": "late1", "type": "page", "userId": "z", "timestamp": "2026-11-02T01:00:00Z"}\n')
     assert pipeline.run("2026-11-02").success
-    assert len(copy()) == 10 and copy() == registry()
+    assert len(registry()) == 10 and registry() == landed()
     (pipeline.landing / "events" / "2026-11-02" / "late.ndjson").unlink()
     job = pipeline.defs.resolve_job_def("daily_pipeline")
     assert job.execute_in_process(
         partition_key="2026-11-02", instance=pipeline.instance,
         asset_selection=[dg.AssetKey(["raw", "raw_events"])],
         run_config={"ops": {"raw__events": {"config": {"reingest": True}}}}).success
-    assert len(copy()) == 9 and copy() == registry()
+    assert len(registry()) == 9 and registry() == landed()
 
 
-def test_the_registry_of_an_earlier_version_is_copied_once_and_kept(pipeline):
-    """A warehouse of an earlier version has its registry but no copy in the catalog database: the
-    sensor's tick copies it (the warehouse keeps its table); while a run holds the file it cannot yet,
-    and the tick waits for the next one rather than take every ingested file for new."""
+def test_the_registry_an_earlier_version_kept_in_the_file_is_moved_once(pipeline):
+    """Versions before this one kept the file registry in the warehouse file (and, since session 11, a
+    copy in the catalog database, which a step killed between the two could leave behind): the
+    first step or sensor tick that can take the file moves the rows the catalog database lacks and
+    drops the file's table; while a run holds the file it cannot yet, and the tick waits for the
+    next one rather than take every ingested file for new."""
     from de_assets.lib import ops_store, served
+    from de_assets.lib.sql import insert_arrow
+    from de_assets.lib.tables import SOURCE_FILES
 
     assert pipeline.run("2026-11-01", "2026-11-03").success
-    with served.open_lake(str(pipeline.db)).engine.begin() as c:  # as before this version
-        c.execute(sa.delete(ops_store.SOURCE_FILES))
-        c.execute(sa.delete(ops_store.ADOPTED).where(ops_store.ADOPTED.c.warehouse_table == "raw.source_files"))
+    with reader(pipeline.db) as con:
+        registry = con.execute(f"SELECT * FROM {SOURCE_FILES.name}").to_arrow_table()
+    with duckdb.connect(str(pipeline.db)) as con:  # as an earlier version left it: the registry in the file
+        con.execute(SOURCE_FILES.ddl())
+        insert_arrow(con, SOURCE_FILES.name, registry)
+    held = ops_store.SOURCE_FILES
+    with served.open_lake(str(pipeline.db)).engine.begin() as c:  # its copy lags: 11-03's files are missing
+        c.execute(sa.delete(held).where(held.c.arrival_date == date(2026, 11, 3)))
+        c.execute(sa.delete(ops_store.ADOPTED).where(ops_store.ADOPTED.c.warehouse_table == "raw.source_files (moved)"))
     with held_by_another_process(pipeline.db):
         busy = _tick(pipeline.landing, pipeline=pipeline)
     assert isinstance(busy, dg.SkipReason) and "being written" in busy.skip_message
     tick = _tick(pipeline.landing, pipeline=pipeline)
     assert tick.run_requests == [] and "9 landed file(s) already in the warehouse" in tick.skip_reason.skip_message
-    assert pipeline.query("SELECT count(*) AS n FROM raw.source_files")["n"][0] == 9  # kept
+    with served.open_lake(str(pipeline.db)).engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(held)).scalar() == registry.num_rows == 9
+    assert "raw.source_files" not in pipeline.tables()  # moved: the file keeps no registry
 
 
-def test_the_registry_copy_answers_for_more_files_than_sqlite_binds_in_one_statement():
+def test_the_registry_answers_for_more_files_than_sqlite_binds_in_one_statement():
     """A first tick over years of landed files asks about many checksums; SQLite binds a limited number
     of values in one statement (32,766 by default; this build's limit is read, and exceeded)."""
     import sqlite3
-    from datetime import date
 
     from de_assets.lib import ops_store
+    from de_assets.lib.tables import SOURCE_FILES
 
     limit = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     engine = ops_store.ensure(sa.create_engine("sqlite://"))
     day = date(2026, 1, 1)
-    ops_store.replace_registrations(engine, "events", day, day, [
+    ops_store.replace_rows(engine, SOURCE_FILES, [
         dict(source="events", arrival_date=day, path=f"events/2026-01-01/{i}.ndjson", format="ndjson",
              sha256=f"sha-{i}", bytes=1, rows=1, status="ingested", reason=None, duplicate_of=None,
-             ingested_at=None, run_id="r") for i in range(1_000)])
+             ingested_at=None, run_id="r") for i in range(1_000)], source="events", arrival_date=(day, day))
     # the 1,000 registered, and more new ones than one statement binds
     asked = [f"sha-{i}" for i in range(limit + 1_000)]
     assert ops_store.registered_checksums(engine, asked) == {f"sha-{i}" for i in range(1_000)}

@@ -21,6 +21,7 @@ from de_assets.lib.tables import (
     PARTITION_KPIS,
     RETENTION_LOG,
     SLO_STATUS,
+    SOURCE_FILES,
 )
 
 T1 = datetime(2026, 11, 2, 6, 0)
@@ -54,9 +55,9 @@ def test_a_step_hands_back_only_the_rows_it_owns_so_a_step_of_another_run_loses_
 
 
 def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(tmp_path):
-    """A warehouse file of an earlier version kept KPIs, SLOs, the retention audit, the experiments and
-    the forget-user requests, audit and forgotten-row counts in its own tables: the first
-    `ops_engine()` moves their rows and drops the tables from the file."""
+    """A warehouse file of an earlier version kept KPIs, SLOs, the retention audit, the experiments,
+    the forget-user requests, audit and forgotten-row counts and the file registry in its own tables:
+    the first `ops_engine()` moves their rows and drops the tables from the file."""
     from de_assets.resources import RunMode, Warehouse
 
     db = tmp_path / "warehouse.duckdb"
@@ -64,13 +65,15 @@ def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(t
         con.execute("CREATE SCHEMA pipeline_health")
         con.execute("CREATE SCHEMA raw")
         for table in (PARTITION_KPIS, SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS, FORGET_REQUESTS, FORGET_AUDIT,
-                      FORGOTTEN_ROWS):
+                      FORGOTTEN_ROWS, SOURCE_FILES):
             con.execute(table.ddl())
         con.execute("INSERT INTO pipeline_health.forget_requests VALUES "
                     "('q1', '2026-11-19 09:00', 'dpo', 'pseud-x', 'fp', 'erased', 'run-9', '2026-11-19 09:01', 5)")
         con.execute("INSERT INTO pipeline_health.forget_audit VALUES "
                     "('q1', '2026-11-19 09:01', 'dpo', 'hash', 'raw.events', 5, '2026-11-01', '2026-11-02')")
         con.execute("INSERT INTO raw.forgotten_rows VALUES ('events', '2026-11-01', 'events/2026-11-01/a.ndjson', 5, 'q1')")
+        con.execute("INSERT INTO raw.source_files VALUES ('events', '2026-11-01', 'events/2026-11-01/a.ndjson', "
+                    "'ndjson', 'sha-a', 120, 9, 'ingested', NULL, NULL, '2026-11-01 05:00', 'run-1')")
         con.execute("INSERT INTO pipeline_health.partition_kpis VALUES "
                     "('2026-11-01', 'clean/clean_events', 'r0', 4, 3, 1, 0, 0.5, 8.0, 3600.0, '2026-11-02 05:00')")
         con.execute("INSERT INTO pipeline_health.slo_status VALUES "
@@ -88,9 +91,9 @@ def test_tables_of_an_earlier_warehouse_are_moved_to_the_catalog_database_once(t
     assert [(r[0], r[5], r[8]) for r in _held(engine, FORGET_REQUESTS)] == [("q1", "erased", 5)]
     assert [(r[0], r[4], r[5]) for r in _held(engine, FORGET_AUDIT)] == [("q1", "raw.events", 5)]
     assert [(r[2], r[3], r[4]) for r in _held(engine, FORGOTTEN_ROWS)] == [("events/2026-11-01/a.ndjson", 5, "q1")]
-    with duckdb.connect(str(db), read_only=True) as con:  # none of them is left in the file: only its registry
-        assert con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall() == [
-            ("raw.source_files",)]
+    assert [(r[2], r[4], r[6]) for r in _held(engine, SOURCE_FILES)] == [("events/2026-11-01/a.ndjson", "sha-a", 9)]
+    with duckdb.connect(str(db), read_only=True) as con:  # none of them is left in the file
+        assert con.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables()").fetchall() == []
     assert ops_store.to_adopt(engine) == []
 
 

@@ -19,12 +19,13 @@ import duckdb
 import pytest
 
 from de_assets import lake, sensors
-from de_assets.lib.config_experiment import fingerprint
+from de_assets.lib.config_experiment import COMPARED, fingerprint
 from de_assets.definitions import build_defs
 from de_assets.lib import served
 from de_assets.generator import generate
 from de_assets.resources import build_resources
 from de_assets_tests.conftest import held_query
+from de_assets_tests.conftest import reader as warehouse_reader
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
 
@@ -67,9 +68,10 @@ def _refresh_until_settled(folder: Path, landing: Path) -> int:
         del os.environ["DAGSTER_HOME"]
 
 
-def _tables(folder: Path) -> dict:
-    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as con:
-        return fingerprint(con)
+def _tables(database: Path) -> dict:
+    """Every data table, and the file registry and forgotten rows the catalog database holds (`COMPARED`)."""
+    with warehouse_reader(database) as con:
+        return fingerprint(con, COMPARED)
 
 
 @pytest.mark.slow  # ~3 minutes on 2 cores
@@ -81,7 +83,7 @@ def test_four_runs_at_once_with_readers_equal_one_sequential_run(tmp_path):
     done = subprocess.run(_cli("run", "--start", DAYS[0], "--end", DAYS[-1]), env=sequential, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with duckdb.connect(str(tmp_path / "sequential" / "warehouse.duckdb"), read_only=True) as con:
+    with warehouse_reader(tmp_path / "sequential" / "warehouse.duckdb") as con:
         # the data makes order matter: later days re-deliver keys first delivered on earlier days
         cross_day = con.execute("""SELECT count(*) FROM clean.events_duplicates d JOIN clean.events c
                                    ON c.message_id = d.dedupe_key AND c.arrival_date < d.arrival_date""").fetchone()[0]
@@ -124,7 +126,7 @@ def test_four_runs_at_once_with_readers_equal_one_sequential_run(tmp_path):
         SELECT partition::VARCHAR d, count(*) slos FROM pipeline_health.slo_status
         GROUP BY 1 ORDER BY 1""").values.tolist() == [[day, 4] for day in DAYS]
     _refresh_until_settled(folder, landing)  # marts a run built before another day's cleaning are re-served
-    assert _tables(folder) == _tables(tmp_path / "sequential")
+    assert _tables(folder / "warehouse.duckdb") == _tables(tmp_path / "sequential" / "warehouse.duckdb")
     # readers see what the warehouse holds: every served table of the lake equals its warehouse table
     catalog = served.open_lake(str(folder / "warehouse.duckdb"), create=False)
     reader = served.connect(catalog)
@@ -163,9 +165,7 @@ def test_days_run_latest_first_equal_one_sequential_run(tmp_path):
     with duckdb.connect(str(reversed_runs.db), read_only=True) as con:
         assert con.execute("SELECT count(*) - count(DISTINCT message_id) FROM clean.events").fetchone()[0] == 0
     _settle(reversed_runs.instance, reversed_runs.defs)
-    with duckdb.connect(str(reversed_runs.db), read_only=True) as a, \
-            duckdb.connect(str(sequential.db), read_only=True) as b:
-        assert fingerprint(a) == fingerprint(b)
+    assert _tables(reversed_runs.db) == _tables(sequential.db)
 
 
 def _lake_matches_warehouse(folder: Path, whole: bool) -> None:
@@ -215,7 +215,7 @@ def test_a_run_killed_mid_commit_leaves_no_partial_partition_and_a_rerun_repairs
     rerun = subprocess.run(_cli("run", "--start", DAYS[0], "--end", DAYS[2]), env=killed, cwd=tmp_path,
                            capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:]
-    assert _tables(tmp_path / "killed") == _tables(tmp_path / "reference")
+    assert _tables(tmp_path / "killed" / "warehouse.duckdb") == _tables(tmp_path / "reference" / "warehouse.duckdb")
     _lake_matches_warehouse(tmp_path / "killed", whole=True)
 
 

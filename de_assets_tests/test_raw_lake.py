@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from de_assets.assets import ingestion
 from de_assets.lib import ingest, privacy, raw_lake, served
 from de_assets.lib.tables import RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES
 from de_assets_tests.conftest import TEST_KEY, Pipeline, every_table, land, segment_event
@@ -61,13 +62,14 @@ def test_a_re_run_commits_nothing_and_a_late_file_adds_only_its_rows(pipeline):
 
 
 def test_a_step_stopped_between_the_lake_commit_and_the_registry_is_repaired_by_the_next_run(pipeline, monkeypatch):
-    real = raw_lake.write_back
-    monkeypatch.setattr(raw_lake, "write_back", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stopped")))
+    real = ingestion._hand_back_registrations  # the registry's write, after the lake commit
+    monkeypatch.setattr(ingestion, "_hand_back_registrations",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stopped")))
     assert not pipeline.run(DAYS[0], DAYS[-1], selection=[RAW_EVENTS_KEY], raise_on_error=False).success
     committed = lake_rows(pipeline.db, RAW_EVENTS)
     assert committed and registered_rows(pipeline, "events") == 0  # rows in the lake, registry not written
 
-    monkeypatch.setattr(raw_lake, "write_back", real)
+    monkeypatch.setattr(ingestion, "_hand_back_registrations", real)
     assert pipeline.run(DAYS[0], DAYS[-1]).success  # rows_reconcile (blocking) passes per file
     assert lake_rows(pipeline.db, RAW_EVENTS) == committed  # the files were not ingested again
     assert registered_rows(pipeline, "events") == len(committed)
@@ -255,7 +257,7 @@ def test_a_step_killed_after_its_lake_commit_keeps_the_counts_of_the_rows_it_dro
     def killed(*args, **kwargs):
         raise RuntimeError("killed after the lake commit")
 
-    monkeypatch.setattr(raw_lake, "write_back", killed)
+    monkeypatch.setattr(ingestion, "_hand_back_registrations", killed)
     assert not pipeline.run(DAYS[2], selection=[RAW_EVENTS_KEY], raise_on_error=False).success
     monkeypatch.undo()
     assert pipeline.query(f"SELECT count(*) AS n FROM {SOURCE_FILES.name}").n[0] == 0  # the registry lost them

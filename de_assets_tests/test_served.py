@@ -60,14 +60,15 @@ def test_the_lake_serves_exactly_the_warehouse_tables(pipeline):
     assert arrow.column("dau").to_pylist() == [3, 4, 3]
     assert len(catalog.load_table(CLEAN_EVENTS.name).scan().to_arrow()) == 24
     # every data table is kept in the lake alone: the warehouse file holds no row of them, each is a view
-    # over the lake's current snapshot (the file registry, raw's bookkeeping, is the file's own table)
+    # over the lake's current snapshot; the file holds no table of its own (the file registry, raw's
+    # bookkeeping, is held in the catalog database)
     with duckdb.connect(str(pipeline.db), read_only=True) as warehouse:
         kinds = dict(warehouse.execute(
             "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables "
             "WHERE table_schema IN ('raw', 'clean', 'quarantine', 'marts')").fetchall())
     data = {t.name for t in (*served.RAW_TABLES, *served.PUBLISHED) if t.schema != "pipeline_health"}
     assert {name for name in data if kinds.get(name) != "VIEW"} == set()
-    assert {name for name, kind in kinds.items() if kind != "VIEW"} == {"raw.source_files"}
+    assert {name for name, kind in kinds.items() if kind != "VIEW"} == set()
 
 
 def test_readers_read_a_snapshot_and_the_past(pipeline):

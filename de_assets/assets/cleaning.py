@@ -8,7 +8,7 @@ from de_assets import checks
 from de_assets.lib import clean, health, marts, reconcile, served
 from de_assets.lib.arrivals import contiguous_ranges
 from de_assets.lib.days import days_between, ranges_label, short_label
-from de_assets.lib.tables import FORGOTTEN_ROWS, PARTITION_KPIS
+from de_assets.lib.tables import FORGOTTEN_ROWS, PARTITION_KPIS, SOURCE_FILES
 from de_assets.metadata import (
     EVENT_DAYS,
     FIRST_DAYS_MOVED,
@@ -170,8 +170,10 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                                               con, spec, day, day, limit, settings.dedupe_strategy,
                                               settings.late_lookback_days, earliest))
             report = clean.CleanReport.total(daily_reports.values())
-            forgotten = warehouse.held_rows(FORGOTTEN_ROWS, source=source, arrival_date=(start, end))
-            books_by_day = reconcile.accounting_by_day(con, spec, source, list(daily_reports), forgotten)
+            days_rows = {"source": source, "arrival_date": (start, end)}  # kept in the catalog database
+            books_by_day = reconcile.accounting_by_day(con, spec, source, list(daily_reports),
+                                                       forgotten=warehouse.held_rows(FORGOTTEN_ROWS, **days_rows),
+                                                       registry=warehouse.held_rows(SOURCE_FILES, **days_rows))
             extra = []
             for day, r in daily_reports.items():  # every check is evaluated per day
                 books = books_by_day[day]

@@ -11,7 +11,7 @@ from de_assets import checks
 from de_assets.lib import http_source, ingest, privacy, raw_lake
 from de_assets.lib.alerts import Alert
 from de_assets.lib.days import days_between, short_label, utc_today
-from de_assets.lib.tables import FORGOTTEN_ROWS, RAW_EVENTS, RAW_REQUESTS, Table
+from de_assets.lib.tables import FORGOTTEN_ROWS, RAW_EVENTS, RAW_REQUESTS, SOURCE_FILES, Table
 from de_assets.metadata import definition_metadata
 from de_assets.partitions import daily, partition_dates
 from de_assets.bookkeeping import check_events, finish
@@ -114,8 +114,8 @@ def _ingest_files(con, landing_root, key: str, source: str, start: date, end: da
 
 
 def _load_held_reads(warehouse: Warehouse, private, source: str, start: date, end: date) -> None:
-    """Copy the suppression list and the days' forgotten-row counts (held in the catalog database) into
-    the connection ingestion writes in."""
+    """Copy the source's file registry, the suppression list and the days' forgotten-row counts (held in
+    the catalog database) into the connection ingestion writes in."""
     for held_table, match in raw_lake.held_reads(source, start, end):
         warehouse.load_held(private, held_table, **match)
 
@@ -125,17 +125,24 @@ def _hand_back_forgotten(warehouse: Warehouse, con, source: str, start: date, en
     warehouse.hand_back(con, FORGOTTEN_ROWS, source=source, arrival_date=(start, end))
 
 
+def _hand_back_registrations(warehouse: Warehouse, con, source: str, start: date, end: date) -> None:
+    """The days' registrations, as ``con`` holds them now (a re-ingest's cleared ones go too)."""
+    warehouse.hand_back(con, SOURCE_FILES, source=source, arrival_date=(start, end))
+
+
 def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_root, key: str, source: str,
                       table: Table, start: date, end: date, reingest: bool):
     """Ingest the new files of [start, end] into the lake (`lib/raw_lake.py`); returns the warehouse
     connection (entered on ``held``, for the bookkeeping) and the reports per day.
 
-    The warehouse file is held only twice, briefly: to copy the registry into a private in-memory
-    DuckDB (the suppression list and the forgotten-row counts come from the catalog database), and,
-    after the files were read, projected and written as Parquet without it, to commit them (the
-    forgotten-row counts, the lake commit, then the registry). When another run registered files of
-    these days in between, or a forget request was recorded or executed (the rows read may hold the
-    user), nothing is committed and the step reads again. The counts go first: a step that fails
+    The warehouse file is held only twice, briefly: to copy the registry, the suppression list and the
+    forgotten-row counts (held in the catalog database) into a private in-memory DuckDB, and, after
+    the files were read, projected and written as Parquet without it, to commit them (the
+    forgotten-row counts, the lake commit, then the registrations). The turns keep the registry's
+    writers (`repair_registry`, the commits) in line. When another run registered files of these
+    days in between, or a forget request was recorded or executed (the rows read may hold the user),
+    nothing is committed and the step reads again: a figure of those rows is taken before the copy
+    and again in the commit turn (`raw_lake.inputs_of`). The counts go first: a step that fails
     before the lake commit leaves counts of files it did not ingest, which the re-run's ingest of
     those files replaces; written after it, a kill in between would lose them for good (the outbox
     restores the registrations, so the files are never read again)."""
@@ -143,18 +150,18 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
     engine = warehouse.ops_engine()
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         with warehouse.private() as private:
-            with warehouse.connect() as con:  # a short turn: what ingestion reads
-                raw_lake.repair_registry(con, catalog, table, source)
-                raw_lake.seed(con, private, source, start, end)
-                before = raw_lake.inputs_of(con, engine, source, start, end)
-            _load_held_reads(warehouse, private, source, start, end)  # after the figure: a change shows
+            with warehouse.connect():  # a short turn: what ingestion reads
+                raw_lake.repair_registry(engine, catalog, table, source)
+                before = raw_lake.inputs_of(engine, source, start, end)
+                _load_held_reads(warehouse, private, source, start, end)  # after the figure: a change shows
+            registered = raw_lake.registered(private, source, start, end)
             reports = _ingest_files(private, landing_root, key, source, start, end, reingest, context.run.run_id)
             files = raw_lake.write_files(private, catalog, table, days_between(start, end),
                                          warehouse.lake_compression)
             turn = held.enter_context(ExitStack())  # a short turn: the commit, then the bookkeeping
             con = turn.enter_context(warehouse.connect())
-            raw_lake.repair_registry(con, catalog, table, source)
-            if (now := raw_lake.inputs_of(con, engine, source, start, end)) != before:
+            raw_lake.repair_registry(engine, catalog, table, source)
+            if (now := raw_lake.inputs_of(engine, source, start, end)) != before:
                 turn.close()  # ends the turn now (closing it again with `held` does nothing)
                 for f in files:
                     Path(f).unlink(missing_ok=True)
@@ -163,10 +170,10 @@ def _ingest_into_lake(context, warehouse: Warehouse, held: ExitStack, landing_ro
                 context.log.info(f"{source} on {short_label(start, end)}: {why} meanwhile: "
                                  f"reading again (attempt {attempt + 1} of {INGEST_ATTEMPTS})")
                 continue
-            added = raw_lake.new_registrations(private, source, start, end, before.registry)
+            added = raw_lake.new_registrations(private, source, start, end, registered)
             _hand_back_forgotten(warehouse, private, source, start, end)
             raw_lake.commit(catalog, table, files, days_between(start, end), reingest, added)
-            raw_lake.write_back(private, con, source, start, end)
+            _hand_back_registrations(warehouse, private, source, start, end)
             raw_lake.attach(con, catalog)  # the bookkeeping reads the new snapshot
             return con, reports
     raise dg.Failure(f"{source} on {short_label(start, end)}: other runs kept registering files of these days, or "
@@ -178,14 +185,14 @@ def _ingest_into_overlay(context, warehouse: Warehouse, con, landing_root, key: 
                          start: date, end: date, reingest: bool):
     """A dry run's ingestion over a lake: read and projected as a real run does (a private DuckDB seeded
     with the registry), then the rows staged in the run's overlay instead of committed to the lake
-    (`raw_lake.stage`), and the registrations written to the scratch copy. Returns the reports per day."""
+    (`raw_lake.stage`); the registrations and counts are kept by the run (`Warehouse.hand_back`).
+    Returns the reports per day."""
     with warehouse.private() as private:
-        raw_lake.seed(con, private, source, start, end)
         _load_held_reads(warehouse, private, source, start, end)
         reports = _ingest_files(private, landing_root, key, source, start, end, reingest, context.run.run_id)
         raw_lake.stage(private, con, table, start, end, reingest)
-        raw_lake.write_back(private, con, source, start, end)
-        _hand_back_forgotten(warehouse, private, source, start, end)  # kept by the dry run, not written
+        _hand_back_registrations(warehouse, private, source, start, end)  # kept by the dry run, not written
+        _hand_back_forgotten(warehouse, private, source, start, end)
     return reports
 
 
@@ -235,8 +242,10 @@ def _raw_asset(source: str, table: Table, upstream: list, description: str) -> d
                     _load_held_reads(warehouse, con, source, start, end)
                     reports = _ingest_files(con, settings.landing_root, key, source, start, end, config.reingest,
                                             context.run.run_id)
+                    _hand_back_registrations(warehouse, con, source, start, end)
                     _hand_back_forgotten(warehouse, con, source, start, end)
-            warehouse.copy_registrations(con, source, start, end)  # what the landing sensor reads
+            # the checks read the source's registrations by name (`drift.volume_vs_trailing_weeks`)
+            held.enter_context(warehouse.beside(con, SOURCE_FILES, source=source))
             # A bad file costs only itself: the day goes on, the file is named (never its content).
             problems = [p for r in reports.values() for p in r.problems]
             alerting.send([bad_file_alert(context, path, status, reason) for path, status, reason in problems],

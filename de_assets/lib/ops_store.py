@@ -11,12 +11,11 @@ records (`pipeline_health.partition_kpis`); the SLO status per partition
 (`pipeline_health.slo_status`); the retention audit (`pipeline_health.retention_log`); the
 configuration experiments' measurements (`pipeline_health.config_experiments`); the forget-user
 requests (the suppression list), their audit and the raw rows they removed per landed file
-(`raw.forgotten_rows`); a copy of the file registry, which the landing sensor reads (the registry
-itself is written in the warehouse file after the files' lake commit). The tables declared in
-`lib/tables/` (`HELD`) are computed in DuckDB like any other: a step gets a copy in an in-memory
-DuckDB connection (`load`), writes it there with the same SQL, and hands the rows it owns back in
-one transaction (`replace`); served readers read the copy published to the lake. The file registry
-itself is still in the warehouse file: docs/lake.md, "Still to do".
+(`raw.forgotten_rows`); the file registry (`raw.source_files`: one row per landed file, which the
+ingestion steps and the landing sensor read). The tables declared in `lib/tables/` (`HELD`) are
+computed in DuckDB like any other: a step gets a copy in an in-memory DuckDB connection (`load`),
+writes it there with the same SQL, and hands the rows it owns back in one transaction
+(`replace`); served readers read the copy published to the lake.
 """
 
 from __future__ import annotations
@@ -72,8 +71,8 @@ HTTP_DEAD_LETTERS = sa.Table(
 
 # The tables declared in `lib/tables/` whose rows are held here (`tables.IN_CATALOG_DATABASE`: the
 # alerts, the partition KPIs, the SLO status, the retention log, the configuration experiments, the
-# forget-user requests, audit and forgotten rows), and
-# their SQL tables, `de_assets_<table>`. Each step replaces only the rows it owns (`replace`).
+# forget-user requests, audit and forgotten rows, the file registry), and their SQL tables,
+# `de_assets_<table>`. Each step replaces only the rows it owns (`replace`).
 HELD: dict[tables.Table, sa.Table] = {
     table: _declared(table, f"de_assets_{table.name.split('.')[1]}") for table in tables.IN_CATALOG_DATABASE
 }
@@ -82,12 +81,10 @@ HELD: dict[tables.Table, sa.Table] = {
 # processes raising the same new alert at once insert it once, and only the one that did pages.
 ALERTS = HELD[tables.ALERTS]
 
-# A copy of the file registry (`raw.source_files`: one row per landed file, written in the warehouse
-# with the file's rows): what the landing sensor reads to tell new files from ingested ones without
-# opening the warehouse file, which a run may hold. Each raw step replaces the rows of its days here
-# after its commit (`replace_registrations`); a step killed in between leaves its files looking new to
-# the sensor, whose run then ingests nothing and writes them here.
-SOURCE_FILES = _declared(tables.SOURCE_FILES, "de_assets_source_files", key=("source", "path"))
+# The file registry (`raw.source_files`, key source + path): each raw step hands back the rows of its
+# days after its lake commit (`lib/raw_lake.py`: the commit's outbox covers a kill in between); the
+# landing sensor reads it to tell new files from ingested ones.
+SOURCE_FILES = HELD[tables.SOURCE_FILES]
 
 # Which tables of a warehouse file of an earlier version were moved here (see `adopt_from_warehouse`).
 ADOPTED = sa.Table(
@@ -118,31 +115,32 @@ _WAREHOUSE_TABLES = {
 }
 
 
-# Warehouse tables copied here once (the warehouse keeps them: the copy is kept up to date from then on).
-_COPIED = {SOURCE_FILES: tables.SOURCE_FILES.name}
+# How a move is recorded in `de_assets_adopted_from_warehouse` (the warehouse table's name, except:)
+# versions of session 11 to 21 kept the file registry in the warehouse and a copy here, recorded as
+# `raw.source_files`; the move of the file's registry (rows the copy lacks) is recorded on its own.
+_RECORDED_AS = {tables.SOURCE_FILES.name: f"{tables.SOURCE_FILES.name} (moved)"}
 
 
 def to_adopt(engine: sa.Engine) -> list[str]:
-    """Warehouse tables of earlier versions not yet moved (or copied) here (checked once per catalog,
-    then never)."""
+    """Warehouse tables of earlier versions not yet moved here (checked once per catalog, then never)."""
     with engine.connect() as c:
         done = set(c.execute(sa.select(ADOPTED.c.warehouse_table)).scalars())
-    return [name for name in [*_WAREHOUSE_TABLES.values(), *_COPIED.values()] if name not in done]
+    return [name for name in _WAREHOUSE_TABLES.values() if _RECORDED_AS.get(name, name) not in done]
 
 
 def adopt_from_warehouse(engine: sa.Engine, con=None) -> int:
     """Move the state a warehouse file of an earlier version kept in its own tables (the HTTP source's
-    cursor, breaker and dead letters; every table of `HELD`) here, and copy the file registry, once per table: in
-    one transaction, the rows whose key is not here yet (state written here since wins; dead letters
-    are all appended), recorded in `de_assets_adopted_from_warehouse`; then the warehouse table is
-    dropped (not the registry, which the warehouse keeps). Without ``con`` (there is no warehouse file
-    yet: a new install), nothing is there to move, which is recorded the same way. Returns the rows moved."""
+    cursor, breaker and dead letters; every table of `HELD`, the file registry among them) here, once
+    per table: in one transaction, the rows whose key is not here yet (state written here since wins;
+    dead letters are all appended), recorded in `de_assets_adopted_from_warehouse`; then the warehouse
+    table is dropped. Without ``con`` (there is no warehouse file yet: a new install), nothing is there
+    to move, which is recorded the same way. Returns the rows moved."""
     old = set() if con is None else {name for (name,) in con.execute(
         "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database()"
     ).fetchall()}
     pending = set(to_adopt(engine))
     moved = 0
-    for table, name in [*_WAREHOUSE_TABLES.items(), *_COPIED.items()]:
+    for table, name in _WAREHOUSE_TABLES.items():
         if name not in pending:
             continue
         rows = []
@@ -160,11 +158,12 @@ def adopt_from_warehouse(engine: sa.Engine, con=None) -> int:
                     rows = [row for row in rows if tuple(row[k] for k in key) not in here]
                 if rows:
                     c.execute(sa.insert(table), rows)
-                c.execute(sa.insert(ADOPTED), {"warehouse_table": name, "rows_moved": len(rows), "adopted_at": _now()})
+                c.execute(sa.insert(ADOPTED), {"warehouse_table": _RECORDED_AS.get(name, name), "rows_moved": len(rows),
+                                               "adopted_at": _now()})
         except IntegrityError:  # another process moved it meanwhile: its copy stands, this one rolled back
             continue
         moved += len(rows)
-        if con is not None and table not in _COPIED:
+        if con is not None:
             con.execute(f"DROP TABLE IF EXISTS {name}")
     return moved
 
@@ -182,15 +181,24 @@ def rows(engine: sa.Engine, table: tables.Table, **match) -> pa.Table:
     return pa.Table.from_pylist(found, schema=served.arrow_schema(table))
 
 
-def load(engine: sa.Engine, con, table: tables.Table, **match) -> None:
-    """(Re)create ``table`` (one of `HELD`) in DuckDB connection ``con`` (an in-memory one) as a copy
-    of the rows held here (those that match ``match``, see `_where`): what a step computes on and
-    hands back (`replace`), what is published to the lake, what `de-assets status` lists."""
+def load(engine: sa.Engine, con, table: tables.Table, catalog: str | None = None, **match) -> str:
+    """(Re)create ``table`` (one of `HELD`) in DuckDB connection ``con`` (an in-memory one; or in its
+    attached database ``catalog``) as a copy of the rows held here (those that match ``match``, see
+    `_where`): what a step computes on and hands back (`replace`), what is published to the lake,
+    what `de-assets status` lists. Returns the name it has there."""
     batch = rows(engine, table, **match)
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.schema}")
-    con.execute(f"DROP TABLE IF EXISTS {table.name}")
-    con.execute(table.ddl())
-    insert_arrow(con, table.name, batch)
+    return create(con, table, batch, catalog)
+
+
+def create(con, table: tables.Table, batch: pa.Table, catalog: str | None = None) -> str:
+    """(Re)create ``table`` in ``con`` (or its attached database ``catalog``) holding ``batch``; its name there."""
+    schema = table.schema if catalog is None else f"{catalog}.{table.schema}"
+    name = table.name if catalog is None else f"{catalog}.{table.name}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    con.execute(f"DROP TABLE IF EXISTS {name}")
+    con.execute(table.ddl().replace(table.name, name, 1))
+    insert_arrow(con, name, batch)
+    return name
 
 
 def fingerprint(engine: sa.Engine, table: tables.Table, **match) -> tuple:
@@ -213,7 +221,10 @@ def duck_where(match: dict) -> tuple[str, list]:
     """``match`` (see `_where`) as a DuckDB condition and its parameters."""
     sql, params = ["true"], []
     for column, value in match.items():
-        if isinstance(value, tuple):
+        if isinstance(value, list):
+            sql.append(f'list_contains(?, "{column}")')
+            params.append(value)
+        elif isinstance(value, tuple):
             for op, bound in zip((">=", "<="), value):
                 if bound is not None:
                     sql.append(f'"{column}" {op} ?')
@@ -226,11 +237,13 @@ def duck_where(match: dict) -> tuple[str, list]:
 
 def _where(held: sa.Table, match: dict) -> list:
     """``match`` as SQLAlchemy conditions: column=value; column=(low, high), both ends included,
-    None for an open end; a text value with a ``%`` is a LIKE pattern."""
+    None for an open end; column=[values], one of them; a text value with a ``%`` is a LIKE pattern."""
     clause = []
     for column, value in match.items():
         c = held.c[column]
-        if isinstance(value, tuple):
+        if isinstance(value, list):
+            clause.append(c.in_(value))
+        elif isinstance(value, tuple):
             low, high = value
             clause += ([c >= low] if low is not None else []) + ([c <= high] if high is not None else [])
         elif isinstance(value, str) and "%" in value:
@@ -276,19 +289,8 @@ def _replace(engine: sa.Engine, batches: list[tuple[tables.Table, list[dict]]], 
     return sum(len(rows) for _, rows in batches)
 
 
-def replace_registrations(engine: sa.Engine, source: str, start, end, rows: list[dict]) -> None:
-    """Make the registry copy's rows of ``source`` on the arrival days [start, end] equal ``rows`` (the
-    warehouse registry's rows of those days), in one transaction: idempotent, and a re-ingest's
-    cleared registrations go too."""
-    with engine.begin() as c:
-        c.execute(sa.delete(SOURCE_FILES).where(SOURCE_FILES.c.source == source,
-                                                SOURCE_FILES.c.arrival_date.between(start, end)))
-        if rows:
-            c.execute(sa.insert(SOURCE_FILES), rows)
-
-
 def registered_checksums(engine: sa.Engine, checksums: list[str]) -> set[str]:
-    """Those of ``checksums`` (SHA-256 of landed files) in the registry copy, under any name or day
+    """Those of ``checksums`` (SHA-256 of landed files) in the file registry, under any name or day
     (a byte-identical re-delivery counts as registered)."""
     wanted = sorted(set(checksums))
     found: set[str] = set()

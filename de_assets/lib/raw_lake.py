@@ -5,13 +5,15 @@ file, and seen by every other step as DuckDB views over their current snapshot.
 * **Writing** (`commit`): an ingestion step stages and projects its new files in a private in-memory
   DuckDB (`lib/ingest.py`, unchanged), DuckDB writes one Parquet file per arrival day straight into
   the lake folder, and one Iceberg commit adds them (`reingest`: replaces the days). Nothing of this
-  holds the warehouse file's lock; only the short bookkeeping after it does (the file registry, the
-  checks).
+  holds the warehouse file's lock; only the short commit turn and the bookkeeping after it do.
+* **The file registry** (`raw.source_files`) is held in the catalog database (`lib/ops_store.py`): a
+  step copies its source's registrations into its private DuckDB (`held_reads`), where
+  `lib/ingest.py` classifies and registers the files, and hands back its days' after the commit.
 * **The outbox.** The commit's snapshot summary carries the registrations of its files
   (`de-assets.registrations`, JSON). The registry is written after the commit; a step killed in
   between leaves rows in the lake that the registry does not know, and the next ingestion step of
-  the source copies them from the summary first (`repair_registry`), so the files are not ingested
-  twice.
+  the source registers them from the summary first (`repair_registry`), so the files are not
+  ingested twice.
 * **Reading** (`attach`): the warehouse connection's `raw.events` / `raw.requests` are views over the
   current snapshot's data files, typed as declared (`lib/tables/raw.py`), rebuilt when the table's
   metadata changed (the metadata location is kept in the view's comment; one catalog query tells which). A step sees one snapshot
@@ -34,7 +36,7 @@ from pyiceberg.expressions import EqualTo
 
 from de_assets.lib import lake, ops_store, served, staged
 from de_assets.lib.days import days_between
-from de_assets.lib.sql import copy_rows, ident, insert_rows, literal, transaction
+from de_assets.lib.sql import copy_rows, ident, literal
 from de_assets.lib.tables import (
     FORGET_REQUESTS,
     FORGOTTEN_ROWS,
@@ -180,11 +182,11 @@ def commit(catalog, table: Table, files: list[str], days: list[date], replace: b
     return getattr(snapshot, "snapshot_id", None)
 
 
-def repair_registry(con, catalog, table: Table, source: str) -> int:
+def repair_registry(engine, catalog, table: Table, source: str) -> int:
     """Register the files whose rows a commit added to the lake but whose registrations never reached
-    the warehouse's registry (a step killed between the two), from the commits' outbox; a file
-    registered by an older commit than the latest one that carries it (a re-ingest killed before
-    its bookkeeping) gets that commit's registration. A re-ingest's outbox replaces its days' (a
+    the file registry (held in the catalog database ``engine``; a step killed between the two), from
+    the commits' outbox, in one transaction; a file registered by an older commit than the latest one
+    that carries it (a re-ingest killed before its bookkeeping) gets that commit's registration. A re-ingest's outbox replaces its days' (a
     file removed from the landing area before it stays unregistered). Returns the files (re)registered."""
     iceberg = served.lake_table(catalog, table)
     latest: dict[str, dict] = {}
@@ -199,69 +201,61 @@ def repair_registry(con, catalog, table: Table, source: str) -> int:
             latest[reg["path"]] = reg
     if not latest:
         return 0
-    known = dict(con.execute(f"SELECT path, ingested_at FROM {SOURCE_FILES.name} WHERE source = ?",
-                             [source]).fetchall())
+    held = ops_store.rows(engine, SOURCE_FILES, source=source)
+    known = dict(zip(held["path"].to_pylist(), held["ingested_at"].to_pylist()))
     stale = [reg for path, reg in latest.items()
              if path not in known or (known[path] is not None
                                       and known[path] < datetime.fromisoformat(reg["ingested_at"]))]
     if not stale:
         return 0
-    con.execute(f"DELETE FROM {SOURCE_FILES.name} WHERE source = ? AND list_contains(?, path)",
-                [source, [r["path"] for r in stale]])
-    columns = SOURCE_FILES.column_names
-    insert_rows(con, SOURCE_FILES.name, columns, [[r.get(c) for c in columns] for r in stale])
+    rows = [_from_outbox(reg) for reg in stale]
+    ops_store.replace_rows(engine, SOURCE_FILES, rows, source=source, path=[r["path"] for r in rows])
     return len(stale)
 
 
-# What an ingestion step reads besides the landed files, and writes back: the source's file registry
-# (every day: earlier days hold the originals of re-deliveries; in the warehouse file), the suppression
-# list and the days' counts of rows removed for forget requests (held in the catalog database,
-# `lib/ops_store.py`: ``match`` of `Warehouse.held`).
+def _from_outbox(registration: dict) -> dict:
+    """A registration as the outbox holds it (JSON: days and times as ISO text), with Python values."""
+    parse = {"DATE": date.fromisoformat, "TIMESTAMP": datetime.fromisoformat}
+    return {c.name: registration.get(c.name) if registration.get(c.name) is None or c.type not in parse
+            else parse[c.type](registration[c.name]) for c in SOURCE_FILES.columns}
+
+
+# What an ingestion step reads besides the landed files (`lib/ops_store.py`, ``match`` of
+# `Warehouse.held`): the source's file registry (every day: earlier days hold the originals of
+# re-deliveries), the suppression list and the days' counts of rows removed for forget requests.
 def held_reads(source: str, start: date, end: date) -> list[tuple[Table, dict]]:
     """The held tables ingesting ``source`` on [start, end] reads, with the rows it reads of each."""
-    return [(FORGET_REQUESTS, {}), (FORGOTTEN_ROWS, {"source": source, "arrival_date": (start, end)})]
-
-
-def seed(con, private, source: str, start: date, end: date) -> None:
-    """Copy the file registry of ``source`` from the warehouse (``con``) into a private connection
-    (empty tables, `Warehouse.private`); the held tables are loaded there by the caller (`held_reads`)."""
-    copy_rows(con, private, SOURCE_FILES.name, "source = ?", [source])
+    return [(SOURCE_FILES, {"source": source}), (FORGET_REQUESTS, {}),
+            (FORGOTTEN_ROWS, {"source": source, "arrival_date": (start, end)})]
 
 
 class Inputs(NamedTuple):
-    """What an ingestion step's result depends on besides the landed files: the registrations of its
-    days (another run may ingest there) and the forget requests (a user forgotten meanwhile: a
-    figure of the held rows, `ops_store.fingerprint`)."""
-    registry: list[tuple]
+    """What an ingestion step's result depends on besides the landed files, as figures of the rows held
+    in the catalog database (`ops_store.fingerprint`): the registrations of its days (another run may
+    ingest there) and the forget requests (a user forgotten meanwhile)."""
+    registry: tuple
     requests: tuple
 
 
-def inputs_of(con, engine, source: str, start: date, end: date) -> Inputs:
-    """The warehouse's registrations of ``source`` on [start, end] and the figure of the forget
-    requests held in the catalog database ``engine``, as of now."""
-    registry = con.execute(f"SELECT path, sha256, status, ingested_at FROM {SOURCE_FILES.name} "
-                           "WHERE source = ? AND arrival_date BETWEEN ? AND ? ORDER BY ALL",
-                           [source, start, end]).fetchall()
-    return Inputs(registry, ops_store.fingerprint(engine, FORGET_REQUESTS))
+def inputs_of(engine, source: str, start: date, end: date) -> Inputs:
+    """The figures of the registrations of ``source`` on [start, end] and of the forget requests, as of now."""
+    return Inputs(ops_store.fingerprint(engine, SOURCE_FILES, source=source, arrival_date=(start, end)),
+                  ops_store.fingerprint(engine, FORGET_REQUESTS))
 
 
-def new_registrations(private, source: str, start: date, end: date, before: list[tuple]) -> list[dict]:
-    """The registrations the private connection added on [start, end] (not among ``before``)."""
-    known = {(path, at) for path, _, _, at in before}
+def registered(private, source: str, start: date, end: date) -> set[tuple]:
+    """(path, ingested_at) of the registrations of ``source`` on [start, end] in the private connection."""
+    return set(private.execute(f"SELECT path, ingested_at FROM {SOURCE_FILES.name} "
+                               "WHERE source = ? AND arrival_date BETWEEN ? AND ?", [source, start, end]).fetchall())
+
+
+def new_registrations(private, source: str, start: date, end: date, before: set[tuple]) -> list[dict]:
+    """The registrations the private connection added on [start, end] (not among ``before``, `registered`)."""
     result = private.execute(f"SELECT * FROM {SOURCE_FILES.name} WHERE source = ? AND arrival_date BETWEEN ? AND ?",
                              [source, start, end])
     columns = [d[0] for d in result.description]
     rows = [dict(zip(columns, row)) for row in result.fetchall()]
-    return [r for r in rows if (r["path"], r["ingested_at"]) not in known]
-
-
-def write_back(private, con, source: str, start: date, end: date) -> None:
-    """Replace the warehouse's registrations of ``source`` on [start, end] by the private connection's,
-    in one transaction (after the lake commit: the outbox covers a kill before it)."""
-    where, params = "source = ? AND arrival_date BETWEEN ? AND ?", [source, start, end]
-    with transaction(con):
-        con.execute(f"DELETE FROM {SOURCE_FILES.name} WHERE {where}", params)
-        copy_rows(private, con, SOURCE_FILES.name, where, params)
+    return [r for r in rows if (r["path"], r["ingested_at"]) not in before]
 
 
 def stage(private, con, table: Table, start: date, end: date, replace: bool) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from de_assets.lib.clean import CleanSpec
-from de_assets.lib.tables import FORGOTTEN_ROWS
+from de_assets.lib.tables import FORGOTTEN_ROWS, SOURCE_FILES
 
 
 def stale_later_days(con, spec: CleanSpec, start: date, end: date) -> list[date]:
@@ -123,7 +123,7 @@ UNBALANCED_FILES_SHOWN = 20
 _KINDS = ("landed", "redelivered", "forgotten", "raw", "clean", "quarantined", "held_back", "duplicate_rows")
 
 
-def accounting(con, spec: CleanSpec, source: str, days: list[date], forgotten=None) -> dict:
+def accounting(con, spec: CleanSpec, source: str, days: list[date], forgotten=None, registry=None) -> dict:
     """Count, independently from the clean step's own figures, where every landed row of the
     arrival days went, per landed file (held-back days included: their rows are in the quarantine
     table as rejected or held back, or still served from before).
@@ -131,28 +131,31 @@ def accounting(con, spec: CleanSpec, source: str, days: list[date], forgotten=No
     The identity that must hold for every file: rows landed = clean + quarantined + duplicates,
     where the duplicates of a re-delivered (byte-identical) file are all its rows; and the raw rows
     of a file = its clean + quarantined + duplicate-table rows. Rows erased by forget-user requests
-    left the books on purpose and are subtracted from the landed count: ``forgotten`` holds their
-    counts (the rows of `raw.forgotten_rows` of the days, an Arrow table or a DataFrame: they are kept
-    in the catalog database, `Warehouse.held_rows`); None reads ``con``'s own table of that name.
+    left the books on purpose and are subtracted from the landed count. ``forgotten`` holds their
+    counts (the rows of `raw.forgotten_rows` of the days) and ``registry`` the landed files (the rows
+    of `raw.source_files` of the days), each an Arrow table or a DataFrame: they are kept in the
+    catalog database (`Warehouse.held_rows`); None reads ``con``'s own table of that name.
     """
     if not days:
         return {"days_checked": 0, "files_checked": 0, "balanced": True}
-    return _books(_files(con, spec, source, days, forgotten), len(days))
+    return _books(_files(con, spec, source, days, forgotten, registry), len(days))
 
 
-def accounting_by_day(con, spec: CleanSpec, source: str, days: list[date], forgotten=None) -> dict[date, dict]:
+def accounting_by_day(con, spec: CleanSpec, source: str, days: list[date], forgotten=None,
+                      registry=None) -> dict[date, dict]:
     """`accounting` of each day on its own (one query for all of them)."""
     if not days:
         return {}
-    files = _files(con, spec, source, days, forgotten)
+    files = _files(con, spec, source, days, forgotten, registry)
     by_day = {day: rows for day, rows in files.groupby(files["arrival_date"].dt.date)} if len(files) else {}
     return {day: _books(by_day.get(day, files.iloc[0:0]), 1) for day in days}
 
 
-_FORGOTTEN = "_accounting_forgotten_rows"  # the `forgotten` rows given, as the query reads them
+# the `forgotten` and `registry` rows given, as the query reads them
+_GIVEN = {"forgotten": "_accounting_forgotten_rows", "registry": "_accounting_source_files"}
 
 
-def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None):
+def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None, registry=None):
     """Per landed file of the days: rows landed, re-delivered, forgotten, in raw, clean, quarantined,
     held back and in the duplicates table, and whether its books balance."""
     window = "list_contains($days, arrival_date)"
@@ -161,10 +164,13 @@ def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None):
         return (f"SELECT '{label}' AS k, arrival_date, {file} AS source_file, {count} AS n FROM {relation} "
                 f"WHERE {window} AND {where} GROUP BY ALL")
 
+    given = {name: rows for name, rows in (("forgotten", forgotten), ("registry", registry)) if rows is not None}
+    files_in = _GIVEN["registry"] if registry is not None else SOURCE_FILES.name
     parts = [
-        per_file("landed", "raw.source_files", "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
-        per_file("redelivered", "raw.source_files", "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
-        per_file("forgotten", FORGOTTEN_ROWS.name if forgotten is None else _FORGOTTEN, "sum(rows)", "source = $source"),
+        per_file("landed", files_in, "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
+        per_file("redelivered", files_in, "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
+        per_file("forgotten", _GIVEN["forgotten"] if forgotten is not None else FORGOTTEN_ROWS.name, "sum(rows)",
+                 "source = $source"),
         per_file("raw", spec.raw.name),
         per_file("clean", spec.clean.name),
         per_file("quarantined", spec.quarantine.name),
@@ -172,8 +178,8 @@ def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None):
         per_file("duplicate_rows", spec.duplicates.name),
     ]
     pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in _KINDS)
-    if forgotten is not None:
-        con.register(_FORGOTTEN, forgotten)
+    for name, rows in given.items():
+        con.register(_GIVEN[name], rows)
     try:
         files = con.execute(
             f"SELECT arrival_date, source_file, {pivot} FROM ({' UNION ALL '.join(parts)}) "
@@ -181,8 +187,8 @@ def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None):
             {"days": days, "source": source},
         ).df()
     finally:
-        if forgotten is not None:
-            con.unregister(_FORGOTTEN)
+        for name in given:
+            con.unregister(_GIVEN[name])
     files["landed_net"] = files["landed"] + files["redelivered"] - files["forgotten"]
     files["duplicate"] = files["duplicate_rows"] + files["redelivered"]
     files["balanced"] = (files["landed_net"] == files["clean"] + files["quarantined"] + files["duplicate"]) & (

@@ -81,24 +81,31 @@ def overlay(con):
     rows not committed by then are dropped with it."""
     if active(con) is not None:
         raise RuntimeError("this connection already has a staging overlay")
-    home = _home(con)
     name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
+    found = con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
     con.execute(f"ATTACH ':memory:' AS {name}")
     try:
         con.execute(f"CREATE TABLE {name}.main.{_DAYS} (table_name VARCHAR, day DATE)")
         staged_schemas = list(dict.fromkeys(t.schema for t in (*RAW, *TABLES)))
         for schema in staged_schemas:
             con.execute(f"CREATE SCHEMA {name}.{schema}")
-        own = [s for (s,) in con.execute(
-            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal ORDER BY 1",
-            [home]).fetchall()]
-        entries = [f"{ident(home)}.main", *(f"{name}.{s}" for s in staged_schemas),
-                   *(f"{ident(home)}.{s}" for s in own if s != "main")]
+        home, *own = home_entries(con)
+        later = [e for e in found.split(",") if e and e not in (home, *own)]  # e.g. `Warehouse.beside`'s
+        entries = [home, *(f"{name}.{s}" for s in staged_schemas), *own, *later]
         con.execute(f"SET search_path = {literal(','.join(entries))}")
         yield name
     finally:
-        con.execute("RESET search_path")
+        con.execute(f"SET search_path = {literal(found)}" if found else "RESET search_path")
         con.execute(f"DETACH {name}")
+
+
+def home_entries(con) -> list[str]:
+    """The `search_path` entries of the connection's own database: its `main`, then its other schemas."""
+    home = _home(con)
+    own = [s for (s,) in con.execute(
+        "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? AND NOT internal ORDER BY 1",
+        [home]).fetchall()]
+    return [f"{ident(home)}.main", *(f"{ident(home)}.{s}" for s in own if s != "main")]
 
 
 def relation_kind(con, table: Table) -> str | None:

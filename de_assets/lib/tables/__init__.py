@@ -75,7 +75,7 @@ ALL_TABLES: tuple[Table, ...] = (
 # Tables whose rows live in the catalog's SQL database (`lib/ops_store.py`), updated in place in short
 # transactions, not in the warehouse file; declared here all the same (columns, docs, the lake's schema).
 IN_CATALOG_DATABASE: tuple[Table, ...] = (ALERTS, PARTITION_KPIS, SLO_STATUS, RETENTION_LOG, CONFIG_EXPERIMENTS,
-                                          FORGET_REQUESTS, FORGET_AUDIT, FORGOTTEN_ROWS)
+                                          FORGET_REQUESTS, FORGET_AUDIT, FORGOTTEN_ROWS, SOURCE_FILES)
 WAREHOUSE_TABLES: tuple[Table, ...] = tuple(t for t in ALL_TABLES if t not in IN_CATALOG_DATABASE)
 
 

@@ -22,6 +22,7 @@ SOURCE_FILES = _t(
     ("duplicate_of", "VARCHAR", "For a re-delivery: path of the file first ingested with this checksum"),
     ("ingested_at", "TIMESTAMP", "UTC time the file was registered"),
     ("run_id", "VARCHAR", "Dagster run that registered the file"),
+    key=("source", "path"),
 )
 
 # Segment events as landed, pseudonymized and scrubbed of free PII; immutable, replayable.
