@@ -903,12 +903,20 @@ def main(argv: list[str]) -> int:
         rewrite_report(json.loads((OUT / "results.json").read_text()), cfg.out)
         return 0
     if cfg.only:
-        results = json.loads((OUT / "results.json").read_text())
+        # a full run's figures, this case re-measured in them; without one (a fresh clone), this case alone
+        full = (OUT / "results.json").exists()
+        results = json.loads((OUT / "results.json").read_text()) if full else {}
         load = os.getloadavg()[0]
         {"concurrent": bench_concurrent, "backfill": bench_backfill, "long_history": bench_long_history}[cfg.only](cfg, results)
         results[cfg.only]["remeasured"] = {
             "command": cfg.command.strip(), "load_start": load,
             "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        if not full:
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / f"{cfg.only}.json").write_text(json.dumps(results[cfg.only], indent=1, default=str))
+            print(f"\nno full run's figures to update (benchmarks/out/results.json): wrote "
+                  f"{(OUT / f'{cfg.only}.json').relative_to(ROOT)}, the report is unchanged", flush=True)
+            return 0
         (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
         rewrite_report(results, cfg.out)
         return 0

@@ -176,6 +176,7 @@ class Warehouse(DuckDBResource):
                 self._dry_overlay.enter_context(staged.overlay(con))
             if Path(self.database).exists():
                 con.execute(f"ATTACH {literal(self.database)} AS stored (READ_ONLY)")
+                self._read_unmoved_from_scratch(con)
             self._dry_con = con
         return self._dry_con
 
@@ -297,6 +298,20 @@ class Warehouse(DuckDBResource):
         self._ops_engine = engine  # tables created, nothing left to move: no need to look again
         return engine
 
+    def _read_unmoved_from_scratch(self, con) -> None:
+        """A dry run writes nothing to the catalog database, so it cannot move what an earlier version's
+        file still holds there (an upgraded install before its first real step): it reads the tables of
+        its scratch copy (``con``) in their place, laid over the held rows as its own hand-backs are
+        (`load_held`). Without this it would take every registered file for new."""
+        pending = set(ops_store.to_adopt(self.ops_engine()))
+        in_copy = {name for (name,) in con.execute(
+            "SELECT schema_name || '.' || table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()}
+        for table in ops_store.HELD:
+            if table.name in pending and table.name in in_copy:
+                rows = con.sql(f"SELECT * FROM {table.name}").to_arrow_table()
+                self._dry_hand_backs.insert(0, (table, {}, rows))  # the run's own hand-backs are laid after
+
     def registered_checksums(self, checksums: list[str]) -> set[str] | None:
         """Those of `checksums` (SHA-256 of landed files) in the file registry, under any name or day,
         read from the catalog database: never waits for a run. None (not known yet) while an earlier
@@ -333,6 +348,8 @@ class Warehouse(DuckDBResource):
         connection ``con`` (or its attached database ``catalog``; `ops_store.load`); in a dry run, with
         the rows the run handed back so far in place of those they replace (the run's own KPIs and
         SLOs, never written there)."""
+        if self._scratch is not None:
+            self._dry_run_connection()  # what the run reads in place of held rows is laid over from its start
         name = ops_store.load(self.ops_engine(), con, table, catalog, **match)
         for handed, handed_match, rows in self._dry_hand_backs:
             if handed is table:
@@ -364,6 +381,8 @@ class Warehouse(DuckDBResource):
 
     def held_rows(self, table, **match) -> pa.Table:
         """The rows `load_held` would copy, as an Arrow table (for a query on another connection)."""
+        if self._scratch is not None:
+            self._dry_run_connection()  # as in `load_held`
         if not self._dry_hand_backs:  # nothing to lay over them: no DuckDB needed
             return ops_store.rows(self.ops_engine(), table, **match)
         with self.held(table, **match) as con:

@@ -121,7 +121,8 @@ def test_two_runs_launched_together_on_one_duckdb_file_both_succeed(prod_env, pg
 
 def test_the_lake_catalog_and_its_operational_state_live_in_postgres(prod_env, pg, tmp_path):
     """`DE_ASSETS_CATALOG_URI=postgresql+psycopg2://...`: the served tables' catalog and the HTTP
-    source's state (cursor, breaker, dead letters; `lib/ops_store.py`) and the alerts are rows in PostgreSQL."""
+    source's state (cursor, breaker, dead letters; `lib/ops_store.py`), the file registry and the alerts are
+    rows in PostgreSQL."""
     import socket
     from datetime import date
 
@@ -133,6 +134,9 @@ def test_the_lake_catalog_and_its_operational_state_live_in_postgres(prod_env, p
     p = Pipeline(tmp_path, Path(prod_env["DE_ASSETS_LANDING"]), catalog_uri=uri)
     assert p.run("2026-11-01").success
     assert ("marts", "daily_engagement") in _sql(pg, "SELECT table_namespace, table_name FROM iceberg_tables")
+    # the file registry: the golden fixture's one file of 11-01
+    assert _sql(pg, f"SELECT source, path, status FROM {ops_store.SOURCE_FILES.name}") == [
+        ("events", "events/2026-11-01/batch-1.ndjson", "ingested")]
     engine = Warehouse(database=str(p.db), run_mode=RunMode(), catalog_uri=uri).ops_engine()
     with socket.socket() as s:  # a dead endpoint: one dead letter, the state saved
         s.bind(("127.0.0.1", 0))

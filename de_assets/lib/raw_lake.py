@@ -230,17 +230,18 @@ def held_reads(source: str, start: date, end: date) -> list[tuple[Table, dict]]:
 
 
 class Inputs(NamedTuple):
-    """What an ingestion step's result depends on besides the landed files, as figures of the rows held
-    in the catalog database (`ops_store.fingerprint`): the registrations of its days (another run may
-    ingest there) and the forget requests (a user forgotten meanwhile)."""
-    registry: tuple
+    """What an ingestion step's result depends on besides the landed files, held in the catalog
+    database: the registrations of its days (another run may ingest there) and the forget requests (a
+    user forgotten meanwhile: a figure of them, `ops_store.fingerprint`)."""
+    registry: list[tuple]
     requests: tuple
 
 
 def inputs_of(engine, source: str, start: date, end: date) -> Inputs:
-    """The figures of the registrations of ``source`` on [start, end] and of the forget requests, as of now."""
-    return Inputs(ops_store.fingerprint(engine, SOURCE_FILES, source=source, arrival_date=(start, end)),
-                  ops_store.fingerprint(engine, FORGET_REQUESTS))
+    """The registrations of ``source`` on [start, end] and the figure of the forget requests, as of now."""
+    held = ops_store.rows(engine, SOURCE_FILES, source=source, arrival_date=(start, end))
+    registry = sorted(zip(*(held[c].to_pylist() for c in ("path", "sha256", "status", "ingested_at"))))
+    return Inputs(registry, ops_store.fingerprint(engine, FORGET_REQUESTS))
 
 
 def registered(private, source: str, start: date, end: date) -> set[tuple]:
