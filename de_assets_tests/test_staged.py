@@ -239,3 +239,35 @@ def test_a_mart_step_reading_the_health_series_is_pinned_again_when_a_cleaning_r
             assert step.committed_meanwhile == "KPI rows"
             assert step.con.execute(f"SELECT count(*) FROM {PARTITION_KPIS.name} "
                                     "WHERE asset = 'clean/clean_events'").fetchone() == (1,)
+
+
+def test_a_held_table_reads_by_name_beside_the_files_views_and_a_staging_overlay(pipeline):
+    """`Warehouse.beside` shows a table held in the catalog database under its name on a warehouse
+    connection (the raw step's volume check reads `raw.source_files` so): the file's views and a
+    staging overlay opened inside it resolve as before, each restores the search path it found, and
+    after it the name is unknown again (the file holds no registry)."""
+    from de_assets.lib.tables import SOURCE_FILES
+    from de_assets.resources import RunMode, Warehouse
+
+    assert pipeline.run("2026-11-01").success  # golden 11-01: one events file, batch-1.ndjson, 4 lines
+    warehouse = Warehouse(database=str(pipeline.db), run_mode=RunMode())
+
+    def path(con) -> str:
+        return con.execute("SELECT current_setting('search_path')").fetchone()[0]
+
+    with warehouse.connect() as con:
+        found = path(con)
+        with warehouse.beside(con, SOURCE_FILES, source="events"):
+            beside = path(con)
+            assert con.execute("SELECT path, rows FROM raw.source_files").fetchall() == [
+                ("events/2026-11-01/batch-1.ndjson", 4)]
+            assert con.execute("SELECT count(*) FROM raw.events").fetchone()[0] == 4  # the file's view
+            with staged.overlay(con):
+                con.execute(f"DELETE FROM {staged.target(con, CLEAN_EVENTS, [date(2026, 11, 1)])}")
+                assert con.execute("SELECT count(*) FROM clean.events").fetchone()[0] == 0  # the staged rows
+                assert con.execute("SELECT count(*) FROM raw.source_files").fetchone()[0] == 1
+            assert path(con) == beside
+            assert con.execute("SELECT count(*) FROM clean.events").fetchone()[0] == 3  # the lake's again
+        assert path(con) == found
+        with pytest.raises(duckdb.CatalogException):
+            con.execute("SELECT count(*) FROM raw.source_files")
