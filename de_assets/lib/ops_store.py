@@ -186,18 +186,12 @@ def load(engine: sa.Engine, con, table: tables.Table, catalog: str | None = None
     attached database ``catalog``) as a copy of the rows held here (those that match ``match``, see
     `_where`): what a step computes on and hands back (`replace`), what is published to the lake,
     what `de-assets status` lists. Returns the name it has there."""
-    batch = rows(engine, table, **match)
-    return create(con, table, batch, catalog)
-
-
-def create(con, table: tables.Table, batch: pa.Table, catalog: str | None = None) -> str:
-    """(Re)create ``table`` in ``con`` (or its attached database ``catalog``) holding ``batch``; its name there."""
     schema = table.schema if catalog is None else f"{catalog}.{table.schema}"
     name = table.name if catalog is None else f"{catalog}.{table.name}"
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     con.execute(f"DROP TABLE IF EXISTS {name}")
     con.execute(table.ddl().replace(table.name, name, 1))
-    insert_arrow(con, name, batch)
+    insert_arrow(con, name, rows(engine, table, **match))
     return name
 
 

@@ -186,8 +186,9 @@ def repair_registry(engine, catalog, table: Table, source: str) -> int:
     """Register the files whose rows a commit added to the lake but whose registrations never reached
     the file registry (held in the catalog database ``engine``; a step killed between the two), from
     the commits' outbox, in one transaction; a file registered by an older commit than the latest one
-    that carries it (a re-ingest killed before its bookkeeping) gets that commit's registration. A re-ingest's outbox replaces its days' (a
-    file removed from the landing area before it stays unregistered). Returns the files (re)registered."""
+    that carries it (a re-ingest killed before its bookkeeping) gets that commit's registration. A
+    re-ingest's outbox replaces its days' (a file removed from the landing area before it stays
+    unregistered). Returns the files (re)registered."""
     iceberg = served.lake_table(catalog, table)
     latest: dict[str, dict] = {}
     for snapshot in sorted(iceberg.snapshots(), key=lambda s: s.timestamp_ms):

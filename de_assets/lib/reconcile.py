@@ -151,10 +151,6 @@ def accounting_by_day(con, spec: CleanSpec, source: str, days: list[date], forgo
     return {day: _books(by_day.get(day, files.iloc[0:0]), 1) for day in days}
 
 
-# the `forgotten` and `registry` rows given, as the query reads them
-_GIVEN = {"forgotten": "_accounting_forgotten_rows", "registry": "_accounting_source_files"}
-
-
 def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None, registry=None):
     """Per landed file of the days: rows landed, re-delivered, forgotten, in raw, clean, quarantined,
     held back and in the duplicates table, and whether its books balance."""
@@ -164,13 +160,14 @@ def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None, 
         return (f"SELECT '{label}' AS k, arrival_date, {file} AS source_file, {count} AS n FROM {relation} "
                 f"WHERE {window} AND {where} GROUP BY ALL")
 
-    given = {name: rows for name, rows in (("forgotten", forgotten), ("registry", registry)) if rows is not None}
-    files_in = _GIVEN["registry"] if registry is not None else SOURCE_FILES.name
+    # the rows given are read under names of their own, the others from ``con``'s tables
+    files_in = SOURCE_FILES.name if registry is None else "_accounting_source_files"
+    forgotten_in = FORGOTTEN_ROWS.name if forgotten is None else "_accounting_forgotten_rows"
+    given = {name: rows for name, rows in ((files_in, registry), (forgotten_in, forgotten)) if rows is not None}
     parts = [
         per_file("landed", files_in, "sum(rows)", "source = $source AND status <> 'redelivered'", "path"),
         per_file("redelivered", files_in, "sum(rows)", "source = $source AND status = 'redelivered'", "path"),
-        per_file("forgotten", _GIVEN["forgotten"] if forgotten is not None else FORGOTTEN_ROWS.name, "sum(rows)",
-                 "source = $source"),
+        per_file("forgotten", forgotten_in, "sum(rows)", "source = $source"),
         per_file("raw", spec.raw.name),
         per_file("clean", spec.clean.name),
         per_file("quarantined", spec.quarantine.name),
@@ -179,7 +176,7 @@ def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None, 
     ]
     pivot = ", ".join(f"coalesce(sum(n) FILTER (WHERE k = '{k}'), 0)::BIGINT AS {k}" for k in _KINDS)
     for name, rows in given.items():
-        con.register(_GIVEN[name], rows)
+        con.register(name, rows)
     try:
         files = con.execute(
             f"SELECT arrival_date, source_file, {pivot} FROM ({' UNION ALL '.join(parts)}) "
@@ -188,7 +185,7 @@ def _files(con, spec: CleanSpec, source: str, days: list[date], forgotten=None, 
         ).df()
     finally:
         for name in given:
-            con.unregister(_GIVEN[name])
+            con.unregister(name)
     files["landed_net"] = files["landed"] + files["redelivered"] - files["forgotten"]
     files["duplicate"] = files["duplicate_rows"] + files["redelivered"]
     files["balanced"] = (files["landed_net"] == files["clean"] + files["quarantined"] + files["duplicate"]) & (
