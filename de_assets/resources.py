@@ -216,14 +216,17 @@ class Warehouse(DuckDBResource):
             shutil.rmtree(spill, ignore_errors=True)
 
     @contextmanager
-    def computing(self, table, reads: tuple, kpis: bool = False, log=None):
+    def computing(self, table, reads: tuple, kpis: bool = False, log=None, reads_again=None):
         """Where the step writing the mart ``table`` computes without holding the warehouse file
         (`PrivateStep`): a private connection reading the lake's snapshots as of a short turn on the
         file (the views of ``table``, of ``reads``, the lake tables its result depends on, which are
         pinned, and of the clean tables its KPIs are measured on), with ``kpis`` a copy of the KPI
         rows. Nothing else of the warehouse is there (a query of another table fails, it does not
-        read an empty one). ``log`` says when the step computes again (`PrivateStep.turn`). A dry
-        run, or a warehouse without a lake, computes on the file as before, holding it throughout."""
+        read an empty one). ``log`` says when the step computes again (`PrivateStep.turn`);
+        ``reads_again(table, days)`` narrows what makes it do so: a commit to one of ``reads`` since
+        the pin counts only when it wrote partitions ``days`` for which it returns True (any commit
+        counts without it, and whenever the commit's days cannot be told). A dry run, or a warehouse
+        without a lake, computes on the file as before, holding it throughout."""
         if self.lake_catalog() is None:
             with self.connect() as con, self.staging(con):
                 if kpis:
@@ -233,7 +236,7 @@ class Warehouse(DuckDBResource):
         views = (table, *reads, *MEASURED_ON)
         with self.private(tables=False) as private, ExitStack() as overlay:
             step = PrivateStep(con=private, warehouse=self, views=views, reads=tuple(reads), kpis=kpis,
-                               overlay=overlay, log=log)
+                               overlay=overlay, log=log, reads_again=reads_again)
             with self.connect() as con:  # a short turn: the snapshots (and KPI rows) the step reads
                 step.pin(con)
             yield step
@@ -441,7 +444,7 @@ MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
 
 
 class PrivateStep:
-    """A mart step computing without the warehouse file (`Warehouse.computing`). ``con`` is a private
+    """A step (a mart, a cleaning) computing without the warehouse file (`Warehouse.computing`). ``con`` is a private
     connection reading the lake through views copied from the warehouse in a short turn (their
     snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
     its checks. `turn()` then takes the file for what must not interleave with other steps: if a
@@ -452,13 +455,22 @@ class PrivateStep:
     and before any later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
 
     def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, views: tuple = (), reads: tuple = (),
-                 kpis: bool = False, overlay: ExitStack | None = None, log=None):
+                 kpis: bool = False, overlay: ExitStack | None = None, log=None, reads_again=None):
         self.con = con
         self.file = file  # the warehouse connection: inside `turn()` (throughout, for a step on the file)
         self.committed_meanwhile = ""  # in `turn()`: what was committed since the pin ("" when nothing was)
         self._warehouse, self._views, self._reads, self._kpis = warehouse, views, reads, kpis
-        self._overlay, self._log = overlay, log
+        self._overlay, self._log, self._reads_again = overlay, log, reads_again
         self._pins: tuple | None = None
+
+    def _matters(self, name: str, pinned: str | None, current: str | None) -> bool:
+        """Whether the commits to lake table ``name`` between two stamps of its view make the step
+        compute again (`Warehouse.computing`'s ``reads_again``)."""
+        if self._reads_again is None:
+            return True
+        table = next(t for t in self._reads if t.name == name)
+        days = raw_lake.days_committed(self._warehouse.lake_catalog(), table, pinned, current)
+        return days is None or self._reads_again(table, days)
 
     def _inputs(self, con) -> tuple:
         kpis = (ops_store.fingerprint(self._warehouse.ops_engine(), PARTITION_KPIS, asset=HEALTH_SERIES_ASSETS)
@@ -486,7 +498,8 @@ class PrivateStep:
             self.file = file
             try:
                 (stamps, kpis), (pinned_stamps, pinned_kpis) = self._inputs(file), self._pins
-                changed = [name for name, stamp in stamps.items() if stamp != pinned_stamps[name]]
+                changed = [name for name, stamp in stamps.items()
+                           if stamp != pinned_stamps[name] and self._matters(name, pinned_stamps[name], stamp)]
                 changed += ["KPI rows"] if kpis != pinned_kpis else []
                 if changed:
                     self.committed_meanwhile = ", ".join(changed)

@@ -252,3 +252,22 @@ def test_writer_killed_mid_commit_leaves_a_whole_snapshot_and_a_rerun_repairs(tm
 
     lake.overwrite_partitions(table, rows(DAYS[0], 2000, "new"), "event_date", [DAYS[0]])  # the re-run
     assert read(table) == expected(rows(DAYS[0], 2000, "new"), rows(DAYS[1], 5, "old"))
+
+
+def test_commits_since_a_snapshot_say_which_days_they_wrote_or_that_it_cannot_be_told(tmp_path):
+    """What a step that computed on a pinned snapshot asks before it commits: which commits came
+    after it, and what they wrote (each snapshot of an overwrite, its delete and its append, names
+    the days); a history cut by expiry cannot be told."""
+    table = open_table(tmp_path)
+    lake.overwrite_partitions(table, rows(DAYS[0], 5, "a"), "event_date", [DAYS[0]])
+    pinned = table.metadata_location
+    assert lake.commits_since(table, pinned) == []
+    lake.overwrite_partitions(table, rows(DAYS[1], 5, "b"), "event_date", [DAYS[1]])  # new day: an append
+    lake.overwrite_partitions(table, rows(DAYS[0], 6, "c"), "event_date", [DAYS[0]])  # a delete, then an append
+    commits = lake.commits_since(table, pinned)
+    assert [c[lake.PARTITIONS] for c in commits] == ["2024-03-01", "2024-03-01", "2024-03-02"]  # newest first
+    assert len(lake.commits_since(table, None)) == 4  # since the table was created: the first one too
+    lake.delete_where(table, "user_id == 'c-0'")
+    assert lake.PARTITIONS not in lake.commits_since(table, pinned)[0]  # a delete by filter does not say
+    lake.expire_and_clean(table, datetime.now(timezone.utc) + timedelta(seconds=1))
+    assert lake.commits_since(table, pinned) is None

@@ -274,3 +274,41 @@ def test_marts_compute_without_holding_the_warehouse_file(pipeline, monkeypatch)
     assert held == {name: False for name in (
         "marts.daily_engagement", "marts.funnel_daily", "marts.retention_cohorts", "marts.revenue_daily",
         "marts.service_latency", "marts.kpi_changes", "marts.kpi_anomalies", "marts.experiment_results")}
+
+
+@pytest.mark.parametrize("committed, computes", [
+    ("2026-11-01", [False]),  # an earlier day of clean.events: nothing the cleaning of 11-02 read
+    ("2026-11-03", [False, True]),  # a later day: the repair's input; computed again, holding the file
+])
+def test_the_cleaning_computes_without_the_warehouse_file_and_again_only_for_what_it_read(
+        pipeline, monkeypatch, committed, computes):
+    """The cleaning computes in a private connection over pinned snapshots; the file is taken to commit.
+    A commit made meanwhile (here: another run's cleaning of one day, the same rows in a new
+    snapshot) makes it compute again, in its turn on the file, only when that commit wrote a day it
+    read: raw up to its range's end, or its tables from the range's start on. Either way it serves
+    the rows a cleaning without the interruption serves."""
+    from pyiceberg.expressions import EqualTo
+
+    from de_assets.lib import clean, lake as lake_core
+    from de_assets.resources import _turns
+
+    assert pipeline.run("2026-11-01", "2026-11-03").success
+    compared = ("clean.events", "quarantine.events", "clean.events_duplicates")
+    before = {t: pipeline.query(f"SELECT * FROM {t} ORDER BY ALL") for t in compared}
+    catalog = served.open_lake(str(pipeline.db))
+    real, held = clean.clean_days, []
+
+    def clean_days(con, spec, *args, **kwargs):
+        if spec is clean.EVENTS:
+            held.append(os.path.realpath(pipeline.db) in _turns)
+            if len(held) == 1:  # while it computes, a cleaning of another day commits
+                table = catalog.load_table("clean.events")
+                rows = table.scan(row_filter=EqualTo("arrival_date", committed)).to_arrow()
+                lake_core.overwrite_partitions(table, rows, "arrival_date", [committed])
+        return real(con, spec, *args, **kwargs)
+
+    monkeypatch.setattr(clean, "clean_days", clean_days)
+    assert pipeline.run("2026-11-02").success
+    assert held == computes
+    for table in compared:
+        assert pipeline.query(f"SELECT * FROM {table} ORDER BY ALL").equals(before[table]), table

@@ -271,3 +271,20 @@ def test_a_step_killed_after_its_lake_commit_keeps_the_counts_of_the_rows_it_dro
         ("events/2026-11-02/a.ndjson", 3), ("events/2026-11-02/c.parquet", 1)]
     books = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile"]
     assert books and all(e.passed for e in books)
+
+
+def test_a_raw_commit_says_which_arrival_days_it_wrote(pipeline):
+    """What a cleaning that computed on a pinned snapshot asks before it commits (`days_committed`,
+    between two stamps of the raw view): a raw commit wrote the arrival days of its registrations;
+    a view whose columns changed meanwhile cannot be told apart (None: compute again)."""
+    assert pipeline.run(DAYS[1], DAYS[2]).success
+    catalog = served.open_lake(str(pipeline.db), create=False)
+
+    def stamp():
+        return raw_lake._stamp(RAW_EVENTS, catalog.load_table(RAW_EVENTS.name).metadata_location)
+
+    pinned = stamp()
+    assert pipeline.run(DAYS[3], selection=[RAW_EVENTS_KEY]).success
+    assert raw_lake.days_committed(catalog, RAW_EVENTS, pinned, stamp()) == {date(2026, 11, 3)}
+    assert raw_lake.days_committed(catalog, RAW_EVENTS, None, stamp()) == {date(2026, 11, d) for d in (1, 2, 3)}
+    assert raw_lake.days_committed(catalog, RAW_EVENTS, f"{pinned.rsplit('#', 1)[0]}#other", stamp()) is None

@@ -50,35 +50,43 @@ def _health_counts(warehouse: Warehouse, clean_key: dg.AssetKey, since) -> dict:
         return health.series_counts(kpis, asset, since)
 
 
-def _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end, clean_day) -> dict:
-    """Rebuild the later arrival days that served a re-delivery of a key first delivered in
-    [start, end] (`reconcile.stale_later_days`: they were built before these days were ingested), so
-    the tables equal a sequential build whatever order runs of different days ran in. Each rebuilt
-    day is published and recorded as a materialization of its partition, saying why."""
+def _clean_later_days(con, spec, start, end, clean_day) -> dict:
+    """Rebuild (staged in ``con``) the later arrival days that serve a re-delivery of a key first
+    delivered in [start, end] (`reconcile.stale_later_days`: they were built before these days were
+    ingested), so the tables equal a sequential build whatever order runs of different days ran in.
+    Returns the days, their reports and seconds, and the event days of their rows before and after."""
     days = reconcile.stale_later_days(con, spec, start, end)
     if not days:
-        return {"days": [], "event_days": []}
+        return {"days": [], "event_days": [], "reports": {}}
     before = reconcile.event_days(con, spec, days)
-    label = short_label(start, end)
     reports = {}
     for day in days:
         started = time.perf_counter()
-        reports[day] = r = clean_day(day)
-        warehouse.record_kpis(con, clean_key.to_user_string(), context.run.run_id, spec.clean, day, day,
-                              time.perf_counter() - started,
+        reports[day] = (clean_day(day), time.perf_counter() - started)
+    return {"days": days, "reports": reports,
+            "event_days": sorted(set(before) | set(reconcile.event_days(con, spec, days)))}
+
+
+def _commit_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end, repaired) -> None:
+    """Record the KPIs of the later days `_clean_later_days` rebuilt, publish them, and record each as
+    a materialization of its partition, saying why."""
+    if not repaired["days"]:
+        return
+    label = short_label(start, end)
+    for day, (r, seconds) in repaired["reports"].items():
+        warehouse.record_kpis(con, clean_key.to_user_string(), context.run.run_id, spec.clean, day, day, seconds,
                               {day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)})
     for table in (spec.clean, spec.duplicates, spec.quarantine):  # one lake commit per table
-        warehouse.publish(con, table, days=days)
-    for day, r in reports.items():
+        warehouse.publish(con, table, days=repaired["days"])
+    for day, (r, _) in repaired["reports"].items():
         for key, rows in ((clean_key, r.rows_clean), (quarantine_key, r.rows_quarantined + r.rows_held_back)):
             context.log_event(dg.AssetMaterialization(
                 asset_key=key, partition=str(day),
                 description=f"Rebuilt: arrival days {label}, cleaned after it, first delivered some of its keys.",
                 metadata={"dagster/row_count": rows, REPAIRED_AFTER: label, "rows_duplicate": r.rows_duplicate},
             ))
-    context.log.info(f"rebuilt {len(days)} later arrival day(s) that served re-deliveries of keys first "
-                     f"delivered in {label}: {', '.join(map(str, days))}")
-    return {"days": days, "event_days": sorted(set(before) | set(reconcile.event_days(con, spec, days)))}
+    context.log.info(f"rebuilt {len(repaired['days'])} later arrival day(s) that served re-deliveries of keys "
+                     f"first delivered in {label}: {', '.join(map(str, repaired['days']))}")
 
 
 def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.AssetsDefinition:
@@ -154,91 +162,109 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         started = time.perf_counter()
         start, end = partition_dates(context)
         limit = settings.max_quarantine_rate
+        lookback = settings.late_lookback_days
         earliest = settings.earliest_event_ts()
-        # the rows are staged in the connection (lib/staged.py): the checks judge them there, and only the
-        # days whose blocking checks pass are committed to the lake (`finish`, `warehouse.publish`)
-        with warehouse.connect() as con, warehouse.staging(con):
+
+        def compute(con) -> tuple:
+            """Everything the step writes, staged in ``con`` (lib/staged.py), from what ``con`` reads."""
             has_users = reconcile.remember_first_days(con, spec, start, end)
-            health_before = _health_counts(warehouse, clean_key, start)
             served_before = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
             # in batches of whole days (lib/clean.py): memory stays bounded however long the backfill
-            daily_reports = clean.clean_days(
-                con, spec, start, end, limit, settings.dedupe_strategy, settings.late_lookback_days, earliest
-            )
-            repaired = _repair_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end,
-                                          lambda day: clean.clean_range(
-                                              con, spec, day, day, limit, settings.dedupe_strategy,
-                                              settings.late_lookback_days, earliest))
-            report = clean.CleanReport.total(daily_reports.values())
-            days_rows = {"source": source, "arrival_date": (start, end)}  # kept in the catalog database
-            books_by_day = reconcile.accounting_by_day(con, spec, source, list(daily_reports),
-                                                       forgotten=warehouse.held_rows(FORGOTTEN_ROWS, **days_rows),
-                                                       registry=warehouse.held_rows(SOURCE_FILES, **days_rows))
-            extra = []
-            for day, r in daily_reports.items():  # every check is evaluated per day
-                books = books_by_day[day]
-                extra += [
-                    checks.evaluation(clean_key, checks.HOLD_BACK_GATE, day, not r.gated_days, {
-                        "quarantine_rate": round(r.quarantine_rate, 4),
-                        "max_quarantine_rate": limit,
-                        "held_back": bool(r.gated_days),
-                        "rows_held_back": r.rows_held_back,
-                    }, blocking=True),
-                    checks.evaluation(clean_key, "rows_reconcile", day, bool(books["balanced"]), {
-                        **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
-                        **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
-                           if "unbalanced_files" in books else {}),
-                    }, blocking=True),
-                    checks.evaluation(clean_key, "conflicting_duplicates", day, r.rows_duplicate_conflicting == 0, {
-                        "rows_duplicate": r.rows_duplicate,
-                        "rows_duplicate_conflicting": r.rows_duplicate_conflicting,
-                        "conflicting_fields": dg.MetadataValue.md(_fields_table(r.conflicting_fields)),
-                    }, blocking=False),
-                ]
-            counts = {
-                day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)
-                for day, r in daily_reports.items()
-            }
-            clean_meta, clean_results = finish(
-                context, con, alerting, warehouse, clean_key, spec.clean, start, end, started, counts=counts,
-                extra_results=tuple(extra), per_day={day: r.as_metadata() for day, r in daily_reports.items()},
-                publish=True,
-            )
-            if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
-                blocked = checks.blocked_days(clean_results)
-                warehouse.publish(con, spec.duplicates, days=[d for d in days_between(start, end) if d not in blocked])
-            # the step's time is on clean/*; the quarantine rows only carry their own reporting time
-            late_days = reconcile.late_event_days(con, spec, start, end)
-            quarantine_meta, quarantine_results = finish(
-                context, con, alerting, warehouse, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
-                per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
-                publish=True,
-            )
-            # of the run, read by the late_data_refresh sensor: the event days whose clean rows changed
-            # (a re-run that serves the same rows changes nothing downstream), and the marts they made stale
-            if served_before:
-                after = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
-                changed = served.changed_partitions(served_before, after)
-            else:  # first cleaning of these days: every event day of their rows
-                changed = reconcile.event_days(con, spec, list(days_between(start, end)))
-            changed = sorted({*changed, *repaired["event_days"]})
-            refresh = reconcile.marts_to_refresh(start, end, [d for d in changed if d < start], repaired["days"],
-                                             repaired["event_days"], marts.TRAILING_WINDOW_DAYS) if changed else []
-            moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
-            health_moved = served.changed_partitions(health_before, _health_counts(warehouse, clean_key, start))
-            late = {
-                LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
-                REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
-                MARTS_TO_REFRESH: ranges_label(refresh),
-                FIRST_DAYS_MOVED: ranges_label(contiguous_ranges(moved)),
-                EVENT_DAYS: ranges_label(contiguous_ranges(changed)),
-                HEALTH_DAYS: ranges_label(contiguous_ranges(health_moved)),
-            }
-            # Recorded while this step still holds the warehouse, like every served asset's materialization:
-            # the event log's order is then the order the data was written in, which is what the
-            # late_data_refresh sensor compares (a mart recorded before this cleaning read the data before it).
-            yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
-            yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)
+            reports = clean.clean_days(con, spec, start, end, limit, settings.dedupe_strategy, lookback, earliest)
+            repaired = _clean_later_days(con, spec, start, end, lambda day: clean.clean_range(
+                con, spec, day, day, limit, settings.dedupe_strategy, lookback, earliest))
+            return has_users, served_before, reports, repaired
+
+        def reads_again(table, days) -> bool:
+            """The verdicts on [start, end] read raw of the days up to `end` (first deliveries), the
+            clean rows of [start, end] (a held-back day's), and the later days (their repair)."""
+            return min(days, default=end) <= end if table is spec.raw else max(days, default=start) >= start
+
+        # Computed in a private connection over pinned snapshots, staged there (lib/staged.py) without
+        # holding the warehouse file; the file is taken to commit: computed again there when raw of a
+        # day up to `end`, or the cleaning's tables from `start` on, were committed meanwhile (the
+        # cleanings of other days, in runs at once); then `finish` publishes the days whose blocking
+        # checks passed, and the materializations are recorded while the file is held.
+        reads = (spec.raw, spec.clean, spec.quarantine, spec.duplicates)
+        with warehouse.computing(spec.clean, reads, log=context.log, reads_again=reads_again) as step:
+            computed = compute(step.con)
+            with step.turn():
+                if step.committed_meanwhile:  # again, on the new snapshots
+                    computed = compute(step.con)
+                con = step.con
+                has_users, served_before, daily_reports, repaired = computed
+                health_before = _health_counts(warehouse, clean_key, start)  # before this step's KPI rows
+                _commit_later_days(context, con, warehouse, spec, clean_key, quarantine_key, start, end, repaired)
+                days_rows = {"source": source, "arrival_date": (start, end)}  # kept in the catalog database
+                books_by_day = reconcile.accounting_by_day(con, spec, source, list(daily_reports),
+                                                           forgotten=warehouse.held_rows(FORGOTTEN_ROWS, **days_rows),
+                                                           registry=warehouse.held_rows(SOURCE_FILES, **days_rows))
+                extra = []
+                for day, r in daily_reports.items():  # every check is evaluated per day
+                    books = books_by_day[day]
+                    extra += [
+                        checks.evaluation(clean_key, checks.HOLD_BACK_GATE, day, not r.gated_days, {
+                            "quarantine_rate": round(r.quarantine_rate, 4),
+                            "max_quarantine_rate": limit,
+                            "held_back": bool(r.gated_days),
+                            "rows_held_back": r.rows_held_back,
+                        }, blocking=True),
+                        checks.evaluation(clean_key, "rows_reconcile", day, bool(books["balanced"]), {
+                            **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
+                            **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
+                               if "unbalanced_files" in books else {}),
+                        }, blocking=True),
+                        checks.evaluation(clean_key, "conflicting_duplicates", day, r.rows_duplicate_conflicting == 0, {
+                            "rows_duplicate": r.rows_duplicate,
+                            "rows_duplicate_conflicting": r.rows_duplicate_conflicting,
+                            "conflicting_fields": dg.MetadataValue.md(_fields_table(r.conflicting_fields)),
+                        }, blocking=False),
+                    ]
+                counts = {
+                    day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)
+                    for day, r in daily_reports.items()
+                }
+                clean_meta, clean_results = finish(
+                    context, con, alerting, warehouse, clean_key, spec.clean, start, end, started, counts=counts,
+                    extra_results=tuple(extra), per_day={day: r.as_metadata() for day, r in daily_reports.items()},
+                    publish=True,
+                )
+                if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
+                    blocked = checks.blocked_days(clean_results)
+                    warehouse.publish(con, spec.duplicates, days=[d for d in days_between(start, end) if d not in blocked])
+                # the step's time is on clean/*; the quarantine rows only carry their own reporting time
+                late_days = reconcile.late_event_days(con, spec, start, end)
+                quarantine_meta, quarantine_results = finish(
+                    context, con, alerting, warehouse, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
+                    per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
+                    publish=True,
+                )
+                # of the run, read by the late_data_refresh sensor: the event days whose clean rows changed
+                # (a re-run that serves the same rows changes nothing downstream), and the marts they made stale
+                if served_before:
+                    after = served.partition_fingerprints(con, spec.clean, start=start, end=end, by="event_date")
+                    changed = served.changed_partitions(served_before, after)
+                else:  # first cleaning of these days: every event day of their rows
+                    changed = reconcile.event_days(con, spec, list(days_between(start, end)))
+                changed = sorted({*changed, *repaired["event_days"]})
+                refresh = reconcile.marts_to_refresh(start, end, [d for d in changed if d < start], repaired["days"],
+                                                 repaired["event_days"], marts.TRAILING_WINDOW_DAYS) if changed else []
+                moved = reconcile.first_days_moved(con, spec, start, end, repaired["days"]) if has_users else []
+                health_moved = served.changed_partitions(health_before, _health_counts(warehouse, clean_key, start))
+                late = {
+                    LATE_EVENT_DAYS: ", ".join(str(d) for d in late_days) or "none",
+                    REPAIRED_DAYS: ", ".join(str(d) for d in repaired["days"]) or "none",
+                    MARTS_TO_REFRESH: ranges_label(refresh),
+                    FIRST_DAYS_MOVED: ranges_label(contiguous_ranges(moved)),
+                    EVENT_DAYS: ranges_label(contiguous_ranges(changed)),
+                    HEALTH_DAYS: ranges_label(contiguous_ranges(health_moved)),
+                }
+                # Recorded while this step still holds the warehouse, like every served asset's materialization:
+                # the event log's order is then the order the data was written in, which is what the
+                # late_data_refresh sensor compares (a mart recorded before this cleaning read the data before it).
+                yield dg.MaterializeResult(asset_key=clean_key, metadata={**clean_meta, **late})
+                yield dg.MaterializeResult(asset_key=quarantine_key, metadata=quarantine_meta)
+        report = clean.CleanReport.total(daily_reports.values())
         if report.gated_days:
             context.log.error(
                 f"{source}: quarantine rate above {limit:.0%} on {', '.join(report.gated_days)}; those days are "

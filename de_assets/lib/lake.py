@@ -41,6 +41,7 @@ from pyiceberg.exceptions import (
     ValidationException,
 )
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
+from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -256,6 +257,30 @@ def metadata_locations(catalog: Catalog) -> dict[str, str]:
                                       IcebergTables.metadata_location)
                                .where(IcebergTables.catalog_name == catalog.name)).all()
     return {f"{namespace}.{name}": location for namespace, name, location in rows if location}
+
+
+def commits_since(table: Table, metadata_location: str | None) -> list[dict[str, str]] | None:
+    """The snapshot-summary properties of every commit to ``table`` (as loaded now) after the snapshot
+    that metadata file ``metadata_location`` made current (None: since the table was created), newest
+    first. None when that cannot be told: the snapshot is no longer an ancestor of the current one (a
+    rollback, expired history) or its metadata file is gone (only the last ones are kept)."""
+    if metadata_location == table.metadata_location:
+        return []
+    pinned = None
+    if metadata_location is not None:
+        try:
+            pinned = FromInputFile.table_metadata(table.io.new_input(metadata_location)).current_snapshot_id
+        except Exception:  # deleted (`write.metadata.previous-versions-max`) or unreadable: not known
+            return None
+    found = []
+    snapshot = table.current_snapshot()
+    while snapshot is not None and snapshot.snapshot_id != pinned:
+        found.append(dict(snapshot.summary.additional_properties) if snapshot.summary is not None else {})
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+        if parent is not None and snapshot is None:
+            return None  # the chain is cut (expired) before the pinned snapshot
+    return found if (snapshot is not None or pinned is None) else None
 
 
 def add_missing_columns(table: Table, schema: pa.Schema) -> Table:

@@ -111,6 +111,31 @@ def view_stamps(con, tables: tuple[Table, ...]) -> dict[str, str | None]:
     return {t.name: views.get(t.name, (None, None))[1] for t in tables}
 
 
+def days_committed(catalog, table: Table, pinned: str | None, current: str | None) -> set[date] | None:
+    """The partitions (days) that the commits to lake ``table`` between two of its view stamps
+    (`view_stamps`: ``pinned`` read before, ``current`` now; and any since) wrote, from each commit's summary: the
+    days of an overwrite (`de-assets.partitions`), the arrival days of a raw commit's registrations
+    (`OUTBOX`). None when a commit does not say (a delete by filter, a whole-table replace), when the
+    history between them cannot be told (`lake.commits_since`), or when the columns changed."""
+    if current is None:
+        return None
+    if pinned is not None and pinned.rsplit("#", 1)[1] != current.rsplit("#", 1)[1]:
+        return None
+    iceberg = catalog.load_table(table.name)  # commits after ``current`` too (none while the file is held)
+    commits = lake.commits_since(iceberg, pinned.rsplit("#", 1)[0] if pinned is not None else None)
+    if commits is None:
+        return None
+    days: set[date] = set()
+    for summary in commits:
+        if lake.PARTITIONS in summary:
+            days.update(date.fromisoformat(d) for d in summary[lake.PARTITIONS].split(",") if d)
+        elif OUTBOX in summary:
+            days.update(date.fromisoformat(r[_DAY][:10]) for r in json.loads(summary[OUTBOX]))
+        else:
+            return None
+    return days
+
+
 def copy_views(src, dst, tables: tuple[Table, ...]) -> None:
     """Make ``dst`` (a private connection, `Warehouse.private`) read the lake ``tables`` as ``src`` (the
     warehouse, its views brought up to the current snapshots when it was opened) reads them: each
