@@ -498,10 +498,10 @@ def concurrent_section(results: dict) -> list[str]:
              r["failed_runs"], f"{r['clean_rows']:,}", f"{r['clean_distinct_ids']:,}"] for r in c["runs"]]
     note = remeasured_note(c)
     return [f"{c['days']} days x {c['events_per_day']:,} events/day as one `de-assets run` per day, N at a time "
-            "(fresh warehouse, lake and Dagster home per N). The cleaning steps take turns on the DuckDB "
-            "warehouse file (handed over within ~10 ms); ingestion and the marts compute beside it and take "
-            "it only briefly, to read the registry or to commit (docs/lake.md). On 2 cores runs at once are "
-            "bound by CPU as much as by the turns.", "",
+            "(fresh warehouse, lake and Dagster home per N). Every step computes beside the DuckDB warehouse "
+            "file and takes its lock (handed over within ~10 ms) only briefly, to pin its inputs and to "
+            "commit; a cleaning whose inputs were committed meanwhile computes again in its turn "
+            "(docs/lake.md, step 8). On 2 cores runs at once are bound by CPU.", "",
             *note,
             table(["runs at once", "wall s", "speedup", "failed runs", "clean.events rows", "distinct ids"], rows), ""]
 

@@ -372,14 +372,13 @@ class Warehouse(DuckDBResource):
         The file's own tables and views, and a staging overlay's, resolve as before."""
         name = f"held_{uuid.uuid4().hex[:12]}"
         con.execute(f"ATTACH ':memory:' AS {name}")
-        found = con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
         try:
-            self.load_held(con, table, catalog=name, **match)
-            entries = [e for e in found.split(",") if e] or staged.home_entries(con)
-            con.execute(f"SET search_path = {literal(','.join([*entries, f'{name}.{table.schema}']))}")
-            yield
+            with staged.search_path_kept(con) as found:
+                self.load_held(con, table, catalog=name, **match)
+                entries = found or staged.home_entries(con)
+                con.execute(f"SET search_path = {literal(','.join([*entries, f'{name}.{table.schema}']))}")
+                yield
         finally:
-            con.execute(f"SET search_path = {literal(found)}" if found else "RESET search_path")
             con.execute(f"DETACH {name}")
 
     def held_rows(self, table, **match) -> pa.Table:

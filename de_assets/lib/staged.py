@@ -66,8 +66,7 @@ def _home(con) -> str:
 
 def active(con) -> str | None:
     """The connection's overlay catalog, or None when it has none."""
-    path = con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
-    for entry in path.split(","):
+    for entry in _search_path(con).split(","):
         catalog = entry.split(".")[0].strip('"')
         if catalog.startswith(_PREFIX):
             return catalog
@@ -82,21 +81,35 @@ def overlay(con):
     if active(con) is not None:
         raise RuntimeError("this connection already has a staging overlay")
     name = f"{_PREFIX}{uuid.uuid4().hex[:12]}"
-    found = con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
     con.execute(f"ATTACH ':memory:' AS {name}")
     try:
-        con.execute(f"CREATE TABLE {name}.main.{_DAYS} (table_name VARCHAR, day DATE)")
-        staged_schemas = list(dict.fromkeys(t.schema for t in (*RAW, *TABLES)))
-        for schema in staged_schemas:
-            con.execute(f"CREATE SCHEMA {name}.{schema}")
-        home, *own = home_entries(con)
-        later = [e for e in found.split(",") if e and e not in (home, *own)]  # e.g. `Warehouse.beside`'s
-        entries = [home, *(f"{name}.{s}" for s in staged_schemas), *own, *later]
-        con.execute(f"SET search_path = {literal(','.join(entries))}")
-        yield name
+        with search_path_kept(con) as found:
+            con.execute(f"CREATE TABLE {name}.main.{_DAYS} (table_name VARCHAR, day DATE)")
+            staged_schemas = list(dict.fromkeys(t.schema for t in (*RAW, *TABLES)))
+            for schema in staged_schemas:
+                con.execute(f"CREATE SCHEMA {name}.{schema}")
+            home, *own = home_entries(con)
+            later = [e for e in found if e not in (home, *own)]  # e.g. `Warehouse.beside`'s
+            entries = [home, *(f"{name}.{s}" for s in staged_schemas), *own, *later]
+            con.execute(f"SET search_path = {literal(','.join(entries))}")
+            yield name
+    finally:
+        con.execute(f"DETACH {name}")
+
+
+def _search_path(con) -> str:
+    return con.execute("SELECT current_setting('search_path')").fetchone()[0] or ""
+
+
+@contextmanager
+def search_path_kept(con):
+    """For the block, the connection's `search_path` entries as found (a list); whatever the block
+    sets, they are restored after it (what `overlay` and `Warehouse.beside` lay their schemas on)."""
+    found = _search_path(con)
+    try:
+        yield [e for e in found.split(",") if e]
     finally:
         con.execute(f"SET search_path = {literal(found)}" if found else "RESET search_path")
-        con.execute(f"DETACH {name}")
 
 
 def home_entries(con) -> list[str]:
