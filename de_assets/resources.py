@@ -22,6 +22,7 @@ Dry run is a launch-time switch, not an environment variable: run config
 """
 
 import fcntl
+import hashlib
 import os
 import random
 import shutil
@@ -145,13 +146,24 @@ class Warehouse(DuckDBResource):
         if self.database != ":memory:":
             Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         wait = self.lock_wait_s if wait_s is None else wait_s
-        with _connection_in_turn(self.database, self.connection_config, wait, dg.get_dagster_logger()) as con:
+        with _connection_in_turn(self.database, self.connection_config, wait, dg.get_dagster_logger(),
+                                 shared=self._shared_turns()) as con:
             self._configure(con)
             if self._ops_engine is None and self.lake_catalog() is not None:
                 self.ops_engine(con)  # state of an earlier version moved out of the file before it is read
             if self.raw_in_lake:
                 raw_lake.attach(con, self.lake_catalog())  # raw, clean, quarantine, marts: views over the lake
             yield con
+
+    def _shared_turns(self):
+        """Where the turns are taken across machines: the catalog database when it is PostgreSQL (an
+        advisory lock, `SharedTurns`), so steps on other machines, each with a warehouse file of its
+        own, take turns with this one; None for a SQLite catalog (one machine) or no lake."""
+        catalog = None if self.database == ":memory:" and self.catalog_uri is None else self.lake_catalog()
+        engine = getattr(catalog, "engine", None)
+        if engine is None or engine.dialect.name != "postgresql":
+            return None
+        return SharedTurns(engine, f"{catalog.name} {catalog.properties.get('warehouse', '')}")
 
     def _configure(self, con) -> None:
         con.execute(f"SET memory_limit = '{self.memory_limit}'")
@@ -530,15 +542,62 @@ _turns_guard = threading.Lock()
 _turns: dict[str, list] = {}  # warehouse file -> [open lock file, connections of this process in it]
 
 
+class SharedTurns:
+    """The turn on the lake across machines: a PostgreSQL advisory lock (session level) in the
+    catalog database, keyed by the lake, held on a connection of its own for as long as the turn.
+    Taken after the machine's own turn (the `flock`), so two processes never wait for each other
+    in opposite orders. A waiter is queued by the server and gets the lock as soon as it is
+    released; past ``wait`` it fails naming the lock."""
+
+    def __init__(self, engine, lake: str):
+        self.engine = engine
+        digest = hashlib.sha256(f"de_assets turns {lake}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+
+    def take(self, wait: "_Wait"):
+        con = self.engine.raw_connection()
+        try:
+            cur = con.cursor()
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
+            if not cur.fetchone()[0]:
+                wait.pause(0)  # says that it waits
+                left_ms = max(int((wait.seconds - (time.monotonic() - wait.began)) * 1000), 1)
+                cur.execute(f"SET lock_timeout = {left_ms}")
+                try:
+                    cur.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                except Exception as error:
+                    raise duckdb.IOException(
+                        f"Could not take the turn on the lake: another machine's step has held it (advisory lock "
+                        f"{self.key} in the catalog database) for more than {wait.seconds:.0f} s") from error
+                cur.execute("SET lock_timeout = 0")
+            con.commit()
+            return con
+        except BaseException:
+            con.close()
+            raise
+
+    @staticmethod
+    def release(con) -> None:
+        try:
+            con.rollback()
+            con.cursor().execute("SELECT pg_advisory_unlock_all()")
+            con.commit()
+        except Exception:
+            con.invalidate()  # its session is closed, and a closed session holds no lock
+        finally:
+            con.close()  # back to the engine's pool, unlocked (or discarded)
+
+
 @contextmanager
-def _connection_in_turn(database: str, config: dict, wait_s: float, log=None):
+def _connection_in_turn(database: str, config: dict, wait_s: float, log=None, shared: SharedTurns | None = None):
     """A DuckDB connection to `database` opened in its turn. The processes of this project take
     turns on a warehouse file through an exclusive `flock` on `<database>.lock`, held while any
     connection of the process is open (a process may open several: DuckDB shares one database per
     process), then open the file, waiting out DuckDB's own lock too for any other process that has
     it open. A try for the turn is a syscall, so the next waiter gets the file within `TURN_POLL_S`
     of its release at no cost; retrying DuckDB's lock instead costs ~5 ms of CPU an attempt, which
-    three waiting runs at 20 attempts a second take from the one that computes. Waits up to
+    three waiting runs at 20 attempts a second take from the one that computes. With ``shared``
+    (a PostgreSQL catalog), the turn is also taken across machines (`SharedTurns`). Waits up to
     `wait_s` in all (saying so in `log`); past it raises duckdb.IOException naming the lock."""
     if database == ":memory:":
         con = duckdb.connect(database, config=dict(config))
@@ -549,7 +608,7 @@ def _connection_in_turn(database: str, config: dict, wait_s: float, log=None):
         return
     wait = _Wait(wait_s, log)
     key = os.path.realpath(database)
-    _take_turn(key, wait)
+    _take_turn(key, wait, shared)
     try:
         con = _connect_with_retry(database, config, wait)
         wait.done()
@@ -584,8 +643,9 @@ class _Wait:
             self.log.info(f"got the warehouse file's lock after {time.monotonic() - self.began:.1f} s")
 
 
-def _take_turn(key: str, wait: _Wait) -> None:
-    """Hold the turn on the warehouse file `key` (re-entrant within a process)."""
+def _take_turn(key: str, wait: _Wait, shared: SharedTurns | None = None) -> None:
+    """Hold the turn on the warehouse file `key` (re-entrant within a process), and with ``shared``
+    the turn across machines after it."""
     while True:
         with _turns_guard:
             if key in _turns:
@@ -594,10 +654,17 @@ def _take_turn(key: str, wait: _Wait) -> None:
             handle = open(f"{key}.lock", "a")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _turns[key] = [handle, 1]
-                return
             except BlockingIOError:
                 handle.close()
+            else:
+                try:
+                    across = shared.take(wait) if shared is not None else None
+                except BaseException:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    handle.close()
+                    raise
+                _turns[key] = [handle, 1, across]
+                return
         if wait.expired():
             raise duckdb.IOException(f"Could not set lock on file {key}: another process of this project has "
                                      f"held its turn ({key}.lock) for more than {wait.seconds:.0f} s")
@@ -610,8 +677,12 @@ def _end_turn(key: str) -> None:
         held[1] -= 1
         if held[1] == 0:
             del _turns[key]
-            fcntl.flock(held[0], fcntl.LOCK_UN)
-            held[0].close()
+            try:
+                if held[2] is not None:
+                    SharedTurns.release(held[2])
+            finally:
+                fcntl.flock(held[0], fcntl.LOCK_UN)
+                held[0].close()
 
 
 def _connect_with_retry(database: str, config: dict, wait: _Wait):
