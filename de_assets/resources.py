@@ -229,12 +229,12 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def computing(self, table, reads: tuple, kpis: bool = False, log=None, reads_again=None):
-        """Where the step writing the mart ``table`` computes without holding the warehouse file
-        (`PrivateStep`): a private connection reading the lake's snapshots as of a short turn on the
-        file (the views of ``table``, of ``reads``, the lake tables its result depends on, which are
-        pinned, and of the clean tables its KPIs are measured on), with ``kpis`` a copy of the KPI
-        rows. Nothing else of the warehouse is there (a query of another table fails, it does not
-        read an empty one). ``log`` says when the step computes again (`PrivateStep.turn`);
+        """Where the step writing ``table`` (a mart; a cleaning's clean table) computes without holding
+        the warehouse file (`PrivateStep`): a private connection reading the lake's snapshots as of a
+        short turn on the file (the views of ``table``, of ``reads``, the lake tables its result
+        depends on, which are pinned, and of the clean tables its KPIs are measured on), with
+        ``kpis`` a copy of the KPI rows. Nothing else of the warehouse is there (a query of another
+        table fails, it does not read an empty one). ``log`` says when the step computes again (`PrivateStep.turn`);
         ``reads_again(table, days)`` narrows what makes it do so: a commit to one of ``reads`` since
         the pin counts only when it wrote partitions ``days`` for which it returns True (any commit
         counts without it, and whenever the commit's days cannot be told). A dry run, or a warehouse
@@ -455,8 +455,8 @@ MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
 
 
 class PrivateStep:
-    """A step (a mart, a cleaning) computing without the warehouse file (`Warehouse.computing`). ``con`` is a private
-    connection reading the lake through views copied from the warehouse in a short turn (their
+    """A step (a mart, a cleaning) computing without the warehouse file (`Warehouse.computing`).
+    ``con`` is a private connection reading the lake through views copied from the warehouse in a short turn (their
     snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
     its checks. `turn()` then takes the file for what must not interleave with other steps: if a
     table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
@@ -539,14 +539,16 @@ def _record_run_process(context: dg.InitResourceContext) -> None:
 TURN_POLL_S = 0.01  # how often a waiting step tries for its turn on the warehouse file (a syscall)
 LOCK_POLL_S = 0.05  # how often it retries DuckDB's own lock (an open attempt: ~5 ms of CPU each)
 _turns_guard = threading.Lock()
-_turns: dict[str, list] = {}  # warehouse file -> [open lock file, connections of this process in it]
+# warehouse file -> [open lock file, connections of this process in it, `SharedTurns` connection or None]
+_turns: dict[str, list] = {}
 
 
 class SharedTurns:
     """The turn on the lake across machines: a PostgreSQL advisory lock (session level) in the
     catalog database, keyed by the lake, held on a connection of its own for as long as the turn.
     Taken after the machine's own turn (the `flock`), so two processes never wait for each other
-    in opposite orders. A waiter is queued by the server and gets the lock as soon as it is
+    in opposite orders (and while the process's table of turns is locked: its other threads wait
+    for it too, as for the flock). A waiter is queued by the server and gets the lock as soon as it is
     released; past ``wait`` it fails naming the lock."""
 
     def __init__(self, engine, lake: str):

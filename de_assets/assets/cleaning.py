@@ -231,7 +231,8 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 )
                 if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
                     blocked = checks.blocked_days(clean_results)
-                    warehouse.publish(con, spec.duplicates, days=[d for d in days_between(start, end) if d not in blocked])
+                    warehouse.publish(con, spec.duplicates,
+                                      days=[d for d in days_between(start, end) if d not in blocked])
                 # the step's time is on clean/*; the quarantine rows only carry their own reporting time
                 late_days = reconcile.late_event_days(con, spec, start, end)
                 quarantine_meta, quarantine_results = finish(
