@@ -159,7 +159,7 @@ class Warehouse(DuckDBResource):
         """Where the turns are taken across machines: the catalog database when it is PostgreSQL (an
         advisory lock, `SharedTurns`), so steps on other machines, each with a warehouse file of its
         own, take turns with this one; None for a SQLite catalog (one machine) or no lake."""
-        catalog = None if self.database == ":memory:" and self.catalog_uri is None else self.lake_catalog()
+        catalog = self.lake_catalog()
         engine = getattr(catalog, "engine", None)
         if engine is None or engine.dialect.name != "postgresql":
             return None
@@ -234,11 +234,12 @@ class Warehouse(DuckDBResource):
         short turn on the file (the views of ``table``, of ``reads``, the lake tables its result
         depends on, which are pinned, and of the clean tables its KPIs are measured on), with
         ``kpis`` a copy of the KPI rows. Nothing else of the warehouse is there (a query of another
-        table fails, it does not read an empty one). ``log`` says when the step computes again (`PrivateStep.turn`);
-        ``reads_again(table, days)`` narrows what makes it do so: a commit to one of ``reads`` since
-        the pin counts only when it wrote partitions ``days`` for which it returns True (any commit
-        counts without it, and whenever the commit's days cannot be told). A dry run, or a warehouse
-        without a lake, computes on the file as before, holding it throughout."""
+        table fails, it does not read an empty one). ``log`` says when the step computes again
+        (`PrivateStep.turn`); ``reads_again(table, days)`` narrows what makes it do so: a commit to
+        one of ``reads`` since the pin counts only when it wrote partitions ``days`` for which it
+        returns True (any commit counts without it, and whenever the commit's days cannot be told).
+        A dry run, or a warehouse without a lake, computes on the file as before, holding it
+        throughout."""
         if self.lake_catalog() is None:
             with self.connect() as con, self.staging(con):
                 if kpis:
@@ -456,8 +457,8 @@ MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
 
 class PrivateStep:
     """A step (a mart, a cleaning) computing without the warehouse file (`Warehouse.computing`).
-    ``con`` is a private connection reading the lake through views copied from the warehouse in a short turn (their
-    snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
+    ``con`` is a private connection reading the lake through views copied from the warehouse in a
+    short turn (their snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
     its checks. `turn()` then takes the file for what must not interleave with other steps: if a
     table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
     series read was recorded), it is pinned again there, `committed_meanwhile` names what changed,
@@ -548,8 +549,8 @@ class SharedTurns:
     catalog database, keyed by the lake, held on a connection of its own for as long as the turn.
     Taken after the machine's own turn (the `flock`), so two processes never wait for each other
     in opposite orders (and while the process's table of turns is locked: its other threads wait
-    for it too, as for the flock). A waiter is queued by the server and gets the lock as soon as it is
-    released; past ``wait`` it fails naming the lock."""
+    for it too, as for the flock). A waiter is queued by the server and gets the lock as soon as
+    it is released; past ``wait`` it fails naming the lock."""
 
     def __init__(self, engine, lake: str):
         self.engine = engine
@@ -562,9 +563,8 @@ class SharedTurns:
             cur = con.cursor()
             cur.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
             if not cur.fetchone()[0]:
-                wait.pause(0)  # says that it waits
-                left_ms = max(int((wait.seconds - (time.monotonic() - wait.began)) * 1000), 1)
-                cur.execute(f"SET lock_timeout = {left_ms}")
+                wait.waiting()
+                cur.execute(f"SET lock_timeout = {max(int(wait.left() * 1000), 1)}")
                 try:
                     cur.execute("SELECT pg_advisory_lock(%s)", (self.key,))
                 except Exception as error:
@@ -634,11 +634,18 @@ class _Wait:
     def expired(self) -> bool:
         return time.monotonic() - self.began >= self.seconds
 
-    def pause(self, seconds: float) -> None:
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.began)
+
+    def waiting(self) -> None:
+        """Say once that the step waits."""
         if not self.waited and self.log is not None:
             self.log.info(f"waiting for the warehouse file's lock (held by another process; up to {self.seconds:.0f} s)")
         self.waited = True
-        time.sleep(max(min(seconds, self.seconds - (time.monotonic() - self.began)), 0.001))
+
+    def pause(self, seconds: float) -> None:
+        self.waiting()
+        time.sleep(max(min(seconds, self.left()), 0.001))
 
     def done(self) -> None:
         if self.waited and self.log is not None:

@@ -113,10 +113,11 @@ def view_stamps(con, tables: tuple[Table, ...]) -> dict[str, str | None]:
 
 def days_committed(catalog, table: Table, pinned: str | None, current: str | None) -> set[date] | None:
     """The partitions (days) that the commits to lake ``table`` between two of its view stamps
-    (`view_stamps`: ``pinned`` read before, ``current`` now; and any since) wrote, from each commit's summary: the
-    days of an overwrite (`de-assets.partitions`), the arrival days of a raw commit's registrations
-    (`OUTBOX`). None when a commit does not say (a delete by filter, a whole-table replace), when the
-    history between them cannot be told (`lake.commits_since`), or when the columns changed."""
+    (`view_stamps`: ``pinned`` read before, ``current`` now; and any since) wrote, from each
+    commit's summary: the days of an overwrite (`de-assets.partitions`), the arrival days of a raw
+    commit's registrations (`OUTBOX`). None when a commit does not say (a delete by filter, a
+    whole-table replace), when the history between them cannot be told (`lake.commits_since`), or
+    when the columns changed."""
     if current is None:
         return None
     if pinned is not None and pinned.rsplit("#", 1)[1] != current.rsplit("#", 1)[1]:
