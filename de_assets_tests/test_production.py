@@ -204,3 +204,82 @@ def test_steps_on_two_machines_take_turns_through_the_catalog_database(prod_env,
             "SELECT count(*), count(DISTINCT message_id), count(DISTINCT arrival_date) FROM clean.events "
             "WHERE arrival_date IN ('2026-11-02', '2026-11-03')").fetchone()
     assert rows == ids > 0 and days == 2
+
+
+def _tables_on(warehouse) -> dict:
+    """`test_parallel._tables` of a warehouse whose lake and operational state live in PostgreSQL: the
+    data tables through its connection (views rebuilt from the catalog), the held ones from the catalog
+    database."""
+    import duckdb
+
+    from de_assets.lib import ops_store
+    from de_assets.lib.config_experiment import COMPARED, fingerprint
+
+    held = [t for t in COMPARED if t in ops_store.HELD]
+    with warehouse.connect() as con:
+        prints = fingerprint(con, [t for t in COMPARED if t not in held])
+    with duckdb.connect() as con:
+        for table in held:
+            ops_store.load(warehouse.ops_engine(), con, table)
+        prints.update(fingerprint(con, held))
+    return prints
+
+
+@pytest.mark.slow  # ~4 minutes on 2 cores
+def test_four_runs_on_two_machines_equal_one_sequential_run(prod_env, pg, tmp_path, monkeypatch):
+    """Pods of a partitioned backfill: two machines (a warehouse file each) share one Dagster instance, one
+    lake and its PostgreSQL catalog. The two later days run at once, one on each machine, then the two
+    earlier ones: their cleanings find re-deliveries the later days served as originals and repair those
+    days, whichever machine built them. No run fails, and once the late-data sensor has settled, every
+    table (data, file registry, forgotten rows) equals one sequential range run's on a single machine."""
+    from datetime import date
+
+    import psycopg2
+
+    from de_assets.definitions import build_defs
+    from de_assets.generator import generate
+    from de_assets.resources import WAREHOUSE_POOL, RunMode, Warehouse, build_resources
+    from de_assets_tests.test_parallel import DAYS, _cli, _settle, _tables
+
+    landing = tmp_path / "generated"
+    generate(landing, date(2026, 11, 1), len(DAYS), 1500, seed=11)  # cross-day re-deliveries (test_parallel)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DE_ASSETS_CATALOG") and k != "DE_ASSETS_LAKE"}
+    base["DE_ASSETS_LANDING"] = str(landing)
+
+    (tmp_path / "sequential" / "home").mkdir(parents=True)  # one machine, SQLite catalog and instance
+    done = subprocess.run(_cli("run", "--start", DAYS[0], "--end", DAYS[-1]), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900, env={**base, "DAGSTER_HOME": str(tmp_path / "sequential" / "home"),
+                                                       "DE_ASSETS_DUCKDB": str(tmp_path / "sequential" / "w.duckdb")})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    con = psycopg2.connect(host=pg["host"], port=pg["port"], dbname=pg["db"], user=pg["user"])
+    con.autocommit = True  # a database of its own: the module's other tests wrote days of the golden data
+    con.cursor().execute("CREATE DATABASE two_machines")
+    con.close()
+    uri = f"postgresql+psycopg2://{pg['user']}@{pg['host']}:{pg['port']}/two_machines"
+    shared = {**base, "DAGSTER_PG_DB": "two_machines", "DE_ASSETS_CATALOG_URI": uri,
+              "DE_ASSETS_LAKE": (tmp_path / "shared-lake").as_uri()}  # object storage in production
+    machines = [tmp_path / name for name in ("machine-a", "machine-b")]
+    for machine in machines:
+        machine.mkdir()
+    monkeypatch.setenv("DAGSTER_PG_DB", "two_machines")
+    with dg.DagsterInstance.get() as instance:  # the pool's limit once: dagster-io/dagster#33552, see above
+        instance.event_log_storage.initialize_concurrency_limit_to_default(WAREHOUSE_POOL)
+    for wave in (DAYS[:1:-1], DAYS[1::-1]):  # the later days first, so the earlier ones must repair them
+        runs = [subprocess.Popen(_cli("run", "--start", day), cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True,
+                                 env={**shared, "DE_ASSETS_DUCKDB": str(machine / "warehouse.duckdb")})
+                for machine, day in zip(machines, wave)]
+        outputs = [r.communicate(timeout=900)[0] for r in runs]
+        for run, output in zip(runs, outputs):
+            assert run.returncode == 0, output[-3000:]
+
+    machine = Warehouse(database=str(machines[0] / "warehouse.duckdb"), run_mode=RunMode(), catalog_uri=uri,
+                        lake_uri=shared["DE_ASSETS_LAKE"])
+    with dg.DagsterInstance.get() as instance:  # the sensor re-serves marts a run built before another's cleaning
+        _settle(instance, build_defs(build_resources(machine.database, str(landing), catalog_uri=uri,
+                                                     lake_uri=shared["DE_ASSETS_LAKE"],
+                                                     reports_root=str(tmp_path / "reports"))))
+    tables = _tables_on(machine)
+    assert tables["clean.events"][0] > 0
+    assert tables == _tables(tmp_path / "sequential" / "w.duckdb")
