@@ -11,6 +11,7 @@ partition only: one event per partition, no duplicates, no range totals on a sin
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 
 import dagster as dg
@@ -21,6 +22,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from de_assets import checks
 from de_assets.lib import health
 from de_assets.lib.days import days_between
+from de_assets.lib.served import Written
 from de_assets.lib.tables import Table
 from de_assets.metadata import LAKE_SNAPSHOT_ID, days_metadata, run_metadata
 from de_assets.resources import Alerting, Warehouse
@@ -30,6 +32,32 @@ def add_day_metadata(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, 
     """Attach each day's figures to the materialization of that day's partition only."""
     for day, metadata in per_day.items():
         context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=str(day))
+
+
+@dataclass
+class Evaluated:
+    """What `finish` reads of the step's connection (`evaluate`)."""
+
+    rows: dict[date, dict]  # each day's rows, preview, ... (`days_metadata`)
+    landed: dict[date, int]  # each day's landed source rows
+    results: list[dg.AssetCheckEvaluation]  # the table's checks, per day
+    metadata: dict  # the run-level metadata (`run_metadata`)
+    written: Written | None = None  # the range's data files, written ahead of the commit
+
+
+def evaluate(con, warehouse: Warehouse, asset_key: dg.AssetKey, table: Table, start: date, end: date,
+             write: bool = False) -> Evaluated:
+    """Everything `finish` reads of ``con`` (metadata, the checks per day) and, with ``write``, the
+    data files of the range's partitions (`Warehouse.write_ahead`). A step whose rows are staged in
+    a private connection evaluates them before its turn on the warehouse, so the turn holds only the
+    bookkeeping and the commits; `finish` then publishes the files of the partitions that passed."""
+    return Evaluated(
+        rows=days_metadata(con, table, start, end),
+        landed=health.source_rows_per_day(con, table, start, end),
+        results=checks.check_results(con, asset_key, table, start, end),
+        metadata=run_metadata(con, table, start, end),
+        written=warehouse.write_ahead(con, table, table.partition_values(start, end)) if write else None,
+    )
 
 
 def finish(
@@ -46,26 +74,28 @@ def finish(
     extra_results: tuple[dg.AssetCheckEvaluation, ...] = (),
     per_day: dict[date, dict] | None = None,
     publish: bool = False,
+    evaluated: Evaluated | None = None,
 ) -> tuple[dict, list[dg.AssetCheckEvaluation]]:
     """Record a `partition_kpis` row per day (measured on ``con``, held in the catalog database:
     `Warehouse.record_kpis`), attach each day's metadata to its partition (rows, preview, seconds,
     rows/s, freshness, `no_data`, plus `per_day`), evaluate the checks per day and alert on failed
     blocking ones; with `publish`, publish to the lake for readers the partitions of the range on
-    which no blocking check failed. Returns the run-level metadata and the evaluations."""
+    which no blocking check failed. ``evaluated``: what `evaluate` read of ``con`` before (the
+    metadata, the checks and the data files written ahead), else it is read now. Returns the
+    run-level metadata and the evaluations."""
     seconds = time.perf_counter() - started
     kpis = warehouse.record_kpis(con, asset_key.to_user_string(), context.run.run_id, table, start, end, seconds,
                                  counts)
-    landed = health.source_rows_per_day(con, table, start, end)
-    rows = days_metadata(con, table, start, end)
+    read = evaluated or evaluate(con, warehouse, asset_key, table, start, end)
     add_day_metadata(context, asset_key, {
-        day: {**rows[day], **kpis.get(day, {}), "no_data": landed[day] == 0,
+        day: {**read.rows[day], **kpis.get(day, {}), "no_data": read.landed[day] == 0,
               **(per_day or {}).get(day, {})}
         for day in days_between(start, end)
     })
-    results = checks.check_results(con, asset_key, table, start, end) + list(extra_results)
+    results = read.results + list(extra_results)
     failed = checks.failure_alerts(results, context.run.run_id)
     alerting.send(failed, log=context.log)
-    metadata = run_metadata(con, table, start, end)
+    metadata = dict(read.metadata)
     if publish:
         # per partition: one holding a day that failed a blocking check keeps what was served before
         # (its staged rows are dropped with the overlay, lib/staged.py), the others are served; a day
@@ -73,7 +103,7 @@ def finish(
         # served before, its evidence in quarantine is new)
         blocked = {table.partition_value(d) for d in checks.blocked_days(results)}
         values = [p for p in table.partition_values(start, end) if p not in blocked]
-        snapshot = warehouse.publish(con, table, days=values) if values else None
+        snapshot = warehouse.publish(con, table, days=values, written=read.written) if values else None
         if snapshot is not None:
             metadata[LAKE_SNAPSHOT_ID] = str(snapshot)
     return metadata, results

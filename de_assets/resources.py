@@ -339,13 +339,22 @@ class Warehouse(DuckDBResource):
             return None
         return ops_store.registered_checksums(engine, checksums)
 
-    def publish(self, con, table, start=None, end=None, days=None) -> int | None:
+    def publish(self, con, table, start=None, end=None, days=None, written=None) -> int | None:
         """Publish the partitions of [start, end] (or exactly `days`) of a served table to the lake in
-        one commit (`lib/served.py`)."""
+        one commit (`lib/served.py`), adding the files `write_ahead` wrote if given (``written``)."""
         catalog = self.lake_catalog()
         if catalog is None or table not in served.PUBLISHED:
             return None
-        return served.publish(con, catalog, table, start, end, days=days, compression=self.lake_compression)
+        return served.publish(con, catalog, table, start, end, days=days, compression=self.lake_compression,
+                              written=written)
+
+    def write_ahead(self, con, table, values) -> "served.Written | None":
+        """The data files of partitions ``values`` of a served table, written for a later `publish`
+        (`served.write_ahead`); None when nothing is published (a dry run, no lake)."""
+        catalog = self.lake_catalog()
+        if catalog is None or table not in served.PUBLISHED:
+            return None
+        return served.write_ahead(con, catalog, table, values, compression=self.lake_compression)
 
     @contextmanager
     def held(self, *tables, **match):
@@ -458,8 +467,9 @@ MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
 class PrivateStep:
     """A step (a mart, a cleaning) computing without the warehouse file (`Warehouse.computing`).
     ``con`` is a private connection reading the lake through views copied from the warehouse in a
-    short turn (their snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`) and runs
-    its checks. `turn()` then takes the file for what must not interleave with other steps: if a
+    short turn (their snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`), runs
+    its checks and writes its data files (`bookkeeping.evaluate`). `turn()` then takes the file for
+    what must not interleave with other steps: if a
     table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
     series read was recorded), it is pinned again there, `committed_meanwhile` names what changed,
     and the caller computes again, still holding the file; then the KPI rows, the commit, and the

@@ -253,12 +253,28 @@ def test_cleaning_and_marts_record_their_materialization_while_they_hold_the_war
 
 def test_marts_compute_without_holding_the_warehouse_file(pipeline, monkeypatch):
     """A mart's query runs in a private connection over the lake's snapshots (`Warehouse.computing`),
-    so steps of other runs can write meanwhile; the file is taken only for the commit."""
+    and its checks and data files too, so steps of other runs can write meanwhile; the file is taken
+    only for the commit."""
+    from de_assets import checks
     from de_assets.lib import experiment_readout, marts
     from de_assets.resources import _turns
 
     held: dict[str, bool] = {}
+    checked: dict[str, bool] = {}
+    written: dict[str, bool] = {}
     real_replace, real_readout = marts.replace_range, experiment_readout.write
+    real_checks, real_write = checks.check_results, served.write_data_files
+
+    def check_results(con, asset_key, table, *args):
+        if table.schema == "marts":
+            checked[table.name] = checked.get(table.name, False) or os.path.realpath(pipeline.db) in _turns
+        return real_checks(con, asset_key, table, *args)
+
+    def write_data_files(con, target, *args):
+        name = ".".join(target.name())
+        if name.startswith("marts."):
+            written[name] = written.get(name, False) or os.path.realpath(pipeline.db) in _turns
+        return real_write(con, target, *args)
 
     def replace_range(con, table, *args, **kwargs):
         held[table.name] = os.path.realpath(pipeline.db) in _turns
@@ -270,10 +286,13 @@ def test_marts_compute_without_holding_the_warehouse_file(pipeline, monkeypatch)
 
     monkeypatch.setattr(marts, "replace_range", replace_range)
     monkeypatch.setattr(experiment_readout, "write", readout)
+    monkeypatch.setattr(checks, "check_results", check_results)
+    monkeypatch.setattr(served, "write_data_files", write_data_files)
     assert pipeline.run("2026-11-01").success
-    assert held == {name: False for name in (
+    every_mart = {name: False for name in (
         "marts.daily_engagement", "marts.funnel_daily", "marts.retention_cohorts", "marts.revenue_daily",
         "marts.service_latency", "marts.kpi_changes", "marts.kpi_anomalies", "marts.experiment_results")}
+    assert held == every_mart and checked == every_mart and written == every_mart
 
 
 @pytest.mark.parametrize("committed, computes", [
@@ -282,13 +301,15 @@ def test_marts_compute_without_holding_the_warehouse_file(pipeline, monkeypatch)
 ])
 def test_the_cleaning_computes_without_the_warehouse_file_and_again_only_for_what_it_read(
         pipeline, monkeypatch, committed, computes):
-    """The cleaning computes in a private connection over pinned snapshots; the file is taken to commit.
-    A commit made meanwhile (here: another run's cleaning of one day, the same rows in a new
-    snapshot) makes it compute again, in its turn on the file, only when that commit wrote a day it
-    read: raw up to its range's end, or its tables from the range's start on. Either way it serves
-    the rows a cleaning without the interruption serves."""
+    """The cleaning computes in a private connection over pinned snapshots, checks the staged rows and
+    writes their data files there; the file is taken to commit. A commit made meanwhile (here: another
+    run's cleaning of one day, the same rows in a new snapshot) makes it compute, check and write
+    again, in its turn on the file, only when that commit wrote a day it read: raw up to its range's
+    end, or its tables from the range's start on. Either way it serves the rows a cleaning without
+    the interruption serves."""
     from pyiceberg.expressions import EqualTo
 
+    from de_assets import checks
     from de_assets.lib import clean, lake as lake_core
     from de_assets.resources import _turns
 
@@ -296,11 +317,24 @@ def test_the_cleaning_computes_without_the_warehouse_file_and_again_only_for_wha
     compared = ("clean.events", "quarantine.events", "clean.events_duplicates")
     before = {t: pipeline.query(f"SELECT * FROM {t} ORDER BY ALL") for t in compared}
     catalog = served.open_lake(str(pipeline.db))
-    real, held = clean.clean_days, []
+    real, held, checked, written = clean.clean_days, [], [], []
+    real_checks, real_write = checks.check_results, served.write_data_files
+    tables = {t.name for t in (clean.EVENTS.clean, clean.EVENTS.quarantine, clean.EVENTS.duplicates)}
+
+    def holding() -> bool:
+        return os.path.realpath(pipeline.db) in _turns
+
+    def check_results(con, asset_key, table, *args):
+        checked.extend([holding()] if table.name in tables else [])
+        return real_checks(con, asset_key, table, *args)
+
+    def write_data_files(con, target, *args):
+        written.extend([holding()] if ".".join(target.name()) in tables else [])
+        return real_write(con, target, *args)
 
     def clean_days(con, spec, *args, **kwargs):
         if spec is clean.EVENTS:
-            held.append(os.path.realpath(pipeline.db) in _turns)
+            held.append(holding())
             if len(held) == 1:  # while it computes, a cleaning of another day commits
                 table = catalog.load_table("clean.events")
                 rows = table.scan(row_filter=EqualTo("arrival_date", committed)).to_arrow()
@@ -308,7 +342,11 @@ def test_the_cleaning_computes_without_the_warehouse_file_and_again_only_for_wha
         return real(con, spec, *args, **kwargs)
 
     monkeypatch.setattr(clean, "clean_days", clean_days)
+    monkeypatch.setattr(checks, "check_results", check_results)
+    monkeypatch.setattr(served, "write_data_files", write_data_files)
     assert pipeline.run("2026-11-02").success
     assert held == computes
+    assert checked == [h for h in computes for _ in range(2)]  # clean and quarantine rows, as often as computed
+    assert written == [h for h in computes for _ in range(3)]  # the three tables' files: none written in the turn
     for table in compared:
         assert pipeline.query(f"SELECT * FROM {table} ORDER BY ALL").equals(before[table]), table

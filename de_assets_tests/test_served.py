@@ -297,3 +297,38 @@ def test_both_ways_of_writing_partitions_serve_exactly_the_partitions_written(tm
     served.publish(con, catalog, CLEAN_EVENTS, date(2026, 11, 1), date(2026, 11, 2))  # not 11-03
     assert served.connect(catalog).execute(per_day).fetchall() == [("2026-11-01", ["b", "c"]), ("2026-11-02", ["x"]),
                                                                    ("2026-11-03", ["d", "e"])]
+
+
+@pytest.mark.parametrize("big_rows", [1, 10**9], ids=["a COPY per partition", "partitioned COPY"])
+def test_files_written_ahead_are_committed_for_the_partitions_published_only(tmp_path, monkeypatch, big_rows):
+    """`served.write_ahead` writes a range's data files without committing (nothing is served yet);
+    `publish(..., written=)` then commits the files of the partitions it publishes, exactly those: a
+    partition left out (a day a blocking check failed) keeps what was served before, and publishing a
+    partition the files do not cover is refused rather than served empty."""
+    from datetime import date
+
+    from de_assets.lib import lake as lake_core
+
+    monkeypatch.setattr(served, "BIG_PARTITION_ROWS", big_rows)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA clean")
+    columns = ", ".join(f"NULL::{'VARCHAR' if c.type == 'JSON' else c.type} AS {c.name}"
+                        for c in CLEAN_EVENTS.columns if c.name not in ("arrival_date", "message_id"))
+    con.execute(f"CREATE TABLE clean.events AS SELECT d::DATE AS arrival_date, m AS message_id, {columns} "
+                "FROM (VALUES ('2026-11-01', 'a'), ('2026-11-02', 'b'), ('2026-11-03', 'c')) t(d, m)")
+    catalog = lake_core.open_catalog(data_dir=tmp_path)
+    days = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
+    served.publish(con, catalog, CLEAN_EVENTS, days=days)  # served before
+    con.execute("UPDATE clean.events SET message_id = message_id || '2'")
+    written = served.write_ahead(con, catalog, CLEAN_EVENTS, days[:2])
+    assert sorted(written.files) == days[:2] and all(len(f) == 1 for f in written.files.values())
+    per_day = ("SELECT arrival_date::VARCHAR, list(message_id ORDER BY message_id) FROM clean.events "
+               "GROUP BY 1 ORDER BY 1")
+    before = [("2026-11-01", ["a"]), ("2026-11-02", ["b"]), ("2026-11-03", ["c"])]
+    assert served.connect(catalog).execute(per_day).fetchall() == before  # written, not committed
+    with pytest.raises(ValueError, match="do not cover"):
+        served.publish(con, catalog, CLEAN_EVENTS, days=days[1:], written=written)  # 11-03 was not written
+    assert served.connect(catalog).execute(per_day).fetchall() == before
+    served.publish(con, catalog, CLEAN_EVENTS, days=[days[1]], written=written)  # 11-01 blocked
+    assert served.connect(catalog).execute(per_day).fetchall() == [("2026-11-01", ["a"]), ("2026-11-02", ["b2"]),
+                                                                   ("2026-11-03", ["c"])]

@@ -24,7 +24,7 @@ from de_assets.lib.tables import (
 )
 from de_assets.metadata import CHANGED_DAYS, definition_metadata
 from de_assets.partitions import daily, partition_dates
-from de_assets.bookkeeping import check_events, finish
+from de_assets.bookkeeping import Evaluated, check_events, evaluate, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:analytics"]
@@ -112,20 +112,23 @@ def _mart(
         started = time.perf_counter()
         start, end = partition_dates(context)
 
-        def build(con) -> list[date]:  # the partitions whose rows changed
+        def build(con) -> tuple[list[date], Evaluated]:
+            """The partitions whose rows changed, and the staged rows' checks and data files."""
             before = served.partition_fingerprints(con, table, start=start, end=end)
             write(con, start, end, settings)
-            return served.changed_partitions(before, served.partition_fingerprints(con, table, start=start, end=end))
+            changed = served.changed_partitions(before, served.partition_fingerprints(con, table, start=start, end=end))
+            return changed, evaluate(con, warehouse, context.asset_key, table, start, end, write=True)
 
-        # computed in a private connection over pinned snapshots and staged there (lib/staged.py); the
-        # file is taken only to commit: `finish` publishes the partitions no blocking check failed
+        # computed, checked and written as data files in a private connection over pinned snapshots,
+        # staged there (lib/staged.py); the file is taken only to commit: `finish` commits the
+        # partitions no blocking check failed
         with warehouse.computing(table, reads, kpis=reads_kpis, log=context.log) as step:
-            changed = build(step.con)
+            changed, evaluated = build(step.con)
             with step.turn():
                 if step.committed_meanwhile:  # an input was committed meanwhile: again, on the new snapshots
-                    changed = build(step.con)
+                    changed, evaluated = build(step.con)
                 metadata, results = finish(context, step.con, alerting, warehouse, context.asset_key, table, start, end,
-                                           started, publish=True)
+                                           started, publish=True, evaluated=evaluated)
                 # read by the late_data_refresh sensor: later days' marts that read these (layers.LATER_READERS)
                 metadata[CHANGED_DAYS] = ranges_label(contiguous_ranges(changed))
                 if alerts is not None:
@@ -269,13 +272,18 @@ def experiment_results(
         cuped=config.cuped, lookback_days=config.lookback_days,
     )
     # as every mart does (_mart)
+    def build(con) -> tuple[list[dict], Evaluated]:
+        written = experiment_readout.write(con, start, end, plan)
+        return written, evaluate(con, warehouse, context.asset_key, EXPERIMENT_RESULTS, start, end, write=True)
+
     with warehouse.computing(EXPERIMENT_RESULTS, lake_tables_of([CLEAN_EVENTS]), log=context.log) as step:
-        written = experiment_readout.write(step.con, start, end, plan)
+        written, evaluated = build(step.con)
         with step.turn():
             if step.committed_meanwhile:  # clean events were committed meanwhile: again, on the new snapshot
-                written = experiment_readout.write(step.con, start, end, plan)
+                written, evaluated = build(step.con)
             metadata, results = finish(context, step.con, alerting, warehouse, context.asset_key, EXPERIMENT_RESULTS,
-                                       start, end, started, per_day=_readouts(written, start, end, plan), publish=True)
+                                       start, end, started, per_day=_readouts(written, start, end, plan), publish=True,
+                                       evaluated=evaluated)
             yield dg.MaterializeResult(metadata=metadata)  # recorded while the warehouse is held (cleaning.py)
     yield from check_events(context, results)
 

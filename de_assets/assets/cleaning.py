@@ -21,7 +21,7 @@ from de_assets.metadata import (
     definition_metadata,
 )
 from de_assets.partitions import daily, partition_dates
-from de_assets.bookkeeping import check_events, finish
+from de_assets.bookkeeping import check_events, evaluate, finish
 from de_assets.resources import WAREHOUSE_POOL, Alerting, PipelineSettings, Warehouse
 
 OWNERS = ["team:data-platform"]
@@ -180,17 +180,25 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             clean rows of [start, end] (a held-back day's), and the later days (their repair)."""
             return min(days, default=end) <= end if table is spec.raw else max(days, default=start) >= start
 
-        # Computed in a private connection over pinned snapshots, staged there (lib/staged.py) without
-        # holding the warehouse file; the file is taken to commit: computed again there when raw of a
-        # day up to `end`, or the cleaning's tables from `start` on, were committed meanwhile (the
-        # cleanings of other days, in runs at once); then `finish` publishes the days whose blocking
-        # checks passed, and the materializations are recorded while the file is held.
+        # Computed in a private connection over pinned snapshots, staged there (lib/staged.py), checked
+        # and written as data files without holding the warehouse file; the file is taken to commit:
+        # computed again there when raw of a day up to `end`, or the cleaning's tables from `start` on,
+        # were committed meanwhile (the cleanings of other days, in runs at once); then `finish`
+        # commits the days whose blocking checks passed, and the materializations are recorded while
+        # the file is held.
+        def ahead(con) -> dict:
+            """What the commit reads of the staged rows (the checks, the metadata) and the data files
+            of the range's partitions, evaluated and written before the turn (bookkeeping.evaluate)."""
+            return {"clean": evaluate(con, warehouse, clean_key, spec.clean, start, end, write=True),
+                    "quarantine": evaluate(con, warehouse, quarantine_key, spec.quarantine, start, end, write=True),
+                    "duplicates": warehouse.write_ahead(con, spec.duplicates, list(days_between(start, end)))}
+
         reads = (spec.raw, spec.clean, spec.quarantine, spec.duplicates)
         with warehouse.computing(spec.clean, reads, log=context.log, reads_again=reads_again) as step:
-            computed = compute(step.con)
+            computed, evaluated = compute(step.con), ahead(step.con)
             with step.turn():
                 if step.committed_meanwhile:  # again, on the new snapshots
-                    computed = compute(step.con)
+                    computed, evaluated = compute(step.con), ahead(step.con)
                 con = step.con
                 has_users, served_before, daily_reports, repaired = computed
                 health_before = _health_counts(warehouse, clean_key, start)  # before this step's KPI rows
@@ -227,18 +235,18 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 clean_meta, clean_results = finish(
                     context, con, alerting, warehouse, clean_key, spec.clean, start, end, started, counts=counts,
                     extra_results=tuple(extra), per_day={day: r.as_metadata() for day, r in daily_reports.items()},
-                    publish=True,
+                    publish=True, evaluated=evaluated["clean"],
                 )
                 if LAKE_SNAPSHOT_ID in clean_meta:  # duplicates are served with the clean rows they were told from
                     blocked = checks.blocked_days(clean_results)
-                    warehouse.publish(con, spec.duplicates,
-                                      days=[d for d in days_between(start, end) if d not in blocked])
+                    served_days = [d for d in days_between(start, end) if d not in blocked]
+                    warehouse.publish(con, spec.duplicates, days=served_days, written=evaluated["duplicates"])
                 # the step's time is on clean/*; the quarantine rows only carry their own reporting time
                 late_days = reconcile.late_event_days(con, spec, start, end)
                 quarantine_meta, quarantine_results = finish(
                     context, con, alerting, warehouse, quarantine_key, spec.quarantine, start, end, time.perf_counter(),
                     per_day={day: {"reasons": _reasons_table(r)} for day, r in daily_reports.items()},
-                    publish=True,
+                    publish=True, evaluated=evaluated["quarantine"],
                 )
                 # of the run, read by the late_data_refresh sensor: the event days whose clean rows changed
                 # (a re-run that serves the same rows changes nothing downstream), and the marts they made stale

@@ -90,17 +90,28 @@ def lake_table(catalog, table: Table):
                                     schema)
 
 
+@dataclass
+class Written:
+    """The data files of partitions ``values`` of a partitioned table, written ahead of their commit
+    (`write_ahead`), per partition value that has rows. Files no commit adds are orphans, removed by
+    the snapshot expiry."""
+
+    table: Table
+    values: list[date]
+    files: dict[date, list[str]]
+
+
 def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date | None = None,
             end: date | None = None, days: list[date] | None = None, compression: str = "zstd",
-            relation: str | None = None) -> int | None:
+            relation: str | None = None, written: Written | None = None) -> int | None:
     """Publish the warehouse's rows of ``table`` (or of ``relation``, rows shaped like it) for the
     partitions of [start, end] (or exactly ``days``; all rows of an unpartitioned table) to the lake
-    in one commit; returns the snapshot id.
+    in one commit; returns the snapshot id. With ``written`` (`write_ahead`, covering those
+    partitions) the commit adds the files written then instead of writing them now.
     ``compression`` is the Parquet codec of the files DuckDB writes (`LAKE_CODECS`; the feature flag
     `lake_compression`); files pyiceberg writes (unpartitioned tables) use the table's
     `write.parquet.compression-codec` (zstd)."""
-    if compression not in LAKE_CODECS:
-        raise ValueError(f"lake compression must be one of {LAKE_CODECS}, got {compression!r}")
+    _check_codec(compression)
     target = lake_table(catalog, table)
     column = partition_column(table)
     if column is None:
@@ -108,11 +119,47 @@ def publish(con: duckdb.DuckDBPyConnection, catalog, table: Table, start: date |
         snapshot = lake.replace_all(target, data.cast(arrow_schema(table)))
     else:
         values = sorted(set(days)) if days is not None else table.partition_values(start, end)
-        rows = f"SELECT {select_list(table)} FROM {relation or table.name} WHERE list_contains($v, {column})"
-        # DuckDB writes the files (fast, streaming; no Arrow copy of the rows), Iceberg commits them
-        files = write_data_files(con, target, rows, values, column, compression)
+        if written is None:
+            # DuckDB writes the files (fast, streaming; no Arrow copy of the rows), Iceberg commits them
+            files = write_data_files(con, target, _rows(table, relation), values, column, compression)
+        else:
+            if written.table is not table or not set(values) <= set(written.values):
+                raise ValueError(f"{table.name}: the files written ahead do not cover the partitions published")
+            files = [f for value in values for f in written.files.get(value, [])]
         snapshot = lake.overwrite_partitions_with_files(target, files, column, values)
     return getattr(snapshot, "snapshot_id", None)
+
+
+def write_ahead(con: duckdb.DuckDBPyConnection, catalog, table: Table, values: list[date],
+                compression: str = "zstd") -> Written:
+    """Write the data files of the partitions ``values`` of the partitioned ``table``, as `publish`
+    would, without committing them: a step writes them before it takes its turn, and `publish(...,
+    written=)` commits in the turn those of the partitions it publishes."""
+    _check_codec(compression)
+    column = partition_column(table)
+    values = sorted(set(values))
+    files = write_data_files(con, lake_table(catalog, table), _rows(table), values, column, compression)
+    by_value: dict[date, list[str]] = {}
+    for path in files:
+        by_value.setdefault(_partition_of(path, column), []).append(path)
+    return Written(table, values, by_value)
+
+
+def _check_codec(compression: str) -> None:
+    if compression not in LAKE_CODECS:
+        raise ValueError(f"lake compression must be one of {LAKE_CODECS}, got {compression!r}")
+
+
+def _rows(table: Table, relation: str | None = None) -> str:
+    """The rows of ``table`` (or of ``relation``) in the partition values `$v`."""
+    column = partition_column(table)
+    return f"SELECT {select_list(table)} FROM {relation or table.name} WHERE list_contains($v, {column})"
+
+
+def _partition_of(path: str, column: str) -> date:
+    """The partition value of a file `write_data_files` wrote, from its path (`<column>=<value>`)."""
+    part = next(p for p in reversed(path.split("/")) if p.startswith(f"{column}="))
+    return date.fromisoformat(part[len(column) + 1:].removesuffix(".parquet"))
 
 
 def write_data_files(con, target, rows: str, values: list[date], column: str, compression: str) -> list[str]:
