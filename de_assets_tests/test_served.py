@@ -268,6 +268,18 @@ def test_publishing_a_day_larger_than_the_memory_limit_streams_to_the_lake(tmp_p
     assert read.execute("SELECT count(*), count(DISTINCT message_id) FROM clean.events").fetchone() == (600000, 600000)
 
 
+def _clean_events_of(values: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse whose `clean.events` holds the rows ``values`` (SQL VALUES of (arrival
+    day, message id)), every other column NULL."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA clean")
+    columns = ", ".join(f"NULL::{'VARCHAR' if c.type == 'JSON' else c.type} AS {c.name}"
+                        for c in CLEAN_EVENTS.columns if c.name not in ("arrival_date", "message_id"))
+    con.execute(f"CREATE TABLE clean.events AS SELECT d::DATE AS arrival_date, m AS message_id, {columns} "
+                f"FROM (VALUES {values}) t(d, m)")
+    return con
+
+
 @pytest.mark.parametrize("big_rows", [1, 10**9], ids=["a COPY per partition", "partitioned COPY"])
 def test_both_ways_of_writing_partitions_serve_exactly_the_partitions_written(tmp_path, monkeypatch, big_rows):
     """`served.publish` writes big partitions one COPY each and small ones in one partitioned COPY
@@ -278,13 +290,8 @@ def test_both_ways_of_writing_partitions_serve_exactly_the_partitions_written(tm
     from de_assets.lib import lake as lake_core
 
     monkeypatch.setattr(served, "BIG_PARTITION_ROWS", big_rows)
-    con = duckdb.connect()
-    con.execute("CREATE SCHEMA clean")
-    columns = ", ".join(f"NULL::{'VARCHAR' if c.type == 'JSON' else c.type} AS {c.name}"
-                        for c in CLEAN_EVENTS.columns if c.name not in ("arrival_date", "message_id"))
-    con.execute(f"CREATE TABLE clean.events AS SELECT d::DATE AS arrival_date, m AS message_id, {columns} "
-                "FROM (VALUES ('2026-11-01', 'a'), ('2026-11-01', 'b'), ('2026-11-01', 'c'), "
-                "('2026-11-03', 'd'), ('2026-11-03', 'e')) t(d, m)")
+    con = _clean_events_of("('2026-11-01', 'a'), ('2026-11-01', 'b'), ('2026-11-01', 'c'), "
+                           "('2026-11-03', 'd'), ('2026-11-03', 'e')")
     catalog = lake_core.open_catalog(data_dir=tmp_path)
     served.publish(con, catalog, CLEAN_EVENTS, date(2026, 11, 1), date(2026, 11, 3))
     per_day = "SELECT arrival_date::VARCHAR, list(message_id ORDER BY message_id) FROM clean.events GROUP BY 1 ORDER BY 1"
@@ -310,12 +317,7 @@ def test_files_written_ahead_are_committed_for_the_partitions_published_only(tmp
     from de_assets.lib import lake as lake_core
 
     monkeypatch.setattr(served, "BIG_PARTITION_ROWS", big_rows)
-    con = duckdb.connect()
-    con.execute("CREATE SCHEMA clean")
-    columns = ", ".join(f"NULL::{'VARCHAR' if c.type == 'JSON' else c.type} AS {c.name}"
-                        for c in CLEAN_EVENTS.columns if c.name not in ("arrival_date", "message_id"))
-    con.execute(f"CREATE TABLE clean.events AS SELECT d::DATE AS arrival_date, m AS message_id, {columns} "
-                "FROM (VALUES ('2026-11-01', 'a'), ('2026-11-02', 'b'), ('2026-11-03', 'c')) t(d, m)")
+    con = _clean_events_of("('2026-11-01', 'a'), ('2026-11-02', 'b'), ('2026-11-03', 'c')")
     catalog = lake_core.open_catalog(data_dir=tmp_path)
     days = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
     served.publish(con, catalog, CLEAN_EVENTS, days=days)  # served before
