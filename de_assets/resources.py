@@ -467,13 +467,13 @@ MEASURED_ON = (CLEAN_EVENTS, CLEAN_REQUESTS)
 class PrivateStep:
     """A step (a mart, a cleaning) computing without the warehouse file (`Warehouse.computing`).
     ``con`` is a private connection reading the lake through views copied from the warehouse in a
-    short turn (their snapshots pinned), where the step writes into its staging overlay (`lib/staged.py`), runs
-    its checks and writes its data files (`bookkeeping.evaluate`). `turn()` then takes the file for
-    what must not interleave with other steps: if a
-    table the step reads was committed since it was pinned (or, with ``kpis``, a KPI row the health
-    series read was recorded), it is pinned again there, `committed_meanwhile` names what changed,
-    and the caller computes again, still holding the file; then the KPI rows, the commit, and the
-    materialization are recorded. So a materialization is still recorded after the snapshots it read
+    short turn (their snapshots pinned), where the step writes into its staging overlay
+    (`lib/staged.py`), runs its checks and writes its data files (`bookkeeping.evaluate`). `turn()`
+    then takes the file for what must not interleave with other steps: if a table the step reads
+    was committed since it was pinned (or, with ``kpis``, a KPI row the health series read was
+    recorded), it is pinned again there, `committed_meanwhile` names what changed, and the caller
+    computes again, still holding the file; then the KPI rows, the commit, and the materialization
+    are recorded. So a materialization is still recorded after the snapshots it read
     and before any later commit of them, which the late_data_refresh sensor relies on (docs/lake.md)."""
 
     def __init__(self, con, file=None, warehouse: "Warehouse | None" = None, views: tuple = (), reads: tuple = (),

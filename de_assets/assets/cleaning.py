@@ -180,12 +180,6 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
             clean rows of [start, end] (a held-back day's), and the later days (their repair)."""
             return min(days, default=end) <= end if table is spec.raw else max(days, default=start) >= start
 
-        # Computed in a private connection over pinned snapshots, staged there (lib/staged.py), checked
-        # and written as data files without holding the warehouse file; the file is taken to commit:
-        # computed again there when raw of a day up to `end`, or the cleaning's tables from `start` on,
-        # were committed meanwhile (the cleanings of other days, in runs at once); then `finish`
-        # commits the days whose blocking checks passed, and the materializations are recorded while
-        # the file is held.
         def ahead(con) -> dict:
             """What the commit reads of the staged rows (the checks, the metadata) and the data files
             of the range's partitions, evaluated and written before the turn (bookkeeping.evaluate)."""
@@ -193,6 +187,12 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                     "quarantine": evaluate(con, warehouse, quarantine_key, spec.quarantine, start, end, write=True),
                     "duplicates": warehouse.write_ahead(con, spec.duplicates, list(days_between(start, end)))}
 
+        # Computed in a private connection over pinned snapshots, staged there (lib/staged.py), checked
+        # and written as data files without holding the warehouse file; the file is taken to commit:
+        # computed again there when raw of a day up to `end`, or the cleaning's tables from `start` on,
+        # were committed meanwhile (the cleanings of other days, in runs at once); then `finish`
+        # commits the days whose blocking checks passed, and the materializations are recorded while
+        # the file is held.
         reads = (spec.raw, spec.clean, spec.quarantine, spec.duplicates)
         with warehouse.computing(spec.clean, reads, log=context.log, reads_again=reads_again) as step:
             computed, evaluated = compute(step.con), ahead(step.con)
