@@ -111,6 +111,8 @@ def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "every_step_reported"]
     assert sorted((e.partition, e.passed) for e in evaluations) == [
         ("2026-11-01", True), ("2026-11-02", True), ("2026-11-03", True)]
+    # each day is compared with the 14 assets the run materialized (none missing)
+    assert [e.metadata["assets_in_run"].value for e in evaluations] == [14] * 3
     slo = pipeline.held("SELECT partition::VARCHAR p, slo, actual, status FROM pipeline_health.slo_status "
                          "WHERE slo = 'quarantine_rate' ORDER BY p")
     # quarantined / rows in over both sources: 11-01 events 1/4 (no requests); 11-02 (6 + 2) / (21 + 9);

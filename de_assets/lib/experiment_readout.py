@@ -21,9 +21,10 @@ Definitions (as of the end of the partition day):
 A range run reads each as-of day's 90-day window of the same few events again: from the lake's
 files, one per arrival day, that cost ~0.25 s per as-of day over a 557-day history of 14,500 events
 (153 s of a 331-s range run). So `write` copies the events a readout reads (exposures and metric
-events, `_copy_events`) once per `RANGE_CHUNK_DAYS` as-of days into a temp table and reads each
-day's window from it; a one-day run reads `clean.events` directly, as before, so a daily run holds
-no copy of its 90-day window. Same rows, same statistics (`test_experiment_readout.py`).
+events, `_copy_events`) once per `RANGE_CHUNK_DAYS` as-of days into a temp table, and reduces the
+users of all those days at once, each joined to its own window (`build_users`: a handful of queries
+per chunk, not per day; 557 days: 12.7 s -> 0.95 s); a one-day run reads `clean.events` directly, so
+a daily run holds no copy of its 90-day window. Same rows, same statistics (`test_experiment_readout.py`).
 """
 
 from __future__ import annotations
@@ -102,51 +103,60 @@ def _copy_events(con, first: date, last: date, plan: Plan) -> None:
     )
 
 
-def build_users(con, as_of: date, plan: Plan, source: str = "clean.events") -> None:
-    """Temp table `_exp_users`: one row per experiment x exposed user, with y_/x_ per metric, from the
-    events of `source` (`clean.events`, or its copy for a range, `_copy_events`)."""
+def build_users(con, days: list[date], plan: Plan, source: str = "clean.events") -> None:
+    """Temp table `_exp_users`: one row per as-of day x experiment x exposed user, with y_/x_ per
+    metric, from the events of `source` (`clean.events`, or its copy for a range, `_copy_events`).
+    The as-of days are joined to their windows in one query; the constant bounds of all the windows
+    let the scan of `source` skip the days none of them reads."""
     events = _events(plan)
     window = _window(plan)
+    lookback = plan.lookback_days - 1
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _exp_users AS
-        WITH users AS (
-            SELECT experiment_id, user_key, min(variant_id) AS variant_id,
-                   count(DISTINCT variant_id) AS arms, min(event_ts) AS first_exposure
-            FROM {source}
-            WHERE type = 'track' AND event = 'Experiment Viewed' AND experiment_id IS NOT NULL
-              AND variant_id IS NOT NULL AND user_key IS NOT NULL
-              AND event_date BETWEEN $from AND $as_of
+        WITH as_of AS (SELECT unnest($days::DATE[]) AS as_of_date),
+        users AS (
+            SELECT a.as_of_date, e.experiment_id, e.user_key, min(e.variant_id) AS variant_id,
+                   count(DISTINCT e.variant_id) AS arms, min(e.event_ts) AS first_exposure
+            FROM as_of a JOIN {source} e ON e.event_date BETWEEN a.as_of_date - {lookback} AND a.as_of_date
+            WHERE e.type = 'track' AND e.event = 'Experiment Viewed' AND e.experiment_id IS NOT NULL
+              AND e.variant_id IS NOT NULL AND e.user_key IS NOT NULL
+              AND e.event_date BETWEEN $from AND $last
             GROUP BY ALL
         ),
         activity AS (
-            SELECT u.experiment_id, u.user_key, e.event, e.revenue,
+            SELECT u.as_of_date, u.experiment_id, u.user_key, e.event, e.revenue,
                    e.event_ts > u.first_exposure AND e.event_ts <= u.first_exposure + {window} AS post,
                    e.event_ts < u.first_exposure AND e.event_ts >= u.first_exposure - {window} AS pre
             FROM users u JOIN {source} e ON e.user_key = u.user_key
+             AND e.event_date BETWEEN u.as_of_date - {lookback} - {window} AND u.as_of_date
             WHERE u.arms = 1 AND e.type = 'track' AND e.event IN ({events})
-              AND e.event_date BETWEEN $from - {window} AND $as_of
+              AND e.event_date BETWEEN $from - {window} AND $last
         )
-        SELECT u.experiment_id, u.variant_id, u.user_key, u.arms,
+        SELECT u.as_of_date, u.experiment_id, u.variant_id, u.user_key, u.arms,
                {_metric_columns(plan)}
-        FROM users u LEFT JOIN activity a USING (experiment_id, user_key)
-        GROUP BY u.experiment_id, u.variant_id, u.user_key, u.arms
+        FROM users u LEFT JOIN activity a USING (as_of_date, experiment_id, user_key)
+        GROUP BY u.as_of_date, u.experiment_id, u.variant_id, u.user_key, u.arms
         """,
-        {"from": as_of - timedelta(days=plan.lookback_days - 1), "as_of": as_of},
+        {"days": days, "from": min(days) - timedelta(days=lookback), "last": max(days)},
     )
 
 
-def _sums(con, metric: str) -> dict[tuple[str, str], dict]:
-    """Exact per-variant sums (DECIMAL arithmetic does not depend on the order rows are added in,
-    unlike parallel floating-point aggregates, so a re-run gives bit-identical statistics)."""
+def _sums(con, metric: str) -> dict[date, dict[tuple[str, str], dict]]:
+    """Exact sums per as-of day and (experiment, variant) (DECIMAL arithmetic does not depend on the
+    order rows are added in, unlike parallel floating-point aggregates, so a re-run gives
+    bit-identical statistics)."""
     y, x = f"y_{metric}::DECIMAL(38, 6)", f"x_{metric}::DECIMAL(38, 6)"
     rows = con.execute(
-        f"""SELECT experiment_id, variant_id, count(*), count(*) FILTER (WHERE y_{metric} > 0),
+        f"""SELECT as_of_date, experiment_id, variant_id, count(*), count(*) FILTER (WHERE y_{metric} > 0),
                    sum({y}), sum({y} * {y}), sum({x}), sum({x} * {x}), sum({x} * {y})
             FROM _exp_users WHERE arms = 1 GROUP BY ALL"""
     ).fetchall()
     keys = ("n", "converted", "sy", "syy", "sx", "sxx", "sxy")
-    return {(r[0], r[1]): dict(zip(keys, r[2:])) for r in rows}
+    out: dict[date, dict[tuple[str, str], dict]] = {}
+    for r in rows:
+        out.setdefault(r[0], {})[(r[1], r[2])] = dict(zip(keys, r[3:]))
+    return out
 
 
 def _moments(s: dict) -> dict:
@@ -170,19 +180,32 @@ def _pooled(sums: dict[tuple[str, str], dict], experiment: str) -> tuple[float, 
 
 
 def compute(con, as_of: date, plan: Plan, source: str = "clean.events") -> list[dict]:
-    """The readout rows for every experiment with exposures in the lookback window."""
-    build_users(con, as_of, plan, source)
-    health = {
-        exp: (crossover, users)
-        for exp, crossover, users in con.execute(
-            "SELECT experiment_id, count(*) FILTER (WHERE arms > 1), count(*) FROM _exp_users GROUP BY ALL"
-        ).fetchall()
-    }
+    """The readout rows as of one day (`compute_days`)."""
+    return compute_days(con, [as_of], plan, source)
+
+
+def compute_days(con, days: list[date], plan: Plan, source: str = "clean.events") -> list[dict]:
+    """The readout rows as of each of ``days``, for every experiment with exposures in its lookback
+    window: the users of every day in one query, the sums of each metric in one more."""
+    build_users(con, days, plan, source)
+    health: dict[date, dict[str, tuple[int, int]]] = {}
+    for as_of, exp, crossover, users in con.execute(
+        "SELECT as_of_date, experiment_id, count(*) FILTER (WHERE arms > 1), count(*) FROM _exp_users GROUP BY ALL"
+    ).fetchall():
+        health.setdefault(as_of, {})[exp] = (crossover, users)
+    sums = {metric: _sums(con, metric) for metric in plan.all_metrics}
+    con.execute("DROP TABLE IF EXISTS _exp_users")
+    return [row for as_of in days
+            for row in _readout(as_of, plan, health.get(as_of, {}), {m: s.get(as_of, {}) for m, s in sums.items()})]
+
+
+def _readout(as_of: date, plan: Plan, health: dict[str, tuple[int, int]],
+             sums: dict[str, dict[tuple[str, str], dict]]) -> list[dict]:
+    """One as-of day's rows from its experiments' (crossover, users) and its sums per metric."""
     rows: list[dict] = []
     for metric in plan.all_metrics:
-        sums = _sums(con, metric)
         for experiment in sorted(health):
-            arms = {v: _moments(m) for (e, v), m in sums.items() if e == experiment}
+            arms = {v: _moments(m) for (e, v), m in sums[metric].items() if e == experiment}
             if not arms:
                 continue
             variants = sorted(arms)
@@ -190,11 +213,10 @@ def compute(con, as_of: date, plan: Plan, source: str = "clean.events") -> list[
             weights = [plan.weights.get(v, 0.0) for v in variants] if plan.weights else None
             srm = ab_stats.srm_p_value([arms[v]["n"] for v in variants], weights) if len(variants) > 1 else 1.0
             crossover, _ = health[experiment]
-            cov, var_x, grand_x = _pooled(sums, experiment)
+            cov, var_x, grand_x = _pooled(sums[metric], experiment)
             theta = ab_stats.cuped_theta(cov, var_x) if plan.cuped else 0.0
             for variant in variants:
                 rows.append(_row(as_of, experiment, variant, control, metric, arms, srm, crossover, theta, grand_x, plan))
-    con.execute("DROP TABLE IF EXISTS _exp_users")
     return rows
 
 
@@ -241,7 +263,7 @@ def write(con, start: date, end: date, plan: Plan) -> list[dict]:
         for i in range(0, len(days), RANGE_CHUNK_DAYS):
             chunk = days[i:i + RANGE_CHUNK_DAYS]
             _copy_events(con, chunk[0], chunk[-1], plan)
-            rows += [r for day in chunk for r in compute(con, day, plan, source=EVENTS_COPY)]
+            rows += compute_days(con, chunk, plan, source=EVENTS_COPY)
         con.execute(f"DROP TABLE IF EXISTS {EVENTS_COPY}")
     columns = EXPERIMENT_RESULTS.column_names
     table = staged.target(con, EXPERIMENT_RESULTS, days)
