@@ -98,6 +98,27 @@ def test_budget_burn_accumulates_over_28_days_and_late_loads_are_backfills(con):
     assert rows["freshness_hours"]["status"] == "backfill"
 
 
+def test_a_range_is_evaluated_as_one_run_per_day_would(con):
+    """A range run evaluates its days at once: each day's breaches are counted over the 27 days
+    before it, the range's earlier days as just evaluated, the days before the range as stored."""
+    targets = health.SloTargets(objective=0.9)
+    _kpi(con, D - timedelta(days=2), "clean/clean_events", 100, quarantined=50)
+    health.evaluate_slos(con, D - timedelta(days=2), targets)  # stored before the range: breached
+    for offset, quarantined in enumerate((50, 0, 50, 0)):  # breached on D and D + 2
+        _kpi(con, D + timedelta(days=offset), "clean/clean_events", 100, quarantined=quarantined)
+    _kpi(con, D + timedelta(days=1), "marts/daily_engagement", 5, recorded_at=datetime(2026, 11, 4, 6, 0))
+    ranged = health.evaluate_slos(con, D, targets, D + timedelta(days=3))
+    burn = [(r["partition"] - D).days for r in ranged if r["slo"] == "quarantine_rate"], \
+        [r["breached_days_28d"] for r in ranged if r["slo"] == "quarantine_rate"]
+    assert burn == ([0, 1, 2, 3], [2, 2, 3, 3])
+    fresh = [(r["partition"] - D).days for r in ranged if r["slo"] == "freshness_hours" and r["status"] == "met"]
+    assert fresh == [1]  # available 06:00 the next day: 6 h; the other days have no marts (no_data)
+    assert con.execute("SELECT count(*) FROM pipeline_health.slo_status WHERE partition >= ?", [D]).fetchone()[0] == 16
+    # the same days evaluated one by one, in order, give the same rows
+    one_by_one = [r for offset in range(4) for r in health.evaluate_slos(con, D + timedelta(days=offset), targets)]
+    assert [{**r, "evaluated_at": None} for r in one_by_one] == [{**r, "evaluated_at": None} for r in ranged]
+
+
 def test_golden_run_fills_partition_kpis_for_every_step_and_partition(pipeline):
     result = pipeline.run("2026-11-01", "2026-11-03")
     assert result.success

@@ -169,7 +169,7 @@ def slo_status(context: dg.AssetExecutionContext, config: SloConfig, warehouse: 
     # the warehouse, so two runs' SLO steps publish one after the other
     window = (start - timedelta(days=health.SLO_WINDOW_DAYS), end)
     with warehouse.connect(), warehouse.held(SLO_STATUS, PARTITION_KPIS, partition=window) as slos:
-        evaluated = [row for day in days_between(start, end) for row in health.evaluate_slos(slos, day, targets)]
+        evaluated = health.evaluate_slos(slos, start, targets, end)
         warehouse.hand_back(slos, SLO_STATUS, partition=(start, end))
         breaches = [r for r in evaluated if r["status"] == "breached"]
         paging = alerting.page([(r["partition"], _breach_alert(r, context.run.run_id)) for r in breaches],

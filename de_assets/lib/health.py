@@ -184,73 +184,94 @@ def series_counts(con, asset: str, since: date) -> dict[date, tuple[int, int, in
         "WHERE asset = ? AND partition >= ?", [asset, since]).fetchall()}
 
 
-def measure(con, day: date, targets: SloTargets) -> dict[str, tuple[float | None, str | None]]:
-    """The measured value of every SLO for `day` from `partition_kpis`, with an optional status override."""
-    [(rows_in, quarantined, duplicate)] = con.execute(
-        f"SELECT sum(rows_in), sum(rows_quarantined), sum(rows_duplicate) FROM ({LATEST_KPIS}) "
-        "WHERE partition = $day AND asset LIKE 'clean/%'",
-        {"day": day},
-    ).fetchall()
-    [(baseline,)] = con.execute(
-        f"""SELECT median(n) FROM (
+def measure(con, start: date, end: date, targets: SloTargets) -> dict[date, dict[str, tuple[float | None, str | None]]]:
+    """The measured value of every SLO for each day of [start, end] from `partition_kpis`, with an
+    optional status override; three grouped queries for the whole range."""
+    days = {"start": start, "end": end}
+    counts = {day: (rows_in, quarantined, duplicate) for day, rows_in, quarantined, duplicate in con.execute(
+        f"SELECT partition, sum(rows_in), sum(rows_quarantined), sum(rows_duplicate) FROM ({LATEST_KPIS}) "
+        "WHERE partition BETWEEN $start AND $end AND asset LIKE 'clean/%' GROUP BY partition",
+        days,
+    ).fetchall()}
+    # the completeness baseline: the median of the same weekday's rows in the 4 weeks before
+    baselines = dict(con.execute(
+        f"""WITH daily AS (
                 SELECT partition, sum(rows_in) AS n FROM ({LATEST_KPIS})
-                WHERE asset LIKE 'clean/%' AND partition IN ($day - 7, $day - 14, $day - 21, $day - 28)
-                GROUP BY partition)""",
-        {"day": day},
-    ).fetchall()
-    [(first_available, marts)] = con.execute(
-        f"""SELECT max(first_seen), count(*) FROM (
-                SELECT asset, min(recorded_at) AS first_seen FROM {PARTITION_KPIS.name}
-                WHERE partition = $day AND asset LIKE 'marts/%' GROUP BY asset)""",
-        {"day": day},
-    ).fetchall()
-    day_end = datetime(day.year, day.month, day.day) + timedelta(days=1)
-    freshness = (first_available - day_end).total_seconds() / 3600 if marts else None
-    late_load = freshness is not None and freshness > targets.backfill_after_days * 24
-    sparse_baseline = baseline is not None and baseline < targets.min_volume
-    sparse_day = rows_in is not None and rows_in < targets.min_volume
-    return {
-        "freshness_hours": (freshness, "backfill" if late_load else None),
-        "completeness": (rows_in / baseline if rows_in is not None and baseline else None, "not_applicable" if sparse_baseline else None),
-        "quarantine_rate": (quarantined / rows_in if rows_in else None, "not_applicable" if sparse_day else None),
-        "duplicate_rate": (duplicate / rows_in if rows_in else None, "not_applicable" if sparse_day else None),
-    }
+                WHERE asset LIKE 'clean/%' AND partition BETWEEN $start - 28 AND $end - 7
+                GROUP BY partition)
+            SELECT d.day, median(daily.n)
+            FROM (SELECT unnest(generate_series($start::TIMESTAMP, $end::TIMESTAMP, INTERVAL 1 DAY))::DATE AS day) d
+            JOIN daily ON daily.partition IN (d.day - 7, d.day - 14, d.day - 21, d.day - 28)
+            GROUP BY d.day""",
+        days,
+    ).fetchall())
+    marts_of = {day: (first_available, marts) for day, first_available, marts in con.execute(
+        f"""SELECT partition, max(first_seen), count(*) FROM (
+                SELECT partition, asset, min(recorded_at) AS first_seen FROM {PARTITION_KPIS.name}
+                WHERE partition BETWEEN $start AND $end AND asset LIKE 'marts/%' GROUP BY partition, asset)
+            GROUP BY partition""",
+        days,
+    ).fetchall()}
+    measured = {}
+    for day in days_between(start, end):
+        rows_in, quarantined, duplicate = counts.get(day, (None, None, None))
+        baseline = baselines.get(day)
+        first_available, marts = marts_of.get(day, (None, 0))
+        day_end = datetime(day.year, day.month, day.day) + timedelta(days=1)
+        freshness = (first_available - day_end).total_seconds() / 3600 if marts else None
+        late_load = freshness is not None and freshness > targets.backfill_after_days * 24
+        sparse_baseline = baseline is not None and baseline < targets.min_volume
+        sparse_day = rows_in is not None and rows_in < targets.min_volume
+        measured[day] = {
+            "freshness_hours": (freshness, "backfill" if late_load else None),
+            "completeness": (rows_in / baseline if rows_in is not None and baseline else None,
+                             "not_applicable" if sparse_baseline else None),
+            "quarantine_rate": (quarantined / rows_in if rows_in else None, "not_applicable" if sparse_day else None),
+            "duplicate_rate": (duplicate / rows_in if rows_in else None, "not_applicable" if sparse_day else None),
+        }
+    return measured
 
 
-def evaluate_slos(con, day: date, targets: SloTargets) -> list[dict]:
-    """Evaluate every SLO for `day` (measured on ``con``'s KPI rows), store them in its
-    `pipeline_health.slo_status` (the step's copies of the tables held in the catalog database,
-    `Warehouse.held`), return the rows.
+def evaluate_slos(con, start: date, targets: SloTargets, end: date | None = None) -> list[dict]:
+    """Evaluate every SLO for each day of [start, end] (one day: ``start``), measured on ``con``'s
+    KPI rows, store them in its `pipeline_health.slo_status` (the step's copies of the tables held
+    in the catalog database, `Warehouse.held`), return the rows.
 
     Status is met, breached, no_data (nothing to measure yet), not_applicable (too little volume
     for the ratio to mean something: see `SloTargets.min_volume`) or backfill (freshness of a
     partition first loaded long after its day is not judged; missing partitions are the
-    stale-partition sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO in 28 days.
+    stale-partition sensor's job). The error budget: 28 x (1 - objective) breaches allowed per SLO
+    in 28 days: a day's breaches are counted over the 27 days before it, the range's own days as
+    evaluated here (in day order, as one run per day would), the days before it as stored.
     """
+    end = end or start
     now = utc_now()
     budget = SLO_WINDOW_DAYS * (1 - targets.objective)
-    measured = measure(con, day, targets)
+    measured = measure(con, start, end, targets)
+    breached_on: dict[str, list[date]] = {}
+    for name, day in con.execute(
+        f"SELECT slo, partition FROM {SLO_STATUS.name} WHERE status = 'breached' AND partition BETWEEN ? - 27 AND ? - 1",
+        [start, start],
+    ).fetchall():
+        breached_on.setdefault(name, []).append(day)
     rows = []
-    for name, target, comparison in targets.slos():
-        actual, override = measured[name]
-        if override:
-            status = override
-        elif actual is None:
-            status = "no_data"
-        else:
-            met = actual <= target if comparison == "<=" else actual >= target
-            status = "met" if met else "breached"
-        [(breached_before,)] = con.execute(
-            f"SELECT count(*) FROM {SLO_STATUS.name} WHERE slo = ? AND status = 'breached' "
-            "AND partition BETWEEN ? - 27 AND ? - 1",
-            [name, day, day],
-        ).fetchall()
-        breached = breached_before + (status == "breached")
-        row = dict(partition=day, slo=name, target=target, comparison=comparison, actual=actual, status=status,
-                   breached_days_28d=breached, error_budget_days=budget,
-                   budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now)
-        rows.append(row)
+    for day in days_between(start, end):
+        for name, target, comparison in targets.slos():
+            actual, override = measured[day][name]
+            if override:
+                status = override
+            elif actual is None:
+                status = "no_data"
+            else:
+                met = actual <= target if comparison == "<=" else actual >= target
+                status = "met" if met else "breached"
+            if status == "breached":
+                breached_on.setdefault(name, []).append(day)
+            breached = sum(day - timedelta(days=27) <= d <= day for d in breached_on.get(name, []))
+            rows.append(dict(partition=day, slo=name, target=target, comparison=comparison, actual=actual,
+                             status=status, breached_days_28d=breached, error_budget_days=budget,
+                             budget_burn=breached / budget if budget else float(breached > 0), evaluated_at=now))
     with transaction(con):
-        con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition = ?", [day])
+        con.execute(f"DELETE FROM {SLO_STATUS.name} WHERE partition BETWEEN ? AND ?", [start, end])
         insert_rows(con, SLO_STATUS.name, list(rows[0]), [list(r.values()) for r in rows])
     return rows
