@@ -271,3 +271,44 @@ def test_commits_since_a_snapshot_say_which_days_they_wrote_or_that_it_cannot_be
     assert lake.PARTITIONS not in lake.commits_since(table, pinned)[0]  # a delete by filter does not say
     lake.expire_and_clean(table, datetime.now(timezone.utc) + timedelta(seconds=1))
     assert lake.commits_since(table, pinned) is None
+
+
+def _entries(table) -> list[dict]:
+    """What the manifests say of each data file of the current snapshot (its path aside)."""
+    out = []
+    for task in table.scan().plan_files():
+        f = task.file
+        out.append(dict(name=os.path.basename(f.file_path), partition=tuple(f.partition), records=f.record_count,
+                        size=f.file_size_in_bytes, spec_id=f.spec_id, column_sizes=dict(f.column_sizes),
+                        value_counts=dict(f.value_counts), null_counts=dict(f.null_value_counts),
+                        lower=dict(f.lower_bounds), upper=dict(f.upper_bounds), split_offsets=f.split_offsets))
+    return sorted(out, key=lambda e: e["name"])
+
+
+def test_files_are_described_as_pyiceberg_describes_them(tmp_path):
+    """`lake.add_files` (statistics plan and schema check once per commit) records the same manifest
+    entries as pyiceberg's own `Transaction.add_files` for the same Parquet files: partition, counts,
+    sizes, bounds, and no bounds for a column whose metrics are off (`user_id`)."""
+    written = tmp_path / "files"
+    written.mkdir()
+    paths = []
+    for day in DAYS[:3]:
+        path = written / f"event_date={day}.parquet"
+        pq.write_table(rows(day, 20 + day.day, f"w{day.day}"), path)
+        paths.append(str(path))
+    ours = open_table(tmp_path / "ours")
+    theirs = open_table(tmp_path / "theirs")
+    lake.append_files(ours, paths)
+    with theirs.transaction() as tx:
+        tx.add_files(paths, check_duplicate_files=False)
+    assert len(_entries(ours)) == 3 and all(e["lower"] for e in _entries(ours))
+    assert _entries(ours) == _entries(theirs)
+    assert all(len(e["lower"]) == 3 for e in _entries(ours))  # id, value, event_date; not user_id
+    assert ours.properties.get("schema.name-mapping.default") == theirs.properties.get("schema.name-mapping.default")
+    assert read(ours) == read(theirs) == expected(*(rows(d, 20 + d.day, f"w{d.day}") for d in DAYS[:3]))
+    # a file whose columns do not fit the table is refused, as pyiceberg refuses it
+    bad = written / "bad.parquet"
+    pq.write_table(pa.table({"id": ["not a number"], "event_date": [DAYS[3]]}), bad)
+    with pytest.raises(ValueError, match="Mismatch in fields"):
+        lake.append_files(ours, [str(bad)])
+    assert len(_entries(ours)) == 3
