@@ -89,6 +89,34 @@ def _commit_later_days(context, con, warehouse, spec, clean_key, quarantine_key,
                      f"first delivered in {label}: {', '.join(map(str, repaired['days']))}")
 
 
+def _cleaning_evaluations(clean_key: dg.AssetKey, reports: dict, books_by_day: dict,
+                          limit: float) -> list[dg.AssetCheckEvaluation]:
+    """The cleaning's own checks, per day: the quarantine-rate gate, the books (`rows_reconcile`) and
+    the duplicates that conflict with their original delivery."""
+    evaluations = []
+    for day, r in reports.items():
+        books = books_by_day[day]
+        evaluations += [
+            checks.evaluation(clean_key, checks.HOLD_BACK_GATE, day, not r.gated_days, {
+                "quarantine_rate": round(r.quarantine_rate, 4),
+                "max_quarantine_rate": limit,
+                "held_back": bool(r.gated_days),
+                "rows_held_back": r.rows_held_back,
+            }, blocking=True),
+            checks.evaluation(clean_key, "rows_reconcile", day, bool(books["balanced"]), {
+                **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
+                **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
+                   if "unbalanced_files" in books else {}),
+            }, blocking=True),
+            checks.evaluation(clean_key, "conflicting_duplicates", day, r.rows_duplicate_conflicting == 0, {
+                "rows_duplicate": r.rows_duplicate,
+                "rows_duplicate_conflicting": r.rows_duplicate_conflicting,
+                "conflicting_fields": dg.MetadataValue.md(_fields_table(r.conflicting_fields)),
+            }, blocking=False),
+        ]
+    return evaluations
+
+
 def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.AssetsDefinition:
     # Keys `<layer>/<layer>_<source>`: the UI labels a node with the key's last part only.
     clean_key = dg.AssetKey(["clean", f"clean_{source}"])
@@ -207,27 +235,7 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
                 books_by_day = reconcile.accounting_by_day(con, spec, source, list(daily_reports),
                                                            forgotten=warehouse.held_rows(FORGOTTEN_ROWS, **days_rows),
                                                            registry=warehouse.held_rows(SOURCE_FILES, **days_rows))
-                extra = []
-                for day, r in daily_reports.items():  # every check is evaluated per day
-                    books = books_by_day[day]
-                    extra += [
-                        checks.evaluation(clean_key, checks.HOLD_BACK_GATE, day, not r.gated_days, {
-                            "quarantine_rate": round(r.quarantine_rate, 4),
-                            "max_quarantine_rate": limit,
-                            "held_back": bool(r.gated_days),
-                            "rows_held_back": r.rows_held_back,
-                        }, blocking=True),
-                        checks.evaluation(clean_key, "rows_reconcile", day, bool(books["balanced"]), {
-                            **{k: v for k, v in books.items() if k not in ("balanced", "unbalanced_files")},
-                            **({"unbalanced_files": dg.MetadataValue.md(books["unbalanced_files"])}
-                               if "unbalanced_files" in books else {}),
-                        }, blocking=True),
-                        checks.evaluation(clean_key, "conflicting_duplicates", day, r.rows_duplicate_conflicting == 0, {
-                            "rows_duplicate": r.rows_duplicate,
-                            "rows_duplicate_conflicting": r.rows_duplicate_conflicting,
-                            "conflicting_fields": dg.MetadataValue.md(_fields_table(r.conflicting_fields)),
-                        }, blocking=False),
-                    ]
+                extra = _cleaning_evaluations(clean_key, daily_reports, books_by_day, limit)
                 counts = {
                     day: health.DayCounts(r.rows_in, r.rows_clean, r.rows_quarantined, r.rows_duplicate)
                     for day, r in daily_reports.items()

@@ -120,10 +120,10 @@ def days_committed(catalog, table: Table, pinned: str | None, current: str | Non
     when the columns changed."""
     if current is None:
         return None
-    if pinned is not None and pinned.rsplit("#", 1)[1] != current.rsplit("#", 1)[1]:
+    if pinned is not None and _unstamp(pinned)[1] != _unstamp(current)[1]:
         return None
     iceberg = catalog.load_table(table.name)  # commits after ``current`` too (none while the file is held)
-    commits = lake.commits_since(iceberg, pinned.rsplit("#", 1)[0] if pinned is not None else None)
+    commits = lake.commits_since(iceberg, _unstamp(pinned)[0] if pinned is not None else None)
     if commits is None:
         return None
     days: set[date] = set()
@@ -148,7 +148,7 @@ def copy_views(src, dst, tables: tuple[Table, ...]) -> None:
         sql, comment = defined[table.name]
         dst.execute(f"DROP VIEW IF EXISTS {table.name}")
         if comment:
-            lake.use_storage(dst, comment.rsplit("#", 1)[0])  # before the view binds its files
+            lake.use_storage(dst, _unstamp(comment)[0])  # before the view binds its files
         dst.execute(sql)
         if comment:
             dst.execute(f"COMMENT ON VIEW {table.name} IS {literal(comment)}")
@@ -159,6 +159,12 @@ def _stamp(table: Table, location: str) -> str:
     declared since makes the view be rebuilt, and added to the lake table)."""
     columns = ",".join(f"{c.name}:{c.type}" for c in table.columns)
     return f"{location}#{hashlib.sha256(columns.encode()).hexdigest()[:12]}"
+
+
+def _unstamp(stamp: str) -> tuple[str, str]:
+    """A view's stamp (`_stamp`) read back: (the snapshot's metadata file, the hash of its columns)."""
+    location, columns = stamp.rsplit("#", 1)
+    return location, columns
 
 
 def _adopt(con, catalog, table: Table) -> None:
