@@ -250,7 +250,8 @@ def evaluate_slos(con, start: date, targets: SloTargets, end: date | None = None
     measured = measure(con, start, end, targets)
     breached_on: dict[str, list[date]] = {}
     for name, day in con.execute(
-        f"SELECT slo, partition FROM {SLO_STATUS.name} WHERE status = 'breached' AND partition BETWEEN ? - 27 AND ? - 1",
+        f"SELECT slo, partition FROM {SLO_STATUS.name} "
+        "WHERE status = 'breached' AND partition BETWEEN ? - 27 AND ? - 1",
         [start, start],
     ).fetchall():
         breached_on.setdefault(name, []).append(day)
