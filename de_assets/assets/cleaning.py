@@ -211,9 +211,10 @@ def _clean_asset(source: str, spec: clean.CleanSpec, clean_doc: str) -> dg.Asset
         def ahead(con) -> dict:
             """What the commit reads of the staged rows (the checks, the metadata) and the data files
             of the range's partitions, evaluated and written before the turn (bookkeeping.evaluate)."""
+            duplicates = spec.duplicates
             return {"clean": evaluate(con, warehouse, clean_key, spec.clean, start, end, write=True),
                     "quarantine": evaluate(con, warehouse, quarantine_key, spec.quarantine, start, end, write=True),
-                    "duplicates": warehouse.write_ahead(con, spec.duplicates, list(days_between(start, end)))}
+                    "duplicates": warehouse.write_ahead(con, duplicates, duplicates.partition_values(start, end))}
 
         # Computed in a private connection over pinned snapshots, staged there (lib/staged.py), checked
         # and written as data files without holding the warehouse file; the file is taken to commit:

@@ -187,11 +187,11 @@ def series_counts(con, asset: str, since: date) -> dict[date, tuple[int, int, in
 def measure(con, start: date, end: date, targets: SloTargets) -> dict[date, dict[str, tuple[float | None, str | None]]]:
     """The measured value of every SLO for each day of [start, end] from `partition_kpis`, with an
     optional status override; three grouped queries for the whole range."""
-    days = {"start": start, "end": end}
+    bounds = {"start": start, "end": end}
     counts = {day: (rows_in, quarantined, duplicate) for day, rows_in, quarantined, duplicate in con.execute(
         f"SELECT partition, sum(rows_in), sum(rows_quarantined), sum(rows_duplicate) FROM ({LATEST_KPIS}) "
         "WHERE partition BETWEEN $start AND $end AND asset LIKE 'clean/%' GROUP BY partition",
-        days,
+        bounds,
     ).fetchall()}
     # the completeness baseline: the median of the same weekday's rows in the 4 weeks before
     baselines = dict(con.execute(
@@ -200,17 +200,17 @@ def measure(con, start: date, end: date, targets: SloTargets) -> dict[date, dict
                 WHERE asset LIKE 'clean/%' AND partition BETWEEN $start - 28 AND $end - 7
                 GROUP BY partition)
             SELECT d.day, median(daily.n)
-            FROM (SELECT unnest(generate_series($start::TIMESTAMP, $end::TIMESTAMP, INTERVAL 1 DAY))::DATE AS day) d
+            FROM (SELECT unnest($days::DATE[]) AS day) d
             JOIN daily ON daily.partition IN (d.day - 7, d.day - 14, d.day - 21, d.day - 28)
             GROUP BY d.day""",
-        days,
+        {**bounds, "days": days_between(start, end)},
     ).fetchall())
     marts_of = {day: (first_available, marts) for day, first_available, marts in con.execute(
         f"""SELECT partition, max(first_seen), count(*) FROM (
                 SELECT partition, asset, min(recorded_at) AS first_seen FROM {PARTITION_KPIS.name}
                 WHERE partition BETWEEN $start AND $end AND asset LIKE 'marts/%' GROUP BY partition, asset)
             GROUP BY partition""",
-        days,
+        bounds,
     ).fetchall()}
     measured = {}
     for day in days_between(start, end):
