@@ -129,10 +129,9 @@ WAYS = {"today": today, "staged": staged, "stream": stream}
 
 
 def fingerprint(path: Path) -> tuple:
-    columns = ", ".join(f'"{c.name}"' for c in RAW_EVENTS.columns if c.name not in ("line_no",))
+    columns = ", ".join(f'"{c.name}"' for c in RAW_EVENTS.columns)
     with duckdb.connect() as con:
-        return con.execute(f"SELECT count(*), sum(hash(line_no, {columns})) FROM read_parquet({literal(str(path))})"
-                           ).fetchone()
+        return con.execute(f"SELECT count(*), sum(hash({columns})) FROM read_parquet({literal(str(path))})").fetchone()
 
 
 def main(argv: list[str]) -> int:
